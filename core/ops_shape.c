@@ -1,0 +1,288 @@
+/* core/ops_shape.c — shape ops: permute and slice (views), reshape (view or copy), contiguous, and
+ * constant padding; forward and backward.
+ *
+ * Any layout and any strides in; views share x's storage (nat_ctx_view), so writing into a view's
+ * storage writes into x. Backward of a view scatters the gradient into the positions the view read:
+ * permute through the inverse permutation, slice into the [start, end) band, pad by cropping.
+ * Gradients arrive dense in practice (autograd makes them with nat_ctx_zeros) but any strides work.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "core/ops_internal.h"
+#include "core/tensor_internal.h"
+
+/* dst = src (or dst += src) elementwise over `shape`, both strided (strides in elements). The innermost
+ * dim is the tight loop; rows are split over threads when large. */
+static void strided_copy(float *dst, const int64_t *ds, const float *src, const int64_t *ss, int ndim,
+                         const int64_t *shape, bool add)
+{
+    if (ndim == 0) {
+        dst[0] = add ? dst[0] + src[0] : src[0];
+        return;
+    }
+    int64_t inner = shape[ndim - 1], di = ds[ndim - 1], si = ss[ndim - 1];
+    int64_t outer = nat_shape_numel(ndim - 1, shape);
+    if (inner == 0 || outer == 0)
+        return;
+#pragma omp parallel for if (outer * inner > 65536)
+    for (int64_t o = 0; o < outer; o++) {
+        int64_t doff = 0, soff = 0, rem = o;
+        for (int d = ndim - 2; d >= 0; d--) {
+            int64_t k = rem % shape[d];
+            rem /= shape[d];
+            doff += k * ds[d];
+            soff += k * ss[d];
+        }
+        float *dp = dst + doff;
+        const float *sp = src + soff;
+        if (di == 1 && si == 1) {
+            if (add)
+                for (int64_t i = 0; i < inner; i++)
+                    dp[i] += sp[i];
+            else
+                memcpy(dp, sp, (size_t)inner * sizeof *dp);
+        } else if (add) {
+            for (int64_t i = 0; i < inner; i++)
+                dp[i * di] += sp[i * si];
+        } else {
+            for (int64_t i = 0; i < inner; i++)
+                dp[i * di] = sp[i * si];
+        }
+    }
+}
+
+/* ---- permute ---- */
+
+static nat_status permute_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_tensor *x = node->in[0], *gx;
+    NAT_TRY(nat_grad_get(ctx, x, &gx));
+    if (!gx)
+        return NAT_OK;
+    /* Read g through the inverse permutation: x's dim perm[i] is g's dim i. */
+    int64_t gs[NAT_MAX_DIMS];
+    for (int i = 0; i < g->ndim; i++)
+        gs[node->i[i]] = g->stride[i];
+    strided_copy(nat_tensor_f32(gx), gx->stride, nat_tensor_f32(g), gs, x->ndim, x->shape, true);
+    return NAT_OK;
+}
+
+static const nat_op_def permute_op = {"permute", permute_backward};
+
+nat_status nat_permute(nat_ctx *ctx, nat_tensor *x, const int *perm, nat_tensor **out)
+{
+    NAT_TRY(nat_check_f32(ctx, x, "permute", "input"));
+    char sx[96];
+    nat_shape_str(x, sx, sizeof sx);
+    if (!perm && x->ndim > 0)
+        return nat_error(NAT_ERR_INVALID_ARG, "permute: perm is NULL for input %s", sx);
+    bool seen[NAT_MAX_DIMS] = {false};
+    for (int i = 0; i < x->ndim; i++) {
+        if (perm[i] < 0 || perm[i] >= x->ndim || seen[perm[i]]) {
+            char sp[64];
+            int64_t p64[NAT_MAX_DIMS];
+            for (int j = 0; j < x->ndim; j++)
+                p64[j] = perm[j];
+            return nat_error(NAT_ERR_INVALID_ARG, "permute: %s is not a permutation of the %d dims of input %s",
+                             nat_dims_str(x->ndim, p64, sp, sizeof sp), x->ndim, sx);
+        }
+        seen[perm[i]] = true;
+    }
+    int64_t shape[NAT_MAX_DIMS], stride[NAT_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) {
+        shape[i] = x->shape[perm[i]];
+        stride[i] = x->stride[perm[i]];
+    }
+    nat_tensor *y;
+    NAT_TRY(nat_ctx_view(ctx, &y, x, x->ndim, shape, stride, x->offset));
+    nat_node *node;
+    NAT_TRY(nat_ctx_record(ctx, &permute_op, y, 1, &x, &node));
+    if (node)
+        for (int i = 0; i < x->ndim; i++)
+            node->i[i] = perm[i];
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- slice ---- */
+
+static nat_status slice_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_tensor *x = node->in[0], *gx;
+    NAT_TRY(nat_grad_get(ctx, x, &gx));
+    if (!gx)
+        return NAT_OK;
+    int dim = (int)node->i[0];
+    float *band = nat_tensor_f32(gx) + node->i[1] * gx->stride[dim];
+    strided_copy(band, gx->stride, nat_tensor_f32(g), g->stride, g->ndim, g->shape, true);
+    return NAT_OK;
+}
+
+static const nat_op_def slice_op = {"slice", slice_backward};
+
+nat_status nat_slice(nat_ctx *ctx, nat_tensor *x, int dim, int64_t start, int64_t end, nat_tensor **out)
+{
+    NAT_TRY(nat_check_f32(ctx, x, "slice", "input"));
+    char sx[96];
+    nat_shape_str(x, sx, sizeof sx);
+    int d = dim < 0 ? dim + x->ndim : dim;
+    if (d < 0 || d >= x->ndim)
+        return nat_error(NAT_ERR_INVALID_ARG, "slice: dim %d is out of range for input %s", dim, sx);
+    if (start < 0 || end < start || end > x->shape[d])
+        return nat_error(NAT_ERR_INVALID_ARG,
+                         "slice: [%" PRId64 ":%" PRId64 "] along dim %d is out of range for input %s (need 0 <= start <= end <= %" PRId64 ")",
+                         start, end, dim, sx, x->shape[d]);
+    int64_t shape[NAT_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[d] = end - start;
+    nat_tensor *y;
+    NAT_TRY(nat_ctx_view(ctx, &y, x, x->ndim, shape, x->stride, x->offset + start * x->stride[d]));
+    nat_node *node;
+    NAT_TRY(nat_ctx_record(ctx, &slice_op, y, 1, &x, &node));
+    if (node)
+        node->i[0] = d, node->i[1] = start;
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- reshape ---- */
+
+/* Both reshape flavours (view and copy) send the gradient back the same way: g read in row-major order
+ * is x's gradient in row-major order. */
+static nat_status reshape_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_tensor *x = node->in[0], *gx, *gd;
+    NAT_TRY(nat_grad_get(ctx, x, &gx));
+    if (!gx)
+        return NAT_OK;
+    NAT_TRY(nat_dense(ctx, g, &gd));
+    float *dst = nat_tensor_f32(gx);
+    const float *src = nat_tensor_f32(gd);
+    int64_t n = nat_tensor_numel(x);
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; i++)
+        dst[i] += src[i];
+    return NAT_OK;
+}
+
+static const nat_op_def reshape_op = {"reshape", reshape_backward};
+
+nat_status nat_reshape(nat_ctx *ctx, nat_tensor *x, int ndim, const int64_t *shape, nat_tensor **out)
+{
+    NAT_TRY(nat_check_f32(ctx, x, "reshape", "input"));
+    char sx[96], sn[128];
+    nat_shape_str(x, sx, sizeof sx);
+    if (ndim < 0 || ndim > NAT_MAX_DIMS || (!shape && ndim > 0))
+        return nat_error(NAT_ERR_INVALID_ARG, "reshape: %d dims requested for input %s; nat tensors have 0 to %d", ndim,
+                         sx, NAT_MAX_DIMS);
+    nat_dims_str(ndim, shape, sn, sizeof sn);
+    int64_t ns[NAT_MAX_DIMS], known = 1;
+    int infer = -1;
+    for (int d = 0; d < ndim; d++) {
+        ns[d] = shape[d];
+        if (shape[d] == -1) {
+            if (infer >= 0)
+                return nat_error(NAT_ERR_INVALID_ARG, "reshape: new shape %s for input %s has more than one -1", sn, sx);
+            infer = d;
+        } else if (shape[d] < 0) {
+            return nat_error(NAT_ERR_INVALID_ARG, "reshape: new shape %s for input %s has a negative size", sn, sx);
+        } else {
+            known *= shape[d];
+        }
+    }
+    int64_t n = nat_tensor_numel(x);
+    if (infer >= 0) {
+        if (known == 0 || n % known != 0)
+            return nat_error(NAT_ERR_SHAPE, "reshape: cannot reshape input %s (%" PRId64 " elements) into %s", sx, n, sn);
+        ns[infer] = n / known;
+    } else if (known != n) {
+        return nat_error(NAT_ERR_SHAPE, "reshape: cannot reshape input %s (%" PRId64 " elements) into %s (%" PRId64 " elements)",
+                         sx, n, sn, known);
+    }
+    /* A strided x is copied (unrecorded); the view is then taken of the copy and recorded as made from x. */
+    nat_tensor *xd, *y;
+    NAT_TRY(nat_dense(ctx, x, &xd));
+    int64_t stride[NAT_MAX_DIMS];
+    nat_contiguous_strides(ndim, ns, stride);
+    NAT_TRY(nat_ctx_view(ctx, &y, xd, ndim, ns, stride, xd->offset));
+    nat_node *node;
+    NAT_TRY(nat_ctx_record(ctx, &reshape_op, y, 1, &x, &node));
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- contiguous ---- */
+
+static nat_status contiguous_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    return nat_grad_accumulate(ctx, node->in[0], g);
+}
+
+static const nat_op_def contiguous_op = {"contiguous", contiguous_backward};
+
+nat_status nat_contiguous(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
+{
+    NAT_TRY(nat_check_f32(ctx, x, "contiguous", "input"));
+    if (nat_tensor_is_contiguous(x)) {
+        *out = x;
+        return NAT_OK;
+    }
+    nat_tensor *y;
+    NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, x->shape));
+    strided_copy(nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride, x->ndim, x->shape, false);
+    nat_node *node;
+    NAT_TRY(nat_ctx_record(ctx, &contiguous_op, y, 1, &x, &node));
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- pad ---- */
+
+/* The gradient of x is the interior of g: the crop that undoes the padding. */
+static nat_status pad_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_tensor *x = node->in[0], *gx;
+    NAT_TRY(nat_grad_get(ctx, x, &gx));
+    if (!gx)
+        return NAT_OK;
+    const float *interior = nat_tensor_f32(g);
+    for (int d = 0; d < x->ndim; d++)
+        interior += node->i[d] * g->stride[d];
+    strided_copy(nat_tensor_f32(gx), gx->stride, interior, g->stride, x->ndim, x->shape, true);
+    return NAT_OK;
+}
+
+static const nat_op_def pad_op = {"pad", pad_backward};
+
+nat_status nat_pad(nat_ctx *ctx, nat_tensor *x, const int64_t *before, const int64_t *after, float value,
+                   nat_tensor **out)
+{
+    NAT_TRY(nat_check_f32(ctx, x, "pad", "input"));
+    char sx[96];
+    nat_shape_str(x, sx, sizeof sx);
+    if ((!before || !after) && x->ndim > 0)
+        return nat_error(NAT_ERR_INVALID_ARG, "pad: before/after arrays are NULL for input %s", sx);
+    int64_t shape[NAT_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) {
+        if (before[d] < 0 || after[d] < 0)
+            return nat_error(NAT_ERR_INVALID_ARG,
+                             "pad: negative padding (%" PRId64 " before, %" PRId64 " after) on dim %d of input %s; crop with nat_slice",
+                             before[d], after[d], d, sx);
+        shape[d] = x->shape[d] + before[d] + after[d];
+    }
+    nat_tensor *y;
+    NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, shape));
+    NAT_TRY(nat_fill_value(y, value));
+    float *interior = nat_tensor_f32(y);
+    for (int d = 0; d < x->ndim; d++)
+        interior += before[d] * y->stride[d];
+    strided_copy(interior, y->stride, nat_tensor_f32(x), x->stride, x->ndim, x->shape, false);
+    nat_node *node;
+    NAT_TRY(nat_ctx_record(ctx, &pad_op, y, 1, &x, &node));
+    if (node)
+        for (int d = 0; d < x->ndim; d++)
+            node->i[d] = before[d];
+    *out = y;
+    return NAT_OK;
+}

@@ -1,0 +1,17 @@
+/* core/tensor_internal.h — helpers shared by core/ files: storage reference counting and the
+ * contiguous-stride computation. Not part of the public API. */
+#ifndef NAT_CORE_TENSOR_INTERNAL_H
+#define NAT_CORE_TENSOR_INTERNAL_H
+
+#include "nat/tensor.h"
+
+void nat_storage_retain(nat_storage *s);
+/* Drops one reference; frees the data (back to the allocator cache) at zero, and the struct itself
+ * unless it belongs to a context pool. */
+void nat_storage_release(nat_storage *s);
+/* Row-major strides for `shape`. */
+void nat_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
+int64_t nat_shape_numel(int ndim, const int64_t *shape);
+nat_status nat_check_dims(int ndim, const int64_t *shape, const char *what);
+
+#endif

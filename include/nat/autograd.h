@@ -1,0 +1,105 @@
+/* nat/autograd.h — step contexts and the define-by-run tape.
+ *
+ * A nat_ctx holds everything one forward/backward step makes: the step tensors (from a pool that is
+ * kept across steps), their storage (from the caching allocator) and the tape of recorded ops. Ops take
+ * the context as their first argument; when gradients are enabled in it and an input requires a
+ * gradient, the op records a node (inputs, saved tensors, attributes, backward function) on the tape.
+ * nat_backward walks the tape in reverse order, which is a valid topological order because ops are
+ * recorded as they run. nat_ctx_reset recycles every step tensor and node: nothing of one step leaks into
+ * the next, and a step that repeats the previous one's shapes makes no heap allocation.
+ *
+ * Parameter gradients accumulate (+=) across backward calls until zeroed (nat_zero_grad or the
+ * optimizer's zero_grad), so micro-batches can be accumulated.
+ */
+#ifndef NAT_AUTOGRAD_H
+#define NAT_AUTOGRAD_H
+
+#include "nat/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nat_ctx nat_ctx;
+typedef struct nat_node nat_node;
+
+/* Computes the gradients of a node's inputs from `grad_out` (the gradient of node->out) and adds them
+ * with nat_grad_accumulate. Runs with gradient recording off. */
+typedef nat_status (*nat_backward_fn)(nat_ctx *ctx, nat_node *node, const nat_tensor *grad_out);
+
+/* What an op is, for the tape: a name for messages and its backward. Define one static const per op. */
+typedef struct nat_op_def {
+    const char *name;
+    nat_backward_fn backward;
+} nat_op_def;
+
+#define NAT_NODE_MAX_IN 4
+#define NAT_NODE_MAX_SAVED 6
+
+struct nat_node {
+    const nat_op_def *op;
+    nat_tensor *out;
+    int n_in;
+    nat_tensor *in[NAT_NODE_MAX_IN];
+    int n_saved;
+    nat_tensor *saved[NAT_NODE_MAX_SAVED];
+    double f[8];  /* float attributes (eps, scale, p, ...) */
+    int64_t i[8]; /* integer attributes (axes, strides, ...) */
+    void *extra;  /* op-owned pointer into step memory (e.g. a dropout mask), may be NULL */
+};
+
+/* New context for tensors on `dev`. Gradients are enabled by default. Owned by the caller. */
+nat_status nat_ctx_new(nat_ctx **out, nat_device dev);
+/* Frees the context and every step tensor it made. NULL is ignored. */
+void nat_ctx_free(nat_ctx *ctx);
+/* Ends a step: recycles every step tensor and node. Persistent tensors and their grads are untouched;
+ * a persistent tensor's `node` link (never set) and `grad` stay valid. */
+void nat_ctx_reset(nat_ctx *ctx);
+nat_device nat_ctx_device(const nat_ctx *ctx);
+
+/* Turns tape recording on or off (no-grad scope for evaluation); returns the previous setting. */
+bool nat_ctx_set_grad_enabled(nat_ctx *ctx, bool enabled);
+bool nat_ctx_grad_enabled(const nat_ctx *ctx);
+/* Number of nodes on the tape. */
+int nat_ctx_tape_length(const nat_ctx *ctx);
+
+/* New contiguous step tensor (uninitialised values) owned by ctx. */
+nat_status nat_ctx_empty(nat_ctx *ctx, nat_tensor **out, nat_dtype dtype, int ndim, const int64_t *shape);
+/* Same, filled with zeros. */
+nat_status nat_ctx_zeros(nat_ctx *ctx, nat_tensor **out, nat_dtype dtype, int ndim, const int64_t *shape);
+/* New step tensor header sharing `base`'s storage (a view); shape/stride/offset are the caller's. */
+nat_status nat_ctx_view(nat_ctx *ctx, nat_tensor **out, const nat_tensor *base, int ndim, const int64_t *shape,
+                        const int64_t *stride, int64_t offset);
+/* Step memory that lives until nat_ctx_reset (for op-private buffers such as dropout masks). */
+nat_status nat_ctx_scratch(nat_ctx *ctx, size_t bytes, void **out);
+
+/* Whether an op with these inputs must be recorded (grad enabled and some input requires grad). */
+bool nat_ctx_needs_grad(const nat_ctx *ctx, int n, nat_tensor *const *inputs);
+/* Records `out` as made by `op` from `inputs`; marks out->requires_grad. Returns the node in *node_out
+ * (to fill saved tensors and attributes), or NULL when no gradient is needed. Fails when op->backward
+ * is NULL: an op cannot be recorded without its backward. */
+nat_status nat_ctx_record(nat_ctx *ctx, const nat_op_def *op, nat_tensor *out, int n_in, nat_tensor *const *inputs,
+                          nat_node **node_out);
+
+/* Runs the backward pass from a scalar (one-element) `loss`, seeding d loss = 1. */
+nat_status nat_backward(nat_ctx *ctx, nat_tensor *loss);
+/* Same from an arbitrary output with a given gradient (same shape as `out`). */
+nat_status nat_backward_from(nat_ctx *ctx, nat_tensor *out, const nat_tensor *grad_out);
+
+/* t->grad += g (g has t's shape). Creates t->grad on first use: persistent for persistent tensors, a
+ * step tensor otherwise. Does nothing when t does not require a gradient. */
+nat_status nat_grad_accumulate(nat_ctx *ctx, nat_tensor *t, const nat_tensor *g);
+/* The gradient buffer of t for a backward to accumulate into directly (e.g. sgemm with beta = 1),
+ * created zero-filled on first use like nat_grad_accumulate does. *grad is NULL when t does not require
+ * a gradient: the backward then skips that input. */
+nat_status nat_grad_get(nat_ctx *ctx, nat_tensor *t, nat_tensor **grad);
+/* Zeroes a persistent tensor's gradient (keeps the buffer). */
+void nat_zero_grad(nat_tensor *t);
+
+/* Marks a persistent tensor as a parameter whose gradient is wanted. */
+void nat_set_requires_grad(nat_tensor *t, bool on);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

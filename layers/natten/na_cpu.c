@@ -1,0 +1,1010 @@
+/* layers/natten/na_cpu.c — fast CPU neighborhood attention (fp32), all six ops, 1-D/2-D/3-D.
+ *
+ * Idea. Each query is handled whole: its valid window slots are listed (row offsets into k/v, slot
+ * index, rpb index), then the head-dim-vectorised micro-kernels below do the work: `dots` (8 keys at a
+ * time, D in registers, one transpose-reduce per 8 dot products) for logits and d_out.v, `axpys`
+ * (weights broadcast, D-wide FMAs) for the weighted sums. Keys of neighbouring queries overlap, and
+ * queries are visited row by row (within each dilation group, so that the same sub-grid's keys stay hot),
+ * so a query's 2*K key/value rows come from L1/L2. dk and dv are computed per key over its inverse
+ * neighbourhood (the queries whose window holds it) by the same micro-kernels: no atomics, and the
+ * result does not depend on the thread count. drpb is reduced per thread, in double, then summed.
+ *
+ * The fused forward keeps one query's K logits in a per-thread scratch row and saves only lse. The fused
+ * backward recomputes weights from lse: pass A (per query) gives dq and drpb, pass B (per key) rebuilds
+ * the weights and dS of its inverse neighbourhood and gives dk and dv; delta = rowsum(d_out * out) is
+ * computed first.
+ *
+ * Every problem is seen as 3-D (na_params.h). Windows are coded here from DESIGN.md §2 independently of
+ * the reference, which the tests compare against. AVX2+FMA intrinsics when the compiler targets them
+ * (AVX-512 machines included: on Zen 4 256-bit FMAs have the same throughput), plain loops otherwise.
+ * Work is split over (batch, head, outer rows) lines and, when there are few lines, chunks of a line.
+ */
+#include "layers/natten/na_cpu.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h> /* AVX2, FMA */
+#define NA_AVX2 1
+#endif
+
+#include "nat/alloc.h"
+
+#if defined(__GNUC__)
+#define NA_INLINE static inline __attribute__((always_inline))
+#else
+#define NA_INLINE static inline
+#endif
+
+/* ---------------------------------------------------------------------------------------------------
+ * Head-dim micro-kernels. The head dim D is split into nv = ceil(D/8) vectors of 8 floats; the last one
+ * is masked when D % 8 != 0. The *_impl functions are inlined with constant (nv, full) so that the D
+ * vectors stay in registers; dispatch by a switch on D. D > 64 takes the plain-loop path.
+ * ------------------------------------------------------------------------------------------------- */
+
+typedef struct na_dvec {
+    int64_t dim;
+    int code; /* 2*nv + full for D <= 64 with AVX2, 0 for the plain path */
+#ifdef NA_AVX2
+    __m256i tail; /* lanes < D - 8*(nv-1) */
+#endif
+} na_dvec;
+
+static void dvec_init(na_dvec *dv, int64_t dim)
+{
+    dv->dim = dim;
+    dv->code = 0;
+#ifdef NA_AVX2
+    if (dim <= 64) {
+        int nv = (int)((dim + 7) / 8);
+        int rem = (int)(dim - 8 * (nv - 1));
+        dv->code = 2 * nv + (rem == 8);
+        int lanes[8];
+        for (int i = 0; i < 8; i++)
+            lanes[i] = i < rem ? -1 : 0;
+        dv->tail = _mm256_loadu_si256((const __m256i *)lanes);
+    }
+#endif
+}
+
+/* out[j] = x . (base + off[j])[0:D], j < n. */
+static void dots_plain(int64_t D, const float *x, const float *base, const int64_t *off, int n,
+                       float *out)
+{
+    for (int j = 0; j < n; j++) {
+        const float *row = base + off[j];
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t c = 0; c < D; c++)
+            s += x[c] * row[c];
+        out[j] = s;
+    }
+}
+
+/* out[0:D] = factor * sum_j coef[j] * (base + off[j])[0:D]. */
+static void axpys_plain(int64_t D, const float *coef, const float *base, const int64_t *off, int n,
+                        float factor, float *out)
+{
+    for (int64_t c = 0; c < D; c++)
+        out[c] = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float *row = base + off[j];
+        const float cf = coef[j];
+#pragma omp simd
+        for (int64_t c = 0; c < D; c++)
+            out[c] += cf * row[c];
+    }
+    for (int64_t c = 0; c < D; c++)
+        out[c] *= factor;
+}
+
+#ifdef NA_AVX2
+NA_INLINE __m256 ld(const float *p, int v, const int nv, const int full, __m256i tail)
+{
+    if (!full && v == nv - 1)
+        return _mm256_maskload_ps(p + 8 * v, tail);
+    return _mm256_loadu_ps(p + 8 * v);
+}
+
+/* Lane j of the result = horizontal sum of a[j]. */
+NA_INLINE __m256 reduce8(const __m256 *a)
+{
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]);
+    __m256 t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]);
+    __m256 t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1); /* lanes 0-3: partial sums of a0..a3 (low half), 4-7 high */
+    __m256 u1 = _mm256_hadd_ps(t2, t3);
+    __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20);
+    __m256 hi = _mm256_permute2f128_ps(u0, u1, 0x31);
+    return _mm256_add_ps(lo, hi);
+}
+
+NA_INLINE __m128 reduce4(const __m256 *a)
+{
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]);
+    __m256 t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 u = _mm256_hadd_ps(t0, t1);
+    return _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+}
+
+NA_INLINE void dots_impl(const float *x, const float *base, const int64_t *off, int n, float *out,
+                         const int nv, const int full, __m256i tail)
+{
+    __m256 xr[8];
+    for (int v = 0; v < nv; v++)
+        xr[v] = ld(x, v, nv, full, tail);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 acc[8];
+        for (int r = 0; r < 8; r++) {
+            const float *row = base + off[j + r];
+            acc[r] = _mm256_mul_ps(xr[0], ld(row, 0, nv, full, tail));
+            for (int v = 1; v < nv; v++)
+                acc[r] = _mm256_fmadd_ps(xr[v], ld(row, v, nv, full, tail), acc[r]);
+        }
+        _mm256_storeu_ps(out + j, reduce8(acc));
+    }
+    for (; j < n; j += 4) {
+        __m256 acc[4];
+        for (int r = 0; r < 4; r++) {
+            const float *row = base + off[j + r < n ? j + r : n - 1];
+            acc[r] = _mm256_mul_ps(xr[0], ld(row, 0, nv, full, tail));
+            for (int v = 1; v < nv; v++)
+                acc[r] = _mm256_fmadd_ps(xr[v], ld(row, v, nv, full, tail), acc[r]);
+        }
+        __m128 s = reduce4(acc);
+        if (j + 4 <= n) {
+            _mm_storeu_ps(out + j, s);
+        } else {
+            float tmp[4];
+            _mm_storeu_ps(tmp, s);
+            for (int r = 0; j + r < n; r++)
+                out[j + r] = tmp[r];
+        }
+    }
+}
+
+NA_INLINE void axpys_impl(const float *coef, const float *base, const int64_t *off, int n,
+                          float factor, float *out, const int nv, const int full, __m256i tail)
+{
+    /* Two accumulator sets when D is small, so that >= 8 FMA chains are in flight. */
+    const int two = nv <= 4;
+    __m256 a[8], b[8];
+    for (int v = 0; v < nv; v++) {
+        a[v] = _mm256_setzero_ps();
+        b[v] = _mm256_setzero_ps();
+    }
+    int j = 0;
+    if (two) {
+        for (; j + 2 <= n; j += 2) {
+            const float *r0 = base + off[j], *r1 = base + off[j + 1];
+            __m256 c0 = _mm256_broadcast_ss(coef + j), c1 = _mm256_broadcast_ss(coef + j + 1);
+            for (int v = 0; v < nv; v++) {
+                a[v] = _mm256_fmadd_ps(c0, ld(r0, v, nv, full, tail), a[v]);
+                b[v] = _mm256_fmadd_ps(c1, ld(r1, v, nv, full, tail), b[v]);
+            }
+        }
+    }
+    for (; j < n; j++) {
+        const float *r0 = base + off[j];
+        __m256 c0 = _mm256_broadcast_ss(coef + j);
+        for (int v = 0; v < nv; v++)
+            a[v] = _mm256_fmadd_ps(c0, ld(r0, v, nv, full, tail), a[v]);
+    }
+    __m256 f = _mm256_set1_ps(factor);
+    for (int v = 0; v < nv; v++) {
+        __m256 r = _mm256_mul_ps(two ? _mm256_add_ps(a[v], b[v]) : a[v], f);
+        if (!full && v == nv - 1)
+            _mm256_maskstore_ps(out + 8 * v, tail, r);
+        else
+            _mm256_storeu_ps(out + 8 * v, r);
+    }
+}
+
+/* Expands to a switch over dv->code calling FN(nv, full) with constants; default: plain path. */
+#define NA_DISPATCH(dv, FN, PLAIN)                    \
+    switch ((dv)->code) {                             \
+    case 2: FN(1, 0); break;                          \
+    case 3: FN(1, 1); break;                          \
+    case 4: FN(2, 0); break;                          \
+    case 5: FN(2, 1); break;                          \
+    case 6: FN(3, 0); break;                          \
+    case 7: FN(3, 1); break;                          \
+    case 8: FN(4, 0); break;                          \
+    case 9: FN(4, 1); break;                          \
+    case 10: FN(5, 0); break;                         \
+    case 11: FN(5, 1); break;                         \
+    case 12: FN(6, 0); break;                         \
+    case 13: FN(6, 1); break;                         \
+    case 14: FN(7, 0); break;                         \
+    case 15: FN(7, 1); break;                         \
+    case 16: FN(8, 0); break;                         \
+    case 17: FN(8, 1); break;                         \
+    default: PLAIN; break;                            \
+    }
+#endif /* NA_AVX2 */
+
+static void dots(const na_dvec *dv, const float *x, const float *base, const int64_t *off, int n,
+                 float *out)
+{
+#ifdef NA_AVX2
+#define NA_DOTS(nv, full) dots_impl(x, base, off, n, out, nv, full, dv->tail)
+    NA_DISPATCH(dv, NA_DOTS, dots_plain(dv->dim, x, base, off, n, out))
+#undef NA_DOTS
+#else
+    dots_plain(dv->dim, x, base, off, n, out);
+#endif
+}
+
+static void axpys(const na_dvec *dv, const float *coef, const float *base, const int64_t *off, int n,
+                  float factor, float *out)
+{
+#ifdef NA_AVX2
+#define NA_AXPYS(nv, full) axpys_impl(coef, base, off, n, factor, out, nv, full, dv->tail)
+    NA_DISPATCH(dv, NA_AXPYS, axpys_plain(dv->dim, coef, base, off, n, factor, out))
+#undef NA_AXPYS
+#else
+    axpys_plain(dv->dim, coef, base, off, n, factor, out);
+#endif
+}
+
+static float dot1(int64_t D, const float *a, const float *b)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t c = 0; c < D; c++)
+        s += a[c] * b[c];
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * exp over a row: x[j] = exp(x[j] - shift), returns the sum. Cephes-style range reduction
+ * (x = n ln2 + r, |r| <= ln2/2) and a degree-6 polynomial; relative error ~1e-7.
+ * ------------------------------------------------------------------------------------------------- */
+#ifdef NA_AVX2
+NA_INLINE __m256 exp256(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+static float exp_row(float *x, int n, float shift)
+{
+    int j = 0;
+    float sum = 0.0f;
+#ifdef NA_AVX2
+    __m256 acc = _mm256_setzero_ps(), sh = _mm256_set1_ps(shift);
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), sh));
+        _mm256_storeu_ps(x + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    for (int i = 0; i < 8; i++)
+        sum += lanes[i];
+#endif
+    for (; j < n; j++) {
+        x[j] = expf(x[j] - shift);
+        sum += x[j];
+    }
+    return sum;
+}
+
+/* x[j] = exp(x[j] - shift[j]) for a per-element shift. */
+static void exp_row_shifts(float *x, const float *shift, int n)
+{
+    int j = 0;
+#ifdef NA_AVX2
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(x + j,
+                         exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(shift + j))));
+#endif
+    for (; j < n; j++)
+        x[j] = expf(x[j] - shift[j]);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Problem context: per-axis window tables, work split, per-thread scratch.
+ * ------------------------------------------------------------------------------------------------- */
+
+typedef struct na_fast {
+    na_problem pb;
+    na_dvec dv;
+    int64_t D, K, N;      /* head dim, slots, pixels per head */
+    /* Per axis, per index i: first key (wkey0), window start in the sub-grid (wstart), rpb index of key
+     * t = 0 (wrpb0), number of valid keys (wcnt: k, or fewer on a causal axis), sub-grid position
+     * (sub = i / d), inverse neighbourhood [ilo, ihi), and the visiting order (dilation group first). */
+    int64_t *wkey0[3], *wstart[3], *wrpb0[3], *wcnt[3], *sub[3], *ilo[3], *ihi[3], *order[3];
+    int64_t nlines;       /* batch * heads * len0 * len1 */
+    int64_t nchunks;      /* chunks per line */
+    int64_t chunk;        /* indices of axis 2 per chunk */
+    int64_t maxlist;      /* longest slot or inverse-neighbourhood list */
+    int nthreads;
+    int want_drpb;        /* per-thread drpb partials are needed */
+    size_t tables_bytes, thread_bytes, total_bytes;
+    void *mem;
+} na_fast;
+
+/* Per-thread scratch. */
+typedef struct na_thread {
+    int64_t *off;   /* row offsets (elements) within a head */
+    int64_t *pix;   /* query pixels (inverse lists) */
+    int32_t *slot;  /* slot index */
+    int32_t *ridx;  /* rpb index within a head */
+    float *b0, *b1, *b2;
+    double *drpb;   /* [heads, rpb_size] partial sums */
+    int32_t *sig;   /* axis-2 shape of the current inverse list (key_queries) */
+    int sig_len;    /* -1: no list yet */
+    int64_t cached_n2; /* -1: no query list yet (query_slots) */
+    int n;          /* length of the current list */
+} na_thread;
+
+/* Window of index i (DESIGN.md §2): start s in the dilation sub-grid, clamped inward (non-causal) or
+ * trailing (causal). */
+static void axis_tables(na_fast *f, int a)
+{
+    const int64_t L = f->pb.len[a];
+    const int k = f->pb.kernel[a], d = f->pb.dilation[a], causal = f->pb.causal[a];
+    for (int64_t i = 0; i < L; i++) {
+        int64_t g = i % d, p = i / d, lg = (L - g + d - 1) / d, s;
+        if (causal) {
+            s = p - (k - 1) < 0 ? 0 : p - (k - 1);
+        } else {
+            s = p - k / 2;
+            s = s > lg - k ? lg - k : s;
+            s = s < 0 ? 0 : s;
+        }
+        f->wstart[a][i] = s;
+        f->wkey0[a][i] = s * d + g;
+        f->wrpb0[a][i] = (k - 1) + s - p;
+        f->wcnt[a][i] = causal ? (p - s + 1 < k ? p - s + 1 : k) : k;
+        f->sub[a][i] = p;
+    }
+    /* Inverse neighbourhood: the queries q (same group) with wstart[q] <= sub[y] < wstart[q] + wcnt[q];
+     * wstart is non-decreasing along a group, so it is a contiguous run. */
+    for (int64_t y = 0; y < L; y++) {
+        const int64_t kd = (int64_t)k * d;
+        if (causal) {
+            f->ilo[a][y] = y;
+            f->ihi[a][y] = y + kd < L ? y + kd : L;
+        } else {
+            f->ilo[a][y] = y < kd ? y % d : y - (int64_t)(k / 2) * d;
+            f->ihi[a][y] = y >= L - kd ? L : y + (int64_t)(k / 2 + 1) * d;
+        }
+    }
+    /* Visiting order: all of group 0, then group 1, ... */
+    int64_t u = 0;
+    for (int64_t g = 0; g < d && g < L; g++)
+        for (int64_t i = g; i < L; i += d)
+            f->order[a][u++] = i;
+}
+
+static na_thread thread_scratch(const na_fast *f, int tid);
+
+static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, int64_t heads,
+                            const int64_t *spatial, int64_t dim, int want_drpb)
+{
+    memset(f, 0, sizeof *f);
+    na_problem_init(&f->pb, p, batch, heads, spatial, dim);
+    dvec_init(&f->dv, dim);
+    f->D = dim;
+    f->K = f->pb.nkeys;
+    f->N = f->pb.npix;
+    f->want_drpb = want_drpb;
+    int64_t inv = 1;
+    for (int a = 0; a < 3; a++) {
+        int64_t per = 2 * (int64_t)f->pb.kernel[a];
+        inv *= f->pb.len[a] < per ? f->pb.len[a] : per;
+    }
+    f->maxlist = inv > f->K ? inv : f->K;
+#ifdef _OPENMP
+    f->nthreads = omp_get_max_threads();
+#else
+    f->nthreads = 1;
+#endif
+    f->nlines = batch * heads * f->pb.len[0] * f->pb.len[1];
+    /* Enough work items for load balance; chunks of a line only when lines are few. */
+    int64_t want = 8 * (int64_t)f->nthreads;
+    f->nchunks = 1;
+    if (f->nlines < want) {
+        int64_t c = (want + f->nlines - 1) / f->nlines;
+        int64_t maxc = (f->pb.len[2] + 15) / 16;
+        f->nchunks = c < maxc ? c : maxc;
+        if (f->nchunks < 1)
+            f->nchunks = 1;
+    }
+    f->chunk = (f->pb.len[2] + f->nchunks - 1) / f->nchunks;
+
+    int64_t tab = 0;
+    for (int a = 0; a < 3; a++)
+        tab += 8 * f->pb.len[a];
+    f->tables_bytes = align64(sizeof(int64_t) * (size_t)tab);
+    size_t m = (size_t)f->maxlist + 8;
+    f->thread_bytes = align64(sizeof(int64_t) * m) * 2 + align64(sizeof(int32_t) * m) * 2 +
+                      align64(sizeof(float) * m) * 3 +
+                      align64(sizeof(int32_t) * (size_t)(2 * f->pb.kernel[2] + 4)) +
+                      (want_drpb ? align64(sizeof(double) * (size_t)(heads * f->pb.rpb_size)) : 0);
+    f->total_bytes = f->tables_bytes + f->thread_bytes * (size_t)f->nthreads;
+    NAT_TRY(nat_mem_alloc(NAT_CPU, f->total_bytes, &f->mem));
+    int64_t *t = (int64_t *)f->mem;
+    for (int a = 0; a < 3; a++) {
+        int64_t L = f->pb.len[a];
+        int64_t **dst[8] = {&f->wkey0[a], &f->wstart[a], &f->wrpb0[a], &f->wcnt[a],
+                            &f->sub[a],   &f->ilo[a],    &f->ihi[a],   &f->order[a]};
+        for (int j = 0; j < 8; j++) {
+            *dst[j] = t;
+            t += L;
+        }
+        axis_tables(f, a);
+    }
+    if (want_drpb)
+        for (int th = 0; th < f->nthreads; th++)
+            memset(thread_scratch(f, th).drpb, 0, sizeof(double) * (size_t)(heads * f->pb.rpb_size));
+    return NAT_OK;
+}
+
+static void fast_free(na_fast *f) { nat_mem_free(NAT_CPU, f->mem, f->total_bytes); }
+
+static na_thread thread_scratch(const na_fast *f, int tid)
+{
+    na_thread t;
+    char *c = (char *)f->mem + f->tables_bytes + f->thread_bytes * (size_t)tid;
+    size_t m = (size_t)f->maxlist + 8;
+    t.off = (int64_t *)c;
+    c += align64(sizeof(int64_t) * m);
+    t.pix = (int64_t *)c;
+    c += align64(sizeof(int64_t) * m);
+    t.slot = (int32_t *)c;
+    c += align64(sizeof(int32_t) * m);
+    t.ridx = (int32_t *)c;
+    c += align64(sizeof(int32_t) * m);
+    t.b0 = (float *)c;
+    c += align64(sizeof(float) * m);
+    t.b1 = (float *)c;
+    c += align64(sizeof(float) * m);
+    t.b2 = (float *)c;
+    c += align64(sizeof(float) * m);
+    t.sig = (int32_t *)c;
+    c += align64(sizeof(int32_t) * (size_t)(2 * f->pb.kernel[2] + 4));
+    t.drpb = f->want_drpb ? (double *)c : NULL;
+    t.sig_len = -1;
+    t.cached_n2 = -1;
+    t.n = 0;
+    return t;
+}
+
+/* Lists the valid slots of the queries of line (i0, i1) that have n2 valid keys on axis 2: row offsets
+ * (elements, relative to the query's first key on axis 2), slot, and rpb index (relative to the
+ * query's rpb index of key 0 on axis 2). Along a line only n2 changes the list (on a causal axis 2),
+ * so it is built once per line and reused with a shifted base. Returns its length. */
+static int line_list(const na_fast *f, int64_t i0, int64_t i1, int64_t n2, int64_t *off, int32_t *slot,
+                     int32_t *ridx)
+{
+    const na_problem *pb = &f->pb;
+    const int64_t D = f->D, L1 = pb->len[1], L2 = pb->len[2];
+    const int k1 = pb->kernel[1], k2 = pb->kernel[2];
+    const int64_t d0 = pb->dilation[0], d1 = pb->dilation[1], dd2 = pb->dilation[2] * D;
+    const int64_t E1 = pb->rpb_ext[1], E2 = pb->rpb_ext[2];
+    const int64_t n0 = f->wcnt[0][i0], n1 = f->wcnt[1][i1];
+    const int64_t y00 = f->wkey0[0][i0], y10 = f->wkey0[1][i1];
+    const int64_t r00 = f->wrpb0[0][i0], r10 = f->wrpb0[1][i1];
+    int n = 0;
+    for (int64_t t0 = 0; t0 < n0; t0++) {
+        for (int64_t t1 = 0; t1 < n1; t1++) {
+            int64_t o = ((y00 + t0 * d0) * L1 + y10 + t1 * d1) * L2 * D;
+            int32_t s = (int32_t)((t0 * k1 + t1) * k2);
+            int32_t r = (int32_t)(((r00 + t0) * E1 + r10 + t1) * E2);
+            for (int64_t t2 = 0; t2 < n2; t2++) {
+                off[n + t2] = o + t2 * dd2;
+                slot[n + t2] = s + (int32_t)t2;
+                ridx[n + t2] = r + (int32_t)t2;
+            }
+            n += (int)n2;
+        }
+    }
+    return n;
+}
+
+/* The slot list of query (i0, i1, i2), reusing the thread's list while it fits; the caller adds
+ * wkey0[2][i2]*D to row offsets and wrpb0[2][i2] to rpb indices. */
+static int query_slots(const na_fast *f, na_thread *t, int64_t i0, int64_t i1, int64_t i2)
+{
+    int64_t n2 = f->wcnt[2][i2];
+    if (n2 != t->cached_n2) {
+        t->n = line_list(f, i0, i1, n2, t->off, t->slot, t->ridx);
+        t->cached_n2 = n2;
+    }
+    return t->n;
+}
+
+/* Lists the queries whose window holds key pixel (y0, y1, y2): pixel (relative to y2 on axis 2), row
+ * offset (pixel * D), the slot the key takes in their window, and its rpb index (which depends only on
+ * the key-query displacement). Returns their number. */
+static int key_list(const na_fast *f, int64_t y0, int64_t y1, int64_t y2, int64_t *pix, int64_t *off,
+                    int32_t *slot, int32_t *ridx)
+{
+    const na_problem *pb = &f->pb;
+    const int64_t D = f->D, L1 = pb->len[1], L2 = pb->len[2];
+    const int k1 = pb->kernel[1], k2 = pb->kernel[2];
+    const int64_t d0 = pb->dilation[0], d1 = pb->dilation[1], d2 = pb->dilation[2];
+    const int64_t E1 = pb->rpb_ext[1], E2 = pb->rpb_ext[2];
+    const int64_t p0 = f->sub[0][y0], p1 = f->sub[1][y1], p2 = f->sub[2][y2];
+    int n = 0;
+    for (int64_t i0 = f->ilo[0][y0]; i0 < f->ihi[0][y0]; i0 += d0) {
+        int64_t t0 = p0 - f->wstart[0][i0], r0 = f->wrpb0[0][i0] + t0;
+        for (int64_t i1 = f->ilo[1][y1]; i1 < f->ihi[1][y1]; i1 += d1) {
+            int64_t t1 = p1 - f->wstart[1][i1], r1 = f->wrpb0[1][i1] + t1;
+            int64_t base = (i0 * L1 + i1) * L2;
+            int32_t s01 = (int32_t)((t0 * k1 + t1) * k2);
+            int32_t r01 = (int32_t)((r0 * E1 + r1) * E2);
+            for (int64_t i2 = f->ilo[2][y2]; i2 < f->ihi[2][y2]; i2 += d2) {
+                int64_t t2 = p2 - f->wstart[2][i2];
+                pix[n] = base + i2 - y2;
+                off[n] = pix[n] * D;
+                slot[n] = s01 + (int32_t)t2;
+                ridx[n] = r01 + (int32_t)(f->wrpb0[2][i2] + t2);
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
+/* The inverse list of key (y0, y1, y2), reusing the thread's list when the axis-2 part has the same
+ * shape (same relative queries, same slots): true for all interior keys of a line. The caller adds y2
+ * to pixels and y2*D to offsets. */
+static int key_queries(const na_fast *f, na_thread *t, int64_t y0, int64_t y1, int64_t y2)
+{
+    const int64_t d2 = f->pb.dilation[2], p2 = f->sub[2][y2];
+    const int64_t lo = f->ilo[2][y2], hi = f->ihi[2][y2];
+    int len = 1, same = t->sig_len >= 0;
+    int32_t first = (int32_t)(lo - y2);
+    same = same && t->sig[0] == first;
+    for (int64_t i2 = lo; i2 < hi; i2 += d2, len++) {
+        int32_t t2 = (int32_t)(p2 - f->wstart[2][i2]);
+        same = same && len < t->sig_len && t->sig[len] == t2;
+        t->sig[len] = t2;
+    }
+    same = same && len == t->sig_len;
+    t->sig[0] = first;
+    t->sig_len = len;
+    if (!same)
+        t->n = key_list(f, y0, y1, y2, t->pix, t->off, t->slot, t->ridx);
+    return t->n;
+}
+
+/* One work item: the pixels (i0, i1, order2[u]) for u in [u0, u1) of head bh. */
+typedef void (*na_line_fn)(const na_fast *f, const void *args, na_thread *t, int64_t bh, int64_t i0,
+                           int64_t i1, int64_t u0, int64_t u1);
+
+static void run_lines(const na_fast *f, na_line_fn fn, const void *args)
+{
+    const int64_t L0 = f->pb.len[0], L1 = f->pb.len[1], L2 = f->pb.len[2];
+    const int64_t nitems = f->nlines * f->nchunks;
+#pragma omp parallel num_threads(f->nthreads)
+    {
+#ifdef _OPENMP
+        int tid = omp_get_thread_num();
+#else
+        int tid = 0;
+#endif
+        na_thread t = thread_scratch(f, tid);
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < nitems; it++) {
+            int64_t line = it / f->nchunks, ch = it % f->nchunks;
+            int64_t bh = line / (L0 * L1), rest = line % (L0 * L1);
+            int64_t i0 = f->order[0][rest / L1], i1 = f->order[1][rest % L1];
+            int64_t u0 = ch * f->chunk, u1 = u0 + f->chunk < L2 ? u0 + f->chunk : L2;
+            t.sig_len = -1;
+            t.cached_n2 = -1;
+            if (u0 < u1)
+                fn(f, args, &t, bh, i0, i1, u0, u1);
+        }
+    }
+}
+
+/* drpb = sum of the per-thread partials (thread order: deterministic for a given thread count). */
+static void reduce_drpb(const na_fast *f, float *drpb)
+{
+    const int64_t n = f->pb.heads * f->pb.rpb_size;
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0.0;
+        for (int th = 0; th < f->nthreads; th++)
+            s += thread_scratch(f, th).drpb[i];
+        drpb[i] = (float)s;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The ops.
+ * ------------------------------------------------------------------------------------------------- */
+
+typedef struct na_args {
+    const float *q, *k, *v, *rpb, *attn, *out, *lse, *d_out, *d_attn, *delta;
+    float *o_out, *o_lse, *o_attn, *o_dq, *o_dk, *o_dv, *o_delta;
+} na_args;
+
+/* Loop over the pixels of a work item. Inside: D, K, N, h, i2, qi (query row index within the whole
+ * tensor), and for the query side qb (the query's first key on axis 2, in elements) and rb (its rpb
+ * index of key 0 on axis 2). */
+#define NA_LINE_BEGIN                                                                   \
+    const int64_t D = f->D, K = f->K, N = f->N;                                         \
+    (void)K;                                                                            \
+    for (int64_t u = u0; u < u1; u++) {                                                 \
+        const int64_t i2 = f->order[2][u];                                              \
+        const int64_t pix = (i0 * f->pb.len[1] + i1) * f->pb.len[2] + i2;               \
+        const int64_t qi = bh * N + pix;                                                \
+        const int64_t qb = f->wkey0[2][i2] * D, rb = f->wrpb0[2][i2];                   \
+        (void)qb, (void)rb;
+
+#define NA_LINE_END }
+
+/* rpb of head bh, or NULL. */
+static const float *head_rpb(const na_fast *f, const float *rpb, int64_t bh)
+{
+    return rpb ? rpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
+}
+
+static void qk_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                    int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *kh = a->k + bh * f->N * f->D, *rpbh = head_rpb(f, a->rpb, bh);
+    const float scale = f->pb.scale;
+    NA_LINE_BEGIN
+    int n = query_slots(f, t, i0, i1, i2);
+    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, t->b0);
+    float *arow = a->o_attn + qi * K;
+    if (n < K)
+        for (int64_t s = 0; s < K; s++)
+            arow[s] = -INFINITY;
+    for (int j = 0; j < n; j++)
+        arow[t->slot[j]] = scale * t->b0[j] + (rpbh ? rpbh[rb + t->ridx[j]] : 0.0f);
+    NA_LINE_END
+}
+
+static void av_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                    int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *vh = a->v + bh * f->N * f->D;
+    NA_LINE_BEGIN
+    int n = query_slots(f, t, i0, i1, i2);
+    const float *arow = a->attn + qi * K;
+    for (int j = 0; j < n; j++)
+        t->b0[j] = arow[t->slot[j]];
+    axpys(&f->dv, t->b0, vh + qb, t->off, n, 1.0f, a->o_out + qi * D);
+    NA_LINE_END
+}
+
+/* Query side of the qk backward: dq and drpb. */
+static void qk_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                          int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *kh = a->k + bh * f->N * f->D;
+    double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
+    NA_LINE_BEGIN
+    int n = query_slots(f, t, i0, i1, i2);
+    const float *grow = a->d_attn + qi * K;
+    for (int j = 0; j < n; j++)
+        t->b0[j] = grow[t->slot[j]];
+    axpys(&f->dv, t->b0, kh + qb, t->off, n, f->pb.scale, a->o_dq + qi * D);
+    if (dr)
+        for (int j = 0; j < n; j++)
+            dr[rb + t->ridx[j]] += t->b0[j];
+    NA_LINE_END
+}
+
+/* Key side of the qk backward: dk over the inverse neighbourhood. */
+static void qk_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                          int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *qh = a->q + bh * f->N * f->D;
+    const float *gh = a->d_attn + bh * f->N * f->K;
+    NA_LINE_BEGIN
+    int n = key_queries(f, t, i0, i1, i2);
+    const float *g = gh + i2 * K;
+    for (int j = 0; j < n; j++)
+        t->b0[j] = g[t->pix[j] * K + t->slot[j]];
+    axpys(&f->dv, t->b0, qh + i2 * D, t->off, n, f->pb.scale, a->o_dk + qi * D);
+    NA_LINE_END
+}
+
+/* Query side of the av backward: d_attn = d_out . v[key]. */
+static void av_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                          int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *vh = a->v + bh * f->N * f->D;
+    NA_LINE_BEGIN
+    int n = query_slots(f, t, i0, i1, i2);
+    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, t->b0);
+    float *grow = a->o_attn + qi * K;
+    if (n < K)
+        memset(grow, 0, sizeof(float) * (size_t)K);
+    for (int j = 0; j < n; j++)
+        grow[t->slot[j]] = t->b0[j];
+    NA_LINE_END
+}
+
+/* Key side of the av backward: dv over the inverse neighbourhood. */
+static void av_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                          int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *goh = a->d_out + bh * f->N * f->D;
+    const float *wh = a->attn + bh * f->N * f->K;
+    NA_LINE_BEGIN
+    int n = key_queries(f, t, i0, i1, i2);
+    const float *w = wh + i2 * K;
+    for (int j = 0; j < n; j++)
+        t->b0[j] = w[t->pix[j] * K + t->slot[j]];
+    axpys(&f->dv, t->b0, goh + i2 * D, t->off, n, 1.0f, a->o_dv + qi * D);
+    NA_LINE_END
+}
+
+/* s[j] = scale * s[j] + rpb[j] (rpb gathered through ridx, or none); returns max_j s[j]. */
+static float scale_bias_max(float *s, int n, float scale, const float *rpb, const int32_t *ridx)
+{
+    float mx = -INFINITY;
+    if (rpb) {
+#pragma omp simd reduction(max : mx)
+        for (int j = 0; j < n; j++) {
+            s[j] = scale * s[j] + rpb[ridx[j]];
+            mx = s[j] > mx ? s[j] : mx;
+        }
+    } else {
+#pragma omp simd reduction(max : mx)
+        for (int j = 0; j < n; j++) {
+            s[j] *= scale;
+            mx = s[j] > mx ? s[j] : mx;
+        }
+    }
+    return mx;
+}
+
+static void fused_fwd_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                           int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *kh = a->k + bh * f->N * f->D, *vh = a->v + bh * f->N * f->D;
+    const float *rpbh = head_rpb(f, a->rpb, bh);
+    const float scale = f->pb.scale;
+    float *s = t->b0;
+    NA_LINE_BEGIN
+    int n = query_slots(f, t, i0, i1, i2);
+    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, s);
+    float mx = scale_bias_max(s, n, scale, rpbh ? rpbh + rb : NULL, t->ridx);
+    float sum = exp_row(s, n, mx);
+    axpys(&f->dv, s, vh + qb, t->off, n, 1.0f / sum, a->o_out + qi * D);
+    a->o_lse[qi] = mx + logf(sum);
+    NA_LINE_END
+}
+
+/* delta = rowsum(d_out * out) per query. */
+static void delta_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                       int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    (void)t;
+    NA_LINE_BEGIN
+    a->o_delta[qi] = dot1(D, a->d_out + qi * D, a->out + qi * D);
+    NA_LINE_END
+}
+
+/* Pass A of the fused backward (per query): weights from lse, dS = P * (d_out.v - delta), dq, drpb. */
+static void fused_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                             int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *kh = a->k + bh * f->N * f->D, *vh = a->v + bh * f->N * f->D;
+    const float *rpbh = head_rpb(f, a->rpb, bh);
+    double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
+    const float scale = f->pb.scale;
+    float *s = t->b0, *dp = t->b1;
+    NA_LINE_BEGIN
+    int n = query_slots(f, t, i0, i1, i2);
+    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, s);
+    scale_bias_max(s, n, scale, rpbh ? rpbh + rb : NULL, t->ridx);
+    exp_row(s, n, a->lse[qi]);
+    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, dp);
+    const float delta = a->delta[qi];
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        dp[j] = s[j] * (dp[j] - delta);
+    axpys(&f->dv, dp, kh + qb, t->off, n, scale, a->o_dq + qi * D);
+    if (dr)
+        for (int j = 0; j < n; j++)
+            dr[rb + t->ridx[j]] += dp[j];
+    NA_LINE_END
+}
+
+/* Pass B of the fused backward (per key): rebuild P and dS over the inverse neighbourhood; dk, dv. */
+static void fused_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
+                             int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const int64_t hoff = bh * f->N;
+    const float *qh = a->q + hoff * f->D, *goh = a->d_out + hoff * f->D;
+    const float *rpbh = head_rpb(f, a->rpb, bh);
+    const float scale = f->pb.scale;
+    float *s = t->b0, *dp = t->b1, *sh = t->b2;
+    NA_LINE_BEGIN
+    int n = key_queries(f, t, i0, i1, i2);
+    const float *lse = a->lse + hoff + i2, *delta = a->delta + hoff + i2;
+    dots(&f->dv, a->k + qi * D, qh + i2 * D, t->off, n, s);
+    scale_bias_max(s, n, scale, rpbh, t->ridx);
+    for (int j = 0; j < n; j++)
+        sh[j] = lse[t->pix[j]];
+    exp_row_shifts(s, sh, n);
+    dots(&f->dv, a->v + qi * D, goh + i2 * D, t->off, n, dp);
+    for (int j = 0; j < n; j++)
+        dp[j] = s[j] * (dp[j] - delta[t->pix[j]]);
+    axpys(&f->dv, dp, qh + i2 * D, t->off, n, scale, a->o_dk + qi * D);
+    axpys(&f->dv, s, goh + i2 * D, t->off, n, 1.0f, a->o_dv + qi * D);
+    NA_LINE_END
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Entry points.
+ * ------------------------------------------------------------------------------------------------- */
+
+#define NA_CHECK_PTR(ptr, name, op)                                           \
+    do {                                                                      \
+        if (!(ptr))                                                           \
+            return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is NULL", op, name); \
+    } while (0)
+
+nat_status na_cpu_qk(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                     int64_t dim, const float *q, const float *k, const float *rpb, float *attn)
+{
+    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, "na_cpu_qk"));
+    NA_CHECK_PTR(q, "q", "na_cpu_qk");
+    NA_CHECK_PTR(k, "k", "na_cpu_qk");
+    NA_CHECK_PTR(attn, "attn", "na_cpu_qk");
+    na_fast f;
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0));
+    na_args a = {.q = q, .k = k, .rpb = rpb, .o_attn = attn};
+    run_lines(&f, qk_line, &a);
+    fast_free(&f);
+    return NAT_OK;
+}
+
+nat_status na_cpu_av(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                     int64_t dim, const float *attn, const float *v, float *out)
+{
+    NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, "na_cpu_av"));
+    NA_CHECK_PTR(attn, "attn", "na_cpu_av");
+    NA_CHECK_PTR(v, "v", "na_cpu_av");
+    NA_CHECK_PTR(out, "out", "na_cpu_av");
+    na_fast f;
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0));
+    na_args a = {.attn = attn, .v = v, .o_out = out};
+    run_lines(&f, av_line, &a);
+    fast_free(&f);
+    return NAT_OK;
+}
+
+nat_status na_cpu_qk_backward(const nat_na_params *p, int64_t batch, int64_t heads,
+                              const int64_t *spatial, int64_t dim, const float *d_attn,
+                              const float *q, const float *k, float *dq, float *dk, float *drpb)
+{
+    const char *op = "na_cpu_qk_backward";
+    NAT_TRY(na_validate(p, batch, heads, spatial, dim, drpb != NULL, op));
+    NA_CHECK_PTR(d_attn, "d_attn", op);
+    NA_CHECK_PTR(q, "q", op);
+    NA_CHECK_PTR(k, "k", op);
+    NA_CHECK_PTR(dq, "dq", op);
+    NA_CHECK_PTR(dk, "dk", op);
+    na_fast f;
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL));
+    na_args a = {.d_attn = d_attn, .q = q, .k = k, .o_dq = dq, .o_dk = dk};
+    run_lines(&f, qk_bwd_q_line, &a);
+    run_lines(&f, qk_bwd_k_line, &a);
+    if (drpb)
+        reduce_drpb(&f, drpb);
+    fast_free(&f);
+    return NAT_OK;
+}
+
+nat_status na_cpu_av_backward(const nat_na_params *p, int64_t batch, int64_t heads,
+                              const int64_t *spatial, int64_t dim, const float *d_out,
+                              const float *attn, const float *v, float *d_attn, float *dv)
+{
+    const char *op = "na_cpu_av_backward";
+    NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, op));
+    NA_CHECK_PTR(d_out, "d_out", op);
+    NA_CHECK_PTR(attn, "attn", op);
+    NA_CHECK_PTR(v, "v", op);
+    NA_CHECK_PTR(d_attn, "d_attn", op);
+    NA_CHECK_PTR(dv, "dv", op);
+    na_fast f;
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0));
+    na_args a = {.d_out = d_out, .attn = attn, .v = v, .o_attn = d_attn, .o_dv = dv};
+    run_lines(&f, av_bwd_q_line, &a);
+    run_lines(&f, av_bwd_k_line, &a);
+    fast_free(&f);
+    return NAT_OK;
+}
+
+nat_status na_cpu_fused_forward(const nat_na_params *p, int64_t batch, int64_t heads,
+                                const int64_t *spatial, int64_t dim, const float *q, const float *k,
+                                const float *v, const float *rpb, float *out, float *lse)
+{
+    const char *op = "na_cpu_fused_forward";
+    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, op));
+    NA_CHECK_PTR(q, "q", op);
+    NA_CHECK_PTR(k, "k", op);
+    NA_CHECK_PTR(v, "v", op);
+    NA_CHECK_PTR(out, "out", op);
+    NA_CHECK_PTR(lse, "lse", op);
+    na_fast f;
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0));
+    na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .o_out = out, .o_lse = lse};
+    run_lines(&f, fused_fwd_line, &a);
+    fast_free(&f);
+    return NAT_OK;
+}
+
+nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t heads,
+                                 const int64_t *spatial, int64_t dim, const float *q, const float *k,
+                                 const float *v, const float *rpb, const float *out, const float *lse,
+                                 const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    const char *op = "na_cpu_fused_backward";
+    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL, op));
+    NA_CHECK_PTR(q, "q", op);
+    NA_CHECK_PTR(k, "k", op);
+    NA_CHECK_PTR(v, "v", op);
+    NA_CHECK_PTR(out, "out", op);
+    NA_CHECK_PTR(lse, "lse", op);
+    NA_CHECK_PTR(d_out, "d_out", op);
+    NA_CHECK_PTR(dq, "dq", op);
+    NA_CHECK_PTR(dk, "dk", op);
+    NA_CHECK_PTR(dv, "dv", op);
+    na_fast f;
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL));
+    size_t dbytes = sizeof(float) * (size_t)(batch * heads * f.N);
+    float *delta = NULL;
+    nat_status st = nat_mem_alloc(NAT_CPU, dbytes, (void **)&delta);
+    if (st != NAT_OK) {
+        fast_free(&f);
+        return st;
+    }
+    na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .out = out, .lse = lse, .d_out = d_out,
+                 .delta = delta, .o_delta = delta, .o_dq = dq, .o_dk = dk, .o_dv = dv};
+    run_lines(&f, delta_line, &a);
+    run_lines(&f, fused_bwd_q_line, &a);
+    run_lines(&f, fused_bwd_k_line, &a);
+    if (drpb)
+        reduce_drpb(&f, drpb);
+    nat_mem_free(NAT_CPU, delta, dbytes);
+    fast_free(&f);
+    return NAT_OK;
+}

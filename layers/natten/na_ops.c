@@ -1,0 +1,330 @@
+/* layers/natten/na_ops.c — neighborhood attention as autograd ops (include/nat/natten.h) over the fast
+ * CPU kernels of na_cpu.c. Checks the tensor shapes against each other and the descriptor, makes
+ * strided inputs dense, records the backward. Kernels overwrite their outputs, so gradients are computed
+ * into step temporaries and then accumulated. The fused op saves only out and the log-sum-exp.
+ *
+ * Layouts: see include/nat/natten.h. */
+#include <inttypes.h>
+#include <string.h>
+
+#include "core/ops_internal.h"
+#include "layers/natten/na_cpu.h"
+#include "nat/natten.h"
+
+nat_na_params nat_na_params_make(int ndim, int kernel, int dilation)
+{
+    nat_na_params p = {ndim, {kernel, kernel, kernel}, {dilation, dilation, dilation}, {0, 0, 0}, 0.0f};
+    return p;
+}
+
+/* Problem sizes read off q-shaped tensors [B, heads, *spatial, D]. */
+typedef struct na_sizes {
+    int64_t batch, heads, spatial[3], dim;
+} na_sizes;
+
+static nat_status check_qshape(const nat_na_params *p, const nat_tensor *t, const char *op, const char *arg,
+                               na_sizes *sz)
+{
+    if (p->ndim < 1 || p->ndim > 3)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: ndim %d (1, 2 or 3 spatial axes)", op, p->ndim);
+    if (t->ndim != p->ndim + 3) {
+        char b[96];
+        return nat_error(NAT_ERR_SHAPE, "%s: %s has shape %s; expected %d dims [B, heads, %s, D]", op, arg,
+                         nat_shape_str(t, b, sizeof b), p->ndim + 3,
+                         p->ndim == 1 ? "L" : p->ndim == 2 ? "H, W" : "T, H, W");
+    }
+    sz->batch = t->shape[0];
+    sz->heads = t->shape[1];
+    for (int a = 0; a < p->ndim; a++)
+        sz->spatial[a] = t->shape[2 + a];
+    sz->dim = t->shape[t->ndim - 1];
+    return NAT_OK;
+}
+
+static nat_status check_same(const nat_tensor *a, const nat_tensor *b, const char *op, const char *na, const char *nb)
+{
+    if (nat_tensor_same_shape(a, b))
+        return NAT_OK;
+    char x[96], y[96];
+    return nat_error(NAT_ERR_SHAPE, "%s: %s %s and %s %s must have the same shape", op, na, nat_shape_str(a, x, sizeof x),
+                     nb, nat_shape_str(b, y, sizeof y));
+}
+
+static nat_status check_rpb(const nat_na_params *p, const nat_tensor *rpb, int64_t heads, const char *op)
+{
+    int64_t want[4] = {heads, 2 * p->kernel[0] - 1, 2 * p->kernel[1] - 1, 2 * p->kernel[2] - 1};
+    bool ok = rpb->ndim == p->ndim + 1;
+    for (int d = 0; ok && d <= p->ndim; d++)
+        ok = rpb->shape[d] == want[d];
+    if (ok)
+        return NAT_OK;
+    char g[96], w[96];
+    return nat_error(NAT_ERR_SHAPE, "%s: rpb has shape %s; kernel %d with %" PRId64 " heads needs %s", op,
+                     nat_shape_str(rpb, g, sizeof g), p->kernel[0], heads, nat_dims_str(p->ndim + 1, want, w, sizeof w));
+}
+
+static nat_status check_ndim(const nat_na_params *p, int want, const char *op)
+{
+    if (p->ndim != want)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: descriptor has ndim %d", op, p->ndim);
+    return NAT_OK;
+}
+
+static int64_t n_keys(const nat_na_params *p)
+{
+    int64_t K = 1;
+    for (int a = 0; a < p->ndim; a++)
+        K *= p->kernel[a];
+    return K;
+}
+
+/* Keeps a copy of the descriptor in a node (its f/i slots). */
+static void save_params(nat_node *node, const nat_na_params *p)
+{
+    node->i[0] = p->ndim;
+    for (int a = 0; a < 3; a++) {
+        node->i[1 + a] = p->kernel[a];
+        node->i[4 + a] = p->dilation[a] | (p->causal[a] ? (int64_t)1 << 32 : 0);
+    }
+    node->f[0] = p->scale;
+}
+
+static nat_na_params load_params(const nat_node *node)
+{
+    nat_na_params p = {(int)node->i[0], {0}, {0}, {0}, (float)node->f[0]};
+    for (int a = 0; a < 3; a++) {
+        p.kernel[a] = (int)node->i[1 + a];
+        p.dilation[a] = (int)(node->i[4 + a] & 0xffffffff);
+        p.causal[a] = (int)(node->i[4 + a] >> 32);
+    }
+    return p;
+}
+
+static nat_status sizes_of_node(const nat_na_params *p, const nat_tensor *q, na_sizes *sz)
+{
+    return check_qshape(p, q, "na", "q", sz);
+}
+
+/* A step tensor shaped like `like`, uninitialised (kernels overwrite). */
+static nat_status empty_like(nat_ctx *ctx, const nat_tensor *like, nat_tensor **out)
+{
+    return nat_ctx_empty(ctx, out, NAT_F32, like->ndim, like->shape);
+}
+
+/* ---- qk ---- */
+
+static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_na_params p = load_params(node);
+    nat_tensor *q = node->saved[0], *k = node->saved[1], *rpb_in = node->in[2];
+    na_sizes sz;
+    NAT_TRY(sizes_of_node(&p, q, &sz));
+    nat_tensor *gd, *dq, *dk, *drpb = NULL;
+    NAT_TRY(nat_dense(ctx, g, &gd));
+    NAT_TRY(empty_like(ctx, q, &dq));
+    NAT_TRY(empty_like(ctx, k, &dk));
+    if (rpb_in && rpb_in->requires_grad)
+        NAT_TRY(empty_like(ctx, rpb_in, &drpb));
+    NAT_TRY(na_cpu_qk_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(q),
+                               nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
+                               drpb ? nat_tensor_f32(drpb) : NULL));
+    NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
+    NAT_TRY(nat_grad_accumulate(ctx, node->in[1], dk));
+    if (drpb)
+        NAT_TRY(nat_grad_accumulate(ctx, rpb_in, drpb));
+    return NAT_OK;
+}
+
+static const nat_op_def qk_op = {"na_qk", qk_backward};
+
+nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb, const nat_na_params *p,
+                     nat_tensor **attn)
+{
+    const char *op = "na_qk";
+    NAT_TRY(nat_check_f32(ctx, q, op, "q"));
+    NAT_TRY(nat_check_f32(ctx, k, op, "k"));
+    na_sizes sz;
+    NAT_TRY(check_qshape(p, q, op, "q", &sz));
+    NAT_TRY(check_same(q, k, op, "q", "k"));
+    if (rpb) {
+        NAT_TRY(nat_check_f32(ctx, rpb, op, "rpb"));
+        NAT_TRY(na_validate(p, sz.batch, sz.heads, sz.spatial, sz.dim, 1, op));
+        NAT_TRY(check_rpb(p, rpb, sz.heads, op));
+    }
+    nat_tensor *qd, *kd, *rd = NULL, *a;
+    NAT_TRY(nat_dense(ctx, q, &qd));
+    NAT_TRY(nat_dense(ctx, k, &kd));
+    if (rpb)
+        NAT_TRY(nat_dense(ctx, rpb, &rd));
+    int64_t shape[NAT_MAX_DIMS];
+    memcpy(shape, q->shape, sizeof shape);
+    shape[q->ndim - 1] = n_keys(p);
+    NAT_TRY(nat_ctx_empty(ctx, &a, NAT_F32, q->ndim, shape));
+    NAT_TRY(na_cpu_qk(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+                      rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
+    nat_node *node;
+    nat_tensor *ins[3] = {q, k, rpb};
+    NAT_TRY(nat_ctx_record(ctx, &qk_op, a, 3, ins, &node));
+    if (node) {
+        node->saved[0] = qd;
+        node->saved[1] = kd;
+        node->n_saved = 2;
+        save_params(node, p);
+    }
+    *attn = a;
+    return NAT_OK;
+}
+
+/* ---- av ---- */
+
+static nat_status av_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_na_params p = load_params(node);
+    nat_tensor *a = node->saved[0], *v = node->saved[1];
+    na_sizes sz;
+    NAT_TRY(sizes_of_node(&p, v, &sz));
+    nat_tensor *gd, *da, *dv;
+    NAT_TRY(nat_dense(ctx, g, &gd));
+    NAT_TRY(empty_like(ctx, a, &da));
+    NAT_TRY(empty_like(ctx, v, &dv));
+    NAT_TRY(na_cpu_av_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(a),
+                               nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
+    NAT_TRY(nat_grad_accumulate(ctx, node->in[0], da));
+    return nat_grad_accumulate(ctx, node->in[1], dv);
+}
+
+static const nat_op_def av_op = {"na_av", av_backward};
+
+nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na_params *p, nat_tensor **out)
+{
+    const char *op = "na_av";
+    NAT_TRY(nat_check_f32(ctx, attn, op, "attn"));
+    NAT_TRY(nat_check_f32(ctx, v, op, "v"));
+    na_sizes sz;
+    NAT_TRY(check_qshape(p, v, op, "v", &sz));
+    int64_t want[NAT_MAX_DIMS];
+    memcpy(want, v->shape, sizeof want);
+    want[v->ndim - 1] = n_keys(p);
+    bool ok = attn->ndim == v->ndim;
+    for (int d = 0; ok && d < v->ndim; d++)
+        ok = attn->shape[d] == want[d];
+    if (!ok) {
+        char g[96], w[96];
+        return nat_error(NAT_ERR_SHAPE, "%s: attn has shape %s; with v %s and kernel %d it must be %s", op,
+                         nat_shape_str(attn, g, sizeof g), nat_shape_str(v, w, sizeof w), p->kernel[0],
+                         nat_dims_str(v->ndim, want, w, sizeof w));
+    }
+    nat_tensor *ad, *vd, *y;
+    NAT_TRY(nat_dense(ctx, attn, &ad));
+    NAT_TRY(nat_dense(ctx, v, &vd));
+    NAT_TRY(empty_like(ctx, v, &y));
+    NAT_TRY(na_cpu_av(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(ad), nat_tensor_f32(vd),
+                      nat_tensor_f32(y)));
+    nat_node *node;
+    nat_tensor *ins[2] = {attn, v};
+    NAT_TRY(nat_ctx_record(ctx, &av_op, y, 2, ins, &node));
+    if (node) {
+        node->saved[0] = ad;
+        node->saved[1] = vd;
+        node->n_saved = 2;
+        save_params(node, p);
+    }
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- fused ---- */
+
+static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_na_params p = load_params(node);
+    nat_tensor *q = node->saved[0], *k = node->saved[1], *v = node->saved[2], *rpb = node->saved[3],
+               *out = node->saved[4], *lse = node->saved[5], *rpb_in = node->in[3];
+    na_sizes sz;
+    NAT_TRY(sizes_of_node(&p, q, &sz));
+    nat_tensor *gd, *dq, *dk, *dv, *drpb = NULL;
+    NAT_TRY(nat_dense(ctx, g, &gd));
+    NAT_TRY(empty_like(ctx, q, &dq));
+    NAT_TRY(empty_like(ctx, k, &dk));
+    NAT_TRY(empty_like(ctx, v, &dv));
+    if (rpb_in && rpb_in->requires_grad)
+        NAT_TRY(empty_like(ctx, rpb_in, &drpb));
+    NAT_TRY(na_cpu_fused_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q), nat_tensor_f32(k),
+                                  nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL, nat_tensor_f32(out),
+                                  nat_tensor_f32(lse), nat_tensor_f32(gd), nat_tensor_f32(dq), nat_tensor_f32(dk),
+                                  nat_tensor_f32(dv), drpb ? nat_tensor_f32(drpb) : NULL));
+    NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
+    NAT_TRY(nat_grad_accumulate(ctx, node->in[1], dk));
+    NAT_TRY(nat_grad_accumulate(ctx, node->in[2], dv));
+    if (drpb)
+        NAT_TRY(nat_grad_accumulate(ctx, rpb_in, drpb));
+    return NAT_OK;
+}
+
+static const nat_op_def fused_op = {"na_fused", fused_backward};
+
+nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb, const nat_na_params *p,
+                  nat_tensor **out)
+{
+    const char *op = p->ndim == 1 ? "na1d" : p->ndim == 2 ? "na2d" : "na3d";
+    NAT_TRY(nat_check_f32(ctx, q, op, "q"));
+    NAT_TRY(nat_check_f32(ctx, k, op, "k"));
+    NAT_TRY(nat_check_f32(ctx, v, op, "v"));
+    na_sizes sz;
+    NAT_TRY(check_qshape(p, q, op, "q", &sz));
+    NAT_TRY(check_same(q, k, op, "q", "k"));
+    NAT_TRY(check_same(q, v, op, "q", "v"));
+    if (rpb) {
+        NAT_TRY(nat_check_f32(ctx, rpb, op, "rpb"));
+        NAT_TRY(na_validate(p, sz.batch, sz.heads, sz.spatial, sz.dim, 1, op));
+        NAT_TRY(check_rpb(p, rpb, sz.heads, op));
+    }
+    nat_tensor *qd, *kd, *vd, *rd = NULL, *y, *lse;
+    NAT_TRY(nat_dense(ctx, q, &qd));
+    NAT_TRY(nat_dense(ctx, k, &kd));
+    NAT_TRY(nat_dense(ctx, v, &vd));
+    if (rpb)
+        NAT_TRY(nat_dense(ctx, rpb, &rd));
+    NAT_TRY(empty_like(ctx, q, &y));
+    NAT_TRY(nat_ctx_empty(ctx, &lse, NAT_F32, q->ndim - 1, q->shape));
+    NAT_TRY(na_cpu_fused_forward(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+                                 nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
+                                 nat_tensor_f32(lse)));
+    nat_node *node;
+    nat_tensor *ins[4] = {q, k, v, rpb};
+    NAT_TRY(nat_ctx_record(ctx, &fused_op, y, 4, ins, &node));
+    if (node) {
+        nat_tensor *saved[6] = {qd, kd, vd, rd, y, lse};
+        memcpy(node->saved, saved, sizeof saved);
+        node->n_saved = 6;
+        save_params(node, p);
+    }
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- per-rank spellings ---- */
+
+#define NA_RANK(n)                                                                                               \
+    nat_status nat_na##n##d_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb, const nat_na_params *p, \
+                               nat_tensor **attn)                                                                \
+    {                                                                                                            \
+        NAT_TRY(check_ndim(p, n, "na" #n "d_qk"));                                                               \
+        return nat_na_qk(ctx, q, k, rpb, p, attn);                                                               \
+    }                                                                                                            \
+    nat_status nat_na##n##d_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na_params *p,            \
+                               nat_tensor **out)                                                                 \
+    {                                                                                                            \
+        NAT_TRY(check_ndim(p, n, "na" #n "d_av"));                                                               \
+        return nat_na_av(ctx, attn, v, p, out);                                                                  \
+    }                                                                                                            \
+    nat_status nat_na##n##d(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb,          \
+                            const nat_na_params *p, nat_tensor **out)                                            \
+    {                                                                                                            \
+        NAT_TRY(check_ndim(p, n, "na" #n "d"));                                                                  \
+        return nat_na(ctx, q, k, v, rpb, p, out);                                                                \
+    }
+
+NA_RANK(1)
+NA_RANK(2)
+NA_RANK(3)

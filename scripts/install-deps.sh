@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs nat's build and test dependencies from Debian's packages (Debian 12).
+# Idempotent: packages already present are left alone, and apt is not touched when nothing is missing.
+# Run as root, or with sudo available.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config
+  libopenblas-openmp-dev   # sgemm; the OpenMP build shares one thread pool with our loops
+  zlib1g-dev               # gzipped IDX files
+  check                    # unit tests
+  libinih-dev              # INI configs
+  libcjson-dev             # safetensors headers
+  libstb-dev               # image decoding/encoding
+  dataset-fashion-mnist    # the main job's data set
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Debian's alternatives may point libblas at another variant; nat links OpenBLAS-OpenMP explicitly,
+# so only report which one is active.
+echo "install-deps: done"

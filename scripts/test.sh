@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds nat (with CUDA when nvcc is present) and runs the whole test suite,
+# then builds and runs it once more under AddressSanitizer + UndefinedBehaviorSanitizer.
+# This is the README's test command and what CI runs (.ci/run).
+#   NAT_SKIP_SANITIZE=1  skip the sanitizer pass (quicker local runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+jobs=$(nproc 2>/dev/null || echo 2)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$jobs}
+
+echo "== build (Release) =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j"$jobs"
+echo "== tests (Release) =="
+ctest --test-dir build --output-on-failure
+
+if [ "${NAT_SKIP_SANITIZE:-0}" != "1" ]; then
+  echo "== build (ASan + UBSan, CPU only) =="
+  cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNAT_SANITIZE=ON -DNAT_CUDA=OFF
+  cmake --build build-sanitize -j"$jobs"
+  echo "== tests (ASan + UBSan) =="
+  # Check forks each test; leaks of a forked child are its own, so leak checking stays on.
+  ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1} \
+  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+  LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
+    ctest --test-dir build-sanitize --output-on-failure
+fi
+echo "== all tests passed =="

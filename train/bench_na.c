@@ -1,0 +1,591 @@
+/* train/bench_na.c — nat-bench na2d: times 2-D neighborhood attention (with rpb, non-causal) on
+ * q, k, v [B, heads, S, S, D], median over reps after a warm-up.
+ *
+ * Implementations:
+ *   fused      na_cpu_fused_forward / na_cpu_fused_backward (saves only lse)
+ *   unfused    na_cpu_qk -> softmax -> na_cpu_av, materialising the [.., K] weights; backward
+ *              na_cpu_av_backward -> softmax backward -> na_cpu_qk_backward
+ *   gather     the legacy algorithm of NATTEN's pure-PyTorch fallback: copy each query's K keys and
+ *              values into [.., K, D] buffers, one small GEMM per query for the logits (cblas_sgemm),
+ *              softmax, one GEMM per query with the gathered values; backward with the materialised
+ *              buffers (GEMMs per query) and a scatter-add of the gathered gradients into dk, dv
+ *   reference  na_ref_fused_forward / na_ref_fused_backward (double precision)
+ * FLOPs counted per query: 2*K*D (QK) + 2*K*D (AV), K = k*k; x3 for forward + backward.
+ * Every tensor and every intermediate goes through nat_mem_alloc; intermediates an op needs (weights,
+ * gathered buffers) are allocated inside the timed region, as an autograd op would, and the peak is
+ * reset just before it, so peak_mib = inputs + outputs + what the implementation holds at its worst.
+ */
+#include "train/bench_na.h"
+
+#include <cblas.h> /* cblas_sgemm (gather) */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers/natten/na_cpu.h"
+#include "layers/natten/na_ref.h"
+#include "nat/alloc.h"
+#include "nat/rng.h"
+#include "train/bench.h"
+
+int openblas_get_num_threads(void);
+
+typedef enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_GATHER, IMPL_REFERENCE } impl_kind;
+static const char *const IMPL_NAMES[] = {"fused", "unfused", "gather", "reference"};
+
+typedef struct bench_cfg {
+    int64_t batch, heads, size, dim;
+    int kernel, dilation;
+    impl_kind impl;
+    int fwdbwd;
+    int reps;
+} bench_cfg;
+
+typedef struct bench_result {
+    double ms, gflops, peak_mib;
+} bench_result;
+
+/* One tensor from the counting allocator. */
+typedef struct buf {
+    void *p;
+    size_t bytes;
+} buf;
+
+static nat_status buf_alloc(buf *b, size_t bytes)
+{
+    b->bytes = bytes;
+    b->p = NULL;
+    return nat_mem_alloc(NAT_CPU, bytes, &b->p);
+}
+
+static void buf_free(buf *b)
+{
+    if (b->p)
+        nat_mem_free(NAT_CPU, b->p, b->bytes);
+    b->p = NULL;
+}
+
+typedef struct bench_ctx {
+    const bench_cfg *cfg;
+    nat_na_params p;
+    int64_t spatial[2], nq, K, D, nrpb;
+    float scale;
+    buf q, k, v, rpb, d_out, out, lse, dq, dk, dv, drpb;
+    buf qd, kd, vd, rpbd, d_outd, outd, lsed, dqd, dkd, dvd, drpbd; /* reference only */
+    buf saved_w, saved_kg, saved_vg;                              /* unfused / gather */
+} bench_ctx;
+
+#define F(b) ((float *)(b).p)
+#define DB(b) ((double *)(b).p)
+
+/* ---- softmax over the last axis (unfused) ---- */
+
+static void softmax_rows(float *x, int64_t rows, int64_t K)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = x + r * K, mx = -INFINITY, sum = 0.0f;
+        for (int64_t s = 0; s < K; s++)
+            mx = row[s] > mx ? row[s] : mx;
+        for (int64_t s = 0; s < K; s++) {
+            row[s] = expf(row[s] - mx);
+            sum += row[s];
+        }
+        for (int64_t s = 0; s < K; s++)
+            row[s] /= sum;
+    }
+}
+
+/* g <- w * (g - sum(w * g)) in place: softmax backward. */
+static void softmax_backward_rows(const float *w, float *g, int64_t rows, int64_t K)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *wr = w + r * K;
+        float *gr = g + r * K, dot = 0.0f;
+        for (int64_t s = 0; s < K; s++)
+            dot += wr[s] * gr[s];
+        for (int64_t s = 0; s < K; s++)
+            gr[s] = wr[s] * (gr[s] - dot);
+    }
+}
+
+/* ---- gather (legacy) ---- */
+
+/* Window start (first key) and rpb index of key 0 of query i on one axis (DESIGN.md §2, non-causal). */
+static void gather_window(int64_t i, int64_t L, int k, int d, int64_t *key0, int64_t *rpb0)
+{
+    int64_t g = i % d, p = i / d, lg = (L - g + d - 1) / d, s = p - k / 2;
+    s = s > lg - k ? lg - k : s;
+    s = s < 0 ? 0 : s;
+    *key0 = s * d + g;
+    *rpb0 = (k - 1) + s - p;
+}
+
+/* Flat key pixel and rpb index of every slot of query n: idx[n*K + s], ridx[n*K + s]. */
+static void gather_index(const bench_ctx *c, int64_t n, int64_t *idx, int64_t *ridx)
+{
+    const int64_t S = c->cfg->size, pix = n % (S * S);
+    const int k = c->cfg->kernel, d = c->cfg->dilation;
+    int64_t y0, x0, ry, rx;
+    gather_window(pix / S, S, k, d, &y0, &ry);
+    gather_window(pix % S, S, k, d, &x0, &rx);
+    for (int a = 0; a < k; a++)
+        for (int b = 0; b < k; b++) {
+            idx[a * k + b] = (y0 + a * d) * S + x0 + b * d;
+            ridx[a * k + b] = (ry + a) * (2 * k - 1) + rx + b;
+        }
+}
+
+/* dst[n, s, :] = src[b, h, key(n, s), :] */
+static void gather_rows(const bench_ctx *c, const float *src, float *dst)
+{
+    const int64_t K = c->K, D = c->D, npix = c->cfg->size * c->cfg->size;
+#pragma omp parallel
+    {
+        int64_t idx[1024], ridx[1024];
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < c->nq; n++) {
+            gather_index(c, n, idx, ridx);
+            const float *head = src + (n / npix) * npix * D;
+            for (int64_t s = 0; s < K; s++)
+                memcpy(dst + (n * K + s) * D, head + idx[s] * D, sizeof(float) * (size_t)D);
+        }
+    }
+}
+
+static nat_status gather_forward(bench_ctx *c)
+{
+    const int64_t K = c->K, D = c->D, nq = c->nq, H = c->cfg->heads, npix = c->cfg->size * c->cfg->size;
+    const size_t kd = sizeof(float) * (size_t)(nq * K * D), kb = sizeof(float) * (size_t)(nq * K);
+    NAT_TRY(buf_alloc(&c->saved_kg, kd));
+    NAT_TRY(buf_alloc(&c->saved_vg, kd));
+    NAT_TRY(buf_alloc(&c->saved_w, kb));
+    float *kg = F(c->saved_kg), *vg = F(c->saved_vg), *w = F(c->saved_w);
+    gather_rows(c, F(c->k), kg);
+    gather_rows(c, F(c->v), vg);
+    const float *q = F(c->q), *rpb = F(c->rpb);
+#pragma omp parallel
+    {
+        int64_t idx[1024], ridx[1024];
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < nq; n++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, (int)K, (int)D, c->scale, q + n * D,
+                        (int)D, kg + n * K * D, (int)D, 0.0f, w + n * K, (int)K);
+            gather_index(c, n, idx, ridx);
+            const float *rh = rpb + ((n / npix) % H) * c->nrpb / H;
+            for (int64_t s = 0; s < K; s++)
+                w[n * K + s] += rh[ridx[s]];
+        }
+    }
+    softmax_rows(w, nq, K);
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < nq; n++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, (int)D, (int)K, 1.0f, w + n * K,
+                    (int)K, vg + n * K * D, (int)D, 0.0f, F(c->out) + n * D, (int)D);
+    return NAT_OK;
+}
+
+static nat_status gather_backward(bench_ctx *c)
+{
+    const int64_t K = c->K, D = c->D, nq = c->nq, H = c->cfg->heads, npix = c->cfg->size * c->cfg->size;
+    const size_t kd = sizeof(float) * (size_t)(nq * K * D), kb = sizeof(float) * (size_t)(nq * K);
+    buf dkg, dvg, dw;
+    NAT_TRY(buf_alloc(&dkg, kd));
+    NAT_TRY(buf_alloc(&dvg, kd));
+    NAT_TRY(buf_alloc(&dw, kb));
+    const float *kg = F(c->saved_kg), *vg = F(c->saved_vg), *w = F(c->saved_w);
+    const float *q = F(c->q), *go = F(c->d_out);
+    float *g = F(dw);
+    /* dW = dO . Vg^T and dVg = W^T dO, per query. */
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < nq; n++) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, (int)K, (int)D, 1.0f, go + n * D, (int)D,
+                    vg + n * K * D, (int)D, 0.0f, g + n * K, (int)K);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)D, 1, 1.0f, w + n * K, (int)K,
+                    go + n * D, (int)D, 0.0f, F(dvg) + n * K * D, (int)D);
+    }
+    softmax_backward_rows(w, g, nq, K);
+    /* dq = scale dS . Kg and dKg = scale dS^T q, per query. */
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < nq; n++) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, (int)D, (int)K, c->scale, g + n * K,
+                    (int)K, kg + n * K * D, (int)D, 0.0f, F(c->dq) + n * D, (int)D);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)D, 1, c->scale, g + n * K,
+                    (int)K, q + n * D, (int)D, 0.0f, F(dkg) + n * K * D, (int)D);
+    }
+    /* Scatter-add into dk, dv and drpb, one (batch, head) per thread: no two threads share a target
+     * in dk/dv; drpb rows are per head, so each head's batch items go in order to one thread. */
+    memset(F(c->dk), 0, sizeof(float) * (size_t)(nq * D));
+    memset(F(c->dv), 0, sizeof(float) * (size_t)(nq * D));
+    memset(F(c->drpb), 0, sizeof(float) * (size_t)c->nrpb);
+    const int64_t nbh = nq / npix;
+#pragma omp parallel
+    {
+        int64_t idx[1024], ridx[1024];
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t bh = h; bh < nbh; bh += H)
+                for (int64_t n = bh * npix; n < (bh + 1) * npix; n++) {
+                    gather_index(c, n, idx, ridx);
+                    float *rh = F(c->drpb) + h * c->nrpb / H;
+                    for (int64_t s = 0; s < K; s++)
+                        rh[ridx[s]] += g[n * K + s];
+                }
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < nbh; bh++)
+            for (int64_t n = bh * npix; n < (bh + 1) * npix; n++) {
+                gather_index(c, n, idx, ridx);
+                float *dkh = F(c->dk) + bh * npix * D, *dvh = F(c->dv) + bh * npix * D;
+                for (int64_t s = 0; s < K; s++) {
+                    const float *a = F(dkg) + (n * K + s) * D, *b = F(dvg) + (n * K + s) * D;
+                    for (int64_t e = 0; e < D; e++) {
+                        dkh[idx[s] * D + e] += a[e];
+                        dvh[idx[s] * D + e] += b[e];
+                    }
+                }
+            }
+    }
+    buf_free(&dw);
+    buf_free(&dvg);
+    buf_free(&dkg);
+    return NAT_OK;
+}
+
+/* ---- one timed iteration ---- */
+
+#define CTX_ARGS(c) &(c)->p, (c)->cfg->batch, (c)->cfg->heads, (c)->spatial, (c)->D
+
+static nat_status run_once(bench_ctx *c)
+{
+    const bench_cfg *cfg = c->cfg;
+    nat_status st = NAT_OK;
+    switch (cfg->impl) {
+    case IMPL_FUSED:
+        NAT_TRY(na_cpu_fused_forward(CTX_ARGS(c), F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
+                                     F(c->lse)));
+        if (cfg->fwdbwd)
+            NAT_TRY(na_cpu_fused_backward(CTX_ARGS(c), F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
+                                          F(c->lse), F(c->d_out), F(c->dq), F(c->dk), F(c->dv),
+                                          F(c->drpb)));
+        break;
+    case IMPL_UNFUSED: {
+        NAT_TRY(buf_alloc(&c->saved_w, sizeof(float) * (size_t)(c->nq * c->K)));
+        float *w = F(c->saved_w);
+        st = na_cpu_qk(CTX_ARGS(c), F(c->q), F(c->k), F(c->rpb), w);
+        if (st == NAT_OK) {
+            softmax_rows(w, c->nq, c->K);
+            st = na_cpu_av(CTX_ARGS(c), w, F(c->v), F(c->out));
+        }
+        if (st == NAT_OK && cfg->fwdbwd) {
+            buf g;
+            st = buf_alloc(&g, sizeof(float) * (size_t)(c->nq * c->K));
+            if (st == NAT_OK)
+                st = na_cpu_av_backward(CTX_ARGS(c), F(c->d_out), w, F(c->v), F(g), F(c->dv));
+            if (st == NAT_OK) {
+                softmax_backward_rows(w, F(g), c->nq, c->K);
+                st = na_cpu_qk_backward(CTX_ARGS(c), F(g), F(c->q), F(c->k), F(c->dq), F(c->dk),
+                                        F(c->drpb));
+            }
+            buf_free(&g);
+        }
+        buf_free(&c->saved_w);
+        break;
+    }
+    case IMPL_GATHER:
+        st = gather_forward(c);
+        if (st == NAT_OK && cfg->fwdbwd)
+            st = gather_backward(c);
+        buf_free(&c->saved_w);
+        buf_free(&c->saved_vg);
+        buf_free(&c->saved_kg);
+        break;
+    case IMPL_REFERENCE:
+        NAT_TRY(na_ref_fused_forward(CTX_ARGS(c), DB(c->qd), DB(c->kd), DB(c->vd), DB(c->rpbd),
+                                     DB(c->outd), DB(c->lsed)));
+        if (cfg->fwdbwd)
+            NAT_TRY(na_ref_fused_backward(CTX_ARGS(c), DB(c->qd), DB(c->kd), DB(c->vd), DB(c->rpbd),
+                                          DB(c->outd), DB(c->lsed), DB(c->d_outd), DB(c->dqd),
+                                          DB(c->dkd), DB(c->dvd), DB(c->drpbd)));
+        break;
+    }
+    return st;
+}
+
+static void ctx_free(bench_ctx *c)
+{
+    buf *all[] = {&c->q,   &c->k,   &c->v,   &c->rpb,    &c->d_out, &c->out,   &c->lse,   &c->dq,
+                  &c->dk,  &c->dv,  &c->drpb, &c->qd,    &c->kd,    &c->vd,    &c->rpbd,  &c->d_outd,
+                  &c->outd, &c->lsed, &c->dqd, &c->dkd,  &c->dvd,   &c->drpbd, &c->saved_w,
+                  &c->saved_kg, &c->saved_vg};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        buf_free(all[i]);
+}
+
+static nat_status ctx_init(bench_ctx *c, const bench_cfg *cfg)
+{
+    memset(c, 0, sizeof *c);
+    c->cfg = cfg;
+    c->p = (nat_na_params){.ndim = 2, .kernel = {cfg->kernel, cfg->kernel},
+                           .dilation = {cfg->dilation, cfg->dilation}, .scale = 0.0f};
+    c->spatial[0] = c->spatial[1] = cfg->size;
+    c->D = cfg->dim;
+    c->K = (int64_t)cfg->kernel * cfg->kernel;
+    c->nq = cfg->batch * cfg->heads * cfg->size * cfg->size;
+    c->nrpb = cfg->heads * (2 * cfg->kernel - 1) * (2 * cfg->kernel - 1);
+    c->scale = na_effective_scale(&c->p, c->D);
+    NAT_TRY(na_validate(&c->p, cfg->batch, cfg->heads, c->spatial, c->D, 1, "na2d"));
+    if (cfg->impl == IMPL_GATHER && c->K > 1024)
+        return nat_error(NAT_ERR_UNSUPPORTED, "na2d gather: kernel %d has more than 1024 slots",
+                         cfg->kernel);
+    const size_t nqd = (size_t)(c->nq * c->D);
+    buf *fl[] = {&c->q, &c->k, &c->v, &c->d_out, &c->out, &c->dq, &c->dk, &c->dv};
+    for (size_t i = 0; i < sizeof fl / sizeof *fl; i++)
+        NAT_TRY(buf_alloc(fl[i], sizeof(float) * nqd));
+    NAT_TRY(buf_alloc(&c->lse, sizeof(float) * (size_t)c->nq));
+    NAT_TRY(buf_alloc(&c->rpb, sizeof(float) * (size_t)c->nrpb));
+    NAT_TRY(buf_alloc(&c->drpb, sizeof(float) * (size_t)c->nrpb));
+    nat_rng r;
+    nat_rng_seed(&r, 1234);
+    nat_rng_fill_normal(&r, F(c->q), nqd, 0.0f, 1.0f);
+    nat_rng_fill_normal(&r, F(c->k), nqd, 0.0f, 1.0f);
+    nat_rng_fill_normal(&r, F(c->v), nqd, 0.0f, 1.0f);
+    nat_rng_fill_normal(&r, F(c->d_out), nqd, 0.0f, 1.0f);
+    nat_rng_fill_normal(&r, F(c->rpb), (size_t)c->nrpb, 0.0f, 0.02f);
+    /* The backward needs the forward's out and lse. */
+    NAT_TRY(na_cpu_fused_forward(CTX_ARGS(c), F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
+                                 F(c->lse)));
+    if (cfg->impl == IMPL_REFERENCE) {
+        buf *src[] = {&c->q, &c->k, &c->v, &c->d_out, &c->out, &c->rpb, &c->lse};
+        buf *dst[] = {&c->qd, &c->kd, &c->vd, &c->d_outd, &c->outd, &c->rpbd, &c->lsed};
+        for (size_t i = 0; i < sizeof src / sizeof *src; i++) {
+            size_t n = src[i]->bytes / sizeof(float);
+            NAT_TRY(buf_alloc(dst[i], sizeof(double) * n));
+            for (size_t j = 0; j < n; j++)
+                DB(*dst[i])[j] = F(*src[i])[j];
+        }
+        NAT_TRY(buf_alloc(&c->dqd, sizeof(double) * nqd));
+        NAT_TRY(buf_alloc(&c->dkd, sizeof(double) * nqd));
+        NAT_TRY(buf_alloc(&c->dvd, sizeof(double) * nqd));
+        NAT_TRY(buf_alloc(&c->drpbd, sizeof(double) * (size_t)c->nrpb));
+    }
+    return NAT_OK;
+}
+
+static double flops_of(const bench_cfg *cfg)
+{
+    double K = (double)cfg->kernel * cfg->kernel;
+    double nq = (double)cfg->batch * cfg->heads * cfg->size * cfg->size;
+    return nq * (2.0 * K * cfg->dim) * 2.0 * (cfg->fwdbwd ? 3.0 : 1.0);
+}
+
+static nat_status bench_run(const bench_cfg *cfg, bench_result *res)
+{
+    bench_ctx c;
+    nat_status st = ctx_init(&c, cfg);
+    double *t = calloc((size_t)cfg->reps, sizeof *t);
+    if (st == NAT_OK && !t)
+        st = nat_error(NAT_ERR_OOM, "na2d: no memory for %d timings", cfg->reps);
+    if (st == NAT_OK)
+        st = run_once(&c); /* warm-up: page faults, allocator cache, thread pool */
+    if (st == NAT_OK) {
+        nat_mem_reset_peak(NAT_CPU);
+        for (int r = 0; r < cfg->reps && st == NAT_OK; r++) {
+            double t0 = nat_bench_now();
+            st = run_once(&c);
+            t[r] = nat_bench_now() - t0;
+        }
+    }
+    if (st == NAT_OK) {
+        double med = nat_bench_median(t, cfg->reps);
+        res->ms = 1e3 * med;
+        res->gflops = flops_of(cfg) / med * 1e-9;
+        res->peak_mib = (double)nat_mem_get_stats(NAT_CPU).peak / (1024.0 * 1024.0);
+    }
+    free(t);
+    ctx_free(&c);
+    return st;
+}
+
+/* ---- command line ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: nat-bench na2d [--batch B] [--heads H] [--size S] [--dim D] [--kernel K]\n"
+            "                      [--dilation d] [--impl fused|unfused|gather|reference]\n"
+            "                      [--pass fwd|fwdbwd] [--reps N] [--sweep] [--help]\n"
+            "Times 2-D neighborhood attention with rpb on q, k, v [B, H, S, S, D] (defaults: B 8, H 2,\n"
+            "S 56, D 32, K 7, d 1, fused, fwd, 10 reps): median ms over N runs after one warm-up,\n"
+            "GFLOP/s counting 2*K*K*D flops per query for QK and as many for AV (x3 for fwdbwd), and\n"
+            "the peak bytes allocated through nat_mem_alloc during the timed runs.\n"
+            "  fused      one pass, online softmax per query, saves only lse (the library's path)\n"
+            "  unfused    qk kernel -> softmax -> av kernel, materialising the [.., K*K] weights\n"
+            "  gather     legacy: gather each query's keys/values into [.., K*K, D], GEMM per query\n"
+            "  reference  the double-precision reference (slow)\n"
+            "--sweep runs NAT-Mini's four levels at 224^2 (B 8, K 7, D 32: 56^2/2 heads, 28^2/4,\n"
+            "14^2/8, 7^2/16) and DiNAT's dilated ones (56^2 d 8, 28^2 d 4, 14^2 d 2) with fused fwd,\n"
+            "fused fwdbwd and gather fwdbwd, and prints fused-vs-gather speed-ups from the same run.\n"
+            "The last line is: RESULT impl=<impl> pass=<pass> ms=<median> gflops=<value> peak_mib=<value>\n");
+}
+
+static int parse_int(const char *opt, const char *val, long lo, long hi, long *out)
+{
+    char *end = NULL;
+    long x = val ? strtol(val, &end, 10) : 0;
+    if (!val || *val == '\0' || *end != '\0' || x < lo || x > hi) {
+        fprintf(stderr, "nat-bench na2d: %s needs an integer in [%ld, %ld], got '%s'\n", opt, lo, hi,
+                val ? val : "(nothing)");
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+static void print_result(const bench_cfg *cfg, const bench_result *r)
+{
+    printf("RESULT impl=%s pass=%s ms=%.3f gflops=%.2f peak_mib=%.1f\n", IMPL_NAMES[cfg->impl],
+           cfg->fwdbwd ? "fwdbwd" : "fwd", r->ms, r->gflops, r->peak_mib);
+}
+
+static int run_sweep(int reps)
+{
+    static const struct {
+        const char *name;
+        int size, heads, dilation;
+    } levels[] = {
+        {"NAT-Mini L1", 56, 2, 1},  {"NAT-Mini L2", 28, 4, 1}, {"NAT-Mini L3", 14, 8, 1},
+        {"NAT-Mini L4", 7, 16, 1},  {"DiNAT L1 d8", 56, 2, 8}, {"DiNAT L2 d4", 28, 4, 4},
+        {"DiNAT L3 d2", 14, 8, 2},
+    };
+    enum { NL = sizeof levels / sizeof *levels };
+    static const struct {
+        impl_kind impl;
+        int fwdbwd;
+    } runs[] = {{IMPL_FUSED, 0}, {IMPL_FUSED, 1}, {IMPL_GATHER, 1}};
+    bench_result res[NL][3];
+    printf("%-12s %5s %5s %3s | %9s %8s | %9s %8s %8s | %9s %8s %8s | %8s %8s\n", "level", "size", "heads",
+           "d", "fused fwd", "GFLOP/s", "fused f+b", "GFLOP/s", "MiB", "gather fb", "GFLOP/s", "MiB",
+           "speed-up", "mem÷");
+    fflush(stdout);
+    for (int l = 0; l < NL; l++) {
+        for (int r = 0; r < 3; r++) {
+            bench_cfg cfg = {.batch = 8, .heads = levels[l].heads, .size = levels[l].size, .dim = 32,
+                             .kernel = 7, .dilation = levels[l].dilation, .impl = runs[r].impl,
+                             .fwdbwd = runs[r].fwdbwd, .reps = reps};
+            /* The gather path is slow and memory-hungry: fewer repetitions. */
+            if (runs[r].impl == IMPL_GATHER)
+                cfg.reps = reps > 3 ? (reps + 2) / 3 : reps;
+            nat_status st = bench_run(&cfg, &res[l][r]);
+            if (st != NAT_OK) {
+                fprintf(stderr, "nat-bench na2d: %s %s: %s\n", levels[l].name, IMPL_NAMES[runs[r].impl],
+                        nat_error_message());
+                return 1;
+            }
+        }
+        printf("%-12s %5d %5d %3d | %7.2fms %8.1f | %7.2fms %8.1f %8.1f | %7.1fms %8.1f %8.0f | %7.1fx %7.0fx\n",
+               levels[l].name, levels[l].size, levels[l].heads, levels[l].dilation, res[l][0].ms,
+               res[l][0].gflops, res[l][1].ms, res[l][1].gflops, res[l][1].peak_mib, res[l][2].ms,
+               res[l][2].gflops, res[l][2].peak_mib, res[l][2].ms / res[l][1].ms,
+               res[l][2].peak_mib / res[l][1].peak_mib);
+        fflush(stdout);
+    }
+    double worst = 1e30;
+    for (int l = 0; l < NL; l++)
+        worst = res[l][2].ms / res[l][1].ms < worst ? res[l][2].ms / res[l][1].ms : worst;
+    printf("fused fwd+bwd vs gather fwd+bwd: smallest speed-up %.1fx\n", worst);
+    for (int l = 0; l < NL; l++)
+        for (int r = 0; r < 3; r++) {
+            bench_cfg cfg = {.impl = runs[r].impl, .fwdbwd = runs[r].fwdbwd};
+            printf("%-12s ", levels[l].name);
+            print_result(&cfg, &res[l][r]);
+        }
+    return 0;
+}
+
+int nat_bench_na(int argc, char **argv)
+{
+    bench_cfg cfg = {.batch = 8, .heads = 2, .size = 56, .dim = 32, .kernel = 7, .dilation = 1,
+                     .impl = IMPL_FUSED, .fwdbwd = 0, .reps = 10};
+    int sweep = 0, reps_set = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        long x = 0;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(o, "--sweep")) {
+            sweep = 1;
+        } else if (!strcmp(o, "--batch") || !strcmp(o, "--heads") || !strcmp(o, "--size") ||
+                   !strcmp(o, "--dim") || !strcmp(o, "--kernel") || !strcmp(o, "--dilation") ||
+                   !strcmp(o, "--reps")) {
+            if (!parse_int(o, val, 1, 1 << 20, &x))
+                return 2;
+            i++;
+            if (!strcmp(o, "--batch"))
+                cfg.batch = x;
+            else if (!strcmp(o, "--heads"))
+                cfg.heads = x;
+            else if (!strcmp(o, "--size"))
+                cfg.size = x;
+            else if (!strcmp(o, "--dim"))
+                cfg.dim = x;
+            else if (!strcmp(o, "--kernel"))
+                cfg.kernel = (int)x;
+            else if (!strcmp(o, "--dilation"))
+                cfg.dilation = (int)x;
+            else {
+                cfg.reps = (int)x;
+                reps_set = 1;
+            }
+        } else if (!strcmp(o, "--impl")) {
+            int found = 0;
+            for (int k = 0; k < 4; k++)
+                if (val && !strcmp(val, IMPL_NAMES[k])) {
+                    cfg.impl = (impl_kind)k;
+                    found = 1;
+                }
+            if (!found) {
+                fprintf(stderr, "nat-bench na2d: --impl must be fused, unfused, gather or reference, got '%s'\n",
+                        val ? val : "(nothing)");
+                return 2;
+            }
+            i++;
+        } else if (!strcmp(o, "--pass")) {
+            if (val && !strcmp(val, "fwd"))
+                cfg.fwdbwd = 0;
+            else if (val && !strcmp(val, "fwdbwd"))
+                cfg.fwdbwd = 1;
+            else {
+                fprintf(stderr, "nat-bench na2d: --pass must be fwd or fwdbwd, got '%s'\n",
+                        val ? val : "(nothing)");
+                return 2;
+            }
+            i++;
+        } else {
+            fprintf(stderr, "nat-bench na2d: unknown option '%s' (try --help)\n", o);
+            return 2;
+        }
+    }
+    printf("threads: OpenMP %d, OpenBLAS %d\n", omp_get_max_threads(), openblas_get_num_threads());
+    if (sweep)
+        return run_sweep(reps_set ? cfg.reps : 10);
+    if (cfg.impl == IMPL_REFERENCE && !reps_set)
+        cfg.reps = 1;
+    printf("na2d: B %lld, heads %lld, %lldx%lld, D %lld, kernel %d, dilation %d, impl %s, pass %s, reps %d\n",
+           (long long)cfg.batch, (long long)cfg.heads, (long long)cfg.size, (long long)cfg.size,
+           (long long)cfg.dim, cfg.kernel, cfg.dilation, IMPL_NAMES[cfg.impl], cfg.fwdbwd ? "fwdbwd" : "fwd",
+           cfg.reps);
+    bench_result r;
+    nat_status st = bench_run(&cfg, &r);
+    if (st != NAT_OK) {
+        fprintf(stderr, "nat-bench na2d: %s\n", nat_error_message());
+        return 1;
+    }
+    printf("median %.3f ms, %.2f GFLOP/s, peak %.1f MiB\n", r.ms, r.gflops, r.peak_mib);
+    print_result(&cfg, &r);
+    return 0;
+}

@@ -1,0 +1,41 @@
+/* train/main_bench.c — nat-bench: micro-benchmarks that print medians and ratios.
+ *   nat-bench gemm     sgemm GFLOP/s (the CPU roofline)
+ *   nat-bench conv2d   conv2d forward/backward GFLOP/s
+ *   nat-bench na2d     neighborhood attention (see nat-bench na2d --help)
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "train/bench.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: nat-bench <benchmark> [options]\n"
+               "benchmarks:\n"
+               "  gemm     OpenBLAS sgemm GFLOP/s over square and NAT-shaped problems (the CPU roofline)\n"
+               "  conv2d   conv2d forward and backward GFLOP/s on NAT's tokenizer and downsampler shapes\n"
+               "  na2d     2-D neighborhood attention kernels (nat-bench na2d --help)\n"
+               "Every benchmark takes --help.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } benches[] = {
+        {"gemm", nat_bench_gemm},
+        {"conv2d", nat_bench_conv2d},
+        {"na2d", nat_bench_na},
+    };
+    for (size_t i = 0; i < sizeof benches / sizeof *benches; i++)
+        if (!strcmp(argv[1], benches[i].name))
+            return benches[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "nat-bench: unknown benchmark '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
