@@ -584,14 +584,6 @@ END_TEST
 
 /* ---- errors ---- */
 
-static void expect_error(nat_status got, nat_status want, const char *s1, const char *s2)
-{
-    ck_assert_msg(got == want, "expected %s, got %s (%s)", nat_status_name(want), nat_status_name(got),
-                  nat_error_message());
-    ck_assert_msg(strstr(nat_error_message(), s1), "message '%s' lacks '%s'", nat_error_message(), s1);
-    if (s2)
-        ck_assert_msg(strstr(nat_error_message(), s2), "message '%s' lacks '%s'", nat_error_message(), s2);
-}
 
 START_TEST(shape_errors)
 {
@@ -605,15 +597,15 @@ START_TEST(shape_errors)
     nat_ctx *ctx;
     nat_tensor *y;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
-    expect_error(nat_add(ctx, a, b, &y), NAT_ERR_SHAPE, "[2, 3]", "[4]");
-    expect_error(nat_sub(ctx, b, a, &y), NAT_ERR_SHAPE, "[2, 3]", "[4]");
-    expect_error(nat_mul(ctx, c, d, &y), NAT_ERR_SHAPE, "[2, 3, 4]", "[3, 3]");
-    expect_error(nat_bias_add(ctx, c, b, 1, &y), NAT_ERR_SHAPE, "[2, 3, 4]", "[4]");
-    expect_error(nat_bias_add(ctx, c, d, -1, &y), NAT_ERR_SHAPE, "[2, 3, 4]", "[3, 3]");
-    expect_error(nat_bias_add(ctx, c, b, 3, &y), NAT_ERR_INVALID_ARG, "axis 3", "[2, 3, 4]");
-    expect_error(nat_bias_add(ctx, c, b, -4, &y), NAT_ERR_INVALID_ARG, "axis -4", "[2, 3, 4]");
-    expect_error(nat_add(ctx, a, NULL, &y), NAT_ERR_INVALID_ARG, "add", "NULL");
-    expect_error(nat_mul(ctx, li, b, &y), NAT_ERR_INVALID_ARG, "i32", "f32");
+    th_expect_error(nat_add(ctx, a, b, &y), NAT_ERR_SHAPE, "[2, 3]", "[4]");
+    th_expect_error(nat_sub(ctx, b, a, &y), NAT_ERR_SHAPE, "[2, 3]", "[4]");
+    th_expect_error(nat_mul(ctx, c, d, &y), NAT_ERR_SHAPE, "[2, 3, 4]", "[3, 3]");
+    th_expect_error(nat_bias_add(ctx, c, b, 1, &y), NAT_ERR_SHAPE, "[2, 3, 4]", "[4]");
+    th_expect_error(nat_bias_add(ctx, c, d, -1, &y), NAT_ERR_SHAPE, "[2, 3, 4]", "[3, 3]");
+    th_expect_error(nat_bias_add(ctx, c, b, 3, &y), NAT_ERR_INVALID_ARG, "axis 3", "[2, 3, 4]");
+    th_expect_error(nat_bias_add(ctx, c, b, -4, &y), NAT_ERR_INVALID_ARG, "axis -4", "[2, 3, 4]");
+    th_expect_error(nat_add(ctx, a, NULL, &y), NAT_ERR_INVALID_ARG, "add", "NULL");
+    th_expect_error(nat_mul(ctx, li, b, &y), NAT_ERR_INVALID_ARG, "i32", "f32");
     ck_assert_int_eq(nat_ctx_tape_length(ctx), 0);
     nat_ctx_free(ctx);
     nat_tensor_free(a), nat_tensor_free(b), nat_tensor_free(c), nat_tensor_free(d), nat_tensor_free(li);

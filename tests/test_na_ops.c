@@ -210,14 +210,6 @@ START_TEST(fused_keeps_no_weights)
 }
 END_TEST
 
-static void expect_error(nat_status got, nat_status want, const char *a, const char *b)
-{
-    ck_assert_msg(got == want, "status %s, expected %s (%s)", nat_status_name(got), nat_status_name(want),
-                  nat_error_message());
-    ck_assert_msg(strstr(nat_error_message(), a) && (!b || strstr(nat_error_message(), b)),
-                  "message '%s' should contain '%s' and '%s'", nat_error_message(), a, b ? b : "");
-}
-
 START_TEST(errors_name_the_numbers)
 {
     nat_rng rng;
@@ -229,20 +221,20 @@ START_TEST(errors_name_the_numbers)
     nat_tensor *q = th_randn(&rng, 5, s, 1, false), *k2 = th_randn(&rng, 5, s2, 1, false),
                *rpb = th_randn(&rng, 3, r, 1, false), *rpb_bad = th_randn(&rng, 3, rbad, 1, false);
     nat_na_params p7 = nat_na_params_make(2, 7, 1);
-    expect_error(nat_na(ctx, q, q, q, NULL, &p7, &y), NAT_ERR_SHAPE, "5", "7");
+    th_expect_error(nat_na(ctx, q, q, q, NULL, &p7, &y), NAT_ERR_SHAPE, "5", "7");
     nat_na_params p3 = nat_na_params_make(2, 3, 2);
-    expect_error(nat_na(ctx, q, q, q, NULL, &p3, &y), NAT_ERR_SHAPE, "dilation", NULL);
+    th_expect_error(nat_na(ctx, q, q, q, NULL, &p3, &y), NAT_ERR_SHAPE, "dilation", NULL);
     nat_na_params p4 = nat_na_params_make(2, 4, 1);
-    expect_error(nat_na(ctx, q, q, q, NULL, &p4, &y), NAT_ERR_INVALID_ARG, "4", NULL);
+    th_expect_error(nat_na(ctx, q, q, q, NULL, &p4, &y), NAT_ERR_INVALID_ARG, "4", NULL);
     nat_na_params p5 = nat_na_params_make(2, 5, 1);
-    expect_error(nat_na(ctx, q, k2, q, NULL, &p5, &y), NAT_ERR_SHAPE, "[1, 2, 5, 5, 4]", "[1, 2, 5, 6, 4]");
+    th_expect_error(nat_na(ctx, q, k2, q, NULL, &p5, &y), NAT_ERR_SHAPE, "[1, 2, 5, 5, 4]", "[1, 2, 5, 6, 4]");
     nat_na_params p3b = nat_na_params_make(2, 3, 1);
-    expect_error(nat_na(ctx, q, q, q, rpb_bad, &p3b, &y), NAT_ERR_SHAPE, "[2, 7, 7]", "[2, 5, 5]");
+    th_expect_error(nat_na(ctx, q, q, q, rpb_bad, &p3b, &y), NAT_ERR_SHAPE, "[2, 7, 7]", "[2, 5, 5]");
     nat_na_params p7c = nat_na_params_make(2, 7, 1);
     p7c.kernel[0] = p7c.kernel[1] = 3;
     p7c.causal[0] = 1;
-    expect_error(nat_na(ctx, q, q, q, rpb, &p7c, &y), NAT_ERR_INVALID_ARG, "causal", NULL);
-    expect_error(nat_na2d(ctx, q, q, q, NULL, &(nat_na_params){1, {3, 3, 3}, {1, 1, 1}, {0}, 0}, &y),
+    th_expect_error(nat_na(ctx, q, q, q, rpb, &p7c, &y), NAT_ERR_INVALID_ARG, "causal", NULL);
+    th_expect_error(nat_na2d(ctx, q, q, q, NULL, &(nat_na_params){1, {3, 3, 3}, {1, 1, 1}, {0}, 0}, &y),
                  NAT_ERR_INVALID_ARG, "na2d", NULL);
     nat_ctx_free(ctx);
     nat_tensor_free(q);

@@ -320,14 +320,6 @@ END_TEST
 
 /* ---- errors ---- */
 
-static void expect_error(nat_status got, nat_status want, const char *s1, const char *s2)
-{
-    ck_assert_msg(got == want, "expected %s, got %s (%s)", nat_status_name(want), nat_status_name(got),
-                  nat_error_message());
-    ck_assert_msg(strstr(nat_error_message(), s1), "message '%s' lacks '%s'", nat_error_message(), s1);
-    if (s2)
-        ck_assert_msg(strstr(nat_error_message(), s2), "message '%s' lacks '%s'", nat_error_message(), s2);
-}
 
 START_TEST(argument_errors)
 {
@@ -341,16 +333,16 @@ START_TEST(argument_errors)
     nat_ctx *ctx;
     nat_tensor *y;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
-    expect_error(nat_layernorm(ctx, x, w5, NULL, 1e-5f, &y), NAT_ERR_SHAPE, "[5]", "[2, 7]");
-    expect_error(nat_layernorm(ctx, x, NULL, w5, 1e-5f, &y), NAT_ERR_SHAPE, "bias [5]", "[2, 7]");
-    expect_error(nat_layernorm(ctx, x, w17, NULL, 1e-5f, &y), NAT_ERR_SHAPE, "[1, 7]", "[2, 7]");
-    expect_error(nat_layernorm(ctx, x, NULL, NULL, -1.0f, &y), NAT_ERR_INVALID_ARG, "eps", "-1");
-    expect_error(nat_layernorm(ctx, x, NULL, NULL, NAN, &y), NAT_ERR_INVALID_ARG, "eps", NULL);
-    expect_error(nat_layernorm(ctx, e, NULL, NULL, 1e-5f, &y), NAT_ERR_SHAPE, "[0]", NULL);
-    expect_error(nat_layernorm(ctx, scalar, NULL, NULL, 1e-5f, &y), NAT_ERR_SHAPE, "layernorm", NULL);
-    expect_error(nat_softmax(ctx, scalar, &y), NAT_ERR_SHAPE, "softmax", NULL);
-    expect_error(nat_softmax(ctx, e, &y), NAT_ERR_SHAPE, "[0]", NULL);
-    expect_error(nat_softmax(ctx, NULL, &y), NAT_ERR_INVALID_ARG, "NULL", NULL);
+    th_expect_error(nat_layernorm(ctx, x, w5, NULL, 1e-5f, &y), NAT_ERR_SHAPE, "[5]", "[2, 7]");
+    th_expect_error(nat_layernorm(ctx, x, NULL, w5, 1e-5f, &y), NAT_ERR_SHAPE, "bias [5]", "[2, 7]");
+    th_expect_error(nat_layernorm(ctx, x, w17, NULL, 1e-5f, &y), NAT_ERR_SHAPE, "[1, 7]", "[2, 7]");
+    th_expect_error(nat_layernorm(ctx, x, NULL, NULL, -1.0f, &y), NAT_ERR_INVALID_ARG, "eps", "-1");
+    th_expect_error(nat_layernorm(ctx, x, NULL, NULL, NAN, &y), NAT_ERR_INVALID_ARG, "eps", NULL);
+    th_expect_error(nat_layernorm(ctx, e, NULL, NULL, 1e-5f, &y), NAT_ERR_SHAPE, "[0]", NULL);
+    th_expect_error(nat_layernorm(ctx, scalar, NULL, NULL, 1e-5f, &y), NAT_ERR_SHAPE, "layernorm", NULL);
+    th_expect_error(nat_softmax(ctx, scalar, &y), NAT_ERR_SHAPE, "softmax", NULL);
+    th_expect_error(nat_softmax(ctx, e, &y), NAT_ERR_SHAPE, "[0]", NULL);
+    th_expect_error(nat_softmax(ctx, NULL, &y), NAT_ERR_INVALID_ARG, "NULL", NULL);
     ck_assert_int_eq(nat_ctx_tape_length(ctx), 0);
     nat_ctx_free(ctx);
     nat_tensor_free(x), nat_tensor_free(w5), nat_tensor_free(w17), nat_tensor_free(e), nat_tensor_free(scalar);

@@ -29,7 +29,10 @@
 #include <omp.h>
 #endif
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__)
+#include <immintrin.h> /* AVX-512F */
+#define NA_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h> /* AVX2, FMA */
 #define NA_AVX2 1
 #endif
@@ -43,15 +46,30 @@
 #endif
 
 /* ---------------------------------------------------------------------------------------------------
- * Head-dim micro-kernels. The head dim D is split into nv = ceil(D/8) vectors of 8 floats; the last one
- * is masked when D % 8 != 0. The *_impl functions are inlined with constant (nv, full) so that the D
- * vectors stay in registers; dispatch by a switch on D. D > 64 takes the plain-loop path.
+ * Head-dim micro-kernels, on rows given as base + off[j]:
+ *   dots   out[j] = scale * (x . row_j) + bias[j], returns max_j out[j]   (logits, d_out . v)
+ *   axpys  out = factor * sum_j coef[j] * row_j                           (weighted sums)
+ * The head dim D is split into nv vectors of VL floats (VL = 16 with AVX-512, 8 with AVX2), the last
+ * one masked when VL does not divide D. The *_impl functions are inlined with constant (nv, full) so
+ * that x and the accumulators stay in registers; a switch on D picks the instance. dots works on 8 rows
+ * at a time and turns the 8 vector accumulators into 8 sums with one transpose-reduce. D > 4*VL (and
+ * builds without AVX2) take the plain loops.
  * ------------------------------------------------------------------------------------------------- */
+
+#if defined(NA_AVX512)
+#define NA_VL 16
+#elif defined(NA_AVX2)
+#define NA_VL 8
+#else
+#define NA_VL 1
+#endif
 
 typedef struct na_dvec {
     int64_t dim;
-    int code; /* 2*nv + full for D <= 64 with AVX2, 0 for the plain path */
-#ifdef NA_AVX2
+    int code; /* 2*nv + full when a SIMD instance exists, 0 for the plain path */
+#if defined(NA_AVX512)
+    __mmask16 tail;
+#elif defined(NA_AVX2)
     __m256i tail; /* lanes < D - 8*(nv-1) */
 #endif
 } na_dvec;
@@ -60,34 +78,39 @@ static void dvec_init(na_dvec *dv, int64_t dim)
 {
     dv->dim = dim;
     dv->code = 0;
-#ifdef NA_AVX2
-    if (dim <= 64) {
-        int nv = (int)((dim + 7) / 8);
-        int rem = (int)(dim - 8 * (nv - 1));
-        dv->code = 2 * nv + (rem == 8);
+#if defined(NA_AVX512) || defined(NA_AVX2)
+    if (dim <= 4 * NA_VL) {
+        int nv = (int)((dim + NA_VL - 1) / NA_VL);
+        int rem = (int)(dim - NA_VL * (nv - 1));
+        dv->code = 2 * nv + (rem == NA_VL);
+#if defined(NA_AVX512)
+        dv->tail = (__mmask16)((1u << rem) - 1u);
+#else
         int lanes[8];
         for (int i = 0; i < 8; i++)
             lanes[i] = i < rem ? -1 : 0;
         dv->tail = _mm256_loadu_si256((const __m256i *)lanes);
+#endif
     }
 #endif
 }
 
-/* out[j] = x . (base + off[j])[0:D], j < n. */
-static void dots_plain(int64_t D, const float *x, const float *base, const int64_t *off, int n,
-                       float *out)
+static float dots_plain(int64_t D, const float *x, const float *base, const int64_t *off, int n,
+                        float scale, const float *bias, float *out)
 {
+    float mx = -INFINITY;
     for (int j = 0; j < n; j++) {
         const float *row = base + off[j];
         float s = 0.0f;
 #pragma omp simd reduction(+ : s)
         for (int64_t c = 0; c < D; c++)
             s += x[c] * row[c];
-        out[j] = s;
+        out[j] = scale * s + (bias ? bias[j] : 0.0f);
+        mx = out[j] > mx ? out[j] : mx;
     }
+    return mx;
 }
 
-/* out[0:D] = factor * sum_j coef[j] * (base + off[j])[0:D]. */
 static void axpys_plain(int64_t D, const float *coef, const float *base, const int64_t *off, int n,
                         float factor, float *out)
 {
@@ -104,7 +127,68 @@ static void axpys_plain(int64_t D, const float *coef, const float *base, const i
         out[c] *= factor;
 }
 
-#ifdef NA_AVX2
+/* Stores m < 4 leading lanes of a 4-sum tail group and folds them into the max. */
+static float store_tail(const float *sums4, int m, float mx, float *out)
+{
+    for (int r = 0; r < m; r++) {
+        out[r] = sums4[r];
+        mx = sums4[r] > mx ? sums4[r] : mx;
+    }
+    return mx;
+}
+
+#if defined(NA_AVX512)
+NA_INLINE __m512 ld(const float *p, int v, const int nv, const int full, __mmask16 tail)
+{
+    if (!full && v == nv - 1)
+        return _mm512_maskz_loadu_ps(tail, p + 16 * v);
+    return _mm512_loadu_ps(p + 16 * v);
+}
+
+/* Lane j of the result = horizontal sum of a[j], j < 8: halves, then quarters, then within lanes. */
+NA_INLINE __m256 reduce8(const __m512 *a)
+{
+    __m512 u[4], v[2];
+    for (int i = 0; i < 4; i++)
+        u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int i = 0; i < 2; i++) /* 128-bit lane j of v[i]: four partial sums of a[4i + j] */
+        v[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 w = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    __m512 z = _mm512_add_ps(_mm512_shuffle_ps(w, w, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(w, w, _MM_SHUFFLE(3, 1, 3, 1)));
+    /* lane j of z: [a_j, a_{j+4}, a_j, a_{j+4}] */
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps256(_mm512_permutexvar_ps(idx, z));
+}
+
+NA_INLINE __m128 reduce4(const __m512 *a)
+{
+    __m512 u0 = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a[0], a[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 u1 = _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a[2], a[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(u0, u1, _MM_SHUFFLE(3, 1, 3, 1)));
+    v = _mm512_add_ps(v, _mm512_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+    v = _mm512_add_ps(v, _mm512_shuffle_ps(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, v));
+}
+
+typedef __mmask16 na_tail;
+typedef __m512 na_vec;
+#define NA_ZERO() _mm512_setzero_ps()
+#define NA_SET1(x) _mm512_set1_ps(x)
+#define NA_MUL(a, b) _mm512_mul_ps(a, b)
+#define NA_ADD(a, b) _mm512_add_ps(a, b)
+#define NA_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define NA_STORE(p, v) _mm512_storeu_ps(p, v)
+#define NA_STORE_TAIL(p, tail, v) _mm512_mask_storeu_ps(p, tail, v)
+
+#elif defined(NA_AVX2)
 NA_INLINE __m256 ld(const float *p, int v, const int nv, const int full, __m256i tail)
 {
     if (!full && v == nv - 1)
@@ -134,77 +218,95 @@ NA_INLINE __m128 reduce4(const __m256 *a)
     return _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
 }
 
-NA_INLINE void dots_impl(const float *x, const float *base, const int64_t *off, int n, float *out,
-                         const int nv, const int full, __m256i tail)
+typedef __m256i na_tail;
+typedef __m256 na_vec;
+#define NA_ZERO() _mm256_setzero_ps()
+#define NA_SET1(x) _mm256_set1_ps(x)
+#define NA_MUL(a, b) _mm256_mul_ps(a, b)
+#define NA_ADD(a, b) _mm256_add_ps(a, b)
+#define NA_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define NA_STORE(p, v) _mm256_storeu_ps(p, v)
+#define NA_STORE_TAIL(p, tail, v) _mm256_maskstore_ps(p, tail, v)
+#endif
+
+#if defined(NA_AVX512) || defined(NA_AVX2)
+NA_INLINE float dots_impl(const float *x, const float *base, const int64_t *off, int n, float scale,
+                          const float *bias, float *out, const int nv, const int full, na_tail tail)
 {
-    __m256 xr[8];
+    na_vec xr[4];
     for (int v = 0; v < nv; v++)
         xr[v] = ld(x, v, nv, full, tail);
+    const __m256 sc = _mm256_set1_ps(scale);
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
     int j = 0;
     for (; j + 8 <= n; j += 8) {
-        __m256 acc[8];
+        na_vec acc[8];
         for (int r = 0; r < 8; r++) {
             const float *row = base + off[j + r];
-            acc[r] = _mm256_mul_ps(xr[0], ld(row, 0, nv, full, tail));
+            acc[r] = NA_MUL(xr[0], ld(row, 0, nv, full, tail));
             for (int v = 1; v < nv; v++)
-                acc[r] = _mm256_fmadd_ps(xr[v], ld(row, v, nv, full, tail), acc[r]);
+                acc[r] = NA_FMA(xr[v], ld(row, v, nv, full, tail), acc[r]);
         }
-        _mm256_storeu_ps(out + j, reduce8(acc));
+        __m256 s = reduce8(acc);
+        s = bias ? _mm256_fmadd_ps(s, sc, _mm256_loadu_ps(bias + j)) : _mm256_mul_ps(s, sc);
+        vmax = _mm256_max_ps(vmax, s);
+        _mm256_storeu_ps(out + j, s);
     }
+    float lanes[8], mx = -INFINITY;
+    _mm256_storeu_ps(lanes, vmax);
+    for (int i = 0; i < 8; i++)
+        mx = lanes[i] > mx ? lanes[i] : mx;
     for (; j < n; j += 4) {
-        __m256 acc[4];
+        na_vec acc[4];
         for (int r = 0; r < 4; r++) {
             const float *row = base + off[j + r < n ? j + r : n - 1];
-            acc[r] = _mm256_mul_ps(xr[0], ld(row, 0, nv, full, tail));
+            acc[r] = NA_MUL(xr[0], ld(row, 0, nv, full, tail));
             for (int v = 1; v < nv; v++)
-                acc[r] = _mm256_fmadd_ps(xr[v], ld(row, v, nv, full, tail), acc[r]);
+                acc[r] = NA_FMA(xr[v], ld(row, v, nv, full, tail), acc[r]);
         }
-        __m128 s = reduce4(acc);
-        if (j + 4 <= n) {
-            _mm_storeu_ps(out + j, s);
-        } else {
-            float tmp[4];
-            _mm_storeu_ps(tmp, s);
-            for (int r = 0; j + r < n; r++)
-                out[j + r] = tmp[r];
-        }
+        float s4[4];
+        _mm_storeu_ps(s4, reduce4(acc));
+        int m = n - j < 4 ? n - j : 4;
+        for (int r = 0; r < m; r++)
+            s4[r] = scale * s4[r] + (bias ? bias[j + r] : 0.0f);
+        mx = store_tail(s4, m, mx, out + j);
     }
+    return mx;
 }
 
 NA_INLINE void axpys_impl(const float *coef, const float *base, const int64_t *off, int n,
-                          float factor, float *out, const int nv, const int full, __m256i tail)
+                          float factor, float *out, const int nv, const int full, na_tail tail)
 {
-    /* Two accumulator sets when D is small, so that >= 8 FMA chains are in flight. */
-    const int two = nv <= 4;
-    __m256 a[8], b[8];
-    for (int v = 0; v < nv; v++) {
-        a[v] = _mm256_setzero_ps();
-        b[v] = _mm256_setzero_ps();
-    }
-    int j = 0;
-    if (two) {
-        for (; j + 2 <= n; j += 2) {
-            const float *r0 = base + off[j], *r1 = base + off[j + 1];
-            __m256 c0 = _mm256_broadcast_ss(coef + j), c1 = _mm256_broadcast_ss(coef + j + 1);
-            for (int v = 0; v < nv; v++) {
-                a[v] = _mm256_fmadd_ps(c0, ld(r0, v, nv, full, tail), a[v]);
-                b[v] = _mm256_fmadd_ps(c1, ld(r1, v, nv, full, tail), b[v]);
-            }
-        }
-    }
-    for (; j < n; j++) {
-        const float *r0 = base + off[j];
-        __m256 c0 = _mm256_broadcast_ss(coef + j);
+    /* Enough independent accumulator sets that >= 4 vector FMA chains are in flight. */
+    const int ns = nv >= 3 ? 1 : 4 / nv;
+    na_vec a[4][4];
+    for (int s = 0; s < ns; s++)
         for (int v = 0; v < nv; v++)
-            a[v] = _mm256_fmadd_ps(c0, ld(r0, v, nv, full, tail), a[v]);
+            a[s][v] = NA_ZERO();
+    int j = 0;
+    for (; j + ns <= n; j += ns)
+        for (int s = 0; s < ns; s++) {
+            const float *row = base + off[j + s];
+            na_vec c = NA_SET1(coef[j + s]);
+            for (int v = 0; v < nv; v++)
+                a[s][v] = NA_FMA(c, ld(row, v, nv, full, tail), a[s][v]);
+        }
+    for (; j < n; j++) {
+        const float *row = base + off[j];
+        na_vec c = NA_SET1(coef[j]);
+        for (int v = 0; v < nv; v++)
+            a[0][v] = NA_FMA(c, ld(row, v, nv, full, tail), a[0][v]);
     }
-    __m256 f = _mm256_set1_ps(factor);
+    na_vec f = NA_SET1(factor);
     for (int v = 0; v < nv; v++) {
-        __m256 r = _mm256_mul_ps(two ? _mm256_add_ps(a[v], b[v]) : a[v], f);
+        na_vec r = a[0][v];
+        for (int s = 1; s < ns; s++)
+            r = NA_ADD(r, a[s][v]);
+        r = NA_MUL(r, f);
         if (!full && v == nv - 1)
-            _mm256_maskstore_ps(out + 8 * v, tail, r);
+            NA_STORE_TAIL(out + NA_VL * v, tail, r);
         else
-            _mm256_storeu_ps(out + 8 * v, r);
+            NA_STORE(out + NA_VL * v, r);
     }
 }
 
@@ -219,34 +321,28 @@ NA_INLINE void axpys_impl(const float *coef, const float *base, const int64_t *o
     case 7: FN(3, 1); break;                          \
     case 8: FN(4, 0); break;                          \
     case 9: FN(4, 1); break;                          \
-    case 10: FN(5, 0); break;                         \
-    case 11: FN(5, 1); break;                         \
-    case 12: FN(6, 0); break;                         \
-    case 13: FN(6, 1); break;                         \
-    case 14: FN(7, 0); break;                         \
-    case 15: FN(7, 1); break;                         \
-    case 16: FN(8, 0); break;                         \
-    case 17: FN(8, 1); break;                         \
     default: PLAIN; break;                            \
     }
-#endif /* NA_AVX2 */
+#endif
 
-static void dots(const na_dvec *dv, const float *x, const float *base, const int64_t *off, int n,
-                 float *out)
+static float dots(const na_dvec *dv, const float *x, const float *base, const int64_t *off, int n,
+                  float scale, const float *bias, float *out)
 {
-#ifdef NA_AVX2
-#define NA_DOTS(nv, full) dots_impl(x, base, off, n, out, nv, full, dv->tail)
-    NA_DISPATCH(dv, NA_DOTS, dots_plain(dv->dim, x, base, off, n, out))
+#if defined(NA_AVX512) || defined(NA_AVX2)
+    float mx = -INFINITY;
+#define NA_DOTS(nv, full) mx = dots_impl(x, base, off, n, scale, bias, out, nv, full, dv->tail)
+    NA_DISPATCH(dv, NA_DOTS, mx = dots_plain(dv->dim, x, base, off, n, scale, bias, out))
 #undef NA_DOTS
+    return mx;
 #else
-    dots_plain(dv->dim, x, base, off, n, out);
+    return dots_plain(dv->dim, x, base, off, n, scale, bias, out);
 #endif
 }
 
 static void axpys(const na_dvec *dv, const float *coef, const float *base, const int64_t *off, int n,
                   float factor, float *out)
 {
-#ifdef NA_AVX2
+#if defined(NA_AVX512) || defined(NA_AVX2)
 #define NA_AXPYS(nv, full) axpys_impl(coef, base, off, n, factor, out, nv, full, dv->tail)
     NA_DISPATCH(dv, NA_AXPYS, axpys_plain(dv->dim, coef, base, off, n, factor, out))
 #undef NA_AXPYS
@@ -265,11 +361,36 @@ static float dot1(int64_t D, const float *a, const float *b)
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * exp over a row: x[j] = exp(x[j] - shift), returns the sum. Cephes-style range reduction
- * (x = n ln2 + r, |r| <= ln2/2) and a degree-6 polynomial; relative error ~1e-7.
+ * exp over a row: x[j] = exp(x[j] - shift) (one shift, or one per element). Cephes-style range
+ * reduction (x = n ln2 + r, |r| <= ln2/2) and a degree-6 polynomial; relative error ~1e-7. Arguments
+ * below -87 give ~1e-38, not 0 (masked slots never reach these loops).
  * ------------------------------------------------------------------------------------------------- */
-#ifdef NA_AVX2
-NA_INLINE __m256 exp256(__m256 x)
+#define NA_EXP_POLY(MUL, FMA, SET1, r, p)                                      \
+    do {                                                                       \
+        p = SET1(1.9875691500e-4f);                                            \
+        p = FMA(p, r, SET1(1.3981999507e-3f));                                 \
+        p = FMA(p, r, SET1(8.3334519073e-3f));                                 \
+        p = FMA(p, r, SET1(4.1665795894e-2f));                                 \
+        p = FMA(p, r, SET1(1.6666665459e-1f));                                 \
+        p = FMA(p, r, SET1(5.0000001201e-1f));                                 \
+    } while (0)
+
+#if defined(NA_AVX512)
+NA_INLINE __m512 vexp(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p;
+    NA_EXP_POLY(_mm512_mul_ps, _mm512_fmadd_ps, _mm512_set1_ps, r, p);
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n); /* p * 2^n */
+}
+#elif defined(NA_AVX2)
+NA_INLINE __m256 vexp(__m256 x)
 {
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
     x = _mm256_min_ps(x, _mm256_set1_ps(88.3f));
@@ -277,26 +398,38 @@ NA_INLINE __m256 exp256(__m256 x)
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 p;
+    NA_EXP_POLY(_mm256_mul_ps, _mm256_fmadd_ps, _mm256_set1_ps, r, p);
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 #endif
 
+/* x[j] = exp(x[j] - shift); returns the sum. */
 static float exp_row(float *x, int n, float shift)
 {
     int j = 0;
     float sum = 0.0f;
-#ifdef NA_AVX2
+#if defined(NA_AVX512)
+    __m512 acc = _mm512_setzero_ps(), sh = _mm512_set1_ps(shift);
+    for (; j + 16 <= n; j += 16) {
+        __m512 e = vexp(_mm512_sub_ps(_mm512_loadu_ps(x + j), sh));
+        _mm512_storeu_ps(x + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (j < n) {
+        __mmask16 m = (__mmask16)((1u << (n - j)) - 1u);
+        __m512 e = vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), sh));
+        _mm512_mask_storeu_ps(x + j, m, e);
+        acc = _mm512_mask_add_ps(acc, m, acc, e);
+        j = n;
+    }
+    sum = _mm512_reduce_add_ps(acc);
+#elif defined(NA_AVX2)
     __m256 acc = _mm256_setzero_ps(), sh = _mm256_set1_ps(shift);
     for (; j + 8 <= n; j += 8) {
-        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), sh));
+        __m256 e = vexp(_mm256_sub_ps(_mm256_loadu_ps(x + j), sh));
         _mm256_storeu_ps(x + j, e);
         acc = _mm256_add_ps(acc, e);
     }
@@ -312,14 +445,19 @@ static float exp_row(float *x, int n, float shift)
     return sum;
 }
 
-/* x[j] = exp(x[j] - shift[j]) for a per-element shift. */
+/* x[j] = exp(x[j] - shift[j]). */
 static void exp_row_shifts(float *x, const float *shift, int n)
 {
     int j = 0;
-#ifdef NA_AVX2
+#if defined(NA_AVX512)
+    for (; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1u);
+        __m512 e = vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_loadu_ps(m, shift + j)));
+        _mm512_mask_storeu_ps(x + j, m, e);
+    }
+#elif defined(NA_AVX2)
     for (; j + 8 <= n; j += 8)
-        _mm256_storeu_ps(x + j,
-                         exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(shift + j))));
+        _mm256_storeu_ps(x + j, vexp(_mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(shift + j))));
 #endif
     for (; j < n; j++)
         x[j] = expf(x[j] - shift[j]);
@@ -354,6 +492,8 @@ typedef struct na_thread {
     int32_t *slot;  /* slot index */
     int32_t *ridx;  /* rpb index within a head */
     float *b0, *b1, *b2;
+    float *bias;    /* rpb gathered for the current list (query side: at cached_rb) */
+    int64_t cached_rb; /* INT64_MIN: bias stale */
     double *drpb;   /* [heads, rpb_size] partial sums */
     int32_t *sig;   /* axis-2 shape of the current inverse list (key_queries) */
     int sig_len;    /* -1: no list yet */
@@ -445,7 +585,7 @@ static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, i
     f->tables_bytes = align64(sizeof(int64_t) * (size_t)tab);
     size_t m = (size_t)f->maxlist + 8;
     f->thread_bytes = align64(sizeof(int64_t) * m) * 2 + align64(sizeof(int32_t) * m) * 2 +
-                      align64(sizeof(float) * m) * 3 +
+                      align64(sizeof(float) * m) * 4 +
                       align64(sizeof(int32_t) * (size_t)(2 * f->pb.kernel[2] + 4)) +
                       (want_drpb ? align64(sizeof(double) * (size_t)(heads * f->pb.rpb_size)) : 0);
     f->total_bytes = f->tables_bytes + f->thread_bytes * (size_t)f->nthreads;
@@ -488,6 +628,9 @@ static na_thread thread_scratch(const na_fast *f, int tid)
     c += align64(sizeof(float) * m);
     t.b2 = (float *)c;
     c += align64(sizeof(float) * m);
+    t.bias = (float *)c;
+    c += align64(sizeof(float) * m);
+    t.cached_rb = INT64_MIN;
     t.sig = (int32_t *)c;
     c += align64(sizeof(int32_t) * (size_t)(2 * f->pb.kernel[2] + 4));
     t.drpb = f->want_drpb ? (double *)c : NULL;
@@ -537,8 +680,23 @@ static int query_slots(const na_fast *f, na_thread *t, int64_t i0, int64_t i1, i
     if (n2 != t->cached_n2) {
         t->n = line_list(f, i0, i1, n2, t->off, t->slot, t->ridx);
         t->cached_n2 = n2;
+        t->cached_rb = INT64_MIN;
     }
     return t->n;
+}
+
+/* rpb values of the current query list for a query whose axis-2 rpb index of key 0 is rb (NULL
+ * without rpb); regathered only when rb or the list changes. */
+static const float *query_bias(na_thread *t, const float *rpbh, int64_t rb)
+{
+    if (!rpbh)
+        return NULL;
+    if (rb != t->cached_rb) {
+        for (int j = 0; j < t->n; j++)
+            t->bias[j] = rpbh[rb + t->ridx[j]];
+        t->cached_rb = rb;
+    }
+    return t->bias;
 }
 
 /* Lists the queries whose window holds key pixel (y0, y1, y2): pixel (relative to y2 on axis 2), row
@@ -592,9 +750,24 @@ static int key_queries(const na_fast *f, na_thread *t, int64_t y0, int64_t y1, i
     same = same && len == t->sig_len;
     t->sig[0] = first;
     t->sig_len = len;
-    if (!same)
+    if (!same) {
         t->n = key_list(f, y0, y1, y2, t->pix, t->off, t->slot, t->ridx);
+        t->cached_rb = INT64_MIN;
+    }
     return t->n;
+}
+
+/* rpb values of the current inverse list (NULL without rpb). */
+static const float *key_bias(na_thread *t, const float *rpbh)
+{
+    if (!rpbh)
+        return NULL;
+    if (t->cached_rb == INT64_MIN) {
+        for (int j = 0; j < t->n; j++)
+            t->bias[j] = rpbh[t->ridx[j]];
+        t->cached_rb = 0;
+    }
+    return t->bias;
 }
 
 /* One work item: the pixels (i0, i1, order2[u]) for u in [u0, u1) of head bh. */
@@ -621,6 +794,7 @@ static void run_lines(const na_fast *f, na_line_fn fn, const void *args)
             int64_t u0 = ch * f->chunk, u1 = u0 + f->chunk < L2 ? u0 + f->chunk : L2;
             t.sig_len = -1;
             t.cached_n2 = -1;
+            t.cached_rb = INT64_MIN;
             if (u0 < u1)
                 fn(f, args, &t, bh, i0, i1, u0, u1);
         }
@@ -677,13 +851,13 @@ static void qk_line(const na_fast *f, const void *vargs, na_thread *t, int64_t b
     const float scale = f->pb.scale;
     NA_LINE_BEGIN
     int n = query_slots(f, t, i0, i1, i2);
-    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, t->b0);
+    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, query_bias(t, rpbh, rb), t->b0);
     float *arow = a->o_attn + qi * K;
     if (n < K)
         for (int64_t s = 0; s < K; s++)
             arow[s] = -INFINITY;
     for (int j = 0; j < n; j++)
-        arow[t->slot[j]] = scale * t->b0[j] + (rpbh ? rpbh[rb + t->ridx[j]] : 0.0f);
+        arow[t->slot[j]] = t->b0[j];
     NA_LINE_END
 }
 
@@ -744,7 +918,7 @@ static void av_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, int
     const float *vh = a->v + bh * f->N * f->D;
     NA_LINE_BEGIN
     int n = query_slots(f, t, i0, i1, i2);
-    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, t->b0);
+    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, t->b0);
     float *grow = a->o_attn + qi * K;
     if (n < K)
         memset(grow, 0, sizeof(float) * (size_t)K);
@@ -769,26 +943,6 @@ static void av_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, int
     NA_LINE_END
 }
 
-/* s[j] = scale * s[j] + rpb[j] (rpb gathered through ridx, or none); returns max_j s[j]. */
-static float scale_bias_max(float *s, int n, float scale, const float *rpb, const int32_t *ridx)
-{
-    float mx = -INFINITY;
-    if (rpb) {
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < n; j++) {
-            s[j] = scale * s[j] + rpb[ridx[j]];
-            mx = s[j] > mx ? s[j] : mx;
-        }
-    } else {
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < n; j++) {
-            s[j] *= scale;
-            mx = s[j] > mx ? s[j] : mx;
-        }
-    }
-    return mx;
-}
-
 static void fused_fwd_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
                            int64_t i1, int64_t u0, int64_t u1)
 {
@@ -799,8 +953,7 @@ static void fused_fwd_line(const na_fast *f, const void *vargs, na_thread *t, in
     float *s = t->b0;
     NA_LINE_BEGIN
     int n = query_slots(f, t, i0, i1, i2);
-    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, s);
-    float mx = scale_bias_max(s, n, scale, rpbh ? rpbh + rb : NULL, t->ridx);
+    float mx = dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, query_bias(t, rpbh, rb), s);
     float sum = exp_row(s, n, mx);
     axpys(&f->dv, s, vh + qb, t->off, n, 1.0f / sum, a->o_out + qi * D);
     a->o_lse[qi] = mx + logf(sum);
@@ -830,10 +983,9 @@ static void fused_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, 
     float *s = t->b0, *dp = t->b1;
     NA_LINE_BEGIN
     int n = query_slots(f, t, i0, i1, i2);
-    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, s);
-    scale_bias_max(s, n, scale, rpbh ? rpbh + rb : NULL, t->ridx);
+    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, query_bias(t, rpbh, rb), s);
     exp_row(s, n, a->lse[qi]);
-    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, dp);
+    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, dp);
     const float delta = a->delta[qi];
 #pragma omp simd
     for (int j = 0; j < n; j++)
@@ -858,12 +1010,11 @@ static void fused_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, 
     NA_LINE_BEGIN
     int n = key_queries(f, t, i0, i1, i2);
     const float *lse = a->lse + hoff + i2, *delta = a->delta + hoff + i2;
-    dots(&f->dv, a->k + qi * D, qh + i2 * D, t->off, n, s);
-    scale_bias_max(s, n, scale, rpbh, t->ridx);
+    dots(&f->dv, a->k + qi * D, qh + i2 * D, t->off, n, scale, key_bias(t, rpbh), s);
     for (int j = 0; j < n; j++)
         sh[j] = lse[t->pix[j]];
     exp_row_shifts(s, sh, n);
-    dots(&f->dv, a->v + qi * D, goh + i2 * D, t->off, n, dp);
+    dots(&f->dv, a->v + qi * D, goh + i2 * D, t->off, n, 1.0f, NULL, dp);
     for (int j = 0; j < n; j++)
         dp[j] = s[j] * (dp[j] - delta[t->pix[j]]);
     axpys(&f->dv, dp, qh + i2 * D, t->off, n, scale, a->o_dk + qi * D);

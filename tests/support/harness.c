@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 nat_tensor *th_randn(nat_rng *rng, int ndim, const int64_t *shape, float scale, bool requires_grad)
 {
@@ -57,6 +58,15 @@ void th_assert_close_f(const float *got, const float *want, int64_t n, double to
 {
     double e = th_max_rel_err_f(got, want, n);
     ck_assert_msg(e <= tol, "%s: max relative error %.3g > tolerance %.3g", what, e, tol);
+}
+
+void th_expect_error(nat_status got, nat_status want, const char *s1, const char *s2)
+{
+    ck_assert_msg(got == want, "expected %s, got %s (%s)", nat_status_name(want), nat_status_name(got),
+                  nat_error_message());
+    ck_assert_msg(strstr(nat_error_message(), s1), "message '%s' lacks '%s'", nat_error_message(), s1);
+    if (s2)
+        ck_assert_msg(strstr(nat_error_message(), s2), "message '%s' lacks '%s'", nat_error_message(), s2);
 }
 
 /* loss = Σ out ⊙ R in double; R drawn once per check from `seed`. */

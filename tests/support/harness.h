@@ -27,6 +27,9 @@ double th_max_rel_err_f(const float *got, const float *want, int64_t n);
 void th_assert_close(const float *got, const double *want, int64_t n, double tol, const char *what);
 void th_assert_close_f(const float *got, const float *want, int64_t n, double tol, const char *what);
 
+/* Asserts `got == want` and that the thread's error message contains s1 and (when not NULL) s2. */
+void th_expect_error(nat_status got, nat_status want, const char *s1, const char *s2);
+
 /* Builds the op's output from `inputs` in ctx. */
 typedef nat_status (*th_fn)(nat_ctx *ctx, nat_tensor **inputs, void *user, nat_tensor **out);
 
