@@ -169,6 +169,22 @@ static void build_cases(void)
         c.heads = 2;
         add_case(c);
     }
+    /* Short axes (k*d <= L < 2k*d): a key near the middle is in every query's window, so inverse
+     * neighbourhoods reach 2k - 1 -- the deepest ring the fused backward keeps. */
+    {
+        na_case c = {.ndim = 2, .batch = 1, .heads = 2, .len = {9, 7}, .dim = 16, .kernel = {5, 5},
+                     .dilation = {1, 1}, .rpb = 1};
+        add_case(c);
+        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {26, 15}, .dim = 32, .kernel = {7, 5},
+                      .dilation = {2, 1}, .rpb = 1};
+        add_case(c);
+        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {7, 9}, .dim = 20, .kernel = {5, 5},
+                      .dilation = {1, 1}, .causal = {1, 0}};
+        add_case(c);
+        c = (na_case){.ndim = 3, .batch = 1, .heads = 2, .len = {9, 6, 7}, .dim = 8, .kernel = {5, 3, 3},
+                      .dilation = {1, 1, 2}, .rpb = 1};
+        add_case(c);
+    }
     /* 3-D: all eight causal combinations, small kernels, mixed dilations. */
     for (int cm = 0; cm < 8; cm++) {
         na_case c = {.ndim = 3};
@@ -189,6 +205,10 @@ static void build_cases(void)
     {
         na_case c = {.ndim = 3, .batch = 1, .heads = 2, .len = {7, 9, 8}, .dim = 16,
                      .kernel = {7, 3, 5}, .dilation = {1, 3, 1}, .rpb = 1};
+        add_case(c);
+        /* More than 512 slots: the rpb is gathered per query instead of read from a bias table. */
+        c = (na_case){.ndim = 3, .batch = 1, .heads = 1, .len = {9, 10, 7}, .dim = 8,
+                      .kernel = {9, 9, 7}, .dilation = {1, 1, 1}, .rpb = 1};
         add_case(c);
     }
     (void)nat_rng_u64(&r);

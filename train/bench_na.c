@@ -42,10 +42,13 @@ typedef struct bench_cfg {
     impl_kind impl;
     int fwdbwd;
     int reps;
+    int check; /* compare the outputs with another implementation after timing */
 } bench_cfg;
 
 typedef struct bench_result {
     double ms, gflops, peak_mib;
+    double check_err; /* max |x - y| / max |y| over out (and dq, dk, dv, drpb); -1 if not checked */
+    impl_kind check_against;
 } bench_result;
 
 /* One tensor from the counting allocator. */
@@ -382,6 +385,58 @@ static double flops_of(const bench_cfg *cfg)
     return nq * (2.0 * K * cfg->dim) * 2.0 * (cfg->fwdbwd ? 3.0 : 1.0);
 }
 
+/* The outputs of the last run, as floats, one after the other: out, then dq, dk, dv, drpb. */
+static size_t outputs_size(const bench_ctx *c)
+{
+    size_t n = (size_t)(c->nq * c->D);
+    return c->cfg->fwdbwd ? 4 * n + (size_t)c->nrpb : n;
+}
+
+static void collect_outputs(const bench_ctx *c, float *dst)
+{
+    const size_t n = (size_t)(c->nq * c->D);
+    const int ref = c->cfg->impl == IMPL_REFERENCE;
+    const buf *fb[] = {&c->out, &c->dq, &c->dk, &c->dv, &c->drpb};
+    const buf *db[] = {&c->outd, &c->dqd, &c->dkd, &c->dvd, &c->drpbd};
+    const size_t len[] = {n, n, n, n, (size_t)c->nrpb};
+    for (int i = 0; i < (c->cfg->fwdbwd ? 5 : 1); i++) {
+        for (size_t j = 0; j < len[i]; j++)
+            dst[j] = ref ? (float)DB(*db[i])[j] : F(*fb[i])[j];
+        dst += len[i];
+    }
+}
+
+/* Runs `other` on the same inputs and compares its outputs with the ones just timed. */
+static nat_status check_outputs(bench_ctx *c, impl_kind other, double *err)
+{
+    const size_t n = outputs_size(c);
+    buf mine, theirs;
+    NAT_TRY(buf_alloc(&mine, sizeof(float) * n));
+    nat_status st = buf_alloc(&theirs, sizeof(float) * n);
+    if (st == NAT_OK) {
+        collect_outputs(c, F(mine));
+        const bench_cfg *saved = c->cfg;
+        bench_cfg cfg2 = *saved;
+        cfg2.impl = other;
+        c->cfg = &cfg2;
+        st = run_once(c);
+        if (st == NAT_OK)
+            collect_outputs(c, F(theirs));
+        c->cfg = saved;
+    }
+    if (st == NAT_OK) {
+        double mx = 0.0, e = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            mx = fmax(mx, fabs((double)F(theirs)[i]));
+            e = fmax(e, fabs((double)F(mine)[i] - (double)F(theirs)[i]));
+        }
+        *err = mx > 0.0 ? e / mx : e;
+    }
+    buf_free(&theirs);
+    buf_free(&mine);
+    return st;
+}
+
 static nat_status bench_run(const bench_cfg *cfg, bench_result *res)
 {
     bench_ctx c;
@@ -404,6 +459,10 @@ static nat_status bench_run(const bench_cfg *cfg, bench_result *res)
         res->ms = 1e3 * med;
         res->gflops = flops_of(cfg) / med * 1e-9;
         res->peak_mib = (double)nat_mem_get_stats(NAT_CPU).peak / (1024.0 * 1024.0);
+        res->check_err = -1.0;
+        res->check_against = cfg->impl == IMPL_FUSED ? IMPL_UNFUSED : IMPL_FUSED;
+        if (cfg->check)
+            st = check_outputs(&c, res->check_against, &res->check_err);
     }
     free(t);
     ctx_free(&c);
@@ -476,9 +535,12 @@ static int run_sweep(int reps)
             bench_cfg cfg = {.batch = 8, .heads = levels[l].heads, .size = levels[l].size, .dim = 32,
                              .kernel = 7, .dilation = levels[l].dilation, .impl = runs[r].impl,
                              .fwdbwd = runs[r].fwdbwd, .reps = reps};
-            /* The gather path is slow and memory-hungry: fewer repetitions. */
-            if (runs[r].impl == IMPL_GATHER)
+            /* The gather path is slow and memory-hungry: fewer repetitions; its results are checked
+             * against the fused ones, so the speed-up compares two correct implementations. */
+            if (runs[r].impl == IMPL_GATHER) {
                 cfg.reps = reps > 3 ? (reps + 2) / 3 : reps;
+                cfg.check = 1;
+            }
             nat_status st = bench_run(&cfg, &res[l][r]);
             if (st != NAT_OK) {
                 fprintf(stderr, "nat-bench na2d: %s %s: %s\n", levels[l].name, IMPL_NAMES[runs[r].impl],
@@ -493,10 +555,13 @@ static int run_sweep(int reps)
                res[l][2].peak_mib / res[l][1].peak_mib);
         fflush(stdout);
     }
-    double worst = 1e30;
-    for (int l = 0; l < NL; l++)
+    double worst = 1e30, err = 0.0;
+    for (int l = 0; l < NL; l++) {
         worst = res[l][2].ms / res[l][1].ms < worst ? res[l][2].ms / res[l][1].ms : worst;
-    printf("fused fwd+bwd vs gather fwd+bwd: smallest speed-up %.1fx\n", worst);
+        err = res[l][2].check_err > err ? res[l][2].check_err : err;
+    }
+    printf("fused fwd+bwd vs gather fwd+bwd: smallest speed-up %.1fx; gather's outputs and gradients "
+           "match fused to %.2g (max |diff| / max |value|)\n", worst, err);
     for (int l = 0; l < NL; l++)
         for (int r = 0; r < 3; r++) {
             bench_cfg cfg = {.impl = runs[r].impl, .fwdbwd = runs[r].fwdbwd};
@@ -509,7 +574,7 @@ static int run_sweep(int reps)
 int nat_bench_na(int argc, char **argv)
 {
     bench_cfg cfg = {.batch = 8, .heads = 2, .size = 56, .dim = 32, .kernel = 7, .dilation = 1,
-                     .impl = IMPL_FUSED, .fwdbwd = 0, .reps = 10};
+                     .impl = IMPL_FUSED, .fwdbwd = 0, .reps = 10, .check = 1};
     int sweep = 0, reps_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -586,6 +651,8 @@ int nat_bench_na(int argc, char **argv)
         return 1;
     }
     printf("median %.3f ms, %.2f GFLOP/s, peak %.1f MiB\n", r.ms, r.gflops, r.peak_mib);
+    printf("check: outputs%s vs %s, max |diff| / max |value| = %.2g\n",
+           cfg.fwdbwd ? " and gradients" : "", IMPL_NAMES[r.check_against], r.check_err);
     print_result(&cfg, &r);
     return 0;
 }

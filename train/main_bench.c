@@ -2,11 +2,13 @@
  *   nat-bench gemm     sgemm GFLOP/s (the CPU roofline)
  *   nat-bench conv2d   conv2d forward/backward GFLOP/s
  *   nat-bench na2d     neighborhood attention (see nat-bench na2d --help)
+ *   nat-bench data     data loader throughput
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "train/bench.h"
+#include "train/bench_data.h"
 
 static void usage(FILE *f)
 {
@@ -15,6 +17,7 @@ static void usage(FILE *f)
                "  gemm     OpenBLAS sgemm GFLOP/s over square and NAT-shaped problems (the CPU roofline)\n"
                "  conv2d   conv2d forward and backward GFLOP/s on NAT's tokenizer and downsampler shapes\n"
                "  na2d     2-D neighborhood attention kernels (nat-bench na2d --help)\n"
+               "  data     data loader images/s (Fashion-MNIST and a 224² JPEG folder)\n"
                "Every benchmark takes --help.\n");
 }
 
@@ -31,6 +34,7 @@ int main(int argc, char **argv)
         {"gemm", nat_bench_gemm},
         {"conv2d", nat_bench_conv2d},
         {"na2d", nat_bench_na},
+        {"data", nat_bench_data},
     };
     for (size_t i = 0; i < sizeof benches / sizeof *benches; i++)
         if (!strcmp(argv[1], benches[i].name))

@@ -47,7 +47,7 @@
 
 /* ---------------------------------------------------------------------------------------------------
  * Head-dim micro-kernels, on rows given as base + off[j]:
- *   dots   out[j] = scale * (x . row_j) + bias[j], returns max_j out[j]   (logits, d_out . v)
+ *   dots   out[j] = scale * (x . row_j) + bias[j] (or bias[bidx[j]]), returns max_j out[j]
  *   axpys  out = factor * sum_j coef[j] * row_j                           (weighted sums)
  * The head dim D is split into nv vectors of VL floats (VL = 16 with AVX-512, 8 with AVX2), the last
  * one masked when VL does not divide D. The *_impl functions are inlined with constant (nv, full) so
@@ -79,7 +79,7 @@ static void dvec_init(na_dvec *dv, int64_t dim)
     dv->dim = dim;
     dv->code = 0;
 #if defined(NA_AVX512) || defined(NA_AVX2)
-    if (dim <= 4 * NA_VL) {
+    if (dim <= 64) {
         int nv = (int)((dim + NA_VL - 1) / NA_VL);
         int rem = (int)(dim - NA_VL * (nv - 1));
         dv->code = 2 * nv + (rem == NA_VL);
@@ -96,7 +96,7 @@ static void dvec_init(na_dvec *dv, int64_t dim)
 }
 
 static float dots_plain(int64_t D, const float *x, const float *base, const int64_t *off, int n,
-                        float scale, const float *bias, float *out)
+                        float scale, const float *bias, const int32_t *bidx, float *out)
 {
     float mx = -INFINITY;
     for (int j = 0; j < n; j++) {
@@ -105,7 +105,7 @@ static float dots_plain(int64_t D, const float *x, const float *base, const int6
 #pragma omp simd reduction(+ : s)
         for (int64_t c = 0; c < D; c++)
             s += x[c] * row[c];
-        out[j] = scale * s + (bias ? bias[j] : 0.0f);
+        out[j] = scale * s + (bias ? bias[bidx ? bidx[j] : j] : 0.0f);
         mx = out[j] > mx ? out[j] : mx;
     }
     return mx;
@@ -127,6 +127,7 @@ static void axpys_plain(int64_t D, const float *coef, const float *base, const i
         out[c] *= factor;
 }
 
+#if defined(NA_AVX512) || defined(NA_AVX2)
 /* Stores m < 4 leading lanes of a 4-sum tail group and folds them into the max. */
 static float store_tail(const float *sums4, int m, float mx, float *out)
 {
@@ -136,6 +137,7 @@ static float store_tail(const float *sums4, int m, float mx, float *out)
     }
     return mx;
 }
+#endif
 
 #if defined(NA_AVX512)
 NA_INLINE __m512 ld(const float *p, int v, const int nv, const int full, __mmask16 tail)
@@ -231,9 +233,10 @@ typedef __m256 na_vec;
 
 #if defined(NA_AVX512) || defined(NA_AVX2)
 NA_INLINE float dots_impl(const float *x, const float *base, const int64_t *off, int n, float scale,
-                          const float *bias, float *out, const int nv, const int full, na_tail tail)
+                          const float *bias, const int32_t *bidx, float *out, const int nv,
+                          const int full, na_tail tail)
 {
-    na_vec xr[4];
+    na_vec xr[8];
     for (int v = 0; v < nv; v++)
         xr[v] = ld(x, v, nv, full, tail);
     const __m256 sc = _mm256_set1_ps(scale);
@@ -248,7 +251,13 @@ NA_INLINE float dots_impl(const float *x, const float *base, const int64_t *off,
                 acc[r] = NA_FMA(xr[v], ld(row, v, nv, full, tail), acc[r]);
         }
         __m256 s = reduce8(acc);
-        s = bias ? _mm256_fmadd_ps(s, sc, _mm256_loadu_ps(bias + j)) : _mm256_mul_ps(s, sc);
+        if (bias) {
+            __m256 b = bidx ? _mm256_i32gather_ps(bias, _mm256_loadu_si256((const __m256i *)(bidx + j)), 4)
+                            : _mm256_loadu_ps(bias + j);
+            s = _mm256_fmadd_ps(s, sc, b);
+        } else {
+            s = _mm256_mul_ps(s, sc);
+        }
         vmax = _mm256_max_ps(vmax, s);
         _mm256_storeu_ps(out + j, s);
     }
@@ -268,7 +277,7 @@ NA_INLINE float dots_impl(const float *x, const float *base, const int64_t *off,
         _mm_storeu_ps(s4, reduce4(acc));
         int m = n - j < 4 ? n - j : 4;
         for (int r = 0; r < m; r++)
-            s4[r] = scale * s4[r] + (bias ? bias[j + r] : 0.0f);
+            s4[r] = scale * s4[r] + (bias ? bias[bidx ? bidx[j + r] : j + r] : 0.0f);
         mx = store_tail(s4, m, mx, out + j);
     }
     return mx;
@@ -279,7 +288,7 @@ NA_INLINE void axpys_impl(const float *coef, const float *base, const int64_t *o
 {
     /* Enough independent accumulator sets that >= 4 vector FMA chains are in flight. */
     const int ns = nv >= 3 ? 1 : 4 / nv;
-    na_vec a[4][4];
+    na_vec a[4][8];
     for (int s = 0; s < ns; s++)
         for (int v = 0; v < nv; v++)
             a[s][v] = NA_ZERO();
@@ -310,6 +319,55 @@ NA_INLINE void axpys_impl(const float *coef, const float *base, const int64_t *o
     }
 }
 
+/* dk = scale * sum dS * q_row and dv = sum P * dO_row over a two-level inverse list: row offsets
+ * ooff[o] + ioff[i] in q and d_out, weights rd/rp[ocix[o] + icix[i]] read from the ring. */
+NA_INLINE void kgrad_impl(const float *qb, const float *gb, const float *rp, const float *rd,
+                          const int64_t *ooff, const int64_t *ocix, int no, const int64_t *ioff,
+                          const int64_t *icix, int ni, float scale, float *dk, float *dv, const int nv,
+                          const int full, na_tail tail)
+{
+    na_vec a[8], b[8];
+    for (int v = 0; v < nv; v++)
+        a[v] = b[v] = NA_ZERO();
+    for (int o = 0; o < no; o++) {
+        const float *qo = qb + ooff[o], *go = gb + ooff[o], *rpo = rp + ocix[o], *rdo = rd + ocix[o];
+        for (int i = 0; i < ni; i++) {
+            const float *r1 = qo + ioff[i], *r2 = go + ioff[i];
+            na_vec x1 = NA_SET1(rdo[icix[i]]), x2 = NA_SET1(rpo[icix[i]]);
+            for (int v = 0; v < nv; v++) {
+                a[v] = NA_FMA(x1, ld(r1, v, nv, full, tail), a[v]);
+                b[v] = NA_FMA(x2, ld(r2, v, nv, full, tail), b[v]);
+            }
+        }
+    }
+    na_vec g1 = NA_SET1(scale);
+    for (int v = 0; v < nv; v++) {
+        na_vec r1 = NA_MUL(a[v], g1);
+        if (!full && v == nv - 1) {
+            NA_STORE_TAIL(dk + NA_VL * v, tail, r1);
+            NA_STORE_TAIL(dv + NA_VL * v, tail, b[v]);
+        } else {
+            NA_STORE(dk + NA_VL * v, r1);
+            NA_STORE(dv + NA_VL * v, b[v]);
+        }
+    }
+}
+
+/* AVX2 covers D <= 64 with up to 8 vectors; AVX-512 needs 4. */
+#if defined(NA_AVX512)
+#define NA_DISPATCH_WIDE(FN)
+#else
+#define NA_DISPATCH_WIDE(FN)                          \
+    case 10: FN(5, 0); break;                         \
+    case 11: FN(5, 1); break;                         \
+    case 12: FN(6, 0); break;                         \
+    case 13: FN(6, 1); break;                         \
+    case 14: FN(7, 0); break;                         \
+    case 15: FN(7, 1); break;                         \
+    case 16: FN(8, 0); break;                         \
+    case 17: FN(8, 1); break;
+#endif
+
 /* Expands to a switch over dv->code calling FN(nv, full) with constants; default: plain path. */
 #define NA_DISPATCH(dv, FN, PLAIN)                    \
     switch ((dv)->code) {                             \
@@ -321,21 +379,22 @@ NA_INLINE void axpys_impl(const float *coef, const float *base, const int64_t *o
     case 7: FN(3, 1); break;                          \
     case 8: FN(4, 0); break;                          \
     case 9: FN(4, 1); break;                          \
+    NA_DISPATCH_WIDE(FN)                              \
     default: PLAIN; break;                            \
     }
 #endif
 
 static float dots(const na_dvec *dv, const float *x, const float *base, const int64_t *off, int n,
-                  float scale, const float *bias, float *out)
+                  float scale, const float *bias, const int32_t *bidx, float *out)
 {
 #if defined(NA_AVX512) || defined(NA_AVX2)
     float mx = -INFINITY;
-#define NA_DOTS(nv, full) mx = dots_impl(x, base, off, n, scale, bias, out, nv, full, dv->tail)
-    NA_DISPATCH(dv, NA_DOTS, mx = dots_plain(dv->dim, x, base, off, n, scale, bias, out))
+#define NA_DOTS(nv, full) mx = dots_impl(x, base, off, n, scale, bias, bidx, out, nv, full, dv->tail)
+    NA_DISPATCH(dv, NA_DOTS, mx = dots_plain(dv->dim, x, base, off, n, scale, bias, bidx, out))
 #undef NA_DOTS
     return mx;
 #else
-    return dots_plain(dv->dim, x, base, off, n, scale, bias, out);
+    return dots_plain(dv->dim, x, base, off, n, scale, bias, bidx, out);
 #endif
 }
 
@@ -348,6 +407,41 @@ static void axpys(const na_dvec *dv, const float *coef, const float *base, const
 #undef NA_AXPYS
 #else
     axpys_plain(dv->dim, coef, base, off, n, factor, out);
+#endif
+}
+
+static void kgrad_plain(int64_t D, const float *qb, const float *gb, const float *rp, const float *rd,
+                        const int64_t *ooff, const int64_t *ocix, int no, const int64_t *ioff,
+                        const int64_t *icix, int ni, float scale, float *dk, float *dv)
+{
+    for (int64_t c = 0; c < D; c++)
+        dk[c] = dv[c] = 0.0f;
+    for (int o = 0; o < no; o++)
+        for (int i = 0; i < ni; i++) {
+            const float *r1 = qb + ooff[o] + ioff[i], *r2 = gb + ooff[o] + ioff[i];
+            const float x1 = rd[ocix[o] + icix[i]], x2 = rp[ocix[o] + icix[i]];
+#pragma omp simd
+            for (int64_t c = 0; c < D; c++) {
+                dk[c] += x1 * r1[c];
+                dv[c] += x2 * r2[c];
+            }
+        }
+    for (int64_t c = 0; c < D; c++)
+        dk[c] *= scale;
+}
+
+static void kgrad(const na_dvec *dv, const float *qb, const float *gb, const float *rp, const float *rd,
+                  const int64_t *ooff, const int64_t *ocix, int no, const int64_t *ioff,
+                  const int64_t *icix, int ni, float scale, float *dk, float *dvo)
+{
+#if defined(NA_AVX512) || defined(NA_AVX2)
+#define NA_KGRAD(nv, full) \
+    kgrad_impl(qb, gb, rp, rd, ooff, ocix, no, ioff, icix, ni, scale, dk, dvo, nv, full, dv->tail)
+    NA_DISPATCH(dv, NA_KGRAD,
+                kgrad_plain(dv->dim, qb, gb, rp, rd, ooff, ocix, no, ioff, icix, ni, scale, dk, dvo))
+#undef NA_KGRAD
+#else
+    kgrad_plain(dv->dim, qb, gb, rp, rd, ooff, ocix, no, ioff, icix, ni, scale, dk, dvo);
 #endif
 }
 
@@ -365,29 +459,30 @@ static float dot1(int64_t D, const float *a, const float *b)
  * reduction (x = n ln2 + r, |r| <= ln2/2) and a degree-6 polynomial; relative error ~1e-7. Arguments
  * below -87 give ~1e-38, not 0 (masked slots never reach these loops).
  * ------------------------------------------------------------------------------------------------- */
-#define NA_EXP_POLY(MUL, FMA, SET1, r, p)                                      \
-    do {                                                                       \
-        p = SET1(1.9875691500e-4f);                                            \
-        p = FMA(p, r, SET1(1.3981999507e-3f));                                 \
-        p = FMA(p, r, SET1(8.3334519073e-3f));                                 \
-        p = FMA(p, r, SET1(4.1665795894e-2f));                                 \
-        p = FMA(p, r, SET1(1.6666665459e-1f));                                 \
-        p = FMA(p, r, SET1(5.0000001201e-1f));                                 \
+/* exp(r) for |r| <= ln2/2 as 1 + r + r^2 * (c0 r^5 + ... + c5), the inner polynomial evaluated in
+ * Estrin form (a r^4 + b r^2 + c) to shorten the dependency chain. */
+#define NA_EXP_POLY(T, MUL, ADD, FMA, SET1, r, y)                                  \
+    do {                                                                          \
+        T r2_ = MUL(r, r), r4_ = MUL(r2_, r2_);                       \
+        T a_ = FMA(SET1(1.9875691500e-4f), r, SET1(1.3981999507e-3f)); \
+        T b_ = FMA(SET1(8.3334519073e-3f), r, SET1(4.1665795894e-2f)); \
+        T c_ = FMA(SET1(1.6666665459e-1f), r, SET1(5.0000001201e-1f)); \
+        T p_ = FMA(a_, r4_, FMA(b_, r2_, c_));                        \
+        y = FMA(p_, r2_, ADD(r, SET1(1.0f)));                                     \
     } while (0)
 
 #if defined(NA_AVX512)
+/* Below -104 the result is 0 (scalef underflows); overflow gives +inf. */
 NA_INLINE __m512 vexp(__m512 x)
 {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.3f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p;
-    NA_EXP_POLY(_mm512_mul_ps, _mm512_fmadd_ps, _mm512_set1_ps, r, p);
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n); /* p * 2^n */
+    __m512 y;
+    NA_EXP_POLY(__m512, _mm512_mul_ps, _mm512_add_ps, _mm512_fmadd_ps, _mm512_set1_ps, r, y);
+    return _mm512_scalef_ps(y, n); /* y * 2^n */
 }
 #elif defined(NA_AVX2)
 NA_INLINE __m256 vexp(__m256 x)
@@ -398,11 +493,10 @@ NA_INLINE __m256 vexp(__m256 x)
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p;
-    NA_EXP_POLY(_mm256_mul_ps, _mm256_fmadd_ps, _mm256_set1_ps, r, p);
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256 y;
+    NA_EXP_POLY(__m256, _mm256_mul_ps, _mm256_add_ps, _mm256_fmadd_ps, _mm256_set1_ps, r, y);
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 #endif
 
@@ -481,6 +575,16 @@ typedef struct na_fast {
     int64_t maxlist;      /* longest slot or inverse-neighbourhood list */
     int nthreads;
     int want_drpb;        /* per-thread drpb partials are needed */
+    /* Ring mode of the fused backward (see run_ring): axis A, slab geometry, ring depth. */
+    int ring;             /* 1: P and dS of the last `ring_depth` query slabs kept per thread */
+    int ring_axis;        /* 0 for 3-D problems, 1 otherwise */
+    int64_t slab_lines;   /* lines per slab: len[1] when ring_axis is 0, else 1 */
+    int64_t ring_depth;   /* slabs in the ring: the longest inverse neighbourhood along ring_axis */
+    int64_t ring_items;   /* batch * heads * dilation[ring_axis] */
+    /* rpb rearranged per head and per window offset (rb0, rb1, rb2), each a contiguous row of K biases
+     * in slot order: the bias of a query's logits without a gather. NULL when absent or too large. */
+    float *btab;
+    size_t btab_bytes;
     size_t tables_bytes, thread_bytes, total_bytes;
     void *mem;
 } na_fast;
@@ -492,14 +596,30 @@ typedef struct na_thread {
     int32_t *slot;  /* slot index */
     int32_t *ridx;  /* rpb index within a head */
     float *b0, *b1, *b2;
-    float *bias;    /* rpb gathered for the current list (query side: at cached_rb) */
-    int64_t cached_rb; /* INT64_MIN: bias stale */
+    int64_t acc_rb;    /* drpb accumulation in b2 at this rb; INT64_MIN: none */
     double *drpb;   /* [heads, rpb_size] partial sums */
     int32_t *sig;   /* axis-2 shape of the current inverse list (key_queries) */
+    int64_t *cix;   /* ring mode: index of each inverse-list entry in the ring (relative to y2*K) */
+    int64_t *in_cix; /* ring mode: axis-2 part of the ring index, per key */
+    float *ring_p, *ring_ds; /* ring mode: [ring_depth, slab_lines, len2, K] weights and dS */
     int sig_len;    /* -1: no list yet */
     int64_t cached_n2; /* -1: no query list yet (query_slots) */
     int n;          /* length of the current list */
 } na_thread;
+
+/* Inverse neighbourhood of key index y: the queries lo, lo + d, ... below hi whose window holds it
+ * (DESIGN.md §2). */
+static void axis_inverse(int64_t y, int64_t L, int k, int d, int causal, int64_t *lo, int64_t *hi)
+{
+    const int64_t kd = (int64_t)k * d;
+    if (causal) {
+        *lo = y;
+        *hi = y + kd < L ? y + kd : L;
+    } else {
+        *lo = y < kd ? y % d : y - (int64_t)(k / 2) * d;
+        *hi = y >= L - kd ? L : y + (int64_t)(k / 2 + 1) * d;
+    }
+}
 
 /* Window of index i (DESIGN.md §2): start s in the dilation sub-grid, clamped inward (non-causal) or
  * trailing (causal). */
@@ -523,17 +643,9 @@ static void axis_tables(na_fast *f, int a)
         f->sub[a][i] = p;
     }
     /* Inverse neighbourhood: the queries q (same group) with wstart[q] <= sub[y] < wstart[q] + wcnt[q];
-     * wstart is non-decreasing along a group, so it is a contiguous run. */
-    for (int64_t y = 0; y < L; y++) {
-        const int64_t kd = (int64_t)k * d;
-        if (causal) {
-            f->ilo[a][y] = y;
-            f->ihi[a][y] = y + kd < L ? y + kd : L;
-        } else {
-            f->ilo[a][y] = y < kd ? y % d : y - (int64_t)(k / 2) * d;
-            f->ihi[a][y] = y >= L - kd ? L : y + (int64_t)(k / 2 + 1) * d;
-        }
-    }
+     * wstart is non-decreasing along a group, so it is a contiguous run of the group. */
+    for (int64_t y = 0; y < L; y++)
+        axis_inverse(y, L, k, d, causal, &f->ilo[a][y], &f->ihi[a][y]);
     /* Visiting order: all of group 0, then group 1, ... */
     int64_t u = 0;
     for (int64_t g = 0; g < d && g < L; g++)
@@ -542,11 +654,22 @@ static void axis_tables(na_fast *f, int a)
 }
 
 static na_thread thread_scratch(const na_fast *f, int tid);
+static void fast_free(na_fast *f);
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
+/* Largest ring (both buffers, per thread) the fused backward may keep before it falls back to
+ * recomputing the weights per key. */
+#define NA_RING_MAX_BYTES ((size_t)16 << 20)
+
+/* Largest bias table (heads * K * K floats) built for the query side; beyond it (or beyond 512 slots,
+ * where a table row is no longer cheap next to its query's work) the bias is gathered per query. */
+#define NA_BTAB_MAX_BYTES ((size_t)8 << 20)
+#define NA_BTAB_MAX_SLOTS 512
+
 static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, int64_t heads,
-                            const int64_t *spatial, int64_t dim, int want_drpb)
+                            const int64_t *spatial, int64_t dim, int want_drpb, int want_ring,
+                            const float *rpb)
 {
     memset(f, 0, sizeof *f);
     na_problem_init(&f->pb, p, batch, heads, spatial, dim);
@@ -579,15 +702,38 @@ static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, i
     }
     f->chunk = (f->pb.len[2] + f->nchunks - 1) / f->nchunks;
 
+    /* Ring geometry; the depth is the longest inverse neighbourhood along the ring axis (< 2k). */
+    f->ring_axis = p->ndim == 3 ? 0 : 1;
+    {
+        const int A = f->ring_axis;
+        const int64_t L = f->pb.len[A], kA = f->pb.kernel[A], dA = f->pb.dilation[A];
+        f->slab_lines = A == 0 ? f->pb.len[1] : 1;
+        /* Up to 2k - 1 on short axes, where a key near the middle is seen by every query. */
+        f->ring_depth = 1;
+        for (int64_t y = 0; y < L; y++) {
+            int64_t lo, hi;
+            axis_inverse(y, L, (int)kA, (int)dA, f->pb.causal[A], &lo, &hi);
+            int64_t cnt = (hi - lo + dA - 1) / dA;
+            f->ring_depth = cnt > f->ring_depth ? cnt : f->ring_depth;
+        }
+        f->ring_items = batch * heads * dA;
+        size_t ring_bytes = 2 * sizeof(float) * (size_t)(f->ring_depth * f->slab_lines * f->pb.len[2] * f->K);
+        f->ring = want_ring && ring_bytes <= NA_RING_MAX_BYTES && f->ring_items >= f->nthreads;
+    }
+
     int64_t tab = 0;
     for (int a = 0; a < 3; a++)
         tab += 8 * f->pb.len[a];
     f->tables_bytes = align64(sizeof(int64_t) * (size_t)tab);
     size_t m = (size_t)f->maxlist + 8;
     f->thread_bytes = align64(sizeof(int64_t) * m) * 2 + align64(sizeof(int32_t) * m) * 2 +
-                      align64(sizeof(float) * m) * 4 +
+                      align64(sizeof(float) * m) * 3 +
                       align64(sizeof(int32_t) * (size_t)(2 * f->pb.kernel[2] + 4)) +
                       (want_drpb ? align64(sizeof(double) * (size_t)(heads * f->pb.rpb_size)) : 0);
+    if (f->ring)
+        f->thread_bytes += align64(sizeof(int64_t) * m) + align64(sizeof(int64_t) * m) +
+                           2 * align64(sizeof(float) * (size_t)(f->ring_depth * f->slab_lines *
+                                                                f->pb.len[2] * f->K));
     f->total_bytes = f->tables_bytes + f->thread_bytes * (size_t)f->nthreads;
     NAT_TRY(nat_mem_alloc(NAT_CPU, f->total_bytes, &f->mem));
     int64_t *t = (int64_t *)f->mem;
@@ -604,10 +750,40 @@ static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, i
     if (want_drpb)
         for (int th = 0; th < f->nthreads; th++)
             memset(thread_scratch(f, th).drpb, 0, sizeof(double) * (size_t)(heads * f->pb.rpb_size));
+    /* Window offsets rb_a = (k-1) + s - p lie in [0, k-1] on every axis: k0*k1*k2 = K rows per head. */
+    f->btab_bytes = sizeof(float) * (size_t)(heads * f->K * f->K);
+    if (rpb && f->K <= NA_BTAB_MAX_SLOTS && f->btab_bytes <= NA_BTAB_MAX_BYTES) {
+        nat_status st = nat_mem_alloc(NAT_CPU, f->btab_bytes, (void **)&f->btab);
+        if (st != NAT_OK) {
+            fast_free(f);
+            return st;
+        }
+        const int k0 = f->pb.kernel[0], k1 = f->pb.kernel[1], k2 = f->pb.kernel[2];
+        const int64_t E1 = f->pb.rpb_ext[1], E2 = f->pb.rpb_ext[2], K = f->K;
+        float *dst = f->btab;
+        for (int64_t h = 0; h < heads; h++)
+            for (int r0 = 0; r0 < k0; r0++)
+                for (int r1 = 0; r1 < k1; r1++)
+                    for (int r2 = 0; r2 < k2; r2++, dst += K) {
+                        const float *src = rpb + h * f->pb.rpb_size;
+                        int64_t j = 0;
+                        for (int t0 = 0; t0 < k0; t0++)
+                            for (int t1 = 0; t1 < k1; t1++)
+                                for (int t2 = 0; t2 < k2; t2++)
+                                    dst[j++] = src[((r0 + t0) * E1 + r1 + t1) * E2 + r2 + t2];
+                    }
+    }
     return NAT_OK;
 }
 
-static void fast_free(na_fast *f) { nat_mem_free(NAT_CPU, f->mem, f->total_bytes); }
+static void fast_free(na_fast *f)
+{
+    nat_mem_free(NAT_CPU, f->mem, f->total_bytes);
+    if (f->btab)
+        nat_mem_free(NAT_CPU, f->btab, f->btab_bytes);
+    f->mem = NULL;
+    f->btab = NULL;
+}
 
 static na_thread thread_scratch(const na_fast *f, int tid)
 {
@@ -628,12 +804,23 @@ static na_thread thread_scratch(const na_fast *f, int tid)
     c += align64(sizeof(float) * m);
     t.b2 = (float *)c;
     c += align64(sizeof(float) * m);
-    t.bias = (float *)c;
-    c += align64(sizeof(float) * m);
-    t.cached_rb = INT64_MIN;
     t.sig = (int32_t *)c;
     c += align64(sizeof(int32_t) * (size_t)(2 * f->pb.kernel[2] + 4));
     t.drpb = f->want_drpb ? (double *)c : NULL;
+    if (f->want_drpb)
+        c += align64(sizeof(double) * (size_t)(f->pb.heads * f->pb.rpb_size));
+    t.cix = t.in_cix = NULL;
+    t.ring_p = t.ring_ds = NULL;
+    if (f->ring) {
+        size_t rb = align64(sizeof(float) * (size_t)(f->ring_depth * f->slab_lines * f->pb.len[2] * f->K));
+        t.cix = (int64_t *)c;
+        c += align64(sizeof(int64_t) * m);
+        t.in_cix = (int64_t *)c;
+        c += align64(sizeof(int64_t) * m);
+        t.ring_p = (float *)c;
+        c += rb;
+        t.ring_ds = (float *)c;
+    }
     t.sig_len = -1;
     t.cached_n2 = -1;
     t.n = 0;
@@ -680,31 +867,42 @@ static int query_slots(const na_fast *f, na_thread *t, int64_t i0, int64_t i1, i
     if (n2 != t->cached_n2) {
         t->n = line_list(f, i0, i1, n2, t->off, t->slot, t->ridx);
         t->cached_n2 = n2;
-        t->cached_rb = INT64_MIN;
     }
     return t->n;
 }
 
-/* rpb values of the current query list for a query whose axis-2 rpb index of key 0 is rb (NULL
- * without rpb); regathered only when rb or the list changes. */
-static const float *query_bias(na_thread *t, const float *rpbh, int64_t rb)
+/* Bias of query (i0, i1, i2) of head bh for dots: a contiguous row of the bias table, or (without
+ * one) the head's rpb at offset rb gathered through the list's rpb indices. */
+typedef struct na_bias {
+    const float *base;
+    const int32_t *idx;
+} na_bias;
+
+static na_bias query_bias(const na_fast *f, const na_thread *t, const float *rpb, int64_t bh, int64_t i0,
+                          int64_t i1, int64_t i2)
 {
-    if (!rpbh)
-        return NULL;
-    if (rb != t->cached_rb) {
-        for (int j = 0; j < t->n; j++)
-            t->bias[j] = rpbh[rb + t->ridx[j]];
-        t->cached_rb = rb;
+    na_bias b = {NULL, NULL};
+    if (!rpb)
+        return b;
+    const int64_t h = bh % f->pb.heads;
+    if (f->btab) {
+        int64_t combo = (f->wrpb0[0][i0] * f->pb.kernel[1] + f->wrpb0[1][i1]) * f->pb.kernel[2] +
+                        f->wrpb0[2][i2];
+        b.base = f->btab + (h * f->K + combo) * f->K;
+    } else {
+        b.base = rpb + h * f->pb.rpb_size + f->wrpb0[2][i2];
+        b.idx = t->ridx;
     }
-    return t->bias;
+    return b;
 }
 
 /* Lists the queries whose window holds key pixel (y0, y1, y2): pixel (relative to y2 on axis 2), row
  * offset (pixel * D), the slot the key takes in their window, and its rpb index (which depends only on
  * the key-query displacement). Returns their number. */
 static int key_list(const na_fast *f, int64_t y0, int64_t y1, int64_t y2, int64_t *pix, int64_t *off,
-                    int32_t *slot, int32_t *ridx)
+                    int32_t *slot, int32_t *ridx, int64_t *cix)
 {
+    const int64_t R = f->ring_depth, lines = f->slab_lines, dA = f->pb.dilation[f->ring_axis];
     const na_problem *pb = &f->pb;
     const int64_t D = f->D, L1 = pb->len[1], L2 = pb->len[2];
     const int k1 = pb->kernel[1], k2 = pb->kernel[2];
@@ -719,12 +917,17 @@ static int key_list(const na_fast *f, int64_t y0, int64_t y1, int64_t y2, int64_
             int64_t base = (i0 * L1 + i1) * L2;
             int32_t s01 = (int32_t)((t0 * k1 + t1) * k2);
             int32_t r01 = (int32_t)((r0 * E1 + r1) * E2);
+            /* Ring mode: where this query line's P and dS sit in the thread's ring. */
+            const int64_t iA = f->ring_axis == 0 ? i0 : i1;
+            const int64_t rrow = ((iA / dA) % R * lines + (f->ring_axis == 0 ? i1 : 0)) * L2;
             for (int64_t i2 = f->ilo[2][y2]; i2 < f->ihi[2][y2]; i2 += d2) {
                 int64_t t2 = p2 - f->wstart[2][i2];
                 pix[n] = base + i2 - y2;
                 off[n] = pix[n] * D;
                 slot[n] = s01 + (int32_t)t2;
                 ridx[n] = r01 + (int32_t)(f->wrpb0[2][i2] + t2);
+                if (cix)
+                    cix[n] = (rrow + i2 - y2) * f->K + slot[n];
                 n++;
             }
         }
@@ -750,24 +953,41 @@ static int key_queries(const na_fast *f, na_thread *t, int64_t y0, int64_t y1, i
     same = same && len == t->sig_len;
     t->sig[0] = first;
     t->sig_len = len;
-    if (!same) {
-        t->n = key_list(f, y0, y1, y2, t->pix, t->off, t->slot, t->ridx);
-        t->cached_rb = INT64_MIN;
-    }
+    if (!same)
+        t->n = key_list(f, y0, y1, y2, t->pix, t->off, t->slot, t->ridx, t->cix);
     return t->n;
 }
 
-/* rpb values of the current inverse list (NULL without rpb). */
-static const float *key_bias(na_thread *t, const float *rpbh)
+/* drpb partial sums: dS of consecutive queries that share a slot list and an axis-2 rpb offset rb
+ * are added slot-wise in float (t->b2), then flushed into the thread's double partials. */
+static void drpb_begin(na_thread *t) { t->acc_rb = INT64_MIN; }
+
+static void drpb_flush(na_thread *t, double *dr)
 {
-    if (!rpbh)
-        return NULL;
-    if (t->cached_rb == INT64_MIN) {
-        for (int j = 0; j < t->n; j++)
-            t->bias[j] = rpbh[t->ridx[j]];
-        t->cached_rb = 0;
+    if (t->acc_rb == INT64_MIN)
+        return;
+    for (int j = 0; j < t->n; j++)
+        dr[t->acc_rb + t->ridx[j]] += t->b2[j];
+    t->acc_rb = INT64_MIN;
+}
+
+/* Before query i2: flush when its list (n2) or rb differs from the accumulated ones. */
+static void drpb_flush_if(const na_fast *f, na_thread *t, double *dr, int64_t i2, int64_t rb)
+{
+    if (t->acc_rb != INT64_MIN && (rb != t->acc_rb || f->wcnt[2][i2] != t->cached_n2))
+        drpb_flush(t, dr);
+}
+
+static void drpb_add(na_thread *t, const float *ds, int n, int64_t rb)
+{
+    if (t->acc_rb == INT64_MIN) {
+        for (int j = 0; j < n; j++)
+            t->b2[j] = 0.0f;
+        t->acc_rb = rb;
     }
-    return t->bias;
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        t->b2[j] += ds[j];
 }
 
 /* One work item: the pixels (i0, i1, order2[u]) for u in [u0, u1) of head bh. */
@@ -794,7 +1014,6 @@ static void run_lines(const na_fast *f, na_line_fn fn, const void *args)
             int64_t u0 = ch * f->chunk, u1 = u0 + f->chunk < L2 ? u0 + f->chunk : L2;
             t.sig_len = -1;
             t.cached_n2 = -1;
-            t.cached_rb = INT64_MIN;
             if (u0 < u1)
                 fn(f, args, &t, bh, i0, i1, u0, u1);
         }
@@ -847,11 +1066,12 @@ static void qk_line(const na_fast *f, const void *vargs, na_thread *t, int64_t b
                     int64_t i1, int64_t u0, int64_t u1)
 {
     const na_args *a = vargs;
-    const float *kh = a->k + bh * f->N * f->D, *rpbh = head_rpb(f, a->rpb, bh);
+    const float *kh = a->k + bh * f->N * f->D;
     const float scale = f->pb.scale;
     NA_LINE_BEGIN
     int n = query_slots(f, t, i0, i1, i2);
-    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, query_bias(t, rpbh, rb), t->b0);
+    na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
+    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, t->b0);
     float *arow = a->o_attn + qi * K;
     if (n < K)
         for (int64_t s = 0; s < K; s++)
@@ -882,16 +1102,20 @@ static void qk_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, int
     const na_args *a = vargs;
     const float *kh = a->k + bh * f->N * f->D;
     double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
+    drpb_begin(t);
     NA_LINE_BEGIN
+    if (dr)
+        drpb_flush_if(f, t, dr, i2, rb);
     int n = query_slots(f, t, i0, i1, i2);
     const float *grow = a->d_attn + qi * K;
     for (int j = 0; j < n; j++)
         t->b0[j] = grow[t->slot[j]];
     axpys(&f->dv, t->b0, kh + qb, t->off, n, f->pb.scale, a->o_dq + qi * D);
     if (dr)
-        for (int j = 0; j < n; j++)
-            dr[rb + t->ridx[j]] += t->b0[j];
+        drpb_add(t, t->b0, n, rb);
     NA_LINE_END
+    if (dr)
+        drpb_flush(t, dr);
 }
 
 /* Key side of the qk backward: dk over the inverse neighbourhood. */
@@ -918,7 +1142,7 @@ static void av_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, int
     const float *vh = a->v + bh * f->N * f->D;
     NA_LINE_BEGIN
     int n = query_slots(f, t, i0, i1, i2);
-    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, t->b0);
+    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, NULL, t->b0);
     float *grow = a->o_attn + qi * K;
     if (n < K)
         memset(grow, 0, sizeof(float) * (size_t)K);
@@ -948,12 +1172,12 @@ static void fused_fwd_line(const na_fast *f, const void *vargs, na_thread *t, in
 {
     const na_args *a = vargs;
     const float *kh = a->k + bh * f->N * f->D, *vh = a->v + bh * f->N * f->D;
-    const float *rpbh = head_rpb(f, a->rpb, bh);
     const float scale = f->pb.scale;
     float *s = t->b0;
     NA_LINE_BEGIN
     int n = query_slots(f, t, i0, i1, i2);
-    float mx = dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, query_bias(t, rpbh, rb), s);
+    na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
+    float mx = dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, s);
     float sum = exp_row(s, n, mx);
     axpys(&f->dv, s, vh + qb, t->off, n, 1.0f / sum, a->o_out + qi * D);
     a->o_lse[qi] = mx + logf(sum);
@@ -977,24 +1201,28 @@ static void fused_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, 
 {
     const na_args *a = vargs;
     const float *kh = a->k + bh * f->N * f->D, *vh = a->v + bh * f->N * f->D;
-    const float *rpbh = head_rpb(f, a->rpb, bh);
     double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
     const float scale = f->pb.scale;
     float *s = t->b0, *dp = t->b1;
+    drpb_begin(t);
     NA_LINE_BEGIN
+    if (dr)
+        drpb_flush_if(f, t, dr, i2, rb);
     int n = query_slots(f, t, i0, i1, i2);
-    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, query_bias(t, rpbh, rb), s);
+    na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
+    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, s);
     exp_row(s, n, a->lse[qi]);
-    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, dp);
+    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, NULL, dp);
     const float delta = a->delta[qi];
 #pragma omp simd
     for (int j = 0; j < n; j++)
         dp[j] = s[j] * (dp[j] - delta);
     axpys(&f->dv, dp, kh + qb, t->off, n, scale, a->o_dq + qi * D);
     if (dr)
-        for (int j = 0; j < n; j++)
-            dr[rb + t->ridx[j]] += dp[j];
+        drpb_add(t, dp, n, rb);
     NA_LINE_END
+    if (dr)
+        drpb_flush(t, dr);
 }
 
 /* Pass B of the fused backward (per key): rebuild P and dS over the inverse neighbourhood; dk, dv. */
@@ -1010,16 +1238,149 @@ static void fused_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, 
     NA_LINE_BEGIN
     int n = key_queries(f, t, i0, i1, i2);
     const float *lse = a->lse + hoff + i2, *delta = a->delta + hoff + i2;
-    dots(&f->dv, a->k + qi * D, qh + i2 * D, t->off, n, scale, key_bias(t, rpbh), s);
+    dots(&f->dv, a->k + qi * D, qh + i2 * D, t->off, n, scale, rpbh, t->ridx, s);
     for (int j = 0; j < n; j++)
         sh[j] = lse[t->pix[j]];
     exp_row_shifts(s, sh, n);
-    dots(&f->dv, a->v + qi * D, goh + i2 * D, t->off, n, 1.0f, NULL, dp);
+    dots(&f->dv, a->v + qi * D, goh + i2 * D, t->off, n, 1.0f, NULL, NULL, dp);
     for (int j = 0; j < n; j++)
         dp[j] = s[j] * (dp[j] - delta[t->pix[j]]);
     axpys(&f->dv, dp, qh + i2 * D, t->off, n, scale, a->o_dk + qi * D);
     axpys(&f->dv, s, goh + i2 * D, t->off, n, 1.0f, a->o_dv + qi * D);
     NA_LINE_END
+}
+
+/* Ring mode of the fused backward. A work item is one (batch, head, dilation group along the ring
+ * axis A: rows in 2-D, planes in 3-D, the whole line in 1-D). Its query slabs are visited in order; each
+ * one's weights P and dS go into a per-thread ring of `ring_depth` slabs (pass A, which also gives dq
+ * and drpb), and as soon as the last query slab of a key slab's inverse neighbourhood is done, that key
+ * slab's dk and dv are gathered from the ring (pass B) -- no recomputation of the logits, and no
+ * [.., K] tensor larger than the ring. */
+static void ring_slot_base(const na_fast *f, int64_t i0, int64_t i1, int64_t *base)
+{
+    const int64_t iA = f->ring_axis == 0 ? i0 : i1, dA = f->pb.dilation[f->ring_axis];
+    *base = ((iA / dA) % f->ring_depth * f->slab_lines + (f->ring_axis == 0 ? i1 : 0)) * f->pb.len[2] * f->K;
+}
+
+static void fused_bwd_q_ring_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh,
+                                  int64_t i0, int64_t i1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const float *kh = a->k + bh * f->N * f->D, *vh = a->v + bh * f->N * f->D;
+    double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
+    const float scale = f->pb.scale;
+    int64_t rbase;
+    ring_slot_base(f, i0, i1, &rbase);
+    drpb_begin(t);
+    NA_LINE_BEGIN
+    if (dr)
+        drpb_flush_if(f, t, dr, i2, rb);
+    int n = query_slots(f, t, i0, i1, i2);
+    /* Full windows (slot j at list position j) go straight into the ring; masked ones via scratch. */
+    float *rp = t->ring_p + rbase + i2 * K, *rd = t->ring_ds + rbase + i2 * K;
+    const int direct = n == K;
+    float *s = direct ? rp : t->b0, *dp = direct ? rd : t->b1;
+    na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
+    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, s);
+    exp_row(s, n, a->lse[qi]);
+    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, NULL, dp);
+    const float delta = dot1(D, a->d_out + qi * D, a->out + qi * D);
+#pragma omp simd
+    for (int j = 0; j < n; j++)
+        dp[j] = s[j] * (dp[j] - delta);
+    if (!direct)
+        for (int j = 0; j < n; j++) {
+            rp[t->slot[j]] = s[j];
+            rd[t->slot[j]] = dp[j];
+        }
+    axpys(&f->dv, dp, kh + qb, t->off, n, scale, a->o_dq + qi * D);
+    if (dr)
+        drpb_add(t, dp, n, rb);
+    NA_LINE_END
+    if (dr)
+        drpb_flush(t, dr);
+}
+
+/* Pass B in ring mode for the keys of line (y0, y1): the outer part of the inverse list (query lines,
+ * with their ring rows and slot offsets) is built once per line, the axis-2 part per key. */
+static void fused_bwd_k_ring_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh,
+                                  int64_t y0, int64_t y1, int64_t u0, int64_t u1)
+{
+    const na_args *a = vargs;
+    const na_problem *pb = &f->pb;
+    const int64_t D = f->D, K = f->K, L1 = pb->len[1], L2 = pb->len[2];
+    const int64_t d0 = pb->dilation[0], d1 = pb->dilation[1], d2 = pb->dilation[2];
+    const int k1 = pb->kernel[1], k2 = pb->kernel[2];
+    const int64_t R = f->ring_depth, dA = pb->dilation[f->ring_axis];
+    const float *qh = a->q + bh * f->N * D, *goh = a->d_out + bh * f->N * D;
+    int64_t *ooff = t->off, *ocix = t->cix, *ioff = t->pix, *icix = t->in_cix;
+    int no = 0;
+    for (int64_t i0 = f->ilo[0][y0]; i0 < f->ihi[0][y0]; i0 += d0) {
+        const int64_t t0 = f->sub[0][y0] - f->wstart[0][i0];
+        for (int64_t i1 = f->ilo[1][y1]; i1 < f->ihi[1][y1]; i1 += d1) {
+            const int64_t t1 = f->sub[1][y1] - f->wstart[1][i1];
+            const int64_t iA = f->ring_axis == 0 ? i0 : i1;
+            const int64_t rrow = ((iA / dA) % R * f->slab_lines + (f->ring_axis == 0 ? i1 : 0)) * L2;
+            ooff[no] = (i0 * L1 + i1) * L2 * D;
+            ocix[no] = rrow * K + (t0 * k1 + t1) * k2;
+            no++;
+        }
+    }
+    const int64_t kbase = (bh * f->N + (y0 * L1 + y1) * L2) * D;
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t y2 = f->order[2][u], p2 = f->sub[2][y2];
+        int ni = 0;
+        for (int64_t i2 = f->ilo[2][y2]; i2 < f->ihi[2][y2]; i2 += d2, ni++) {
+            ioff[ni] = (i2 - y2) * D;
+            icix[ni] = (i2 - y2) * K + p2 - f->wstart[2][i2];
+        }
+        kgrad(&f->dv, qh + y2 * D, goh + y2 * D, t->ring_p + y2 * K, t->ring_ds + y2 * K, ooff, ocix,
+              no, ioff, icix, ni, pb->scale, a->o_dk + kbase + y2 * D, a->o_dv + kbase + y2 * D);
+    }
+}
+
+/* All lines of slab iA (index along the ring axis) through fn. */
+static void ring_slab(const na_fast *f, na_line_fn fn, const na_args *a, na_thread *t, int64_t bh,
+                      int64_t iA)
+{
+    for (int64_t l = 0; l < f->slab_lines; l++) {
+        t->sig_len = -1;
+        t->cached_n2 = -1;
+        if (f->ring_axis == 0)
+            fn(f, a, t, bh, iA, l, 0, f->pb.len[2]);
+        else
+            fn(f, a, t, bh, 0, iA, 0, f->pb.len[2]);
+    }
+}
+
+static void run_ring(const na_fast *f, const na_args *a)
+{
+    const int A = f->ring_axis;
+    const int64_t L = f->pb.len[A], dA = f->pb.dilation[A];
+#pragma omp parallel num_threads(f->nthreads)
+    {
+#ifdef _OPENMP
+        int tid = omp_get_thread_num();
+#else
+        int tid = 0;
+#endif
+        na_thread t = thread_scratch(f, tid);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < f->ring_items; it++) {
+            const int64_t bh = it / dA, g = it % dA;
+            int64_t y = g; /* next key slab to finish */
+            for (int64_t iq = g; iq < L; iq += dA) {
+                ring_slab(f, fused_bwd_q_ring_line, a, &t, bh, iq);
+                for (; y < L; y += dA) {
+                    /* last query slab of y's inverse neighbourhood */
+                    int64_t lo = f->ilo[A][y], hi = f->ihi[A][y];
+                    if (lo + (hi - 1 - lo) / dA * dA > iq)
+                        break;
+                    ring_slab(f, fused_bwd_k_ring_line, a, &t, bh, y);
+                }
+            }
+        }
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -1040,7 +1401,7 @@ nat_status na_cpu_qk(const nat_na_params *p, int64_t batch, int64_t heads, const
     NA_CHECK_PTR(k, "k", "na_cpu_qk");
     NA_CHECK_PTR(attn, "attn", "na_cpu_qk");
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0));
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, rpb));
     na_args a = {.q = q, .k = k, .rpb = rpb, .o_attn = attn};
     run_lines(&f, qk_line, &a);
     fast_free(&f);
@@ -1055,7 +1416,7 @@ nat_status na_cpu_av(const nat_na_params *p, int64_t batch, int64_t heads, const
     NA_CHECK_PTR(v, "v", "na_cpu_av");
     NA_CHECK_PTR(out, "out", "na_cpu_av");
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0));
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, NULL));
     na_args a = {.attn = attn, .v = v, .o_out = out};
     run_lines(&f, av_line, &a);
     fast_free(&f);
@@ -1074,7 +1435,7 @@ nat_status na_cpu_qk_backward(const nat_na_params *p, int64_t batch, int64_t hea
     NA_CHECK_PTR(dq, "dq", op);
     NA_CHECK_PTR(dk, "dk", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL));
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL, 0, NULL));
     na_args a = {.d_attn = d_attn, .q = q, .k = k, .o_dq = dq, .o_dk = dk};
     run_lines(&f, qk_bwd_q_line, &a);
     run_lines(&f, qk_bwd_k_line, &a);
@@ -1096,7 +1457,7 @@ nat_status na_cpu_av_backward(const nat_na_params *p, int64_t batch, int64_t hea
     NA_CHECK_PTR(d_attn, "d_attn", op);
     NA_CHECK_PTR(dv, "dv", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0));
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, NULL));
     na_args a = {.d_out = d_out, .attn = attn, .v = v, .o_attn = d_attn, .o_dv = dv};
     run_lines(&f, av_bwd_q_line, &a);
     run_lines(&f, av_bwd_k_line, &a);
@@ -1116,7 +1477,7 @@ nat_status na_cpu_fused_forward(const nat_na_params *p, int64_t batch, int64_t h
     NA_CHECK_PTR(out, "out", op);
     NA_CHECK_PTR(lse, "lse", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0));
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, rpb));
     na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .o_out = out, .o_lse = lse};
     run_lines(&f, fused_fwd_line, &a);
     fast_free(&f);
@@ -1140,19 +1501,25 @@ nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t 
     NA_CHECK_PTR(dk, "dk", op);
     NA_CHECK_PTR(dv, "dv", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL));
-    size_t dbytes = sizeof(float) * (size_t)(batch * heads * f.N);
-    float *delta = NULL;
-    nat_status st = nat_mem_alloc(NAT_CPU, dbytes, (void **)&delta);
-    if (st != NAT_OK) {
-        fast_free(&f);
-        return st;
-    }
+    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL, 1, rpb));
     na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .out = out, .lse = lse, .d_out = d_out,
-                 .delta = delta, .o_delta = delta, .o_dq = dq, .o_dk = dk, .o_dv = dv};
-    run_lines(&f, delta_line, &a);
-    run_lines(&f, fused_bwd_q_line, &a);
-    run_lines(&f, fused_bwd_k_line, &a);
+                 .o_dq = dq, .o_dk = dk, .o_dv = dv};
+    size_t dbytes = 0;
+    float *delta = NULL;
+    if (f.ring) {
+        run_ring(&f, &a); /* delta per query inside pass A */
+    } else {
+        dbytes = sizeof(float) * (size_t)(batch * heads * f.N);
+        nat_status st = nat_mem_alloc(NAT_CPU, dbytes, (void **)&delta);
+        if (st != NAT_OK) {
+            fast_free(&f);
+            return st;
+        }
+        a.delta = a.o_delta = delta;
+        run_lines(&f, delta_line, &a);
+        run_lines(&f, fused_bwd_q_line, &a);
+        run_lines(&f, fused_bwd_k_line, &a);
+    }
     if (drpb)
         reduce_drpb(&f, drpb);
     nat_mem_free(NAT_CPU, delta, dbytes);

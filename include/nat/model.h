@@ -1,0 +1,160 @@
+/* nat/model.h — the NAT / DiNAT image classifier (Hassani et al.), its variants, its analytic parameter
+ * and MAC counts, and its checkpoints.
+ *
+ * Network (DESIGN.md §3), input x [B, in_chans, H, W] (NCHW, f32):
+ *   patch_embed  conv 3×3 s2 p1 (in -> C/2, bias), conv 3×3 s2 p1 (C/2 -> C, bias), channels-last,
+ *                LayerNorm(C); then dropout(drop)
+ *   levels.i     (i = 0..3, dim C·2^i) depths[i] NAT layers, each pre-norm:
+ *                  x += drop_path(γ1 · NA(norm1(x)));  x += drop_path(γ2 · Mlp(norm2(x)))
+ *                (γ only with layer_scale > 0), then for i < 3 the downsampler: conv 3×3 s2 p1
+ *                C·2^i -> C·2^(i+1) without bias (NCHW) and LayerNorm
+ *   norm, global average pool, head Linear(8C -> classes) -> logits [B, classes]
+ * Drop-path rates rise linearly from 0 to drop_path_rate over all layers (torch.linspace). DiNAT is the
+ * same network with per-layer dilations.
+ *
+ * Parameter names are PyTorch's NAT state_dict keys, in its order (patch_embed.proj.0.weight, ...,
+ * levels.{i}.blocks.{j}.attn.rpb, ..., head.bias); shapes are PyTorch's ([out, in] linear weights,
+ * [out, in, kh, kw] conv weights), so weights move both ways through safetensors.
+ *
+ * The model owns its parameters (persistent f32 CPU tensors with requires_grad) and their gradients.
+ * It keeps no activations: forward runs in the caller's step context. Not thread-safe; two models are
+ * independent.
+ */
+#ifndef NAT_MODEL_H
+#define NAT_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nat/autograd.h"
+#include "nat/layers.h"
+#include "nat/rng.h"
+#include "nat/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NAT_MODEL_LEVELS 4
+#define NAT_MODEL_MAX_DEPTH 64 /* layers per level */
+
+/* A network, as a plain value. Start from nat_model_desc_default() or a variant and change fields. */
+typedef struct nat_model_desc {
+    char name[32];                   /* label for messages and checkpoint metadata (e.g. "nat_mini") */
+    int in_chans;                    /* input channels (3 RGB, 1 grey) */
+    int num_classes;                 /* >= 1 */
+    int img_size;                    /* nominal (square) input size: counts and checks; forward takes any */
+    int embed_dim;                   /* C: channels of level 0; even (the tokenizer's first conv has C/2) */
+    int depths[NAT_MODEL_LEVELS];    /* layers per level, 1..NAT_MODEL_MAX_DEPTH */
+    int heads[NAT_MODEL_LEVELS];     /* attention heads per level; each divides C·2^i */
+    int kernel_size;                 /* odd, >= 3 */
+    int dilations[NAT_MODEL_LEVELS][NAT_MODEL_MAX_DEPTH]; /* per layer; 0 means 1 (plain NAT) */
+    float mlp_ratio;                 /* Mlp hidden = (int)(mlp_ratio · dim) */
+    float drop_path_rate;            /* stochastic depth of the last layer, in [0, 1) */
+    float layer_scale;               /* initial γ; 0 = no layer scale (no gamma tensors) */
+    bool qkv_bias;
+    float qk_scale;                  /* <= 0: head_dim^-0.5 */
+    float drop;                      /* NAT's drop_rate: after the tokenizer, NA proj and Mlp; [0, 1) */
+    float attn_drop;                 /* dropout of the attention weights; [0, 1) */
+    uint64_t seed;                   /* weight init: every value is drawn from nat_rng_seed(seed) */
+} nat_model_desc;
+
+/* NAT-Mini's shape without its name: C 64, depths 3,4,6,5, heads 2,4,8,16, kernel 7, mlp 3, drop-path
+ * 0.2, qkv bias, 3 input channels, 1000 classes, 224², seed 0. */
+nat_model_desc nat_model_desc_default(void);
+/* The named variant: nat_mini, nat_tiny, nat_small, nat_base, dinat_mini, dinat_tiny, dinat_small,
+ * dinat_base (the published configs; img_size 224). NAT_ERR_INVALID_ARG naming the name otherwise. */
+nat_status nat_model_desc_variant(nat_model_desc *out, const char *name, int num_classes, int in_chans);
+/* Names of the variants, NULL-terminated (static). */
+const char *const *nat_model_variant_names(void);
+/* Checks a description; errors name the value (depth 0 at level 2, 6 heads do not divide 128, ...). */
+nat_status nat_model_desc_check(const nat_model_desc *d);
+/* Dilation of layer j of level i (1 where unset). */
+int nat_model_desc_dilation(const nat_model_desc *d, int level, int layer);
+
+/* ---- analytic counts ---- */
+
+/* Multiply-adds count once (fvcore's convention, which NAT's paper used): conv Cout·Cin·kh·kw per
+ * output pixel, linear in·out per row, NA QK+rpb heads·k²·(hd+1) and AV heads·k²·hd per query of the
+ * (padded) map, LayerNorm 5 per element; biases, GELU, softmax, pooling and residual adds count 0. */
+typedef struct nat_model_counts {
+    int64_t params;                          /* every parameter */
+    int64_t params_tokenizer;                /* patch_embed */
+    int64_t params_layers[NAT_MODEL_LEVELS]; /* the NAT layers of level i */
+    int64_t params_down[NAT_MODEL_LEVELS];   /* the downsampler after level i (0 for the last) */
+    int64_t params_head;                     /* norm and head */
+    int64_t macs;                            /* per image at the given resolution */
+    int64_t macs_tokenizer;
+    int64_t macs_layers[NAT_MODEL_LEVELS];
+    int64_t macs_attn[NAT_MODEL_LEVELS];     /* of which the NA op itself (QK+rpb and AV) */
+    int64_t macs_down[NAT_MODEL_LEVELS];
+    int64_t macs_head;
+    int map_h[NAT_MODEL_LEVELS], map_w[NAT_MODEL_LEVELS]; /* feature map of level i */
+    int dims[NAT_MODEL_LEVELS];                           /* channels of level i */
+} nat_model_counts;
+
+/* Counts for one image of h × w (>= 1). Checks the description first. */
+nat_status nat_model_desc_count(const nat_model_desc *d, int h, int w, nat_model_counts *out);
+
+/* ---- the model ---- */
+
+typedef struct nat_model nat_model;
+
+/* Checks a description, builds the model (the description is copied) and initialises it from a nat_rng
+ * seeded with d->seed (DESIGN.md §3: truncated normal 0.02 at ±2σ for linear weights and rpb, zero
+ * linear biases, LayerNorm 1/0, convs PyTorch's default kaiming-uniform, γ = layer_scale), module by
+ * module in state_dict order. Owned by the caller: nat_model_free. On failure *out is NULL. */
+nat_status nat_model_new(nat_model **out, const nat_model_desc *d);
+/* nat_model_desc_variant (seed 0) + nat_model_new. */
+nat_status nat_model_new_variant(nat_model **out, const char *name, int num_classes, int in_chans);
+/* NULL is ignored. */
+void nat_model_free(nat_model *m);
+
+/* The description the model was built from (borrowed). */
+const nat_model_desc *nat_model_get_desc(const nat_model *m);
+
+/* Logits [B, num_classes] of images x [B, in_chans, H, W] (f32, any strides; H, W >= 1) in ctx, as a step
+ * tensor. Records on ctx's tape when its gradients are enabled (nat_backward then fills every
+ * parameter's grad, accumulating); for inference pass a ctx with gradients disabled and training false.
+ * training turns on dropout and drop-path, which draw from rng (may be NULL when they are all 0). */
+nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool training, nat_rng *rng,
+                             nat_tensor **logits);
+
+/* Called by nat_model_forward after each part of the network with the part's name ("patch_embed",
+ * "levels.<i>", "levels.<i>.downsample", "head"), for per-part timings (nat-profile) or trace ranges.
+ * fn NULL removes the hook. */
+typedef void (*nat_model_part_fn)(void *user, const char *part);
+void nat_model_set_part_hook(nat_model *m, nat_model_part_fn fn, void *user);
+
+/* Every parameter with its PyTorch name and no-weight-decay flag, in state_dict order (borrowed, valid
+ * until nat_model_free). */
+const nat_param_list *nat_model_params(const nat_model *m);
+/* Total parameter elements. */
+int64_t nat_model_param_count(const nat_model *m);
+/* Zeroes every parameter gradient. */
+void nat_model_zero_grad(nat_model *m);
+
+/* ---- checkpoints (safetensors) ---- */
+
+/* Adds every parameter under its name to w (for a checkpoint that also holds other state), and the
+ * description as "nat.*" metadata keys. */
+nat_status nat_model_write(const nat_model *m, nat_st_writer *w);
+/* Writes the parameters to `path` crash-safe, with the description and n_meta extra metadata
+ * key/value strings (keys[i] -> values[i]; keys must not start with "nat."). */
+nat_status nat_model_save(const nat_model *m, const char *path, int n_meta, const char *const *keys,
+                          const char *const *values);
+/* Loads every parameter from an open file. strict: the file may hold no other tensor. Every
+ * parameter must be present with its exact shape and finite values; errors name the tensor and the
+ * file, and on error no parameter changes. */
+nat_status nat_model_read(nat_model *m, nat_st_file *f, bool strict);
+/* Opens `path` and loads strictly. */
+nat_status nat_model_load(nat_model *m, const char *path);
+/* The description stored in a file written by nat_model_save / nat_model_write (its "nat.*" metadata),
+ * checked; NAT_ERR_FORMAT naming the key when one is missing or malformed. Pair with nat_model_new and
+ * nat_model_read to rebuild a model from a checkpoint alone. */
+nat_status nat_model_desc_read(const nat_st_file *f, nat_model_desc *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

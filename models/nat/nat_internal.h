@@ -1,0 +1,42 @@
+/* models/nat/nat_internal.h — the NAT model's structure, shared by the files of models/nat/ (build,
+ * forward, counts, checkpoints). Not part of the public API (include/nat/model.h). */
+#ifndef NAT_MODELS_NAT_INTERNAL_H
+#define NAT_MODELS_NAT_INTERNAL_H
+
+#include "nat/layers.h"
+#include "nat/model.h"
+
+/* One NAT layer (NATLayer): pre-norm NA and Mlp residual branches. */
+typedef struct nat_block_layer {
+    nat_layernorm_layer norm1, norm2;
+    nat_na_layer attn;
+    nat_mlp mlp;
+    nat_tensor *gamma1, *gamma2; /* [dim] layer scale, or NULL */
+    float drop_path;
+} nat_block_layer;
+
+/* One level (NATBlock): depth layers, then the ConvDownsampler unless it is the last level. */
+typedef struct nat_level {
+    int depth, dim;
+    nat_block_layer *blocks;
+    bool has_down;
+    nat_conv2d_layer reduction; /* dim -> 2·dim, 3×3 s2 p1, no bias */
+    nat_layernorm_layer down_norm;
+} nat_level;
+
+struct nat_model {
+    nat_model_desc desc;
+    nat_conv2d_layer embed0, embed1; /* patch_embed.proj.0 / .1 */
+    nat_layernorm_layer embed_norm;  /* patch_embed.norm */
+    nat_level levels[NAT_MODEL_LEVELS];
+    nat_layernorm_layer norm;
+    nat_linear_layer head;
+    nat_param_list params;
+    nat_model_part_fn part_hook;
+    void *part_user;
+};
+
+/* NAT's per-layer drop-path rates: torch.linspace(0, rate, n) in float32, as PyTorch computes it. */
+float nat_model_linspace(float end, int n, int i);
+
+#endif

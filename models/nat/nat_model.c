@@ -1,0 +1,265 @@
+/* models/nat/nat_model.c — building, initialising and running the NAT / DiNAT classifier
+ * (include/nat/model.h; structure in nat_internal.h).
+ *
+ * Layouts: the input is NCHW; the tokenizer's convs run NCHW and everything after it is channels-last
+ * [B, H, W, C] (LayerNorm, NA and Mlp work over the last dim), except the downsamplers' convs, which
+ * see NCHW views (permutes; the conv op makes them dense). Init draws every value from one nat_rng
+ * seeded with desc.seed, module by module in state_dict order.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/nat/nat_internal.h"
+#include "nat/ops.h"
+
+#define LN_EPS 1e-5f
+#define INIT_STD 0.02f
+
+static nat_status build_layer(nat_block_layer *b, const nat_model_desc *d, int level, int j, float drop_path,
+                              nat_rng *rng)
+{
+    int dim = d->embed_dim << level;
+    b->drop_path = drop_path;
+    if (d->layer_scale > 0.0f) {
+        int64_t s[1] = {dim};
+        NAT_TRY(nat_tensor_new(&b->gamma1, NAT_F32, NAT_CPU, 1, s));
+        NAT_TRY(nat_tensor_new(&b->gamma2, NAT_F32, NAT_CPU, 1, s));
+        nat_set_requires_grad(b->gamma1, true);
+        nat_set_requires_grad(b->gamma2, true);
+        NAT_TRY(nat_tensor_fill(b->gamma1, d->layer_scale));
+        NAT_TRY(nat_tensor_fill(b->gamma2, d->layer_scale));
+    }
+    NAT_TRY(nat_layernorm_layer_init(&b->norm1, dim, LN_EPS));
+    nat_na_layer_desc nd = nat_na_layer_desc_make(2, dim, d->heads[level], d->kernel_size,
+                                                  nat_model_desc_dilation(d, level, j));
+    nd.qkv_bias = d->qkv_bias;
+    nd.scale = d->qk_scale > 0.0f ? d->qk_scale : 0.0f;
+    nd.attn_drop = d->attn_drop;
+    nd.proj_drop = d->drop;
+    NAT_TRY(nat_na_layer_init(&b->attn, &nd, INIT_STD, rng));
+    NAT_TRY(nat_layernorm_layer_init(&b->norm2, dim, LN_EPS));
+    return nat_mlp_init(&b->mlp, dim, (int)((float)dim * d->mlp_ratio), dim, d->drop, INIT_STD, rng);
+}
+
+static void free_layer(nat_block_layer *b)
+{
+    nat_tensor_free(b->gamma1);
+    nat_tensor_free(b->gamma2);
+    nat_layernorm_layer_free(&b->norm1);
+    nat_na_layer_free(&b->attn);
+    nat_layernorm_layer_free(&b->norm2);
+    nat_mlp_free(&b->mlp);
+}
+
+static nat_status layer_params(const nat_block_layer *b, nat_param_list *l, const char *prefix)
+{
+    char p[128];
+    if (b->gamma1) {
+        NAT_TRY(nat_param_list_add(l, prefix, "gamma1", b->gamma1, true));
+        NAT_TRY(nat_param_list_add(l, prefix, "gamma2", b->gamma2, true));
+    }
+    snprintf(p, sizeof p, "%s.norm1", prefix);
+    NAT_TRY(nat_layernorm_layer_params(&b->norm1, l, p));
+    snprintf(p, sizeof p, "%s.attn", prefix);
+    NAT_TRY(nat_na_layer_params(&b->attn, l, p));
+    snprintf(p, sizeof p, "%s.norm2", prefix);
+    NAT_TRY(nat_layernorm_layer_params(&b->norm2, l, p));
+    snprintf(p, sizeof p, "%s.mlp", prefix);
+    return nat_mlp_params(&b->mlp, l, p);
+}
+
+static nat_status list_params(nat_model *m)
+{
+    nat_param_list *l = &m->params;
+    NAT_TRY(nat_conv2d_layer_params(&m->embed0, l, "patch_embed.proj.0"));
+    NAT_TRY(nat_conv2d_layer_params(&m->embed1, l, "patch_embed.proj.1"));
+    NAT_TRY(nat_layernorm_layer_params(&m->embed_norm, l, "patch_embed.norm"));
+    char p[96];
+    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+        const nat_level *lv = &m->levels[i];
+        for (int j = 0; j < lv->depth; j++) {
+            snprintf(p, sizeof p, "levels.%d.blocks.%d", i, j);
+            NAT_TRY(layer_params(&lv->blocks[j], l, p));
+        }
+        if (lv->has_down) {
+            snprintf(p, sizeof p, "levels.%d.downsample.reduction", i);
+            NAT_TRY(nat_conv2d_layer_params(&lv->reduction, l, p));
+            snprintf(p, sizeof p, "levels.%d.downsample.norm", i);
+            NAT_TRY(nat_layernorm_layer_params(&lv->down_norm, l, p));
+        }
+    }
+    NAT_TRY(nat_layernorm_layer_params(&m->norm, l, "norm"));
+    return nat_linear_layer_params(&m->head, l, "head");
+}
+
+static nat_status build(nat_model *m, nat_rng *rng)
+{
+    const nat_model_desc *d = &m->desc;
+    const int C = d->embed_dim;
+    NAT_TRY(nat_conv2d_layer_init(&m->embed0, d->in_chans, C / 2, 3, 2, 1, true, rng));
+    NAT_TRY(nat_conv2d_layer_init(&m->embed1, C / 2, C, 3, 2, 1, true, rng));
+    NAT_TRY(nat_layernorm_layer_init(&m->embed_norm, C, LN_EPS));
+    int total = 0, done = 0;
+    for (int i = 0; i < NAT_MODEL_LEVELS; i++)
+        total += d->depths[i];
+    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+        nat_level *lv = &m->levels[i];
+        lv->dim = C << i;
+        lv->blocks = calloc((size_t)d->depths[i], sizeof *lv->blocks);
+        if (!lv->blocks)
+            return nat_error(NAT_ERR_OOM, "model: out of memory for %d layers", d->depths[i]);
+        lv->depth = d->depths[i];
+        for (int j = 0; j < lv->depth; j++, done++) {
+            nat_status s = build_layer(&lv->blocks[j], d, i, j, nat_model_linspace(d->drop_path_rate, total, done), rng);
+            if (s != NAT_OK)
+                return nat_error_context(s, "levels.%d.blocks.%d", i, j);
+        }
+        lv->has_down = i < NAT_MODEL_LEVELS - 1;
+        if (lv->has_down) {
+            NAT_TRY(nat_conv2d_layer_init(&lv->reduction, lv->dim, 2 * lv->dim, 3, 2, 1, false, rng));
+            NAT_TRY(nat_layernorm_layer_init(&lv->down_norm, 2 * lv->dim, LN_EPS));
+        }
+    }
+    int features = C << (NAT_MODEL_LEVELS - 1);
+    NAT_TRY(nat_layernorm_layer_init(&m->norm, features, LN_EPS));
+    NAT_TRY(nat_linear_layer_init(&m->head, features, d->num_classes, true, INIT_STD, rng));
+    return list_params(m);
+}
+
+nat_status nat_model_new(nat_model **out, const nat_model_desc *d)
+{
+    *out = NULL;
+    if (!d)
+        return nat_error(NAT_ERR_INVALID_ARG, "model: NULL description");
+    NAT_TRY(nat_model_desc_check(d));
+    nat_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return nat_error(NAT_ERR_OOM, "model: out of memory");
+    m->desc = *d;
+    nat_param_list_init(&m->params);
+    nat_rng rng;
+    nat_rng_seed(&rng, d->seed);
+    nat_status s = build(m, &rng);
+    if (s != NAT_OK) {
+        nat_model_free(m);
+        return nat_error_context(s, "model %s", d->name[0] ? d->name : "custom");
+    }
+    *out = m;
+    return NAT_OK;
+}
+
+nat_status nat_model_new_variant(nat_model **out, const char *name, int num_classes, int in_chans)
+{
+    *out = NULL;
+    nat_model_desc d;
+    NAT_TRY(nat_model_desc_variant(&d, name, num_classes, in_chans));
+    return nat_model_new(out, &d);
+}
+
+void nat_model_free(nat_model *m)
+{
+    if (!m)
+        return;
+    nat_param_list_clear(&m->params);
+    nat_conv2d_layer_free(&m->embed0);
+    nat_conv2d_layer_free(&m->embed1);
+    nat_layernorm_layer_free(&m->embed_norm);
+    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+        nat_level *lv = &m->levels[i];
+        for (int j = 0; j < lv->depth; j++)
+            free_layer(&lv->blocks[j]);
+        free(lv->blocks);
+        nat_conv2d_layer_free(&lv->reduction);
+        nat_layernorm_layer_free(&lv->down_norm);
+    }
+    nat_layernorm_layer_free(&m->norm);
+    nat_linear_layer_free(&m->head);
+    free(m);
+}
+
+const nat_model_desc *nat_model_get_desc(const nat_model *m) { return &m->desc; }
+
+void nat_model_set_part_hook(nat_model *m, nat_model_part_fn fn, void *user)
+{
+    m->part_hook = fn;
+    m->part_user = user;
+}
+const nat_param_list *nat_model_params(const nat_model *m) { return &m->params; }
+int64_t nat_model_param_count(const nat_model *m) { return nat_param_list_numel(&m->params); }
+void nat_model_zero_grad(nat_model *m) { nat_param_list_zero_grad(&m->params); }
+
+/* ---- forward ---- */
+
+static const int to_nhwc[4] = {0, 2, 3, 1};
+static const int to_nchw[4] = {0, 3, 1, 2};
+
+/* x + drop_path(γ · f), f already computed. */
+static nat_status residual(nat_ctx *ctx, nat_tensor *x, nat_tensor *f, nat_tensor *gamma, float p, bool training,
+                           nat_rng *rng, nat_tensor **out)
+{
+    if (gamma)
+        NAT_TRY(nat_mul(ctx, f, gamma, &f));
+    NAT_TRY(nat_drop_path(ctx, f, p, training, rng, &f));
+    return nat_add(ctx, x, f, out);
+}
+
+static nat_status layer_forward(nat_ctx *ctx, const nat_block_layer *b, nat_tensor *x, bool training, nat_rng *rng,
+                                nat_tensor **out)
+{
+    nat_tensor *h;
+    NAT_TRY(nat_layernorm_layer_forward(ctx, &b->norm1, x, &h));
+    NAT_TRY(nat_na_layer_forward(ctx, &b->attn, h, training, rng, &h));
+    NAT_TRY(residual(ctx, x, h, b->gamma1, b->drop_path, training, rng, &x));
+    NAT_TRY(nat_layernorm_layer_forward(ctx, &b->norm2, x, &h));
+    NAT_TRY(nat_mlp_forward(ctx, &b->mlp, h, training, rng, &h));
+    return residual(ctx, x, h, b->gamma2, b->drop_path, training, rng, out);
+}
+
+static void part_done(const nat_model *m, const char *part)
+{
+    if (m->part_hook)
+        m->part_hook(m->part_user, part);
+}
+
+nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool training, nat_rng *rng,
+                             nat_tensor **logits)
+{
+    const nat_model_desc *d = &m->desc;
+    if (x->ndim != 4 || x->shape[1] != d->in_chans || x->shape[2] < 1 || x->shape[3] < 1) {
+        char sx[96];
+        return nat_error(NAT_ERR_SHAPE, "model %s: input %s; expected images [B, %d, H, W]", d->name[0] ? d->name : "custom",
+                         nat_shape_str(x, sx, sizeof sx), d->in_chans);
+    }
+    nat_tensor *h;
+    NAT_TRY(nat_conv2d_layer_forward(ctx, &m->embed0, x, &h));
+    NAT_TRY(nat_conv2d_layer_forward(ctx, &m->embed1, h, &h));
+    NAT_TRY(nat_permute(ctx, h, to_nhwc, &h));
+    NAT_TRY(nat_layernorm_layer_forward(ctx, &m->embed_norm, h, &h));
+    NAT_TRY(nat_dropout(ctx, h, d->drop, training, rng, &h));
+    part_done(m, "patch_embed");
+    static const char *const level_names[NAT_MODEL_LEVELS] = {"levels.0", "levels.1", "levels.2", "levels.3"};
+    static const char *const down_names[NAT_MODEL_LEVELS] = {"levels.0.downsample", "levels.1.downsample",
+                                                             "levels.2.downsample", "levels.3.downsample"};
+    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+        const nat_level *lv = &m->levels[i];
+        for (int j = 0; j < lv->depth; j++) {
+            nat_status s = layer_forward(ctx, &lv->blocks[j], h, training, rng, &h);
+            if (s != NAT_OK)
+                return nat_error_context(s, "levels.%d.blocks.%d", i, j);
+        }
+        part_done(m, level_names[i]);
+        if (lv->has_down) {
+            NAT_TRY(nat_permute(ctx, h, to_nchw, &h));
+            NAT_TRY(nat_conv2d_layer_forward(ctx, &lv->reduction, h, &h));
+            NAT_TRY(nat_permute(ctx, h, to_nhwc, &h));
+            NAT_TRY(nat_layernorm_layer_forward(ctx, &lv->down_norm, h, &h));
+            part_done(m, down_names[i]);
+        }
+    }
+    NAT_TRY(nat_layernorm_layer_forward(ctx, &m->norm, h, &h));
+    NAT_TRY(nat_global_avg_pool(ctx, h, 1, &h));
+    NAT_TRY(nat_linear_layer_forward(ctx, &m->head, h, logits));
+    part_done(m, "head");
+    return NAT_OK;
+}
