@@ -71,7 +71,8 @@ void nat_storage_release(nat_storage *s)
 {
     if (!s || --s->refs > 0)
         return;
-    nat_mem_free(s->device, s->data, s->nbytes);
+    if (!s->external)
+        nat_mem_free(s->device, s->data, s->nbytes);
     s->data = NULL;
     if (!s->pooled)
         free(s);
@@ -108,6 +109,30 @@ nat_status nat_tensor_new(nat_tensor **out, nat_dtype dtype, nat_device dev, int
         memset(s->data, 0, bytes);
     else
         nat_tensor_fill(t, 0.0f);
+    *out = t;
+    return NAT_OK;
+}
+
+nat_status nat_tensor_wrap(nat_tensor **out, void *data, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape)
+{
+    *out = NULL;
+    NAT_TRY(nat_check_dims(ndim, shape, "tensor_wrap"));
+    if (!data && nat_shape_numel(ndim, shape) > 0)
+        return nat_error(NAT_ERR_INVALID_ARG, "tensor_wrap: data is NULL");
+    nat_tensor *t = calloc(1, sizeof *t);
+    nat_storage *s = calloc(1, sizeof *s);
+    if (!t || !s) {
+        free(t);
+        free(s);
+        return nat_error(NAT_ERR_OOM, "tensor_wrap: out of host memory for a tensor header");
+    }
+    *s = (nat_storage){data, (size_t)nat_shape_numel(ndim, shape) * nat_dtype_size(dtype), dev, 1, false, true};
+    t->storage = s;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    nat_contiguous_strides(ndim, shape, t->stride);
+    t->dtype = dtype;
+    t->device = dev;
     *out = t;
     return NAT_OK;
 }

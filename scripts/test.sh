@@ -17,6 +17,17 @@ cmake --build build -j"$jobs"
 echo "== tests (Release) =="
 ctest --test-dir build --output-on-failure
 
+echo "== install to a temporary prefix; build and run the examples out of tree against it =="
+prefix=$(mktemp -d /tmp/nat-install.XXXXXX)
+trap 'rm -rf "$prefix"' EXIT
+cmake --install build --prefix "$prefix" >/dev/null
+cmake -S examples -B "$prefix/build-examples" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$prefix/build-examples" -j"$jobs"
+LD_LIBRARY_PATH="$prefix/lib" "$prefix/build-examples/embed_na"
+# The pkg-config route too, as a plain C program would use it.
+cc -o "$prefix/embed_na_pc" examples/embed_na.c $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs nat) -lm
+LD_LIBRARY_PATH="$prefix/lib" "$prefix/embed_na_pc"
+
 if [ "${NAT_SKIP_SANITIZE:-0}" != "1" ]; then
   echo "== build (ASan + UBSan, CPU only) =="
   cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNAT_SANITIZE=ON -DNAT_CUDA=OFF

@@ -2,13 +2,15 @@
  * and MAC counts, and its checkpoints.
  *
  * Network (DESIGN.md §3), input x [B, in_chans, H, W] (NCHW, f32):
- *   patch_embed  conv 3×3 s2 p1 (in -> C/2, bias), conv 3×3 s2 p1 (C/2 -> C, bias), channels-last,
- *                LayerNorm(C); then dropout(drop)
- *   levels.i     (i = 0..3, dim C·2^i) depths[i] NAT layers, each pre-norm:
+ *   patch_embed  conv 3×3 s2 p1 (in -> C/2, bias), conv 3×3 s(patch_stride/2) p1 (C/2 -> C, bias),
+ *                channels-last, LayerNorm(C); then dropout(drop). patch_stride 4 is NAT's (224² -> 56²);
+ *                2 keeps small inputs (28² -> 14²) from shrinking too fast
+ *   levels.i     (i = 0..L-1, L = num_levels, dim C·2^i) depths[i] NAT layers, each pre-norm:
  *                  x += drop_path(γ1 · NA(norm1(x)));  x += drop_path(γ2 · Mlp(norm2(x)))
- *                (γ only with layer_scale > 0), then for i < 3 the downsampler: conv 3×3 s2 p1
+ *                (γ only with layer_scale > 0), then for i < L-1 the downsampler: conv 3×3 s2 p1
  *                C·2^i -> C·2^(i+1) without bias (NCHW) and LayerNorm
- *   norm, global average pool, head Linear(8C -> classes) -> logits [B, classes]
+ *   norm, global average pool, head Linear(C·2^(L-1) -> classes) -> logits [B, classes]
+ * (PyTorch's NAT takes L = len(depths) the same way; the published variants have L = 4.)
  * Drop-path rates rise linearly from 0 to drop_path_rate over all layers (torch.linspace). DiNAT is the
  * same network with per-layer dilations.
  *
@@ -57,10 +59,14 @@ typedef struct nat_model_desc {
     float drop;                      /* NAT's drop_rate: after the tokenizer, NA proj and Mlp; [0, 1) */
     float attn_drop;                 /* dropout of the attention weights; [0, 1) */
     uint64_t seed;                   /* weight init: every value is drawn from nat_rng_seed(seed) */
+    int num_levels;                  /* levels used, 1..NAT_MODEL_LEVELS (depths/heads/dilations past it
+                                        are ignored); 0 means NAT_MODEL_LEVELS */
+    int patch_stride;                /* the tokenizer's total stride: 4 (NAT's) or 2 (second conv stride 1);
+                                        0 means 4 */
 } nat_model_desc;
 
 /* NAT-Mini's shape without its name: C 64, depths 3,4,6,5, heads 2,4,8,16, kernel 7, mlp 3, drop-path
- * 0.2, qkv bias, 3 input channels, 1000 classes, 224², seed 0. */
+ * 0.2, qkv bias, 3 input channels, 1000 classes, 224², seed 0, 4 levels, patch stride 4. */
 nat_model_desc nat_model_desc_default(void);
 /* The named variant: nat_mini, nat_tiny, nat_small, nat_base, dinat_mini, dinat_tiny, dinat_small,
  * dinat_base (the published configs; img_size 224). NAT_ERR_INVALID_ARG naming the name otherwise. */
@@ -71,6 +77,10 @@ const char *const *nat_model_variant_names(void);
 nat_status nat_model_desc_check(const nat_model_desc *d);
 /* Dilation of layer j of level i (1 where unset). */
 int nat_model_desc_dilation(const nat_model_desc *d, int level, int layer);
+/* Levels in use (num_levels, or NAT_MODEL_LEVELS where it is 0). */
+int nat_model_desc_levels(const nat_model_desc *d);
+/* The tokenizer's total stride (patch_stride, or 4 where it is 0). */
+int nat_model_desc_patch_stride(const nat_model_desc *d);
 
 /* ---- analytic counts ---- */
 
@@ -82,6 +92,7 @@ typedef struct nat_model_counts {
     int64_t params_tokenizer;                /* patch_embed */
     int64_t params_layers[NAT_MODEL_LEVELS]; /* the NAT layers of level i */
     int64_t params_down[NAT_MODEL_LEVELS];   /* the downsampler after level i (0 for the last) */
+    /* entries of levels past num_levels are 0 */
     int64_t params_head;                     /* norm and head */
     int64_t macs;                            /* per image at the given resolution */
     int64_t macs_tokenizer;
@@ -137,7 +148,8 @@ void nat_model_zero_grad(nat_model *m);
 /* ---- checkpoints (safetensors) ---- */
 
 /* Adds every parameter under its name to w (for a checkpoint that also holds other state), and the
- * description as "nat.*" metadata keys. */
+ * description as "nat.*" metadata keys (nat.depths, nat.heads and nat.dilations list num_levels levels;
+ * nat.patch_stride is written too, and read as 4 when a file lacks it). */
 nat_status nat_model_write(const nat_model *m, nat_st_writer *w);
 /* Writes the parameters to `path` crash-safe, with the description and n_meta extra metadata
  * key/value strings (keys[i] -> values[i]; keys must not start with "nat."). */

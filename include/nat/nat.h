@@ -6,6 +6,8 @@
 #include "nat/autograd.h"
 #include "nat/data.h"
 #include "nat/idx.h"
+#include "nat/layers.h"
+#include "nat/model.h"
 #include "nat/natten.h"
 #include "nat/ops.h"
 #include "nat/optim.h"

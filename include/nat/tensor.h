@@ -39,7 +39,8 @@ typedef struct nat_storage {
     size_t nbytes;
     nat_device device;
     int refs;
-    bool pooled; /* the struct itself belongs to a context's pool, not the heap */
+    bool pooled;   /* the struct itself belongs to a context's pool, not the heap */
+    bool external; /* data belongs to the caller (nat_tensor_wrap): never freed by nat */
 } nat_storage;
 
 struct nat_node;
@@ -65,6 +66,9 @@ const char *nat_dtype_name(nat_dtype t);
 
 /* New persistent, contiguous, zero-filled tensor. Owned by the caller: free with nat_tensor_free. */
 nat_status nat_tensor_new(nat_tensor **out, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape);
+/* Persistent contiguous tensor over memory the caller owns (borrowed: it must outlive the tensor and
+ * any step tensor viewing it; nat never frees it). For embedding nat in programs with their own buffers. */
+nat_status nat_tensor_wrap(nat_tensor **out, void *data, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape);
 /* Frees a persistent tensor and its gradient. NULL is ignored. Step tensors must not be passed. */
 void nat_tensor_free(nat_tensor *t);
 

@@ -1,23 +1,34 @@
-/* layers/natten/na_cpu.c — fast CPU neighborhood attention (fp32), all six ops, 1-D/2-D/3-D.
+/* layers/natten/na_cpu.c — fast CPU neighborhood attention (fp32): qk, av, their backwards, fused
+ * forward and fused backward, for 1-D, 2-D and 3-D. Layouts and conventions: na_cpu.h.
  *
- * Idea. Each query is handled whole: its valid window slots are listed (row offsets into k/v, slot
- * index, rpb index), then the head-dim-vectorised micro-kernels below do the work: `dots` (8 keys at a
- * time, D in registers, one transpose-reduce per 8 dot products) for logits and d_out.v, `axpys`
- * (weights broadcast, D-wide FMAs) for the weighted sums. Keys of neighbouring queries overlap, and
- * queries are visited row by row (within each dilation group, so that the same sub-grid's keys stay hot),
- * so a query's 2*K key/value rows come from L1/L2. dk and dv are computed per key over its inverse
- * neighbourhood (the queries whose window holds it) by the same micro-kernels: no atomics, and the
- * result does not depend on the thread count. drpb is reduced per thread, in double, then summed.
+ * How it works.
+ *  - A query is handled whole. Its valid window slots are listed (row offsets into k/v, slot, rpb
+ *    index); along a line of queries the list only shifts, so it is built once per line. Head-dim-
+ *    vectorised micro-kernels do the arithmetic: `dots` (8 keys at a time, the query in registers, one
+ *    transpose-reduce per 8 dot products; scale, bias and the running max in the epilogue) for logits
+ *    and d_out.v, `axpys` (weights broadcast, D-wide FMAs) for weighted sums. Queries are visited line
+ *    by line, dilation group by group, so the ~2K key/value rows a query needs are mostly the previous
+ *    query's and come from L1/L2; with dilation, rows are prefetched explicitly.
+ *  - rpb: per head, a table with one contiguous K-vector of biases for each of the K window offsets
+ *    (the query's position inside its clamped window), so logits get their bias without a gather.
+ *  - dk and dv are computed per key over its inverse neighbourhood (the queries whose window holds
+ *    it): no atomics, no scatter. drpb is summed per thread in double (slot-wise in float over runs of
+ *    queries with the same window offset first), then the thread partials are added in thread order.
+ *    With the static schedule every output is deterministic for a given thread count; dq, dk, dv and
+ *    all forward outputs do not depend on the thread count at all.
+ *  - Fused forward: one query's K logits live in a per-thread scratch row; softmax, weighted sum, lse.
+ *  - Fused backward, ring mode (the usual case): per (batch, head, dilation group along the outermost
+ *    axis) the query slabs (rows in 2-D, planes in 3-D, the whole line in 1-D) are visited in order;
+ *    pass A rebuilds each query's weights from lse, dS = P * (d_out.v - delta) with
+ *    delta = d_out.out, writes dq and drpb, and keeps P and dS of the last few slabs in a per-thread
+ *    ring; as soon as a key slab's inverse neighbourhood is complete, pass B gathers its dk and dv from
+ *    the ring. Nothing is recomputed and no [.., K] buffer exceeds the ring (< 2k slabs). When the
+ *    ring would be too large or there are fewer work items than threads, the fallback recomputes P and
+ *    dS per key instead (pass B then costs two more dot products per pair).
  *
- * The fused forward keeps one query's K logits in a per-thread scratch row and saves only lse. The fused
- * backward recomputes weights from lse: pass A (per query) gives dq and drpb, pass B (per key) rebuilds
- * the weights and dS of its inverse neighbourhood and gives dk and dv; delta = rowsum(d_out * out) is
- * computed first.
- *
- * Every problem is seen as 3-D (na_params.h). Windows are coded here from DESIGN.md §2 independently of
- * the reference, which the tests compare against. AVX2+FMA intrinsics when the compiler targets them
- * (AVX-512 machines included: on Zen 4 256-bit FMAs have the same throughput), plain loops otherwise.
- * Work is split over (batch, head, outer rows) lines and, when there are few lines, chunks of a line.
+ * Every problem is seen as 3-D (na_params.h). Windows are coded here from DESIGN.md §2, independently
+ * of the reference that the tests compare against. AVX-512 or AVX2+FMA intrinsics when the compiler
+ * targets them, plain (auto-vectorised) loops otherwise.
  */
 #include "layers/natten/na_cpu.h"
 
@@ -573,6 +584,7 @@ typedef struct na_fast {
     int64_t nchunks;      /* chunks per line */
     int64_t chunk;        /* indices of axis 2 per chunk */
     int64_t maxlist;      /* longest slot or inverse-neighbourhood list */
+    int dilated;          /* some dilation > 1 */
     int nthreads;
     int want_drpb;        /* per-thread drpb partials are needed */
     /* Ring mode of the fused backward (see run_ring): axis A, slab geometry, ring depth. */
@@ -678,6 +690,7 @@ static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, i
     f->K = f->pb.nkeys;
     f->N = f->pb.npix;
     f->want_drpb = want_drpb;
+    f->dilated = f->pb.dilation[0] > 1 || f->pb.dilation[1] > 1 || f->pb.dilation[2] > 1;
     int64_t inv = 1;
     for (int a = 0; a < 3; a++) {
         int64_t per = 2 * (int64_t)f->pb.kernel[a];
@@ -1046,15 +1059,52 @@ typedef struct na_args {
  * index of key 0 on axis 2). */
 #define NA_LINE_BEGIN                                                                   \
     const int64_t D = f->D, K = f->K, N = f->N;                                         \
+    const int64_t line0 = bh * N + (i0 * f->pb.len[1] + i1) * f->pb.len[2];             \
     (void)K;                                                                            \
     for (int64_t u = u0; u < u1; u++) {                                                 \
         const int64_t i2 = f->order[2][u];                                              \
-        const int64_t pix = (i0 * f->pb.len[1] + i1) * f->pb.len[2] + i2;               \
-        const int64_t qi = bh * N + pix;                                                \
+        const int64_t qi = line0 + i2;                                                  \
+        const int64_t qn = line0 + f->order[2][u + 2 < u1 ? u + 2 : u];                 \
         const int64_t qb = f->wkey0[2][i2] * D, rb = f->wrpb0[2][i2];                   \
-        (void)qb, (void)rb;
+        (void)qb, (void)rb, (void)qn;
 
 #define NA_LINE_END }
+
+/* Prefetches a row of n floats. With dilation the rows of one sub-grid are far apart in memory, and
+ * the hardware prefetchers miss them: each line function prefetches its next rows two queries ahead. */
+static inline void prefetch_row(const float *p, int64_t n)
+{
+#if defined(__GNUC__)
+    for (int64_t c = 0; c < n; c += 16)
+        __builtin_prefetch(p + c);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+/* Same, for a row about to be written. */
+static inline void prefetch_row_w(float *p, int64_t n)
+{
+#if defined(__GNUC__)
+    for (int64_t c = 0; c < n; c += 16)
+        __builtin_prefetch(p + c, 1);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+/* With dilation, key rows are first touched in a scattered order that the hardware prefetchers do not
+ * follow: prefetch the last key line of the window of a query two steps ahead (the line that is new
+ * to the rows visited so far). */
+static void prefetch_keys(const na_fast *f, const na_thread *t, const float *kh, const float *vh,
+                          int64_t i2n, int n)
+{
+    const int64_t n2 = f->wcnt[2][i2n], base = f->wkey0[2][i2n] * f->D;
+    for (int j = n - (int)n2; j < n; j++) {
+        prefetch_row(kh + base + t->off[j], f->D);
+        prefetch_row(vh + base + t->off[j], f->D);
+    }
+}
 
 /* rpb of head bh, or NULL. */
 static const float *head_rpb(const na_fast *f, const float *rpb, int64_t bh)
@@ -1069,6 +1119,8 @@ static void qk_line(const na_fast *f, const void *vargs, na_thread *t, int64_t b
     const float *kh = a->k + bh * f->N * f->D;
     const float scale = f->pb.scale;
     NA_LINE_BEGIN
+    prefetch_row(a->q + qn * D, D);
+    prefetch_row_w(a->o_attn + qn * K, K);
     int n = query_slots(f, t, i0, i1, i2);
     na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
     dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, t->b0);
@@ -1087,6 +1139,8 @@ static void av_line(const na_fast *f, const void *vargs, na_thread *t, int64_t b
     const na_args *a = vargs;
     const float *vh = a->v + bh * f->N * f->D;
     NA_LINE_BEGIN
+    prefetch_row(a->attn + qn * K, K);
+    prefetch_row_w(a->o_out + qn * D, D);
     int n = query_slots(f, t, i0, i1, i2);
     const float *arow = a->attn + qi * K;
     for (int j = 0; j < n; j++)
@@ -1104,6 +1158,7 @@ static void qk_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, int
     double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
     drpb_begin(t);
     NA_LINE_BEGIN
+    prefetch_row(a->d_attn + qn * K, K);
     if (dr)
         drpb_flush_if(f, t, dr, i2, rb);
     int n = query_slots(f, t, i0, i1, i2);
@@ -1141,6 +1196,7 @@ static void av_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, int
     const na_args *a = vargs;
     const float *vh = a->v + bh * f->N * f->D;
     NA_LINE_BEGIN
+    prefetch_row(a->d_out + qn * D, D);
     int n = query_slots(f, t, i0, i1, i2);
     dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, NULL, t->b0);
     float *grow = a->o_attn + qi * K;
@@ -1175,7 +1231,11 @@ static void fused_fwd_line(const na_fast *f, const void *vargs, na_thread *t, in
     const float scale = f->pb.scale;
     float *s = t->b0;
     NA_LINE_BEGIN
+    prefetch_row(a->q + qn * D, D);
+    prefetch_row_w(a->o_out + qn * D, D);
     int n = query_slots(f, t, i0, i1, i2);
+    if (f->dilated)
+        prefetch_keys(f, t, kh, vh, qn - line0, n);
     na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
     float mx = dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, s);
     float sum = exp_row(s, n, mx);
@@ -1206,9 +1266,14 @@ static void fused_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, 
     float *s = t->b0, *dp = t->b1;
     drpb_begin(t);
     NA_LINE_BEGIN
+    prefetch_row(a->q + qn * D, D);
+    prefetch_row(a->d_out + qn * D, D);
+    prefetch_row_w(a->o_dq + qn * D, D);
     if (dr)
         drpb_flush_if(f, t, dr, i2, rb);
     int n = query_slots(f, t, i0, i1, i2);
+    if (f->dilated)
+        prefetch_keys(f, t, kh, vh, qn - line0, n);
     na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
     dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, s);
     exp_row(s, n, a->lse[qi]);
@@ -1236,6 +1301,10 @@ static void fused_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, 
     const float scale = f->pb.scale;
     float *s = t->b0, *dp = t->b1, *sh = t->b2;
     NA_LINE_BEGIN
+    prefetch_row(a->k + qn * D, D);
+    prefetch_row(a->v + qn * D, D);
+    prefetch_row_w(a->o_dk + qn * D, D);
+    prefetch_row_w(a->o_dv + qn * D, D);
     int n = key_queries(f, t, i0, i1, i2);
     const float *lse = a->lse + hoff + i2, *delta = a->delta + hoff + i2;
     dots(&f->dv, a->k + qi * D, qh + i2 * D, t->off, n, scale, rpbh, t->ridx, s);
@@ -1273,9 +1342,15 @@ static void fused_bwd_q_ring_line(const na_fast *f, const void *vargs, na_thread
     ring_slot_base(f, i0, i1, &rbase);
     drpb_begin(t);
     NA_LINE_BEGIN
+    prefetch_row(a->q + qn * D, D);
+    prefetch_row(a->d_out + qn * D, D);
+    prefetch_row(a->out + qn * D, D);
+    prefetch_row_w(a->o_dq + qn * D, D);
     if (dr)
         drpb_flush_if(f, t, dr, i2, rb);
     int n = query_slots(f, t, i0, i1, i2);
+    if (f->dilated)
+        prefetch_keys(f, t, kh, vh, qn - line0, n);
     /* Full windows (slot j at list position j) go straight into the ring; masked ones via scratch. */
     float *rp = t->ring_p + rbase + i2 * K, *rd = t->ring_ds + rbase + i2 * K;
     const int direct = n == K;
@@ -1329,6 +1404,9 @@ static void fused_bwd_k_ring_line(const na_fast *f, const void *vargs, na_thread
     const int64_t kbase = (bh * f->N + (y0 * L1 + y1) * L2) * D;
     for (int64_t u = u0; u < u1; u++) {
         const int64_t y2 = f->order[2][u], p2 = f->sub[2][y2];
+        const int64_t yn = f->order[2][u + 2 < u1 ? u + 2 : u];
+        prefetch_row_w(a->o_dk + kbase + yn * D, D);
+        prefetch_row_w(a->o_dv + kbase + yn * D, D);
         int ni = 0;
         for (int64_t i2 = f->ilo[2][y2]; i2 < f->ihi[2][y2]; i2 += d2, ni++) {
             ioff[ni] = (i2 - y2) * D;
@@ -1365,7 +1443,7 @@ static void run_ring(const na_fast *f, const na_args *a)
         int tid = 0;
 #endif
         na_thread t = thread_scratch(f, tid);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static) /* static: drpb partials per thread stay deterministic */
         for (int64_t it = 0; it < f->ring_items; it++) {
             const int64_t bh = it / dA, g = it % dA;
             int64_t y = g; /* next key slab to finish */

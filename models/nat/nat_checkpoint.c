@@ -36,7 +36,9 @@ nat_status nat_model_write(const nat_model *m, nat_st_writer *w)
         {"nat.mlp_ratio", d->mlp_ratio, true},      {"nat.drop_path_rate", d->drop_path_rate, true},
         {"nat.layer_scale", d->layer_scale, true},  {"nat.qk_scale", d->qk_scale, true},
         {"nat.drop", d->drop, true},                {"nat.attn_drop", d->attn_drop, true},
+        {"nat.patch_stride", nat_model_desc_patch_stride(d), false},
     };
+    const int L = nat_model_desc_levels(d);
     NAT_TRY(nat_st_writer_set_metadata(w, "nat.name", d->name[0] ? d->name : "custom"));
     snprintf(v, sizeof v, "%" PRIu64, d->seed);
     NAT_TRY(nat_st_writer_set_metadata(w, "nat.seed", v));
@@ -47,13 +49,13 @@ nat_status nat_model_write(const nat_model *m, nat_st_writer *w)
             snprintf(v, sizeof v, "%d", (int)nums[i].value);
         NAT_TRY(nat_st_writer_set_metadata(w, nums[i].key, v));
     }
-    join_ints(v, sizeof v, d->depths, NAT_MODEL_LEVELS);
+    join_ints(v, sizeof v, d->depths, L);
     NAT_TRY(nat_st_writer_set_metadata(w, "nat.depths", v));
-    join_ints(v, sizeof v, d->heads, NAT_MODEL_LEVELS);
+    join_ints(v, sizeof v, d->heads, L);
     NAT_TRY(nat_st_writer_set_metadata(w, "nat.heads", v));
     /* Dilations level by level, levels separated by ';'. */
     size_t at = 0;
-    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+    for (int i = 0; i < L; i++) {
         int dil[NAT_MODEL_MAX_DEPTH];
         for (int j = 0; j < d->depths[i]; j++)
             dil[j] = nat_model_desc_dilation(d, i, j);
@@ -194,22 +196,30 @@ nat_status nat_model_desc_read(const nat_st_file *f, nat_model_desc *out)
     d.seed = strtoull(s, &end, 10);
     if (end == s || *end)
         return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata nat.seed = '%s' is not an integer", nat_st_path(f), s);
+    /* Files written before patch_stride existed hold NAT's tokenizer. */
+    d.patch_stride = 4;
+    if (nat_st_metadata(f, "nat.patch_stride"))
+        NAT_TRY(meta_int(f, "nat.patch_stride", &d.patch_stride));
+    /* The number of levels is the length of nat.depths (as len(depths) in PyTorch's NAT). */
     const char *keys[2] = {"nat.depths", "nat.heads"};
     int *dst[2] = {d.depths, d.heads};
     for (int k = 0; k < 2; k++) {
         NAT_TRY(meta(f, keys[k], &s));
         const char *p = s;
-        if (parse_ints(&p, dst[k], NAT_MODEL_LEVELS) != NAT_MODEL_LEVELS || *p)
-            return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata %s = '%s' is not %d integers", nat_st_path(f),
-                             keys[k], s, NAT_MODEL_LEVELS);
+        int got = parse_ints(&p, dst[k], NAT_MODEL_LEVELS);
+        if (got < 1 || *p || (k == 1 && got != d.num_levels))
+            return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata %s = '%s' is not %s integers", nat_st_path(f),
+                             keys[k], s, k ? "as many" : "1 to 4");
+        if (k == 0)
+            d.num_levels = got;
     }
     NAT_TRY(meta(f, "nat.dilations", &s));
     const char *p = s;
-    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+    for (int i = 0; i < d.num_levels; i++) {
         int got = parse_ints(&p, d.dilations[i], NAT_MODEL_MAX_DEPTH);
-        if (got != d.depths[i] || (i < NAT_MODEL_LEVELS - 1 ? *p != ';' : *p != 0))
-            return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata nat.dilations = '%s' does not match depths %d,%d,%d,%d",
-                             nat_st_path(f), s, d.depths[0], d.depths[1], d.depths[2], d.depths[3]);
+        if (got != d.depths[i] || (i < d.num_levels - 1 ? *p != ';' : *p != 0))
+            return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata nat.dilations = '%s' does not match nat.depths",
+                             nat_st_path(f), s);
         if (*p == ';')
             p++;
     }

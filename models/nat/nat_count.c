@@ -7,7 +7,7 @@
  * gives NAT-Mini/Tiny/Small/Base 2.7/4.3/7.8/13.7 GMACs; the LayerNorms add under 0.05 GMAC. */
 #include "models/nat/nat_internal.h"
 
-static int conv_out(int n) { return (n + 2 - 3) / 2 + 1; } /* 3×3, stride 2, pad 1 */
+static int conv_out(int n, int stride) { return (n + 2 - 3) / stride + 1; } /* 3×3, pad 1 */
 
 static int64_t conv_params(int64_t cin, int64_t cout, bool bias) { return cout * cin * 9 + (bias ? cout : 0); }
 
@@ -20,13 +20,14 @@ nat_status nat_model_desc_count(const nat_model_desc *d, int h, int w, nat_model
     const int64_t C = d->embed_dim, k2 = (int64_t)d->kernel_size * d->kernel_size;
 
     /* patch_embed: two convs, then LayerNorm(C). */
-    int h1 = conv_out(h), w1 = conv_out(w), h2 = conv_out(h1), w2 = conv_out(w1);
+    const int s2 = nat_model_desc_patch_stride(d) / 2, L = nat_model_desc_levels(d);
+    int h1 = conv_out(h, 2), w1 = conv_out(w, 2), h2 = conv_out(h1, s2), w2 = conv_out(w1, s2);
     c.params_tokenizer = conv_params(d->in_chans, C / 2, true) + conv_params(C / 2, C, true) + 2 * C;
     c.macs_tokenizer = (int64_t)h1 * w1 * (C / 2) * d->in_chans * 9 + (int64_t)h2 * w2 * C * (C / 2) * 9 +
                        5 * (int64_t)h2 * w2 * C;
 
     int H = h2, W = w2;
-    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+    for (int i = 0; i < L; i++) {
         const int64_t dim = C << i, heads = d->heads[i], hd = dim / heads;
         const int64_t hidden = (int64_t)((float)dim * d->mlp_ratio), n = (int64_t)H * W;
         c.map_h[i] = H;
@@ -53,15 +54,15 @@ nat_status nat_model_desc_count(const nat_model_desc *d, int h, int w, nat_model
             c.macs_layers[i] += macs;
             c.macs_attn[i] += attn;
         }
-        if (i < NAT_MODEL_LEVELS - 1) {
-            int Ho = conv_out(H), Wo = conv_out(W);
+        if (i < L - 1) {
+            int Ho = conv_out(H, 2), Wo = conv_out(W, 2);
             c.params_down[i] = conv_params(dim, 2 * dim, false) + 4 * dim;
             c.macs_down[i] = (int64_t)Ho * Wo * 2 * dim * dim * 9 + 5 * (int64_t)Ho * Wo * 2 * dim;
             H = Ho;
             W = Wo;
         }
     }
-    const int64_t F = C << (NAT_MODEL_LEVELS - 1);
+    const int64_t F = C << (L - 1);
     c.params_head = 2 * F + F * d->num_classes + d->num_classes;
     c.macs_head = 5 * (int64_t)H * W * F + F * d->num_classes;
 

@@ -21,6 +21,8 @@ nat_model_desc nat_model_desc_default(void)
     d.mlp_ratio = 3.0f;
     d.drop_path_rate = 0.2f;
     d.qkv_bias = true;
+    d.num_levels = NAT_MODEL_LEVELS;
+    d.patch_stride = 4;
     return d;
 }
 
@@ -80,6 +82,10 @@ int nat_model_desc_dilation(const nat_model_desc *d, int level, int layer)
     return v > 0 ? v : 1;
 }
 
+int nat_model_desc_levels(const nat_model_desc *d) { return d->num_levels > 0 ? d->num_levels : NAT_MODEL_LEVELS; }
+
+int nat_model_desc_patch_stride(const nat_model_desc *d) { return d->patch_stride > 0 ? d->patch_stride : 4; }
+
 static bool prob_ok(float p) { return p >= 0.0f && p < 1.0f; }
 
 nat_status nat_model_desc_check(const nat_model_desc *d)
@@ -89,9 +95,15 @@ nat_status nat_model_desc_check(const nat_model_desc *d)
         return nat_error(NAT_ERR_INVALID_ARG, "model %s: in_chans %d must be >= 1", n, d->in_chans);
     if (d->num_classes < 1)
         return nat_error(NAT_ERR_INVALID_ARG, "model %s: num_classes %d must be >= 1", n, d->num_classes);
-    if (d->img_size < 4)
-        return nat_error(NAT_ERR_INVALID_ARG, "model %s: input size %d is smaller than the tokenizer's total stride 4", n,
-                         d->img_size);
+    if (d->num_levels < 0 || d->num_levels > NAT_MODEL_LEVELS)
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: num_levels %d must be in 1..%d (0 means %d)", n, d->num_levels,
+                         NAT_MODEL_LEVELS, NAT_MODEL_LEVELS);
+    if (d->patch_stride != 0 && d->patch_stride != 2 && d->patch_stride != 4)
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: patch_stride %d must be 4 or 2 (0 means 4)", n, d->patch_stride);
+    const int stride = nat_model_desc_patch_stride(d), levels = nat_model_desc_levels(d);
+    if (d->img_size < stride)
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: input size %d is smaller than the tokenizer's total stride %d", n,
+                         d->img_size, stride);
     if (d->embed_dim < 2 || d->embed_dim % 2)
         return nat_error(NAT_ERR_INVALID_ARG, "model %s: embed_dim %d must be even and >= 2 (the tokenizer's first conv has embed_dim/2 channels)",
                          n, d->embed_dim);
@@ -99,7 +111,7 @@ nat_status nat_model_desc_check(const nat_model_desc *d)
         return nat_error(NAT_ERR_INVALID_ARG, "model %s: kernel size %d must be odd and >= 3", n, d->kernel_size);
     if (!(d->mlp_ratio > 0.0f) || !isfinite(d->mlp_ratio))
         return nat_error(NAT_ERR_INVALID_ARG, "model %s: mlp_ratio %g must be finite and > 0", n, (double)d->mlp_ratio);
-    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+    for (int i = 0; i < levels; i++) {
         int dim = d->embed_dim << i;
         if (d->depths[i] < 1 || d->depths[i] > NAT_MODEL_MAX_DEPTH)
             return nat_error(NAT_ERR_INVALID_ARG, "model %s: depth %d at level %d must be in 1..%d", n, d->depths[i], i,

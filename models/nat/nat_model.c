@@ -98,12 +98,13 @@ static nat_status build(nat_model *m, nat_rng *rng)
     const nat_model_desc *d = &m->desc;
     const int C = d->embed_dim;
     NAT_TRY(nat_conv2d_layer_init(&m->embed0, d->in_chans, C / 2, 3, 2, 1, true, rng));
-    NAT_TRY(nat_conv2d_layer_init(&m->embed1, C / 2, C, 3, 2, 1, true, rng));
+    NAT_TRY(nat_conv2d_layer_init(&m->embed1, C / 2, C, 3, nat_model_desc_patch_stride(d) / 2, 1, true, rng));
+    const int L = nat_model_desc_levels(d);
     NAT_TRY(nat_layernorm_layer_init(&m->embed_norm, C, LN_EPS));
     int total = 0, done = 0;
-    for (int i = 0; i < NAT_MODEL_LEVELS; i++)
+    for (int i = 0; i < L; i++)
         total += d->depths[i];
-    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+    for (int i = 0; i < L; i++) {
         nat_level *lv = &m->levels[i];
         lv->dim = C << i;
         lv->blocks = calloc((size_t)d->depths[i], sizeof *lv->blocks);
@@ -115,13 +116,13 @@ static nat_status build(nat_model *m, nat_rng *rng)
             if (s != NAT_OK)
                 return nat_error_context(s, "levels.%d.blocks.%d", i, j);
         }
-        lv->has_down = i < NAT_MODEL_LEVELS - 1;
+        lv->has_down = i < L - 1;
         if (lv->has_down) {
             NAT_TRY(nat_conv2d_layer_init(&lv->reduction, lv->dim, 2 * lv->dim, 3, 2, 1, false, rng));
             NAT_TRY(nat_layernorm_layer_init(&lv->down_norm, 2 * lv->dim, LN_EPS));
         }
     }
-    int features = C << (NAT_MODEL_LEVELS - 1);
+    int features = C << (L - 1);
     NAT_TRY(nat_layernorm_layer_init(&m->norm, features, LN_EPS));
     NAT_TRY(nat_linear_layer_init(&m->head, features, d->num_classes, true, INIT_STD, rng));
     return list_params(m);
@@ -241,7 +242,7 @@ nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool tra
     static const char *const level_names[NAT_MODEL_LEVELS] = {"levels.0", "levels.1", "levels.2", "levels.3"};
     static const char *const down_names[NAT_MODEL_LEVELS] = {"levels.0.downsample", "levels.1.downsample",
                                                              "levels.2.downsample", "levels.3.downsample"};
-    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
+    for (int i = 0; i < nat_model_desc_levels(d); i++) {
         const nat_level *lv = &m->levels[i];
         for (int j = 0; j < lv->depth; j++) {
             nat_status s = layer_forward(ctx, &lv->blocks[j], h, training, rng, &h);
