@@ -481,7 +481,7 @@ static void usage(FILE *f)
             "S 56, D 32, K 7, d 1, fused, fwd, 10 reps): median ms over N runs after one warm-up,\n"
             "GFLOP/s counting 2*K*K*D flops per query for QK and as many for AV (x3 for fwdbwd), and\n"
             "the peak bytes allocated through nat_mem_alloc during the timed runs.\n"
-            "  fused      one pass, online softmax per query, saves only lse (the library's path)\n"
+            "  fused      logits, softmax and weighted sum per query in one pass; saves only lse\n"
             "  unfused    qk kernel -> softmax -> av kernel, materialising the [.., K*K] weights\n"
             "  gather     legacy: gather each query's keys/values into [.., K*K, D], GEMM per query\n"
             "  reference  the double-precision reference (slow)\n"
@@ -528,7 +528,7 @@ static int run_sweep(int reps)
     bench_result res[NL][3];
     printf("%-12s %5s %5s %3s | %9s %8s | %9s %8s %8s | %9s %8s %8s | %8s %8s\n", "level", "size", "heads",
            "d", "fused fwd", "GFLOP/s", "fused f+b", "GFLOP/s", "MiB", "gather fb", "GFLOP/s", "MiB",
-           "speed-up", "mem÷");
+           "speed-up", "mem x");
     fflush(stdout);
     for (int l = 0; l < NL; l++) {
         for (int r = 0; r < 3; r++) {
@@ -635,6 +635,15 @@ int nat_bench_na(int argc, char **argv)
             return 2;
         }
     }
+    if (!sweep) {
+        nat_na_params p = {.ndim = 2, .kernel = {cfg.kernel, cfg.kernel},
+                           .dilation = {cfg.dilation, cfg.dilation}};
+        int64_t spatial[2] = {cfg.size, cfg.size};
+        if (na_validate(&p, cfg.batch, cfg.heads, spatial, cfg.dim, 1, "na2d") != NAT_OK) {
+            fprintf(stderr, "nat-bench: %s\n", nat_error_message());
+            return 2;
+        }
+    }
     printf("threads: OpenMP %d, OpenBLAS %d\n", omp_get_max_threads(), openblas_get_num_threads());
     if (sweep)
         return run_sweep(reps_set ? cfg.reps : 10);
@@ -647,7 +656,7 @@ int nat_bench_na(int argc, char **argv)
     bench_result r;
     nat_status st = bench_run(&cfg, &r);
     if (st != NAT_OK) {
-        fprintf(stderr, "nat-bench na2d: %s\n", nat_error_message());
+        fprintf(stderr, "nat-bench: %s\n", nat_error_message());
         return 1;
     }
     printf("median %.3f ms, %.2f GFLOP/s, peak %.1f MiB\n", r.ms, r.gflops, r.peak_mib);

@@ -1099,8 +1099,8 @@ static inline void prefetch_row_w(float *p, int64_t n)
 static void prefetch_keys(const na_fast *f, const na_thread *t, const float *kh, const float *vh,
                           int64_t i2n, int n)
 {
-    const int64_t n2 = f->wcnt[2][i2n], base = f->wkey0[2][i2n] * f->D;
-    for (int j = n - (int)n2; j < n; j++) {
+    const int64_t base = f->wkey0[2][i2n] * f->D;
+    for (int j = n - (int)t->cached_n2 > 0 ? n - (int)t->cached_n2 : 0; j < n; j++) {
         prefetch_row(kh + base + t->off[j], f->D);
         prefetch_row(vh + base + t->off[j], f->D);
     }
