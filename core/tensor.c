@@ -78,63 +78,55 @@ void nat_storage_release(nat_storage *s)
         free(s);
 }
 
-nat_status nat_tensor_new(nat_tensor **out, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape)
+/* A persistent header with its own storage struct over `data` (NULL: allocated here from the device's
+ * allocator). `external` storage is never freed by nat. */
+static nat_status new_persistent(nat_tensor **out, void *data, bool external, nat_dtype dtype, nat_device dev,
+                                 int ndim, const int64_t *shape, const char *what)
 {
     *out = NULL;
-    NAT_TRY(nat_check_dims(ndim, shape, "tensor_new"));
+    NAT_TRY(nat_check_dims(ndim, shape, what));
+    size_t bytes = (size_t)nat_shape_numel(ndim, shape) * nat_dtype_size(dtype);
+    if (external && !data && bytes > 0)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: data is NULL", what);
     nat_tensor *t = calloc(1, sizeof *t);
     nat_storage *s = calloc(1, sizeof *s);
     if (!t || !s) {
         free(t);
         free(s);
-        return nat_error(NAT_ERR_OOM, "tensor_new: out of host memory for a tensor header");
+        return nat_error(NAT_ERR_OOM, "%s: out of host memory for a tensor header", what);
     }
-    size_t bytes = (size_t)nat_shape_numel(ndim, shape) * nat_dtype_size(dtype);
-    nat_status st = nat_mem_alloc(dev, bytes, &s->data);
-    if (st != NAT_OK) {
-        free(t);
-        free(s);
-        return st;
+    if (!external) {
+        nat_status st = nat_mem_alloc(dev, bytes, &data);
+        if (st != NAT_OK) {
+            free(t);
+            free(s);
+            return st;
+        }
     }
-    s->nbytes = bytes;
-    s->device = dev;
-    s->refs = 1;
+    *s = (nat_storage){.data = data, .nbytes = bytes, .device = dev, .refs = 1, .external = external};
     t->storage = s;
     t->ndim = ndim;
     memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     nat_contiguous_strides(ndim, shape, t->stride);
     t->dtype = dtype;
     t->device = dev;
-    if (dev.kind == NAT_DEV_CPU)
-        memset(s->data, 0, bytes);
-    else
-        nat_tensor_fill(t, 0.0f);
     *out = t;
+    return NAT_OK;
+}
+
+nat_status nat_tensor_new(nat_tensor **out, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape)
+{
+    NAT_TRY(new_persistent(out, NULL, false, dtype, dev, ndim, shape, "tensor_new"));
+    if (dev.kind == NAT_DEV_CPU)
+        memset((*out)->storage->data, 0, (*out)->storage->nbytes);
+    else
+        nat_tensor_fill(*out, 0.0f);
     return NAT_OK;
 }
 
 nat_status nat_tensor_wrap(nat_tensor **out, void *data, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape)
 {
-    *out = NULL;
-    NAT_TRY(nat_check_dims(ndim, shape, "tensor_wrap"));
-    if (!data && nat_shape_numel(ndim, shape) > 0)
-        return nat_error(NAT_ERR_INVALID_ARG, "tensor_wrap: data is NULL");
-    nat_tensor *t = calloc(1, sizeof *t);
-    nat_storage *s = calloc(1, sizeof *s);
-    if (!t || !s) {
-        free(t);
-        free(s);
-        return nat_error(NAT_ERR_OOM, "tensor_wrap: out of host memory for a tensor header");
-    }
-    *s = (nat_storage){data, (size_t)nat_shape_numel(ndim, shape) * nat_dtype_size(dtype), dev, 1, false, true};
-    t->storage = s;
-    t->ndim = ndim;
-    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
-    nat_contiguous_strides(ndim, shape, t->stride);
-    t->dtype = dtype;
-    t->device = dev;
-    *out = t;
-    return NAT_OK;
+    return new_persistent(out, data, true, dtype, dev, ndim, shape, "tensor_wrap");
 }
 
 void nat_tensor_free(nat_tensor *t)

@@ -20,8 +20,6 @@
 extern "C" {
 #endif
 
-#ifndef NAT_NA_PARAMS_DEFINED
-#define NAT_NA_PARAMS_DEFINED
 /* Neighborhood-attention descriptor (plain value). Entries past ndim are ignored. */
 typedef struct nat_na_params {
     int ndim;        /* 1, 2 or 3 spatial axes */
@@ -30,7 +28,6 @@ typedef struct nat_na_params {
     int causal[3];   /* 0 or 1 per axis */
     float scale;     /* <= 0 means D^-1/2 */
 } nat_na_params;
-#endif
 
 /* The same kernel size and dilation on every axis, no causal axis, default scale. */
 nat_na_params nat_na_params_make(int ndim, int kernel, int dilation);

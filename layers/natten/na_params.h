@@ -26,19 +26,10 @@
 
 #include <stdint.h>
 
+#include "nat/natten.h"
 #include "nat/status.h"
 
-#ifndef NAT_NA_PARAMS_DEFINED
-#define NAT_NA_PARAMS_DEFINED
-/* Neighborhood-attention descriptor (plain value). Entries past ndim are ignored. */
-typedef struct nat_na_params {
-    int ndim;        /* 1, 2 or 3 spatial axes */
-    int kernel[3];   /* odd, >= 3, per axis */
-    int dilation[3]; /* >= 1 */
-    int causal[3];   /* 0 or 1 per axis */
-    float scale;     /* <= 0 means D^-1/2 */
-} nat_na_params;
-#endif
+/* nat_na_params, the public descriptor, comes from nat/natten.h. */
 
 /* Checks the descriptor against a problem size. `spatial` holds p->ndim lengths; `has_rpb` says whether
  * an rpb tensor is given; `opname` ("na2d", "na2d_qk", ...) prefixes the message. Returns NAT_OK, or
