@@ -14,6 +14,9 @@
  * the input, and rebuilding it is a memory-bound copy far cheaper than the sgemms around it. The weight
  * gradient of the sample-parallel path goes to per-thread buffers summed at the end, so results do not
  * depend on scheduling order beyond float rounding of that last sum.
+ *
+ * On a CUDA device the three convolutions go to cuDNN (core/ops_cuda_conv.cu) and the bias to the
+ * elementwise and reduction kernels; shapes, checks and the tape are the same.
  */
 #include <cblas.h> /* cblas_sgemm */
 #include <inttypes.h>
@@ -21,6 +24,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
@@ -253,6 +257,20 @@ static nat_status conv2d_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     if (g.N == 0 || g.O == 0)
         return NAT_OK;
     const float *G = nat_tensor_f32(gd);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        nat_cuda_conv_geom cg = {g.N, g.C, g.H, g.W, g.O, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.Ho, g.Wo};
+        if (gb) {
+            int64_t shape[3] = {g.N, g.O, g.P}, stride[3] = {g.O * g.P, g.P, 1};
+            bool keep[3] = {false, true, false};
+            NAT_TRY(nat_cuda_reduce(dev, nat_tensor_f32(gb), true, 1.0f, 3, shape, G, stride, keep));
+        }
+        if (gx)
+            NAT_TRY(nat_cuda_conv2d_backward_data(dev, &cg, nat_tensor_f32(w), G, nat_tensor_f32(gx)));
+        if (gw)
+            NAT_TRY(nat_cuda_conv2d_backward_filter(dev, &cg, nat_tensor_f32(x), G, nat_tensor_f32(gw)));
+        return NAT_OK;
+    }
     if (gb) {
         float *B = nat_tensor_f32(gb);
         const int64_t ys = g.O * g.P;
@@ -280,8 +298,8 @@ static const nat_op_def conv2d_op = {"conv2d", conv2d_backward};
 nat_status nat_conv2d(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bias, int stride_h, int stride_w,
                       int pad_h, int pad_w, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "conv2d", "input"));
-    NAT_TRY(nat_check_f32(ctx, w, "conv2d", "weight"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "conv2d", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, w, "conv2d", "weight"));
     char sx[96], sw[96];
     nat_shape_str(x, sx, sizeof sx);
     nat_shape_str(w, sw, sizeof sw);
@@ -293,7 +311,7 @@ nat_status nat_conv2d(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
     if (w->shape[1] == 0 || w->shape[2] == 0 || w->shape[3] == 0)
         return nat_error(NAT_ERR_SHAPE, "conv2d: weight %s has an empty dimension (input %s)", sw, sx);
     if (bias) {
-        NAT_TRY(nat_check_f32(ctx, bias, "conv2d", "bias"));
+        NAT_TRY(nat_check_f32_dev(ctx, bias, "conv2d", "bias"));
         if (bias->ndim != 1 || bias->shape[0] != w->shape[0]) {
             char sb[96];
             return nat_error(NAT_ERR_SHAPE, "conv2d: bias %s does not fit weight %s (expected [%" PRId64 "])",
@@ -322,8 +340,18 @@ nat_status nat_conv2d(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
     }
     int64_t shape[4] = {g.N, g.O, g.Ho, g.Wo};
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 4, shape));
-    if (g.N > 0 && g.O > 0)
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0 && g.N > 0 && g.O > 0) {
+        nat_cuda_conv_geom cg = {g.N, g.C, g.H, g.W, g.O, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.Ho, g.Wo};
+        NAT_TRY(nat_cuda_conv2d_forward(dev, &cg, nat_tensor_f32(xd), nat_tensor_f32(wd), nat_tensor_f32(y)));
+        if (B) {
+            /* y [N, O, P] += bias read with strides (0, 1, 0). */
+            int64_t s3[3] = {g.N, g.O, g.P}, bs[3] = {0, 1, 0};
+            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, true, nat_tensor_f32(y), 3, s3, B, bs, NULL, NULL, 1.0f));
+        }
+    } else if (g.N > 0 && g.O > 0) {
         NAT_TRY(conv_forward_all(&g, nat_tensor_f32(xd), nat_tensor_f32(wd), B, nat_tensor_f32(y)));
+    }
 
     nat_node *node;
     nat_tensor *ins[3] = {x, w, bias};

@@ -10,10 +10,16 @@
  * (one draw from the caller's rng) + c: the chunks fill in parallel, yet the mask depends only on the
  * rng state and the element count, never on the thread count. The caller's rng advances by exactly one
  * draw per call.
+ *
+ * On a CUDA device dropout's mask is a hash of (that same one draw, element index) computed in the kernel
+ * (core/ops_cuda_dropout.cu): no mask memory, and backward regenerates it from the seed on the tape. It
+ * is a different mask from the CPU's for the same rng state, reproducible on its own. Drop-path draws its
+ * per-sample factors on the host exactly as on the CPU and copies them to the device.
  */
 #include <inttypes.h>
 #include <math.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
@@ -43,6 +49,10 @@ static nat_status dropout_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     if (!gx)
         return NAT_OK;
     NAT_TRY(nat_dense(ctx, g, &gd));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        return nat_cuda_dropout(dev, nat_tensor_f32(gd), nat_tensor_f32(gx), true, nat_tensor_numel(gx),
+                                (uint64_t)node->i[0], (uint64_t)node->i[1], (float)node->f[0]);
     const uint8_t *mask = node->extra;
     const float scale = (float)node->f[0];
     const float *G = nat_tensor_f32(gd);
@@ -58,7 +68,7 @@ static const nat_op_def dropout_op = {"dropout", dropout_backward};
 
 nat_status nat_dropout(nat_ctx *ctx, nat_tensor *x, float p, bool training, nat_rng *rng, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "dropout", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "dropout", "input"));
     NAT_TRY(check_p(x, p, training, rng, "dropout"));
     if (!training || p == 0.0f) {
         *out = x;
@@ -69,9 +79,22 @@ nat_status nat_dropout(nat_ctx *ctx, nat_tensor *x, float p, bool training, nat_
     uint8_t *mask;
     NAT_TRY(nat_dense(ctx, x, &xd));
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, x->shape));
-    NAT_TRY(nat_ctx_scratch(ctx, (size_t)n, (void **)&mask));
     const uint64_t thresh = drop_threshold(p), base = nat_rng_u64(rng);
     const float scale = 1.0f / (1.0f - p);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        NAT_TRY(nat_cuda_dropout(dev, nat_tensor_f32(xd), nat_tensor_f32(y), false, n, base, thresh, scale));
+        nat_node *node;
+        NAT_TRY(nat_ctx_record(ctx, &dropout_op, y, 1, &x, &node));
+        if (node) {
+            node->i[0] = (int64_t)base; /* the seed's bits; cast back in backward */
+            node->i[1] = (int64_t)thresh;
+            node->f[0] = scale;
+        }
+        *out = y;
+        return NAT_OK;
+    }
+    NAT_TRY(nat_ctx_scratch(ctx, (size_t)n, (void **)&mask));
     const float *X = nat_tensor_f32(xd);
     float *Y = nat_tensor_f32(y);
     int64_t nchunks = (n + CHUNK - 1) / CHUNK;
@@ -109,6 +132,14 @@ static nat_status drop_path_backward(nat_ctx *ctx, nat_node *node, const nat_ten
     if (!gx)
         return NAT_OK;
     NAT_TRY(nat_dense(ctx, g, &gd));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        /* gx [N, per] += g ⊙ factor [N] read with stride 0 along each sample. */
+        int64_t N = gx->shape[0], per = N ? nat_tensor_numel(gx) / N : 0;
+        int64_t shape[2] = {N, per}, gs[2] = {per, 1}, fs[2] = {1, 0};
+        return nat_cuda_binary(dev, NAT_CUDA_MUL, true, nat_tensor_f32(gx), 2, shape, nat_tensor_f32(gd), gs,
+                               nat_tensor_f32(node->saved[0]), fs, 1.0f);
+    }
     const float *factor = node->extra;
     const float *G = nat_tensor_f32(gd);
     float *GX = nat_tensor_f32(gx);
@@ -126,7 +157,7 @@ static const nat_op_def drop_path_op = {"drop_path", drop_path_backward};
 
 nat_status nat_drop_path(nat_ctx *ctx, nat_tensor *x, float p, bool training, nat_rng *rng, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "drop_path", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "drop_path", "input"));
     NAT_TRY(check_p(x, p, training, rng, "drop_path"));
     if (x->ndim < 1) {
         char sx[96];
@@ -147,6 +178,23 @@ nat_status nat_drop_path(nat_ctx *ctx, nat_tensor *x, float p, bool training, na
     const float scale = 1.0f / (1.0f - p);
     for (int64_t s = 0; s < N; s++)
         factor[s] = (nat_rng_u64(rng) >> 32) >= thresh ? scale : 0.0f;
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        nat_tensor *fd;
+        NAT_TRY(nat_ctx_empty(ctx, &fd, NAT_F32, 1, &N));
+        NAT_TRY(nat_cuda_memcpy(dev, nat_tensor_f32(fd), factor, (size_t)N * sizeof *factor, NAT_CUDA_H2D));
+        int64_t shape[2] = {N, per}, xs[2] = {per, 1}, fs[2] = {1, 0};
+        NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_MUL, false, nat_tensor_f32(y), 2, shape, nat_tensor_f32(xd), xs,
+                                nat_tensor_f32(fd), fs, 1.0f));
+        nat_node *node;
+        NAT_TRY(nat_ctx_record(ctx, &drop_path_op, y, 1, &x, &node));
+        if (node) {
+            node->saved[0] = fd;
+            node->n_saved = 1;
+        }
+        *out = y;
+        return NAT_OK;
+    }
     const float *X = nat_tensor_f32(xd);
     float *Y = nat_tensor_f32(y);
 #pragma omp parallel for if (N * per > 65536)

@@ -6,12 +6,16 @@
  * loop is as long as the layouts allow and a plain same-shape add is one flat loop. Outputs are
  * contiguous. Backward undoes broadcasting with nat_reduce_to_shape and accumulates (+=) into the
  * gradient buffers from nat_grad_get, which are contiguous in the input's logical shape.
+ *
+ * On a CUDA device the same operands (pointer + strides per dim) go to nat_cuda_binary (core/ops_cuda.h);
+ * a host scalar factor (opnd_scalar) becomes the kernel's scale argument.
  */
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h> /* per-thread partial sums in bias_add's backward */
 #include <string.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
@@ -26,12 +30,13 @@ enum { OP_ADD, OP_SUB, OP_MUL };
 typedef struct operand {
     const float *p;
     int64_t s[NAT_MAX_DIMS];
+    bool host; /* p is one float in host memory (a scale factor), even when the op runs on a GPU */
 } operand;
 
 /* t aligned on the right into an nd-dim iteration space; size-1 and missing dims get stride 0. */
 static operand opnd_bcast(const nat_tensor *t, int nd)
 {
-    operand o = {nat_tensor_f32(t), {0}};
+    operand o = {nat_tensor_f32(t), {0}, false};
     int off = nd - t->ndim;
     for (int d = off; d < nd; d++)
         o.s[d] = t->shape[d - off] == 1 ? 0 : t->stride[d - off];
@@ -41,7 +46,7 @@ static operand opnd_bcast(const nat_tensor *t, int nd)
 /* One float seen at every position (all strides 0). */
 static operand opnd_scalar(const float *p)
 {
-    operand o = {p, {0}};
+    operand o = {p, {0}, true};
     return o;
 }
 
@@ -134,6 +139,22 @@ static void apply(int op, bool acc, float *y, int nd, const int64_t *shape, oper
     }
 }
 
+/* apply() on the context's device (dev -1: the CPU). On a GPU a host scalar b multiplies (OP_MUL only). */
+static nat_status apply_on(int dev, int op, bool acc, float *y, int nd, const int64_t *shape, operand a, operand b)
+{
+    if (dev < 0) {
+        apply(op, acc, y, nd, shape, a, b);
+        return NAT_OK;
+    }
+    if (b.host) {
+        if (op != OP_MUL)
+            return nat_error(NAT_ERR_INTERNAL, "elementwise: host scalar with op %d on %s", op, "cuda");
+        return nat_cuda_binary(dev, NAT_CUDA_SCALE, acc, y, nd, shape, a.p, a.s, NULL, NULL, b.p[0]);
+    }
+    int cop = op == OP_ADD ? NAT_CUDA_ADD : op == OP_SUB ? NAT_CUDA_SUB : NAT_CUDA_MUL;
+    return nat_cuda_binary(dev, cop, acc, y, nd, shape, a.p, a.s, b.p, b.s, 1.0f);
+}
+
 /* ---- add, sub, mul ---- */
 
 static const char *binary_name(int op) { return op == OP_ADD ? "add" : op == OP_SUB ? "sub" : "mul"; }
@@ -165,15 +186,13 @@ static nat_status accumulate_reduced(nat_ctx *ctx, const nat_tensor *in, nat_ten
                                      float sign)
 {
     const float *sp = &sign;
-    if (nat_tensor_numel(in) == nat_tensor_numel(full)) {
-        apply(OP_MUL, true, nat_tensor_f32(gin), full->ndim, full->shape, opnd_bcast(full, full->ndim),
-              opnd_scalar(sp));
-        return NAT_OK;
-    }
+    int dev = nat_ctx_cuda_index(ctx);
+    if (nat_tensor_numel(in) == nat_tensor_numel(full))
+        return apply_on(dev, OP_MUL, true, nat_tensor_f32(gin), full->ndim, full->shape, opnd_bcast(full, full->ndim),
+                        opnd_scalar(sp));
     nat_tensor *r;
     NAT_TRY(nat_reduce_to_shape(ctx, full, in->ndim, in->shape, &r));
-    apply(OP_MUL, true, nat_tensor_f32(gin), r->ndim, r->shape, opnd_bcast(r, r->ndim), opnd_scalar(sp));
-    return NAT_OK;
+    return apply_on(dev, OP_MUL, true, nat_tensor_f32(gin), r->ndim, r->shape, opnd_bcast(r, r->ndim), opnd_scalar(sp));
 }
 
 static nat_status add_sub_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
@@ -193,14 +212,12 @@ static nat_status add_sub_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
 static nat_status mul_grad_one(nat_ctx *ctx, const nat_tensor *in, nat_tensor *gin, const nat_tensor *g,
                                const nat_tensor *other)
 {
-    int nd = g->ndim;
-    if (nat_tensor_numel(in) == nat_tensor_numel(g)) {
-        apply(OP_MUL, true, nat_tensor_f32(gin), nd, g->shape, opnd_bcast(g, nd), opnd_bcast(other, nd));
-        return NAT_OK;
-    }
+    int nd = g->ndim, dev = nat_ctx_cuda_index(ctx);
+    if (nat_tensor_numel(in) == nat_tensor_numel(g))
+        return apply_on(dev, OP_MUL, true, nat_tensor_f32(gin), nd, g->shape, opnd_bcast(g, nd), opnd_bcast(other, nd));
     nat_tensor *t;
     NAT_TRY(nat_ctx_empty(ctx, &t, NAT_F32, nd, g->shape));
-    apply(OP_MUL, false, nat_tensor_f32(t), nd, g->shape, opnd_bcast(g, nd), opnd_bcast(other, nd));
+    NAT_TRY(apply_on(dev, OP_MUL, false, nat_tensor_f32(t), nd, g->shape, opnd_bcast(g, nd), opnd_bcast(other, nd)));
     return accumulate_reduced(ctx, in, gin, t, 1.0f);
 }
 
@@ -223,14 +240,15 @@ static const nat_op_def mul_op = {"mul", mul_backward};
 static nat_status binary(nat_ctx *ctx, int op, nat_tensor *a, nat_tensor *b, nat_tensor **out)
 {
     const char *name = binary_name(op);
-    NAT_TRY(nat_check_f32(ctx, a, name, "a"));
-    NAT_TRY(nat_check_f32(ctx, b, name, "b"));
+    NAT_TRY(nat_check_f32_dev(ctx, a, name, "a"));
+    NAT_TRY(nat_check_f32_dev(ctx, b, name, "b"));
     int nd = 0;
     int64_t shape[NAT_MAX_DIMS] = {0};
     NAT_TRY(broadcast_shape(op, a, b, &nd, shape));
     nat_tensor *y;
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, nd, shape));
-    apply(op, false, nat_tensor_f32(y), nd, shape, opnd_bcast(a, nd), opnd_bcast(b, nd));
+    NAT_TRY(apply_on(nat_ctx_cuda_index(ctx), op, false, nat_tensor_f32(y), nd, shape, opnd_bcast(a, nd),
+                     opnd_bcast(b, nd)));
     nat_node *node;
     nat_tensor *ins[2] = {a, b};
     NAT_TRY(nat_ctx_record(ctx, op == OP_ADD ? &add_op : op == OP_SUB ? &sub_op : &mul_op, y, 2, ins, &node));
@@ -259,7 +277,8 @@ static nat_status scale_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     NAT_TRY(nat_grad_get(ctx, node->in[0], &ga));
     if (ga) {
         float s = (float)node->f[0];
-        apply(OP_MUL, true, nat_tensor_f32(ga), g->ndim, g->shape, opnd_bcast(g, g->ndim), opnd_scalar(&s));
+        NAT_TRY(apply_on(nat_ctx_cuda_index(ctx), OP_MUL, true, nat_tensor_f32(ga), g->ndim, g->shape,
+                         opnd_bcast(g, g->ndim), opnd_scalar(&s)));
     }
     return NAT_OK;
 }
@@ -268,10 +287,11 @@ static const nat_op_def scale_op = {"scale", scale_backward};
 
 nat_status nat_scale(nat_ctx *ctx, nat_tensor *a, float s, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, a, "scale", "a"));
+    NAT_TRY(nat_check_f32_dev(ctx, a, "scale", "a"));
     nat_tensor *y;
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, a->ndim, a->shape));
-    apply(OP_MUL, false, nat_tensor_f32(y), a->ndim, a->shape, opnd_bcast(a, a->ndim), opnd_scalar(&s));
+    NAT_TRY(apply_on(nat_ctx_cuda_index(ctx), OP_MUL, false, nat_tensor_f32(y), a->ndim, a->shape,
+                     opnd_bcast(a, a->ndim), opnd_scalar(&s)));
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &scale_op, y, 1, &a, &node));
     if (node)
@@ -325,7 +345,15 @@ static nat_status bias_add_backward(nat_ctx *ctx, nat_node *node, const nat_tens
     if (gx)
         NAT_TRY(nat_add_into(gx, g));
     NAT_TRY(nat_grad_get(ctx, node->in[1], &gb));
-    if (gb) {
+    int dev = nat_ctx_cuda_index(ctx);
+    if (gb && dev >= 0) {
+        /* g as [outer, C, inner], summed over outer and inner into gb [C]. */
+        nat_tensor *gd;
+        NAT_TRY(nat_dense(ctx, g, &gd));
+        int64_t shape[3] = {node->i[0], node->i[1], node->i[2]}, stride[3] = {shape[1] * shape[2], shape[2], 1};
+        bool keep[3] = {false, true, false};
+        NAT_TRY(nat_cuda_reduce(dev, nat_tensor_f32(gb), true, 1.0f, 3, shape, nat_tensor_f32(gd), stride, keep));
+    } else if (gb) {
         nat_tensor *gd;
         NAT_TRY(nat_dense(ctx, g, &gd));
         NAT_TRY(bias_grad(ctx, nat_tensor_f32(gd), node->i[0], node->i[1], node->i[2], nat_tensor_f32(gb)));
@@ -337,8 +365,8 @@ static const nat_op_def bias_add_op = {"bias_add", bias_add_backward};
 
 nat_status nat_bias_add(nat_ctx *ctx, nat_tensor *x, nat_tensor *bias, int axis, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "bias_add", "x"));
-    NAT_TRY(nat_check_f32(ctx, bias, "bias_add", "bias"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "bias_add", "x"));
+    NAT_TRY(nat_check_f32_dev(ctx, bias, "bias_add", "bias"));
     char sx[96], sb[96];
     nat_shape_str(x, sx, sizeof sx);
     nat_shape_str(bias, sb, sizeof sb);
@@ -351,9 +379,10 @@ nat_status nat_bias_add(nat_ctx *ctx, nat_tensor *x, nat_tensor *bias, int axis,
                          sb, sx, axis, x->shape[ax]);
     nat_tensor *y;
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, x->shape));
-    operand ob = opnd_scalar(nat_tensor_f32(bias));
+    operand ob = {nat_tensor_f32(bias), {0}, false};
     ob.s[ax] = x->shape[ax] == 1 ? 0 : bias->stride[0];
-    apply(OP_ADD, false, nat_tensor_f32(y), x->ndim, x->shape, opnd_bcast(x, x->ndim), ob);
+    NAT_TRY(apply_on(nat_ctx_cuda_index(ctx), OP_ADD, false, nat_tensor_f32(y), x->ndim, x->shape,
+                     opnd_bcast(x, x->ndim), ob));
     nat_node *node;
     nat_tensor *ins[2] = {x, bias};
     NAT_TRY(nat_ctx_record(ctx, &bias_add_op, y, 2, ins, &node));
@@ -435,6 +464,9 @@ static nat_status gelu_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *
     const float *X = nat_tensor_f32(node->saved[0]), *G = nat_tensor_f32(gd);
     float *GX = nat_tensor_f32(gx);
     int64_t n = nat_tensor_numel(gx);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        return nat_cuda_gelu_backward(dev, X, G, GX, n);
     /* d/dx x·Φ(x) = Φ(x) + x·φ(x) */
 #pragma omp parallel for simd if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
@@ -449,16 +481,21 @@ static const nat_op_def gelu_op = {"gelu", gelu_backward};
 
 nat_status nat_gelu(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "gelu", "x"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "gelu", "x"));
     nat_tensor *xd, *y;
     NAT_TRY(nat_dense(ctx, x, &xd));
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, x->shape));
     const float *X = nat_tensor_f32(xd);
     float *Y = nat_tensor_f32(y);
     int64_t n = nat_tensor_numel(x);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        NAT_TRY(nat_cuda_gelu_forward(dev, X, Y, n));
+    } else {
 #pragma omp parallel for simd if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++)
-        Y[i] = X[i] * normal_cdf(X[i]);
+        for (int64_t i = 0; i < n; i++)
+            Y[i] = X[i] * normal_cdf(X[i]);
+    }
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &gelu_op, y, 1, &x, &node));
     if (node) {

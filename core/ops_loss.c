@@ -8,11 +8,15 @@
  * turn into a relative error of the same size in every probability of the backward. Per-row losses and partial sums are added in a fixed order in double, so results do not depend on
  * the number of threads. The labels are copied into step memory, so the caller's array need not outlive
  * the call.
+ *
+ * On a CUDA device (core/ops_cuda_loss.cu, core/ops_cuda_reduce.cu) the scalar loss stays on the device;
+ * the labels are validated on the host, then copied to an int32 step tensor on the device.
  */
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
@@ -40,7 +44,7 @@ static void split(double lse, float *hi, float *lo)
 
 static nat_status check_logits(const nat_ctx *ctx, const nat_tensor *logits, const char *op)
 {
-    NAT_TRY(nat_check_f32(ctx, logits, op, "logits"));
+    NAT_TRY(nat_check_f32_dev(ctx, logits, op, "logits"));
     if (logits->ndim != 2 || logits->shape[0] < 1 || logits->shape[1] < 1) {
         char s[96];
         return nat_error(NAT_ERR_SHAPE, "%s: logits %s must be [N, C] with N, C >= 1", op,
@@ -57,6 +61,11 @@ static nat_status ce_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
     NAT_TRY(nat_grad_get(ctx, node->in[0], &gz));
     if (!gz)
         return NAT_OK;
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        return nat_cuda_cross_entropy_backward(dev, nat_tensor_f32(node->saved[0]), nat_tensor_data(node->saved[2]),
+                                               NULL, nat_tensor_data(node->saved[1]), nat_tensor_f32(g), node->i[0],
+                                               node->i[1], (float)node->f[0], nat_tensor_f32(gz), NULL);
     const float *Z = nat_tensor_f32(node->saved[0]);
     const double *L = nat_tensor_data(node->saved[1]);
     const int32_t *labels = node->extra;
@@ -99,6 +108,28 @@ nat_status nat_cross_entropy(nat_ctx *ctx, nat_tensor *logits, const int32_t *la
     nat_tensor *zd, *lse_t, *y;
     NAT_TRY(nat_dense(ctx, logits, &zd));
     NAT_TRY(nat_ctx_empty(ctx, &lse_t, NAT_F64, 1, &N));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        nat_tensor *lab;
+        int64_t one = 1;
+        NAT_TRY(nat_ctx_empty(ctx, &lab, NAT_I32, 1, &N));
+        NAT_TRY(nat_cuda_memcpy(dev, nat_tensor_data(lab), labels, (size_t)N * sizeof *labels, NAT_CUDA_H2D));
+        NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 1, &one));
+        NAT_TRY(nat_cuda_cross_entropy_forward(dev, nat_tensor_f32(zd), nat_tensor_data(lab), NULL, N, C, smoothing,
+                                               nat_tensor_data(lse_t), nat_tensor_f32(y)));
+        nat_node *node;
+        NAT_TRY(nat_ctx_record(ctx, &ce_op, y, 1, &logits, &node));
+        if (node) {
+            node->saved[0] = zd;
+            node->saved[1] = lse_t;
+            node->saved[2] = lab;
+            node->n_saved = 3;
+            node->i[0] = N, node->i[1] = C;
+            node->f[0] = smoothing;
+        }
+        *out = y;
+        return NAT_OK;
+    }
     double *row_loss;
     NAT_TRY(nat_ctx_scratch(ctx, (size_t)N * sizeof *row_loss, (void **)&row_loss));
     const float *Z = nat_tensor_f32(zd);
@@ -145,6 +176,12 @@ static nat_status ce_soft_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     nat_tensor *gz, *gt;
     NAT_TRY(nat_grad_get(ctx, node->in[0], &gz));
     NAT_TRY(nat_grad_get(ctx, node->in[1], &gt));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        return nat_cuda_cross_entropy_backward(dev, nat_tensor_f32(node->saved[0]), NULL, nat_tensor_f32(node->saved[1]),
+                                               nat_tensor_data(node->saved[2]), nat_tensor_f32(g), node->i[0],
+                                               node->i[1], 0.0f, gz ? nat_tensor_f32(gz) : NULL,
+                                               gt ? nat_tensor_f32(gt) : NULL);
     const float *Z = nat_tensor_f32(node->saved[0]), *T = nat_tensor_f32(node->saved[1]);
     const double *L = nat_tensor_data(node->saved[2]);
     int64_t N = node->i[0], C = node->i[1];
@@ -180,7 +217,7 @@ static const nat_op_def ce_soft_op = {"cross_entropy_soft", ce_soft_backward};
 nat_status nat_cross_entropy_soft(nat_ctx *ctx, nat_tensor *logits, nat_tensor *targets, nat_tensor **out)
 {
     NAT_TRY(check_logits(ctx, logits, "cross_entropy_soft"));
-    NAT_TRY(nat_check_f32(ctx, targets, "cross_entropy_soft", "targets"));
+    NAT_TRY(nat_check_f32_dev(ctx, targets, "cross_entropy_soft", "targets"));
     if (!nat_tensor_same_shape(logits, targets)) {
         char sl[96], st[96];
         return nat_error(NAT_ERR_SHAPE, "cross_entropy_soft: targets %s do not match logits %s",
@@ -191,28 +228,36 @@ nat_status nat_cross_entropy_soft(nat_ctx *ctx, nat_tensor *logits, nat_tensor *
     NAT_TRY(nat_dense(ctx, logits, &zd));
     NAT_TRY(nat_dense(ctx, targets, &td));
     NAT_TRY(nat_ctx_empty(ctx, &lse_t, NAT_F64, 1, &N));
-    double *row_loss;
-    NAT_TRY(nat_ctx_scratch(ctx, (size_t)N * sizeof *row_loss, (void **)&row_loss));
-    const float *Z = nat_tensor_f32(zd), *T = nat_tensor_f32(td);
-    double *L = nat_tensor_data(lse_t);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        int64_t one = 1;
+        NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 1, &one));
+        NAT_TRY(nat_cuda_cross_entropy_forward(dev, nat_tensor_f32(zd), NULL, nat_tensor_f32(td), N, C, 0.0f,
+                                               nat_tensor_data(lse_t), nat_tensor_f32(y)));
+    } else {
+        double *row_loss;
+        NAT_TRY(nat_ctx_scratch(ctx, (size_t)N * sizeof *row_loss, (void **)&row_loss));
+        const float *Z = nat_tensor_f32(zd), *T = nat_tensor_f32(td);
+        double *L = nat_tensor_data(lse_t);
 #pragma omp parallel for if (N * C > PAR_MIN)
-    for (int64_t i = 0; i < N; i++) {
-        const float *z = Z + i * C, *t = T + i * C;
-        double lse = row_logsumexp(z, C);
-        double ts = 0, tz = 0;
-        for (int64_t c = 0; c < C; c++) {
-            ts += t[c];
-            tz += (double)t[c] * z[c];
+        for (int64_t i = 0; i < N; i++) {
+            const float *z = Z + i * C, *t = T + i * C;
+            double lse = row_logsumexp(z, C);
+            double ts = 0, tz = 0;
+            for (int64_t c = 0; c < C; c++) {
+                ts += t[c];
+                tz += (double)t[c] * z[c];
+            }
+            L[i] = lse;
+            row_loss[i] = lse * ts - tz;
         }
-        L[i] = lse;
-        row_loss[i] = lse * ts - tz;
+        double total = 0;
+        for (int64_t i = 0; i < N; i++)
+            total += row_loss[i];
+        int64_t one = 1;
+        NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 1, &one));
+        nat_tensor_f32(y)[0] = (float)(total / (double)N);
     }
-    double total = 0;
-    for (int64_t i = 0; i < N; i++)
-        total += row_loss[i];
-    int64_t one = 1;
-    NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 1, &one));
-    nat_tensor_f32(y)[0] = (float)(total / (double)N);
     nat_node *node;
     nat_tensor *ins[2] = {logits, targets};
     NAT_TRY(nat_ctx_record(ctx, &ce_soft_op, y, 2, ins, &node));
@@ -263,6 +308,13 @@ static nat_status sum_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g
     NAT_TRY(nat_grad_get(ctx, node->in[0], &gx));
     if (!gx)
         return NAT_OK;
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        /* gx += f · g[0], g read with stride 0 everywhere: the value never leaves the device. */
+        int64_t zero[NAT_MAX_DIMS] = {0};
+        return nat_cuda_binary(dev, NAT_CUDA_SCALE, true, nat_tensor_f32(gx), gx->ndim, gx->shape, nat_tensor_f32(g),
+                               zero, NULL, NULL, (float)node->f[0]);
+    }
     const float v = nat_tensor_f32(g)[0] * (float)node->f[0];
     float *GX = nat_tensor_f32(gx);
     int64_t n = nat_tensor_numel(gx);
@@ -278,19 +330,26 @@ static const nat_op_def mean_op = {"mean", sum_backward};
 static nat_status reduce_all(nat_ctx *ctx, nat_tensor *x, bool mean, nat_tensor **out)
 {
     const char *name = mean ? "mean" : "sum";
-    NAT_TRY(nat_check_f32(ctx, x, name, "x"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, name, "x"));
     int64_t n = nat_tensor_numel(x);
     if (mean && n == 0) {
         char sx[96];
         return nat_error(NAT_ERR_SHAPE, "mean: x %s has no elements", nat_shape_str(x, sx, sizeof sx));
     }
-    double s;
-    NAT_TRY(sum_all(ctx, x, &s));
     double f = mean ? 1.0 / (double)n : 1.0;
     nat_tensor *y;
     int64_t one = 1;
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 1, &one));
-    nat_tensor_f32(y)[0] = (float)(s * f);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        nat_tensor *xd;
+        NAT_TRY(nat_dense(ctx, x, &xd));
+        NAT_TRY(nat_cuda_sum(dev, nat_tensor_f32(xd), n, false, (float)f, nat_tensor_f32(y)));
+    } else {
+        double s;
+        NAT_TRY(sum_all(ctx, x, &s));
+        nat_tensor_f32(y)[0] = (float)(s * f);
+    }
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, mean ? &mean_op : &sum_op, y, 1, &x, &node));
     if (node)

@@ -1,4 +1,5 @@
-/* core/ops_matmul.c — matmul, batched matmul and linear on the CPU through OpenBLAS sgemm.
+/* core/ops_matmul.c — matmul, batched matmul and linear: OpenBLAS sgemm on the CPU, cuBLAS on a CUDA
+ * device (core/ops_cuda.h: one strided-batched call per batched product).
  *
  * Layouts: row-major; linear weights are [out, in] as in PyTorch, so y = x·Wᵀ + b uses sgemm with the
  * second operand transposed. Backward accumulates straight into the gradient buffers (beta = 1), so no
@@ -7,6 +8,7 @@
 #include <cblas.h> /* cblas_sgemm */
 #include <inttypes.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
@@ -15,6 +17,18 @@ static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float 
 {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
                 1.0f, A, ta ? (int)M : (int)K, B, tb ? (int)K : (int)N, beta, C, (int)N);
+}
+
+/* `batch` products C_i = op(A_i) op(B_i) + beta·C_i with operand strides sa, sb, sc (0: shared) on the
+ * context's device (dev -1: the CPU). */
+static nat_status mm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t sa,
+                     const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch)
+{
+    if (dev >= 0)
+        return nat_cuda_gemm(dev, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
+    for (int64_t i = 0; i < batch; i++)
+        gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, beta, C + i * sc);
+    return NAT_OK;
 }
 
 /* ---- matmul ---- */
@@ -29,21 +43,19 @@ static nat_status matmul_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     NAT_TRY(nat_grad_get(ctx, node->in[0], &ga));
     NAT_TRY(nat_grad_get(ctx, node->in[1], &gb));
     const float *G = nat_tensor_f32(gd), *A = nat_tensor_f32(a), *B = nat_tensor_f32(b);
+    int dev = nat_ctx_cuda_index(ctx);
     if (shared_b) {
         /* a was flattened to [batch*M, K]. */
         if (ga)
-            gemm(false, true, batch * M, K, N, G, B, 1.0f, nat_tensor_f32(ga));
+            NAT_TRY(mm(dev, false, true, batch * M, K, N, G, 0, B, 0, 1.0f, nat_tensor_f32(ga), 0, 1));
         if (gb)
-            gemm(true, false, K, N, batch * M, A, G, 1.0f, nat_tensor_f32(gb));
+            NAT_TRY(mm(dev, true, false, K, N, batch * M, A, 0, G, 0, 1.0f, nat_tensor_f32(gb), 0, 1));
         return NAT_OK;
     }
-    for (int64_t i = 0; i < batch; i++) {
-        const float *Gi = G + i * M * N, *Ai = A + i * M * K, *Bi = B + i * K * N;
-        if (ga)
-            gemm(false, true, M, K, N, Gi, Bi, 1.0f, nat_tensor_f32(ga) + i * M * K);
-        if (gb)
-            gemm(true, false, K, N, M, Ai, Gi, 1.0f, nat_tensor_f32(gb) + i * K * N);
-    }
+    if (ga)
+        NAT_TRY(mm(dev, false, true, M, K, N, G, M * N, B, K * N, 1.0f, nat_tensor_f32(ga), M * K, batch));
+    if (gb)
+        NAT_TRY(mm(dev, true, false, K, N, M, A, M * K, G, M * N, 1.0f, nat_tensor_f32(gb), K * N, batch));
     return NAT_OK;
 }
 
@@ -51,8 +63,8 @@ static const nat_op_def matmul_op = {"matmul", matmul_backward};
 
 nat_status nat_matmul(nat_ctx *ctx, nat_tensor *a, nat_tensor *b, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, a, "matmul", "a"));
-    NAT_TRY(nat_check_f32(ctx, b, "matmul", "b"));
+    NAT_TRY(nat_check_f32_dev(ctx, a, "matmul", "a"));
+    NAT_TRY(nat_check_f32_dev(ctx, b, "matmul", "b"));
     char sa[96], sb[96];
     nat_shape_str(a, sa, sizeof sa);
     nat_shape_str(b, sb, sizeof sb);
@@ -74,11 +86,11 @@ nat_status nat_matmul(nat_ctx *ctx, nat_tensor *a, nat_tensor *b, nat_tensor **o
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, a->ndim, shape));
     const float *A = nat_tensor_f32(ad), *B = nat_tensor_f32(bd);
     float *Y = nat_tensor_f32(y);
+    int dev = nat_ctx_cuda_index(ctx);
     if (shared_b)
-        gemm(false, false, batch * M, N, K, A, B, 0.0f, Y);
+        NAT_TRY(mm(dev, false, false, batch * M, N, K, A, 0, B, 0, 0.0f, Y, 0, 1));
     else
-        for (int64_t i = 0; i < batch; i++)
-            gemm(false, false, M, N, K, A + i * M * K, B + i * K * N, 0.0f, Y + i * M * N);
+        NAT_TRY(mm(dev, false, false, M, N, K, A, M * K, B, K * N, 0.0f, Y, M * N, batch));
     nat_node *node;
     nat_tensor *ins[2] = {a, b};
     NAT_TRY(nat_ctx_record(ctx, &matmul_op, y, 2, ins, &node));
@@ -104,11 +116,16 @@ static nat_status linear_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     NAT_TRY(nat_grad_get(ctx, node->in[1], &gw));
     NAT_TRY(nat_grad_get(ctx, node->in[2], &gb));
     const float *G = nat_tensor_f32(gd);
+    int dev = nat_ctx_cuda_index(ctx);
     if (gx)
-        gemm(false, false, M, in, outf, G, nat_tensor_f32(w), 1.0f, nat_tensor_f32(gx));
+        NAT_TRY(mm(dev, false, false, M, in, outf, G, 0, nat_tensor_f32(w), 0, 1.0f, nat_tensor_f32(gx), 0, 1));
     if (gw)
-        gemm(true, false, outf, in, M, G, nat_tensor_f32(x), 1.0f, nat_tensor_f32(gw));
-    if (gb) {
+        NAT_TRY(mm(dev, true, false, outf, in, M, G, 0, nat_tensor_f32(x), 0, 1.0f, nat_tensor_f32(gw), 0, 1));
+    if (gb && dev >= 0) {
+        int64_t shape[2] = {M, outf}, stride[2] = {outf, 1};
+        bool keep[2] = {false, true};
+        NAT_TRY(nat_cuda_reduce(dev, nat_tensor_f32(gb), true, 1.0f, 2, shape, G, stride, keep));
+    } else if (gb) {
         float *B = nat_tensor_f32(gb);
 #pragma omp parallel for if (M * outf > 65536)
         for (int64_t o = 0; o < outf; o++) {
@@ -125,8 +142,8 @@ static const nat_op_def linear_op = {"linear", linear_backward};
 
 nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bias, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "linear", "x"));
-    NAT_TRY(nat_check_f32(ctx, w, "linear", "weight"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "linear", "x"));
+    NAT_TRY(nat_check_f32_dev(ctx, w, "linear", "weight"));
     char sx[96], sw[96];
     nat_shape_str(x, sx, sizeof sx);
     nat_shape_str(w, sw, sizeof sw);
@@ -135,7 +152,7 @@ nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
                          w->ndim == 2 ? w->shape[1] : -1);
     int64_t in = w->shape[1], outf = w->shape[0];
     if (bias) {
-        NAT_TRY(nat_check_f32(ctx, bias, "linear", "bias"));
+        NAT_TRY(nat_check_f32_dev(ctx, bias, "linear", "bias"));
         if (nat_tensor_numel(bias) != outf || bias->ndim != 1) {
             char sb[96];
             return nat_error(NAT_ERR_SHAPE, "linear: bias %s does not fit weight %s (expected [%" PRId64 "])",
@@ -153,7 +170,13 @@ nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, shape));
     float *Y = nat_tensor_f32(y);
     float beta = 0.0f;
-    if (bias) {
+    int dev = nat_ctx_cuda_index(ctx);
+    if (bias && dev >= 0) {
+        /* Every row of y starts as the bias (read with row stride 0); the GEMM adds onto it. */
+        int64_t shape2[2] = {M, outf}, ys[2] = {outf, 1}, bs[2] = {0, bias->stride[0]};
+        NAT_TRY(nat_cuda_strided_copy(dev, Y, ys, nat_tensor_f32(bias), bs, 2, shape2, false));
+        beta = 1.0f;
+    } else if (bias) {
         nat_tensor *bd;
         NAT_TRY(nat_dense(ctx, bias, &bd));
         const float *B = nat_tensor_f32(bd);
@@ -163,7 +186,7 @@ nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
                 Y[r * outf + o] = B[o];
         beta = 1.0f;
     }
-    gemm(false, true, M, outf, in, nat_tensor_f32(xd), nat_tensor_f32(wd), beta, Y);
+    NAT_TRY(mm(dev, false, true, M, outf, in, nat_tensor_f32(xd), 0, nat_tensor_f32(wd), 0, beta, Y, 0, 1));
     nat_node *node;
     nat_tensor *ins[3] = {x, w, bias};
     NAT_TRY(nat_ctx_record(ctx, &linear_op, y, 3, ins, &node));

@@ -6,13 +6,14 @@
  * PyTorch does, but in f64 [rows]: row statistics are accumulated in double with the variance taken in a
  * second pass over (x - mean), and a mean rounded to f32 would cost rows with a large mean (activations
  * around 1000 with unit spread) most of their gradient's precision. Softmax subtracts the row maximum
- * before exponentiating.
+ * before exponentiating. On a CUDA device the same saved tensors are filled by core/ops_cuda_norm.cu.
  */
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h> /* per-thread partial sums of the weight/bias gradients */
 #include <string.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
@@ -34,6 +35,10 @@ static nat_status layernorm_backward(nat_ctx *ctx, nat_node *node, const nat_ten
     const float *X = nat_tensor_f32(xd), *G = nat_tensor_f32(gd), *W = wd ? nat_tensor_f32(wd) : NULL;
     const double *M = nat_tensor_data(mean_t), *R = nat_tensor_data(rstd_t);
     float *GX = gx ? nat_tensor_f32(gx) : NULL;
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        return nat_cuda_layernorm_backward(dev, X, M, R, W, G, GX, gw ? nat_tensor_f32(gw) : NULL,
+                                           gb ? nat_tensor_f32(gb) : NULL, rows, C);
     /* Weight and bias gradients are sums over rows: each thread keeps its own partial rows over a static
      * block of rows, added in thread order afterwards, so a given thread count always gives the same bits. */
     int nt = rows * C > PAR_MIN ? omp_get_max_threads() : 1;
@@ -98,7 +103,7 @@ static const nat_op_def layernorm_op = {"layernorm", layernorm_backward};
 static nat_status check_affine(const nat_ctx *ctx, const nat_tensor *p, const char *arg, const nat_tensor *x,
                                int64_t C)
 {
-    NAT_TRY(nat_check_f32(ctx, p, "layernorm", arg));
+    NAT_TRY(nat_check_f32_dev(ctx, p, "layernorm", arg));
     if (p->ndim != 1 || p->shape[0] != C) {
         char sp[96], sx[96];
         return nat_error(NAT_ERR_SHAPE, "layernorm: %s %s does not fit x %s (expected [%" PRId64 "], the last dim)",
@@ -110,7 +115,7 @@ static nat_status check_affine(const nat_ctx *ctx, const nat_tensor *p, const ch
 nat_status nat_layernorm(nat_ctx *ctx, nat_tensor *x, nat_tensor *weight, nat_tensor *bias, float eps,
                          nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "layernorm", "x"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "layernorm", "x"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);
     if (x->ndim < 1 || x->shape[x->ndim - 1] < 1)
@@ -135,29 +140,34 @@ nat_status nat_layernorm(nat_ctx *ctx, nat_tensor *x, nat_tensor *weight, nat_te
     const float *X = nat_tensor_f32(xd), *W = wd ? nat_tensor_f32(wd) : NULL, *B = bd ? nat_tensor_f32(bd) : NULL;
     float *Y = nat_tensor_f32(y);
     double *M = nat_tensor_data(mean_t), *R = nat_tensor_data(rstd_t);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        NAT_TRY(nat_cuda_layernorm_forward(dev, X, W, B, Y, M, R, rows, C, eps));
+    } else {
 #pragma omp parallel for if (rows * C > PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = X + r * C;
-        float *yr = Y + r * C;
-        double s = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = X + r * C;
+            float *yr = Y + r * C;
+            double s = 0;
 #pragma omp simd reduction(+ : s)
-        for (int64_t c = 0; c < C; c++)
-            s += xr[c];
-        const double m = s / (double)C;
-        double v = 0;
+            for (int64_t c = 0; c < C; c++)
+                s += xr[c];
+            const double m = s / (double)C;
+            double v = 0;
 #pragma omp simd reduction(+ : v)
-        for (int64_t c = 0; c < C; c++) {
-            double d = (double)xr[c] - m;
-            v += d * d;
-        }
-        const double rs = 1.0 / sqrt(v / (double)C + (double)eps);
+            for (int64_t c = 0; c < C; c++) {
+                double d = (double)xr[c] - m;
+                v += d * d;
+            }
+            const double rs = 1.0 / sqrt(v / (double)C + (double)eps);
 #pragma omp simd
-        for (int64_t c = 0; c < C; c++) {
-            float xh = (float)(((double)xr[c] - m) * rs);
-            yr[c] = (W ? xh * W[c] : xh) + (B ? B[c] : 0.0f);
+            for (int64_t c = 0; c < C; c++) {
+                float xh = (float)(((double)xr[c] - m) * rs);
+                yr[c] = (W ? xh * W[c] : xh) + (B ? B[c] : 0.0f);
+            }
+            M[r] = m;
+            R[r] = rs;
         }
-        M[r] = m;
-        R[r] = rs;
     }
     nat_node *node;
     nat_tensor *ins[3] = {x, weight, bias};
@@ -187,6 +197,9 @@ static nat_status softmax_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     const float *Y = nat_tensor_f32(node->saved[0]), *G = nat_tensor_f32(gd);
     float *GX = nat_tensor_f32(gx);
     int64_t rows = node->i[0], C = node->i[1];
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        return nat_cuda_softmax_backward(dev, Y, G, GX, rows, C);
     /* dx = y ⊙ (g - Σ g ⊙ y) */
 #pragma omp parallel for if (rows * C > PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
@@ -208,7 +221,7 @@ static const nat_op_def softmax_op = {"softmax", softmax_backward};
 
 nat_status nat_softmax(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "softmax", "x"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "softmax", "x"));
     if (x->ndim < 1 || x->shape[x->ndim - 1] < 1) {
         char sx[96];
         return nat_error(NAT_ERR_SHAPE, "softmax: x %s has no last dim to normalise over",
@@ -221,29 +234,34 @@ nat_status nat_softmax(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, x->shape));
     const float *X = nat_tensor_f32(xd);
     float *Y = nat_tensor_f32(y);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        NAT_TRY(nat_cuda_softmax_forward(dev, X, Y, rows, C));
+    } else {
 #pragma omp parallel for if (rows * C > PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = X + r * C;
-        float *yr = Y + r * C;
-        float mx = xr[0];
-        for (int64_t c = 1; c < C; c++)
-            mx = xr[c] > mx ? xr[c] : mx;
-        /* A row that is -inf everywhere (fully masked) has no distribution; it gets zeros rather than the
-         * NaNs of exp(-inf - -inf), so it adds nothing downstream. */
-        if (mx == -INFINITY) {
-            memset(yr, 0, (size_t)C * sizeof *yr);
-            continue;
-        }
-        double s = 0;
-        for (int64_t c = 0; c < C; c++) {
-            float e = expf(xr[c] - mx);
-            yr[c] = e;
-            s += e;
-        }
-        const float inv = (float)(1.0 / s);
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = X + r * C;
+            float *yr = Y + r * C;
+            float mx = xr[0];
+            for (int64_t c = 1; c < C; c++)
+                mx = xr[c] > mx ? xr[c] : mx;
+            /* A row that is -inf everywhere (fully masked) has no distribution; it gets zeros rather than the
+             * NaNs of exp(-inf - -inf), so it adds nothing downstream. */
+            if (mx == -INFINITY) {
+                memset(yr, 0, (size_t)C * sizeof *yr);
+                continue;
+            }
+            double s = 0;
+            for (int64_t c = 0; c < C; c++) {
+                float e = expf(xr[c] - mx);
+                yr[c] = e;
+                s += e;
+            }
+            const float inv = (float)(1.0 / s);
 #pragma omp simd
-        for (int64_t c = 0; c < C; c++)
-            yr[c] *= inv;
+            for (int64_t c = 0; c < C; c++)
+                yr[c] *= inv;
+        }
     }
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &softmax_op, y, 1, &x, &node));

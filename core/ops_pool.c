@@ -3,9 +3,11 @@
  * Layouts: channels-first x [N, C, H, W] (the conv stem) or channels-last x [N, H, W, C] (NAT's
  * activations before the classifier head) -> [N, C]. Any number of spatial dims is accepted
  * ([N, C, L], [N, L, C], ...): they are flattened to one of length S. Strided inputs are made dense first.
+ * On a CUDA device: a reduction over S (forward) and a stride-0 broadcast add (backward), core/ops_cuda.h.
  */
 #include <inttypes.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
@@ -21,6 +23,13 @@ static nat_status avg_pool_backward(nat_ctx *ctx, nat_node *node, const nat_tens
     const float *G = nat_tensor_f32(gd);
     float *GX = nat_tensor_f32(gx);
     const float inv = 1.0f / (float)S;
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        /* gx viewed as [N, C, S] or [N, S, C] += inv · g [N, C] read with stride 0 along S. */
+        int64_t shape[3] = {N, last ? S : C, last ? C : S};
+        int64_t gs[3] = {C, last ? 0 : 1, last ? 1 : 0};
+        return nat_cuda_binary(dev, NAT_CUDA_SCALE, true, GX, 3, shape, G, gs, NULL, NULL, inv);
+    }
     if (!last) {
 #pragma omp parallel for if (N * C * S > 65536)
         for (int64_t r = 0; r < N * C; r++) {
@@ -45,7 +54,7 @@ static const nat_op_def avg_pool_op = {"global_avg_pool", avg_pool_backward};
 
 nat_status nat_global_avg_pool(nat_ctx *ctx, nat_tensor *x, int channels_last, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "global_avg_pool", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "global_avg_pool", "input"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);
     if (channels_last != 0 && channels_last != 1)
@@ -65,7 +74,13 @@ nat_status nat_global_avg_pool(nat_ctx *ctx, nat_tensor *x, int channels_last, n
     const float *X = nat_tensor_f32(xd);
     float *Y = nat_tensor_f32(y);
     const float inv = 1.0f / (float)S;
-    if (!channels_last) {
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        int64_t dims[3] = {N, channels_last ? S : C, channels_last ? C : S};
+        int64_t xs[3] = {S * C, dims[2], 1};
+        bool keep[3] = {true, !channels_last, (bool)channels_last};
+        NAT_TRY(nat_cuda_reduce(dev, Y, false, inv, 3, dims, X, xs, keep));
+    } else if (!channels_last) {
 #pragma omp parallel for if (N * C * S > 65536)
         for (int64_t r = 0; r < N * C; r++) {
             const float *src = X + r * S;

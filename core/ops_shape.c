@@ -5,10 +5,12 @@
  * storage writes into x. Backward of a view scatters the gradient into the positions the view read:
  * permute through the inverse permutation, slice into the [start, end) band, pad by cropping.
  * Gradients arrive dense in practice (autograd makes them with nat_ctx_zeros) but any strides work.
+ * On a CUDA device every copy is nat_cuda_strided_copy (core/ops_cuda.h), with the same strides.
  */
 #include <inttypes.h>
 #include <string.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
@@ -52,6 +54,16 @@ static void strided_copy(float *dst, const int64_t *ds, const float *src, const 
     }
 }
 
+/* strided_copy on the context's device (dev -1: the CPU). */
+static nat_status copy_on(int dev, float *dst, const int64_t *ds, const float *src, const int64_t *ss, int ndim,
+                          const int64_t *shape, bool add)
+{
+    if (dev >= 0)
+        return nat_cuda_strided_copy(dev, dst, ds, src, ss, ndim, shape, add);
+    strided_copy(dst, ds, src, ss, ndim, shape, add);
+    return NAT_OK;
+}
+
 /* ---- permute ---- */
 
 static nat_status permute_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
@@ -64,15 +76,15 @@ static nat_status permute_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     int64_t gs[NAT_MAX_DIMS];
     for (int i = 0; i < g->ndim; i++)
         gs[node->i[i]] = g->stride[i];
-    strided_copy(nat_tensor_f32(gx), gx->stride, nat_tensor_f32(g), gs, x->ndim, x->shape, true);
-    return NAT_OK;
+    return copy_on(nat_ctx_cuda_index(ctx), nat_tensor_f32(gx), gx->stride, nat_tensor_f32(g), gs, x->ndim, x->shape,
+                   true);
 }
 
 static const nat_op_def permute_op = {"permute", permute_backward};
 
 nat_status nat_permute(nat_ctx *ctx, nat_tensor *x, const int *perm, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "permute", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "permute", "input"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);
     if (!perm && x->ndim > 0)
@@ -115,15 +127,14 @@ static nat_status slice_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
         return NAT_OK;
     int dim = (int)node->i[0];
     float *band = nat_tensor_f32(gx) + node->i[1] * gx->stride[dim];
-    strided_copy(band, gx->stride, nat_tensor_f32(g), g->stride, g->ndim, g->shape, true);
-    return NAT_OK;
+    return copy_on(nat_ctx_cuda_index(ctx), band, gx->stride, nat_tensor_f32(g), g->stride, g->ndim, g->shape, true);
 }
 
 static const nat_op_def slice_op = {"slice", slice_backward};
 
 nat_status nat_slice(nat_ctx *ctx, nat_tensor *x, int dim, int64_t start, int64_t end, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "slice", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "slice", "input"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);
     int d = dim < 0 ? dim + x->ndim : dim;
@@ -160,6 +171,11 @@ static nat_status reshape_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     float *dst = nat_tensor_f32(gx);
     const float *src = nat_tensor_f32(gd);
     int64_t n = nat_tensor_numel(x);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0) {
+        int64_t unit = 1;
+        return nat_cuda_strided_copy(dev, dst, &unit, src, &unit, 1, &n, true);
+    }
 #pragma omp parallel for simd if (n > 65536)
     for (int64_t i = 0; i < n; i++)
         dst[i] += src[i];
@@ -170,7 +186,7 @@ static const nat_op_def reshape_op = {"reshape", reshape_backward};
 
 nat_status nat_reshape(nat_ctx *ctx, nat_tensor *x, int ndim, const int64_t *shape, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "reshape", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "reshape", "input"));
     char sx[96], sn[128];
     nat_shape_str(x, sx, sizeof sx);
     if (ndim < 0 || ndim > NAT_MAX_DIMS || (!shape && ndim > 0))
@@ -223,14 +239,15 @@ static const nat_op_def contiguous_op = {"contiguous", contiguous_backward};
 
 nat_status nat_contiguous(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "contiguous", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "contiguous", "input"));
     if (nat_tensor_is_contiguous(x)) {
         *out = x;
         return NAT_OK;
     }
     nat_tensor *y;
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, x->shape));
-    strided_copy(nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride, x->ndim, x->shape, false);
+    NAT_TRY(copy_on(nat_ctx_cuda_index(ctx), nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride, x->ndim,
+                    x->shape, false));
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &contiguous_op, y, 1, &x, &node));
     *out = y;
@@ -249,8 +266,8 @@ static nat_status pad_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g
     const float *interior = nat_tensor_f32(g);
     for (int d = 0; d < x->ndim; d++)
         interior += node->i[d] * g->stride[d];
-    strided_copy(nat_tensor_f32(gx), gx->stride, interior, g->stride, x->ndim, x->shape, true);
-    return NAT_OK;
+    return copy_on(nat_ctx_cuda_index(ctx), nat_tensor_f32(gx), gx->stride, interior, g->stride, x->ndim, x->shape,
+                   true);
 }
 
 static const nat_op_def pad_op = {"pad", pad_backward};
@@ -258,7 +275,7 @@ static const nat_op_def pad_op = {"pad", pad_backward};
 nat_status nat_pad(nat_ctx *ctx, nat_tensor *x, const int64_t *before, const int64_t *after, float value,
                    nat_tensor **out)
 {
-    NAT_TRY(nat_check_f32(ctx, x, "pad", "input"));
+    NAT_TRY(nat_check_f32_dev(ctx, x, "pad", "input"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);
     if ((!before || !after) && x->ndim > 0)
@@ -277,7 +294,8 @@ nat_status nat_pad(nat_ctx *ctx, nat_tensor *x, const int64_t *before, const int
     float *interior = nat_tensor_f32(y);
     for (int d = 0; d < x->ndim; d++)
         interior += before[d] * y->stride[d];
-    strided_copy(interior, y->stride, nat_tensor_f32(x), x->stride, x->ndim, x->shape, false);
+    NAT_TRY(copy_on(nat_ctx_cuda_index(ctx), interior, y->stride, nat_tensor_f32(x), x->stride, x->ndim, x->shape,
+                    false));
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &pad_op, y, 1, &x, &node));
     if (node)

@@ -1,22 +1,40 @@
 /* core/ops_util.c — in-place helpers behind autograd (fill, accumulate), argument checks, dense
- * copies of strided views and broadcast reduction (see core/ops_internal.h). CPU only for now: a
- * tensor on another device gets a clear "no kernel" error from nat_check_f32 before reaching these. */
+ * copies of strided views and broadcast reduction (see core/ops_internal.h). Each helper works on the
+ * CPU and, through core/ops_cuda.h, on a CUDA device; the tensor's device picks the path. */
 #include <string.h>
 
+#include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
-static nat_status host_only(const nat_tensor *t, const char *what)
+static bool on_cuda(const nat_tensor *t) { return t->device.kind == NAT_DEV_CUDA; }
+
+int nat_ctx_cuda_index(const nat_ctx *ctx)
 {
-    if (t->device.kind != NAT_DEV_CPU)
-        return nat_error(NAT_ERR_UNSUPPORTED, "%s: no kernel for tensors on %s in this build", what,
-                         nat_device_name(t->device));
-    return NAT_OK;
+    nat_device d = nat_ctx_device(ctx);
+    return d.kind == NAT_DEV_CUDA ? d.index : -1;
+}
+
+/* t = v on a CUDA device, any strides: a one-element source read with stride 0. */
+static nat_status cuda_fill_strided(nat_tensor *t, float v)
+{
+    int dev = t->device.index;
+    if (nat_tensor_is_contiguous(t))
+        return nat_cuda_fill(dev, nat_tensor_f32(t), nat_tensor_numel(t), v);
+    float *one;
+    NAT_TRY(nat_mem_alloc(t->device, sizeof *one, (void **)&one));
+    int64_t zero[NAT_MAX_DIMS] = {0};
+    nat_status s = nat_cuda_fill(dev, one, 1, v);
+    if (s == NAT_OK)
+        s = nat_cuda_strided_copy(dev, nat_tensor_f32(t), t->stride, one, zero, t->ndim, t->shape, false);
+    nat_mem_free(t->device, one, sizeof *one); /* stream-ordered reuse */
+    return s;
 }
 
 nat_status nat_fill_value(nat_tensor *t, float v)
 {
-    NAT_TRY(host_only(t, "fill"));
+    if (on_cuda(t))
+        return cuda_fill_strided(t, v);
     if (!nat_tensor_is_contiguous(t))
         return nat_tensor_fill(t, v);
     float *p = nat_tensor_f32(t);
@@ -29,8 +47,11 @@ nat_status nat_fill_value(nat_tensor *t, float v)
 
 nat_status nat_fill_zero(nat_tensor *t)
 {
-    if (t->device.kind == NAT_DEV_CPU && nat_tensor_is_contiguous(t)) {
-        memset(nat_tensor_data(t), 0, (size_t)nat_tensor_numel(t) * nat_dtype_size(t->dtype));
+    if (nat_tensor_is_contiguous(t)) {
+        size_t bytes = (size_t)nat_tensor_numel(t) * nat_dtype_size(t->dtype);
+        if (on_cuda(t))
+            return nat_cuda_memset0(t->device.index, nat_tensor_data(t), bytes);
+        memset(nat_tensor_data(t), 0, bytes);
         return NAT_OK;
     }
     return nat_fill_value(t, 0.0f);
@@ -62,17 +83,29 @@ static void strided_add(float *dst, const float *src, int ndim, const int64_t *s
 
 nat_status nat_add_into(nat_tensor *dst, const nat_tensor *src)
 {
-    NAT_TRY(host_only(dst, "accumulate"));
-    if (!nat_tensor_same_shape(dst, src) || !nat_tensor_is_contiguous(dst)) {
+    if (!nat_tensor_same_shape(dst, src) || !nat_tensor_is_contiguous(dst) || dst->device.kind != src->device.kind ||
+        dst->device.index != src->device.index) {
         char a[96], b[96];
-        return nat_error(NAT_ERR_INTERNAL, "accumulate: %s into %s", nat_shape_str(src, a, sizeof a),
-                         nat_shape_str(dst, b, sizeof b));
+        return nat_error(NAT_ERR_INTERNAL, "accumulate: %s on %s into %s on %s", nat_shape_str(src, a, sizeof a),
+                         nat_device_name(src->device), nat_shape_str(dst, b, sizeof b), nat_device_name(dst->device));
     }
+    if (on_cuda(dst))
+        return nat_cuda_strided_copy(dst->device.index, nat_tensor_f32(dst), dst->stride, nat_tensor_f32(src),
+                                     src->stride, src->ndim, src->shape, true);
     strided_add(nat_tensor_f32(dst), nat_tensor_f32(src), src->ndim, src->shape, src->stride);
     return NAT_OK;
 }
 
 nat_status nat_check_f32(const nat_ctx *ctx, const nat_tensor *t, const char *op, const char *arg)
+{
+    NAT_TRY(nat_check_f32_dev(ctx, t, op, arg));
+    if (t->device.kind != NAT_DEV_CPU)
+        return nat_error(NAT_ERR_UNSUPPORTED, "%s: no CUDA kernel for %s yet (%s is on %s); run it on the CPU", op, op,
+                         arg, nat_device_name(t->device));
+    return NAT_OK;
+}
+
+nat_status nat_check_f32_dev(const nat_ctx *ctx, const nat_tensor *t, const char *op, const char *arg)
 {
     if (!t)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is NULL", op, arg);
@@ -80,11 +113,10 @@ nat_status nat_check_f32(const nat_ctx *ctx, const nat_tensor *t, const char *op
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is %s; this op takes f32", op, arg, nat_dtype_name(t->dtype));
     nat_device d = nat_ctx_device(ctx);
     if (t->device.kind != d.kind || t->device.index != d.index)
-        return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is on %s but the context runs on %s", op, arg,
-                         nat_device_name(t->device), nat_device_name(d));
-    if (t->device.kind != NAT_DEV_CPU)
-        return nat_error(NAT_ERR_UNSUPPORTED, "%s: no kernel for %s tensors in this build", op,
-                         nat_device_name(t->device));
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is on %s but the context runs on %s (copy it with nat_tensor_to)",
+                         op, arg, nat_device_name(t->device), nat_device_name(d));
+    if (t->device.kind == NAT_DEV_CUDA)
+        NAT_TRY(nat_cuda_check_device(t->device, op));
     if (t->storage == NULL || t->storage->data == NULL)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s has no storage (freed by nat_ctx_reset?)", op, arg);
     return NAT_OK;
@@ -97,6 +129,13 @@ nat_status nat_dense(nat_ctx *ctx, const nat_tensor *x, nat_tensor **out)
         return NAT_OK;
     }
     nat_tensor *y;
+    if (on_cuda(x)) {
+        NAT_TRY(nat_ctx_empty(ctx, &y, x->dtype, x->ndim, x->shape));
+        NAT_TRY(nat_cuda_strided_copy(x->device.index, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride,
+                                      x->ndim, x->shape, false));
+        *out = y;
+        return NAT_OK;
+    }
     NAT_TRY(nat_ctx_zeros(ctx, &y, x->dtype, x->ndim, x->shape));
     strided_add(nat_tensor_f32(y), nat_tensor_f32(x), x->ndim, x->shape, x->stride);
     *out = y;
@@ -115,6 +154,17 @@ nat_status nat_reduce_to_shape(nat_ctx *ctx, const nat_tensor *g, int ndim, cons
     if (off < 0)
         return nat_error(NAT_ERR_INTERNAL, "reduce_to_shape: target has more dims than the gradient");
     nat_tensor *r;
+    if (on_cuda(g)) {
+        /* r is contiguous over the dims that stay, the others having size 1 or being absent. */
+        bool keep[NAT_MAX_DIMS];
+        for (int d = 0; d < g->ndim; d++)
+            keep[d] = d - off >= 0 && shape[d - off] != 1;
+        NAT_TRY(nat_ctx_empty(ctx, &r, NAT_F32, ndim, shape));
+        NAT_TRY(nat_cuda_reduce(g->device.index, nat_tensor_f32(r), false, 1.0f, g->ndim, g->shape, nat_tensor_f32(g),
+                                g->stride, keep));
+        *out = r;
+        return NAT_OK;
+    }
     NAT_TRY(nat_ctx_zeros(ctx, &r, NAT_F32, ndim, shape));
     int64_t rstride[NAT_MAX_DIMS];
     nat_contiguous_strides(ndim, shape, rstride);

@@ -1,10 +1,13 @@
 /* core/optim.c — SGD (momentum, Nesterov, coupled weight decay) and AdamW (decoupled weight decay) over
  * parameter groups, and global-norm gradient clipping (see include/nat/optim.h for the exact rules).
  *
- * Parameters and gradients are contiguous f32 CPU tensors, updated element by element; each update is
+ * Parameters and gradients are contiguous f32 tensors on the CPU or a CUDA device (each parameter is
+ * updated where it lives: core/ops_cuda_optim.cu has the same loops as fused kernels, and the gradient
+ * norm is a deterministic device reduction); updated element by element; each update is
  * written in the order PyTorch's single-tensor kernels use (scalars computed in double, applied in
  * float) so results track a PyTorch run closely. State tensors are made at add_group time so that
- * nat_optim_step never allocates.
+ * nat_optim_step never allocates. AdamW's per-parameter step count stays on the host whatever the
+ * parameter's device: the bias corrections are computed from it on the host.
  */
 #include "nat/optim.h"
 
@@ -14,7 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nat/autograd.h" /* nat_zero_grad */
+#include "core/ops_cuda.h" /* fused updates and the gradient norm on CUDA devices */
+#include "nat/autograd.h"   /* nat_zero_grad */
 
 /* Large tensors are split over threads; small ones (biases, norms) stay serial. */
 #define OPTIM_PAR_MIN 32768
@@ -122,8 +126,8 @@ static const char *param_problem(const nat_tensor *t)
         return "is a step tensor (made inside a nat_ctx); parameters must be persistent (nat_tensor_new)";
     if (t->dtype != NAT_F32)
         return "is not f32";
-    if (t->device.kind != NAT_DEV_CPU)
-        return "is not on the CPU (the optimizer has no CUDA kernels in this build)";
+    if (t->device.kind == NAT_DEV_CUDA && nat_cuda_check_device(t->device, "optim") != NAT_OK)
+        return "is on a CUDA device that this build or machine cannot use";
     if (!nat_tensor_is_contiguous(t))
         return "is not contiguous";
     if (!t->requires_grad)
@@ -200,7 +204,7 @@ nat_status nat_optim_add_group(nat_optim *opt, nat_tensor **params, int n, float
             if (st == NAT_OK)
                 st = new_like(&q->v, q->p);
             if (st == NAT_OK)
-                st = nat_tensor_new(&q->steps, NAT_F32, q->p->device, 1, &one);
+                st = nat_tensor_new(&q->steps, NAT_F32, NAT_CPU, 1, &one);
         } else if (per_param) {
             st = new_like(&q->m, q->p);
         }
@@ -280,12 +284,12 @@ static void adamw_update(float *p, const float *g, float *m, float *v, int64_t n
 static nat_status check_grad(const opt_param *q, int index_in_group)
 {
     const nat_tensor *gr = q->p->grad;
-    if (gr->dtype != NAT_F32 || gr->device.kind != NAT_DEV_CPU || !nat_tensor_is_contiguous(gr) ||
-        !nat_tensor_same_shape(gr, q->p)) {
+    if (gr->dtype != NAT_F32 || gr->device.kind != q->p->device.kind || gr->device.index != q->p->device.index ||
+        !nat_tensor_is_contiguous(gr) || !nat_tensor_same_shape(gr, q->p)) {
         char a[96], b[96];
         return nat_error(NAT_ERR_INTERNAL,
                          "optim_step: group %d, param %d (shape %s) has a gradient of shape %s (%s, %s) that is not a "
-                         "contiguous f32 CPU tensor of its shape",
+                         "contiguous f32 tensor of its shape on its device",
                          q->group, index_in_group, nat_shape_str(q->p, a, sizeof a), nat_shape_str(gr, b, sizeof b),
                          nat_dtype_name(gr->dtype), nat_device_name(gr->device));
     }
@@ -314,8 +318,13 @@ nat_status nat_optim_step(nat_optim *opt, float lr)
         float *p = nat_tensor_f32(q->p);
         const float *g = nat_tensor_f32(q->p->grad);
         int64_t n = nat_tensor_numel(q->p);
+        int dev = q->p->device.kind == NAT_DEV_CUDA ? q->p->device.index : -1;
         if (c->kind == NAT_OPTIM_SGD) {
-            sgd_update(p, g, q->m ? nat_tensor_f32(q->m) : NULL, n, lr, wd, c->momentum, c->nesterov);
+            float *buf = q->m ? nat_tensor_f32(q->m) : NULL;
+            if (dev >= 0)
+                NAT_TRY(nat_cuda_sgd_update(dev, p, g, buf, n, lr, wd, c->momentum, c->nesterov));
+            else
+                sgd_update(p, g, buf, n, lr, wd, c->momentum, c->nesterov);
             continue;
         }
         float *t = nat_tensor_f32(q->steps);
@@ -324,9 +333,14 @@ nat_status nat_optim_step(nat_optim *opt, float lr)
         double bc1 = 1.0 - pow((double)c->beta1, step);
         double bc2 = 1.0 - pow((double)c->beta2, step);
         double step_size = (double)lr / bc1;
-        adamw_update(p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, (float)(1.0 - (double)lr * wd),
-                     (float)(1.0 - (double)c->beta1), c->beta2, (float)(1.0 - (double)c->beta2), (float)-step_size,
-                     (float)sqrt(bc2), c->eps);
+        const float decay_mul = (float)(1.0 - (double)lr * wd), w1 = (float)(1.0 - (double)c->beta1);
+        const float omb2 = (float)(1.0 - (double)c->beta2), neg_step = (float)-step_size, bc2s = (float)sqrt(bc2);
+        if (dev >= 0)
+            NAT_TRY(nat_cuda_adamw_update(dev, p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1,
+                                          c->beta2, omb2, neg_step, bc2s, c->eps));
+        else
+            adamw_update(p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1, c->beta2, omb2, neg_step,
+                         bc2s, c->eps);
     }
     opt->steps++;
     return NAT_OK;
@@ -378,20 +392,43 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
         if (!params[i])
             return nat_error(NAT_ERR_INVALID_ARG, "clip_grad_norm: param %d is NULL", i);
         const nat_tensor *gr = params[i]->grad;
-        if (gr && (gr->dtype != NAT_F32 || gr->device.kind != NAT_DEV_CPU || !nat_tensor_is_contiguous(gr))) {
+        if (gr && (gr->dtype != NAT_F32 || !nat_tensor_is_contiguous(gr))) {
             char b[96];
             return nat_error(NAT_ERR_UNSUPPORTED,
-                             "clip_grad_norm: param %d has a gradient of shape %s (%s on %s); only contiguous f32 CPU "
+                             "clip_grad_norm: param %d has a gradient of shape %s (%s on %s); only contiguous f32 "
                              "gradients are supported",
                              i, nat_shape_str(gr, b, sizeof b), nat_dtype_name(gr->dtype), nat_device_name(gr->device));
         }
+        if (gr && gr->device.kind == NAT_DEV_CUDA)
+            NAT_TRY(nat_cuda_check_device(gr->device, "clip_grad_norm"));
     }
-    /* Squares summed in double: millions of float squares would otherwise lose the small ones. */
+    /* Squares summed in double: millions of float squares would otherwise lose the small ones. Runs of
+     * consecutive CUDA gradients on one device go to the device in one batch (one wait per batch). */
     double sq = 0.0;
     for (int i = 0; i < n; i++) {
         const nat_tensor *gr = params[i]->grad;
         if (!gr)
             continue;
+        if (gr->device.kind == NAT_DEV_CUDA) {
+            enum { BATCH = 64 };
+            const float *xs[BATCH];
+            int64_t ns[BATCH];
+            int k = 0, dev = gr->device.index;
+            for (; i < n && k < BATCH; i++) {
+                const nat_tensor *gi = params[i]->grad;
+                if (!gi)
+                    continue;
+                if (gi->device.kind != NAT_DEV_CUDA || gi->device.index != dev)
+                    break;
+                xs[k] = nat_tensor_f32(gi);
+                ns[k++] = nat_tensor_numel(gi);
+            }
+            i--; /* the loop's i++ moves to the first parameter not taken */
+            double s = 0.0;
+            NAT_TRY(nat_cuda_sum_squares(dev, k, xs, ns, &s));
+            sq += s;
+            continue;
+        }
         const float *g = nat_tensor_f32(gr);
         int64_t m = nat_tensor_numel(gr);
         double s = 0.0;
@@ -414,6 +451,11 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
             continue;
         float *g = nat_tensor_f32(gr);
         int64_t m = nat_tensor_numel(gr);
+        if (gr->device.kind == NAT_DEV_CUDA) {
+            int64_t unit = 1;
+            NAT_TRY(nat_cuda_binary(gr->device.index, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, coef));
+            continue;
+        }
 #pragma omp parallel for simd if (m > OPTIM_PAR_MIN)
         for (int64_t j = 0; j < m; j++)
             g[j] *= coef;

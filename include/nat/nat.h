@@ -4,6 +4,7 @@
 
 #include "nat/alloc.h"
 #include "nat/autograd.h"
+#include "nat/cuda.h"
 #include "nat/data.h"
 #include "nat/idx.h"
 #include "nat/layers.h"

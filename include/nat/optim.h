@@ -10,8 +10,9 @@
  *    t is counted per parameter, as PyTorch's state['step'] is, so a parameter that had no gradient on
  *    some steps gets the same bias correction PyTorch would give it.
  *
- * Parameters are persistent f32 CPU tensors with requires_grad (borrowed: they must outlive the
- * optimizer). A parameter is skipped by a step while it has no gradient buffer at all (backward never
+ * Parameters are persistent f32 tensors with requires_grad, on the CPU or a CUDA device (borrowed: they
+ * must outlive the optimizer); each is updated on its own device, with the same rules. A parameter is
+ * skipped by a step while it has no gradient buffer at all (backward never
  * reached it). nat_optim_zero_grad zeroes the buffers and keeps them, as PyTorch's
  * zero_grad(set_to_none=False) does: from then on an unreached parameter counts as having a zero
  * gradient (it still decays and its momentum still moves).
@@ -60,8 +61,8 @@ void nat_optim_free(nat_optim *opt);
 nat_optim_kind nat_optim_get_kind(const nat_optim *opt);
 
 /* Adds a group of n parameters sharing one weight decay (>= 0; e.g. 0 for biases, norms and rpb) and
- * makes their state tensors. params[0..n) are borrowed; each must be a persistent, contiguous f32 CPU
- * tensor with requires_grad, and appear in no other group. On failure the optimizer is unchanged. */
+ * makes their state tensors. params[0..n) are borrowed; each must be a persistent, contiguous f32
+ * tensor (CPU or CUDA) with requires_grad, and appear in no other group. On failure the optimizer is unchanged. */
 nat_status nat_optim_add_group(nat_optim *opt, nat_tensor **params, int n, float weight_decay);
 int nat_optim_group_count(const nat_optim *opt);
 
@@ -80,7 +81,8 @@ nat_status nat_optim_set_step_count(nat_optim *opt, int64_t steps);
 /* State tensors, for checkpoints. Entries are listed group by group, parameter by parameter, and named
  * "group<g>.param<i>.<what>" with i the parameter's index inside its group and <what> one of
  * "momentum_buffer" (SGD with momentum), "step", "exp_avg", "exp_avg_sq" (AdamW). "step" is an f32 [1]
- * tensor like PyTorch's state['step'] (exact up to 2^24 steps); the others have the parameter's shape.
+ * CPU tensor like PyTorch's state['step'] (exact up to 2^24 steps); the others have the parameter's shape
+ * and device.
  * The name and tensor are owned by the optimizer; write into the tensor to restore it. */
 int nat_optim_state_count(const nat_optim *opt);
 nat_status nat_optim_state_get(const nat_optim *opt, int i, const char **name, nat_tensor **tensor);

@@ -70,6 +70,17 @@ static nat_status check_ndim(const nat_na_params *p, int want, const char *op)
     return NAT_OK;
 }
 
+/* NA runs on the CPU only for now: a CUDA context gets a plain error, never a silent CPU fallback. */
+static nat_status na_device_check(const nat_ctx *ctx, const char *op)
+{
+    nat_device d = nat_ctx_device(ctx);
+    if (d.kind != NAT_DEV_CPU)
+        return nat_error(NAT_ERR_UNSUPPORTED,
+                         "%s: neighborhood attention has no CUDA kernel yet (the context runs on %s); run NA on the CPU",
+                         op, nat_device_name(d));
+    return NAT_OK;
+}
+
 static int64_t n_keys(const nat_na_params *p)
 {
     int64_t K = 1;
@@ -141,6 +152,7 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
                      nat_tensor **attn)
 {
     const char *op = "na_qk";
+    NAT_TRY(na_device_check(ctx, op));
     NAT_TRY(nat_check_f32(ctx, q, op, "q"));
     NAT_TRY(nat_check_f32(ctx, k, op, "k"));
     na_sizes sz;
@@ -198,6 +210,7 @@ static const nat_op_def av_op = {"na_av", av_backward};
 nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na_params *p, nat_tensor **out)
 {
     const char *op = "na_av";
+    NAT_TRY(na_device_check(ctx, op));
     NAT_TRY(nat_check_f32(ctx, attn, op, "attn"));
     NAT_TRY(nat_check_f32(ctx, v, op, "v"));
     na_sizes sz;
@@ -267,6 +280,7 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
                   nat_tensor **out)
 {
     const char *op = p->ndim == 1 ? "na1d" : p->ndim == 2 ? "na2d" : "na3d";
+    NAT_TRY(na_device_check(ctx, op));
     NAT_TRY(nat_check_f32(ctx, q, op, "q"));
     NAT_TRY(nat_check_f32(ctx, k, op, "k"));
     NAT_TRY(nat_check_f32(ctx, v, op, "v"));
