@@ -459,22 +459,6 @@ START_TEST(optimizers)
 }
 END_TEST
 
-START_TEST(na_is_refused)
-{
-    nat_ctx *ctx;
-    TH_OK(nat_ctx_new(&ctx, GPU));
-    int64_t shape[5] = {1, 1, 7, 7, 4};
-    nat_tensor *q;
-    TH_OK(nat_tensor_new(&q, NAT_F32, GPU, 5, shape));
-    nat_na_params p = nat_na_params_make(2, 3, 1);
-    nat_tensor *out = NULL;
-    th_expect_error(nat_na(ctx, q, q, q, NULL, &p, &out), NAT_ERR_UNSUPPORTED, "neighborhood attention has no CUDA kernel yet",
-                    "cuda:0");
-    nat_tensor_free(q);
-    nat_ctx_free(ctx);
-}
-END_TEST
-
 int main(void)
 {
     if (!nat_cuda_built()) {
@@ -494,8 +478,7 @@ int main(void)
         const TTest *test;
     } cases[] = {{"copies", copies},         {"matmul_linear", matmul_linear}, {"elementwise", elementwise},
                  {"norms", norms},           {"conv", conv},                   {"pool_shape_reduce", pool_shape_reduce},
-                 {"losses", losses},         {"dropouts", dropouts},           {"optimizers", optimizers},
-                 {"na_is_refused", na_is_refused}};
+                 {"losses", losses},         {"dropouts", dropouts},           {"optimizers", optimizers}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 120);

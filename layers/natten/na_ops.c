@@ -1,7 +1,10 @@
 /* layers/natten/na_ops.c — neighborhood attention as autograd ops (include/nat/natten.h) over the fast
- * CPU kernels of na_cpu.c. Checks the tensor shapes against each other and the descriptor, makes
- * strided inputs dense, records the backward. Kernels overwrite their outputs, so gradients are computed
- * into step temporaries and then accumulated. The fused op saves only out and the log-sum-exp.
+ * CPU kernels of na_cpu.c or, when the context runs on a CUDA device, the CUDA kernels of na_cuda.h
+ * (nat_na_qk / nat_na_av: the naive v0 kernels; nat_na: the fused v1 ones). Checks the tensor shapes
+ * against each other and the descriptor, makes strided inputs dense (on their device), records the
+ * backward. Every tensor must be on the context's device; nothing is moved between devices. Kernels
+ * overwrite their outputs, so gradients are computed into step temporaries and then accumulated. The
+ * fused op saves only out and the log-sum-exp.
  *
  * Layouts: see include/nat/natten.h. */
 #include <inttypes.h>
@@ -9,6 +12,7 @@
 
 #include "core/ops_internal.h"
 #include "layers/natten/na_cpu.h"
+#include "layers/natten/na_cuda.h"
 #include "nat/natten.h"
 
 nat_na_params nat_na_params_make(int ndim, int kernel, int dilation)
@@ -70,17 +74,6 @@ static nat_status check_ndim(const nat_na_params *p, int want, const char *op)
     return NAT_OK;
 }
 
-/* NA runs on the CPU only for now: a CUDA context gets a plain error, never a silent CPU fallback. */
-static nat_status na_device_check(const nat_ctx *ctx, const char *op)
-{
-    nat_device d = nat_ctx_device(ctx);
-    if (d.kind != NAT_DEV_CPU)
-        return nat_error(NAT_ERR_UNSUPPORTED,
-                         "%s: neighborhood attention has no CUDA kernel yet (the context runs on %s); run NA on the CPU",
-                         op, nat_device_name(d));
-    return NAT_OK;
-}
-
 static int64_t n_keys(const nat_na_params *p)
 {
     int64_t K = 1;
@@ -136,9 +129,15 @@ static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
     NAT_TRY(empty_like(ctx, k, &dk));
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
-    NAT_TRY(na_cpu_qk_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(q),
-                               nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
-                               drpb ? nat_tensor_f32(drpb) : NULL));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        NAT_TRY(na_cuda_qk_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd),
+                                    nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
+                                    drpb ? nat_tensor_f32(drpb) : NULL));
+    else
+        NAT_TRY(na_cpu_qk_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(q),
+                                   nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
+                                   drpb ? nat_tensor_f32(drpb) : NULL));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[1], dk));
     if (drpb)
@@ -152,14 +151,13 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
                      nat_tensor **attn)
 {
     const char *op = "na_qk";
-    NAT_TRY(na_device_check(ctx, op));
-    NAT_TRY(nat_check_f32(ctx, q, op, "q"));
-    NAT_TRY(nat_check_f32(ctx, k, op, "k"));
+    NAT_TRY(nat_check_f32_dev(ctx, q, op, "q"));
+    NAT_TRY(nat_check_f32_dev(ctx, k, op, "k"));
     na_sizes sz;
     NAT_TRY(check_qshape(p, q, op, "q", &sz));
     NAT_TRY(check_same(q, k, op, "q", "k"));
     if (rpb) {
-        NAT_TRY(nat_check_f32(ctx, rpb, op, "rpb"));
+        NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
         NAT_TRY(na_validate(p, sz.batch, sz.heads, sz.spatial, sz.dim, 1, op));
         NAT_TRY(check_rpb(p, rpb, sz.heads, op));
     }
@@ -172,8 +170,13 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
     memcpy(shape, q->shape, sizeof shape);
     shape[q->ndim - 1] = n_keys(p);
     NAT_TRY(nat_ctx_empty(ctx, &a, NAT_F32, q->ndim, shape));
-    NAT_TRY(na_cpu_qk(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
-                      rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        NAT_TRY(na_cuda_qk(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+                           rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
+    else
+        NAT_TRY(na_cpu_qk(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+                          rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
     nat_node *node;
     nat_tensor *ins[3] = {q, k, rpb};
     NAT_TRY(nat_ctx_record(ctx, &qk_op, a, 3, ins, &node));
@@ -199,8 +202,13 @@ static nat_status av_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, a, &da));
     NAT_TRY(empty_like(ctx, v, &dv));
-    NAT_TRY(na_cpu_av_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(a),
-                               nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        NAT_TRY(na_cuda_av_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd),
+                                    nat_tensor_f32(a), nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
+    else
+        NAT_TRY(na_cpu_av_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(a),
+                                   nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], da));
     return nat_grad_accumulate(ctx, node->in[1], dv);
 }
@@ -210,9 +218,8 @@ static const nat_op_def av_op = {"na_av", av_backward};
 nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na_params *p, nat_tensor **out)
 {
     const char *op = "na_av";
-    NAT_TRY(na_device_check(ctx, op));
-    NAT_TRY(nat_check_f32(ctx, attn, op, "attn"));
-    NAT_TRY(nat_check_f32(ctx, v, op, "v"));
+    NAT_TRY(nat_check_f32_dev(ctx, attn, op, "attn"));
+    NAT_TRY(nat_check_f32_dev(ctx, v, op, "v"));
     na_sizes sz;
     NAT_TRY(check_qshape(p, v, op, "v", &sz));
     int64_t want[NAT_MAX_DIMS];
@@ -231,8 +238,13 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
     NAT_TRY(nat_dense(ctx, attn, &ad));
     NAT_TRY(nat_dense(ctx, v, &vd));
     NAT_TRY(empty_like(ctx, v, &y));
-    NAT_TRY(na_cpu_av(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(ad), nat_tensor_f32(vd),
-                      nat_tensor_f32(y)));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        NAT_TRY(na_cuda_av(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(ad), nat_tensor_f32(vd),
+                           nat_tensor_f32(y)));
+    else
+        NAT_TRY(na_cpu_av(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(ad), nat_tensor_f32(vd),
+                          nat_tensor_f32(y)));
     nat_node *node;
     nat_tensor *ins[2] = {attn, v};
     NAT_TRY(nat_ctx_record(ctx, &av_op, y, 2, ins, &node));
@@ -262,10 +274,19 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     NAT_TRY(empty_like(ctx, v, &dv));
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
-    NAT_TRY(na_cpu_fused_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q), nat_tensor_f32(k),
-                                  nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL, nat_tensor_f32(out),
-                                  nat_tensor_f32(lse), nat_tensor_f32(gd), nat_tensor_f32(dq), nat_tensor_f32(dk),
-                                  nat_tensor_f32(dv), drpb ? nat_tensor_f32(drpb) : NULL));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        NAT_TRY(na_cuda_fused_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q),
+                                       nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
+                                       nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
+                                       nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
+                                       drpb ? nat_tensor_f32(drpb) : NULL));
+    else
+        NAT_TRY(na_cpu_fused_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q),
+                                      nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
+                                      nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
+                                      nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
+                                      drpb ? nat_tensor_f32(drpb) : NULL));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[1], dk));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[2], dv));
@@ -280,16 +301,15 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
                   nat_tensor **out)
 {
     const char *op = p->ndim == 1 ? "na1d" : p->ndim == 2 ? "na2d" : "na3d";
-    NAT_TRY(na_device_check(ctx, op));
-    NAT_TRY(nat_check_f32(ctx, q, op, "q"));
-    NAT_TRY(nat_check_f32(ctx, k, op, "k"));
-    NAT_TRY(nat_check_f32(ctx, v, op, "v"));
+    NAT_TRY(nat_check_f32_dev(ctx, q, op, "q"));
+    NAT_TRY(nat_check_f32_dev(ctx, k, op, "k"));
+    NAT_TRY(nat_check_f32_dev(ctx, v, op, "v"));
     na_sizes sz;
     NAT_TRY(check_qshape(p, q, op, "q", &sz));
     NAT_TRY(check_same(q, k, op, "q", "k"));
     NAT_TRY(check_same(q, v, op, "q", "v"));
     if (rpb) {
-        NAT_TRY(nat_check_f32(ctx, rpb, op, "rpb"));
+        NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
         NAT_TRY(na_validate(p, sz.batch, sz.heads, sz.spatial, sz.dim, 1, op));
         NAT_TRY(check_rpb(p, rpb, sz.heads, op));
     }
@@ -301,9 +321,15 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
         NAT_TRY(nat_dense(ctx, rpb, &rd));
     NAT_TRY(empty_like(ctx, q, &y));
     NAT_TRY(nat_ctx_empty(ctx, &lse, NAT_F32, q->ndim - 1, q->shape));
-    NAT_TRY(na_cpu_fused_forward(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
-                                 nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
-                                 nat_tensor_f32(lse)));
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        NAT_TRY(na_cuda_fused_forward(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd),
+                                      nat_tensor_f32(kd), nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL,
+                                      nat_tensor_f32(y), nat_tensor_f32(lse)));
+    else
+        NAT_TRY(na_cpu_fused_forward(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+                                     nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
+                                     nat_tensor_f32(lse)));
     nat_node *node;
     nat_tensor *ins[4] = {q, k, v, rpb};
     NAT_TRY(nat_ctx_record(ctx, &fused_op, y, 4, ins, &node));

@@ -1,0 +1,94 @@
+/* layers/natten/na_cuda.h — neighborhood attention on CUDA (fp32, 1-D/2-D/3-D): the C interface of the
+ * kernels in na_cuda_naive.cu (v0, the GPU reference) and na_cuda_fused.cu (v1, fused forward and
+ * backward). In a build without CUDA, na_cuda_stub.c provides every entry point and each returns
+ * NAT_ERR_UNSUPPORTED "nat was built without CUDA".
+ *
+ * Each function has the arguments of its na_cpu.h twin (same layouts, same semantics, same validation
+ * and messages), with the CUDA ordinal `device` first and device pointers:
+ *   q, k, v, out, d_out, dq, dk, dv   [B, heads, *spatial, D]
+ *   attn / d_attn                     [B, heads, *spatial, K]   K = prod(kernel), row-major slots
+ *   rpb / drpb                        [heads, 2k0-1, ...]       NULL = no bias / no bias gradient
+ *   lse                               [B, heads, *spatial]
+ * All contiguous, all on `device`, none overlapping another. Conventions (those of na_cpu.h):
+ *  - outputs are overwritten, never accumulated into; masked (causal) slots get -inf logits and zero
+ *    gradients;
+ *  - dk and dv are gathered over each key's inverse neighbourhood and drpb is a fixed-order two-pass
+ *    reduction in double: no atomics, the same bits on every run;
+ *  - work is queued on the device's nat stream (core/ops_cuda_device.cu) and the call returns without
+ *    waiting; every launch is checked (NAT_ERR_CUDA with the kernel's name); scratch comes from
+ *    nat_mem_alloc on the device and goes back as soon as its kernels are queued (stream order makes
+ *    the reuse safe);
+ *  - the caller's current device is restored before returning.
+ * All pointers are borrowed.
+ */
+#ifndef NAT_NA_CUDA_H
+#define NAT_NA_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "layers/natten/na_params.h" /* na_problem, na_validate (a C header without its own guards) */
+#include "nat/status.h"
+
+/* ---- v0: naive kernels (na_cuda_naive.cu), one thread per output element ---- */
+
+/* attn = scale * q.k[key] + rpb[slot] (logits, before softmax). rpb may be NULL. */
+nat_status na_cuda_qk(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                      int64_t dim, const float *q, const float *k, const float *rpb, float *attn);
+
+/* out = sum over slots of attn[slot] * v[key(slot)] (attn holds weights). */
+nat_status na_cuda_av(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                      int64_t dim, const float *attn, const float *v, float *out);
+
+/* Backward of na_cuda_qk: dq, dk and (if not NULL) drpb from d_attn. */
+nat_status na_cuda_qk_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                               const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+                               const float *k, float *dq, float *dk, float *drpb);
+
+/* Backward of na_cuda_av: d_attn (zero on masked slots) and dv from d_out. */
+nat_status na_cuda_av_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                               const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+                               const float *v, float *d_attn, float *dv);
+
+/* ---- v1: fused kernels (na_cuda_fused.cu) ---- */
+
+/* Online softmax over each query's window, no [.., K] buffer: writes out and lse. */
+nat_status na_cuda_fused_forward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                                 const int64_t *spatial, int64_t dim, const float *q, const float *k,
+                                 const float *v, const float *rpb, float *out, float *lse);
+
+/* Rebuilds the weights from lse (delta = rowsum(d_out * out) first) and writes dq, dk, dv and (if not
+ * NULL) drpb. */
+nat_status na_cuda_fused_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                                  const int64_t *spatial, int64_t dim, const float *q, const float *k,
+                                  const float *v, const float *rpb, const float *out, const float *lse,
+                                  const float *d_out, float *dq, float *dk, float *dv, float *drpb);
+
+/* ---- shared by the kernels (not for callers outside layers/natten) ---- */
+
+/* A validated problem as the kernels see it: always 3-D (na_problem's view: a 1-D or 2-D problem has
+ * leading axes of length 1 with kernel 1), sizes in int where they index one axis or one head. Passed
+ * to kernels by value. Filled by na_geom_init (na_cuda_body.h). */
+typedef struct na_geom {
+    int len[3], kernel[3], dilation[3], causal[3];
+    int rpb_ext[3]; /* 2*kernel - 1 */
+    int batch, heads, dim;
+    int nkeys;      /* K = kernel[0]*kernel[1]*kernel[2] */
+    int rpb_size;   /* per head: rpb_ext[0]*rpb_ext[1]*rpb_ext[2] */
+    int64_t npix;   /* len[0]*len[1]*len[2]: pixels of one (batch, head) */
+    int64_t nquery; /* batch*heads*npix */
+    float scale;
+} na_geom;
+
+/* drpb[h, r] = sum over batch, pixels and slots with rpb index r of src[(b, h, pix), slot] (src [N, K]:
+ * d_attn, or the fused backward's dS), in double, in a fixed order: per (head, r, block of 64 pixels)
+ * partials, then the partials in order. Queued on the device's stream. */
+nat_status na_cuda_drpb_reduce(int device, const na_geom *g, const float *src, float *drpb);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

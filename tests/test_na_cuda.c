@@ -1,0 +1,1204 @@
+/* tests/test_na_cuda.c — neighborhood attention's CUDA kernels (layers/natten/na_cuda.h).
+ *
+ * Host part, on every build and machine (suite "na_cuda_host"):
+ *  - the window arithmetic the kernels use (na_cuda_body.h: window start, valid keys, rpb index, inverse
+ *    neighbourhood, slot of a key) against the double reference's windows (na_ref_qk), exhaustively over
+ *    kernel sizes 3..21, dilations 1..4, every length from k*d to 3*k*d + 3, causal and not;
+ *  - the kernels' own per-thread bodies run on the host, thread index by thread index ("emulated"), on
+ *    the sweep of tests/test_na_cpu.c, against na_ref_* (and na_cpu_*): qk, av, both backwards, fused
+ *    forward and backward, drpb — fp32 within 1e-4 relative;
+ *  - the entry points' errors: the stub's "built without CUDA", or (CUDA builds) validation before any
+ *    device work; the autograd ops refuse a CUDA context whose device is unusable.
+ * GPU part, when a device is present (suite "na_cuda_gpu"): every kernel on the device against na_ref_*
+ * and na_cpu_* on the same sweep (1e-4 relative), garbage-filled outputs (overwritten, not accumulated),
+ * bitwise determinism of the backward passes, and the autograd ops (fused nat_na; nat_na_qk -> softmax ->
+ * nat_na_av; a strided input) end to end on CUDA tensors against the CPU.
+ *
+ * Without a usable device the host part still runs; when it passes the program prints
+ * "SKIPPED: no CUDA device ..." and exits 77 (ctest: Skipped), never "passed". Runs with CK_NOFORK
+ * (CUDA must be initialised in the process that uses it). One case: CK_RUN_CASE=<name>; another data
+ * seed: NAT_TEST_SEED=<n> (printed with every failure).
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops_cuda.h"                /* nat_cuda_memcpy: raw device buffers */
+#include "layers/natten/na_cpu.h"
+#include "layers/natten/na_cuda_body.h"   /* the kernels' bodies, run here on the host */
+#include "layers/natten/na_ref.h"
+#include "nat/cuda.h"
+#include "nat/natten.h"
+#include "support/harness.h"
+
+#define TOL 1e-4 /* fp32 vs double reference, relative to the reference's max |value| */
+
+static const nat_device GPU = {NAT_DEV_CUDA, 0};
+static uint64_t g_seed = 20240611;
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The sweep of tests/test_na_cpu.c (same table, same generator)                                      */
+
+typedef struct na_case {
+    int ndim;
+    int64_t batch, heads, len[3], dim;
+    int kernel[3], dilation[3], causal[3];
+    int rpb;
+} na_case;
+
+static nat_na_params case_params(const na_case *c)
+{
+    nat_na_params p = {.ndim = c->ndim, .scale = 0.0f};
+    for (int a = 0; a < 3; a++) {
+        p.kernel[a] = c->kernel[a];
+        p.dilation[a] = c->dilation[a];
+        p.causal[a] = c->causal[a];
+    }
+    return p;
+}
+
+static void describe(const na_case *c, char *buf, size_t cap)
+{
+    char shape[64] = "", ks[32] = "", ds[32] = "", cs[32] = "";
+    for (int a = 0; a < c->ndim; a++) {
+        const char *sep = a ? "x" : "";
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%" PRId64, sep, c->len[a]);
+        snprintf(ks + strlen(ks), sizeof ks - strlen(ks), "%s%d", sep, c->kernel[a]);
+        snprintf(ds + strlen(ds), sizeof ds - strlen(ds), "%s%d", sep, c->dilation[a]);
+        snprintf(cs + strlen(cs), sizeof cs - strlen(cs), "%s%d", a ? "," : "", c->causal[a]);
+    }
+    snprintf(buf, cap, "seed=%" PRIu64 " ndim=%d shape=%s k=%s d=%s causal=%s D=%" PRId64 " B=%" PRId64
+             " heads=%" PRId64 " rpb=%d",
+             g_seed, c->ndim, shape, ks, ds, cs, c->dim, c->batch, c->heads, c->rpb);
+}
+
+static int64_t case_pixels(const na_case *c)
+{
+    int64_t n = 1;
+    for (int a = 0; a < c->ndim; a++)
+        n *= c->len[a];
+    return n;
+}
+
+static int64_t case_slots(const na_case *c)
+{
+    int64_t n = 1;
+    for (int a = 0; a < c->ndim; a++)
+        n *= c->kernel[a];
+    return n;
+}
+
+static int64_t case_rpb_size(const na_case *c)
+{
+    int64_t n = c->heads;
+    for (int a = 0; a < c->ndim; a++)
+        n *= 2 * c->kernel[a] - 1;
+    return n;
+}
+
+#define MAX_CASES 160
+static na_case g_cases[MAX_CASES];
+static int g_ncases;
+
+static const int KS[] = {3, 5, 7, 9, 11, 13, 21};
+static const int64_t DS[] = {8, 16, 20, 32, 64};
+
+static void add_case(na_case c)
+{
+    while (c.batch * c.heads * case_pixels(&c) * case_slots(&c) * c.dim > 3000000 && c.dim > 8)
+        c.dim = c.dim == 20 ? 16 : c.dim / 2;
+    while (c.batch * c.heads * case_pixels(&c) * case_slots(&c) * c.dim > 3000000 && c.batch * c.heads > 1) {
+        if (c.batch > 1)
+            c.batch = 1;
+        else
+            c.heads = 1;
+    }
+    if (g_ncases < MAX_CASES)
+        g_cases[g_ncases++] = c;
+}
+
+/* Every kernel size, dilation 1-3 (lengths not divisible by d included), lengths k*d + 0..9, non-square
+ * maps, every causal combination in 2-D and 3-D, rpb on and off, batch/heads 1 and > 1, head dims 3 to
+ * 96 (one, two and three 32-channel chunks of the fused kernels). */
+static void build_cases(void)
+{
+    int n = 0;
+    g_ncases = 0;
+    for (size_t ki = 0; ki < sizeof KS / sizeof KS[0]; ki++)
+        for (int d = 1; d <= 3; d++) {
+            na_case c = {.ndim = 1};
+            c.kernel[0] = KS[ki];
+            c.dilation[0] = d;
+            c.causal[0] = n % 3 == 1;
+            c.len[0] = (int64_t)KS[ki] * d + n % 10;
+            c.batch = 1 + n % 2;
+            c.heads = 1 + (n / 2) % 3;
+            c.dim = DS[n % 5];
+            c.rpb = !c.causal[0] && n % 2 == 0;
+            add_case(c);
+            n++;
+        }
+    for (size_t ki = 0; ki < sizeof KS / sizeof KS[0]; ki++)
+        for (int d = 1; d <= 3; d++) {
+            if (KS[ki] >= 13 && d > 1)
+                continue;
+            if (KS[ki] >= 9 && d == 3)
+                continue;
+            na_case c = {.ndim = 2};
+            for (int a = 0; a < 2; a++) {
+                c.kernel[a] = a == 1 && n % 4 == 3 && KS[ki] > 3 ? KS[ki] - 2 : KS[ki];
+                c.dilation[a] = a == 1 && n % 5 == 2 ? (d % 3) + 1 : d;
+                c.len[a] = (int64_t)c.kernel[a] * c.dilation[a] + (n * (a + 3) + a) % 10;
+            }
+            c.causal[0] = n % 4 == 1 || n % 4 == 3;
+            c.causal[1] = n % 4 == 2 || n % 4 == 3;
+            c.batch = 1 + n % 2;
+            c.heads = 1 + (n / 2) % 3;
+            c.dim = DS[(n + 3) % 5];
+            c.rpb = !c.causal[0] && !c.causal[1];
+            add_case(c);
+            n++;
+        }
+    {
+        na_case c = {.ndim = 2, .batch = 2, .heads = 2, .len = {14, 14}, .dim = 32,
+                     .kernel = {7, 7}, .dilation = {1, 1}, .rpb = 1};
+        add_case(c);
+        c.len[0] = c.len[1] = 7;
+        c.heads = 4;
+        add_case(c);
+        c.len[0] = 16;
+        c.len[1] = 17;
+        c.dilation[0] = c.dilation[1] = 2;
+        c.heads = 2;
+        add_case(c);
+    }
+    {
+        na_case c = {.ndim = 2, .batch = 1, .heads = 2, .len = {9, 10}, .dim = 96, .kernel = {3, 5},
+                     .dilation = {2, 1}, .rpb = 1};
+        add_case(c);
+        c = (na_case){.ndim = 1, .batch = 2, .heads = 2, .len = {17}, .dim = 3, .kernel = {5},
+                      .dilation = {3}, .rpb = 1};
+        add_case(c);
+    }
+    {
+        na_case c = {.ndim = 2, .batch = 1, .heads = 2, .len = {9, 7}, .dim = 16, .kernel = {5, 5},
+                     .dilation = {1, 1}, .rpb = 1};
+        add_case(c);
+        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {26, 15}, .dim = 32, .kernel = {7, 5},
+                      .dilation = {2, 1}, .rpb = 1};
+        add_case(c);
+        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {7, 9}, .dim = 20, .kernel = {5, 5},
+                      .dilation = {1, 1}, .causal = {1, 0}};
+        add_case(c);
+        c = (na_case){.ndim = 3, .batch = 1, .heads = 2, .len = {9, 6, 7}, .dim = 8, .kernel = {5, 3, 3},
+                      .dilation = {1, 1, 2}, .rpb = 1};
+        add_case(c);
+    }
+    for (int cm = 0; cm < 8; cm++) {
+        na_case c = {.ndim = 3};
+        for (int a = 0; a < 3; a++) {
+            c.kernel[a] = (cm + a) % 3 == 0 ? 5 : 3;
+            c.dilation[a] = (cm + 2 * a) % 4 == 1 ? 2 : 1;
+            c.causal[a] = (cm >> a) & 1;
+            c.len[a] = (int64_t)c.kernel[a] * c.dilation[a] + (cm * 3 + a * 4) % 10;
+        }
+        if (cm == 5)
+            c.dilation[2] = 3, c.len[2] = 3 * c.kernel[2] + 2;
+        c.batch = 1 + cm % 2;
+        c.heads = 1 + (cm / 2) % 2;
+        c.dim = DS[cm % 5];
+        c.rpb = cm == 0;
+        add_case(c);
+    }
+    {
+        na_case c = {.ndim = 3, .batch = 1, .heads = 2, .len = {7, 9, 8}, .dim = 16,
+                     .kernel = {7, 3, 5}, .dilation = {1, 3, 1}, .rpb = 1};
+        add_case(c);
+        c = (na_case){.ndim = 3, .batch = 1, .heads = 1, .len = {9, 10, 7}, .dim = 8,
+                      .kernel = {9, 9, 7}, .dilation = {1, 1, 1}, .rpb = 1};
+        add_case(c);
+        /* Head dim 65: three fused chunks, the last one channel wide. */
+        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {8, 9}, .dim = 65, .kernel = {3, 3},
+                      .dilation = {2, 1}, .causal = {0, 1}};
+        add_case(c);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Data and comparison                                                                               */
+
+typedef struct na_data {
+    int64_t nqkv, natt, nrpb, nlse;
+    float *q, *k, *v, *rpb, *g_out, *g_att, *att;
+    double *qd, *kd, *vd, *rpbd, *g_outd, *g_attd, *attd;
+} na_data;
+
+static double *to_double(const float *x, int64_t n)
+{
+    double *d = calloc((size_t)(n ? n : 1), sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        d[i] = x[i];
+    return d;
+}
+
+static float *randn(nat_rng *r, int64_t n, float std)
+{
+    float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    nat_rng_fill_normal(r, x, (size_t)n, 0.0f, std);
+    return x;
+}
+
+static void data_init(na_data *dt, const na_case *c, uint64_t salt)
+{
+    nat_rng r;
+    nat_rng_seed(&r, g_seed * 1000003u + salt);
+    int64_t bhn = c->batch * c->heads * case_pixels(c);
+    dt->nqkv = bhn * c->dim;
+    dt->natt = bhn * case_slots(c);
+    dt->nrpb = case_rpb_size(c);
+    dt->nlse = bhn;
+    dt->q = randn(&r, dt->nqkv, 1.0f);
+    dt->k = randn(&r, dt->nqkv, 1.0f);
+    dt->v = randn(&r, dt->nqkv, 1.0f);
+    dt->rpb = randn(&r, dt->nrpb, 0.5f);
+    dt->g_out = randn(&r, dt->nqkv, 1.0f);
+    dt->g_att = randn(&r, dt->natt, 1.0f);
+    dt->att = malloc(sizeof(float) * (size_t)dt->natt);
+    nat_rng_fill_uniform(&r, dt->att, (size_t)dt->natt, 0.0f, 0.2f);
+    dt->qd = to_double(dt->q, dt->nqkv);
+    dt->kd = to_double(dt->k, dt->nqkv);
+    dt->vd = to_double(dt->v, dt->nqkv);
+    dt->rpbd = to_double(dt->rpb, dt->nrpb);
+    dt->g_outd = to_double(dt->g_out, dt->nqkv);
+    dt->g_attd = to_double(dt->g_att, dt->natt);
+    dt->attd = to_double(dt->att, dt->natt);
+}
+
+static void data_free(na_data *dt)
+{
+    float *f[] = {dt->q, dt->k, dt->v, dt->rpb, dt->g_out, dt->g_att, dt->att};
+    double *d[] = {dt->qd, dt->kd, dt->vd, dt->rpbd, dt->g_outd, dt->g_attd, dt->attd};
+    for (int i = 0; i < 7; i++) {
+        free(f[i]);
+        free(d[i]);
+    }
+}
+
+/* max |got - ref| / max |ref| over finite entries; -inf must sit at the same places. INFINITY on a
+ * mismatch of infinities or a non-finite value. */
+static double rel_err(const float *got, const double *ref, int64_t n)
+{
+    double mx = 0.0, err = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isinf(ref[i]) || isinf(got[i])) {
+            if (!(isinf(ref[i]) && isinf(got[i]) && (ref[i] < 0) == (got[i] < 0)))
+                return INFINITY;
+            continue;
+        }
+        if (!isfinite(got[i]))
+            return INFINITY;
+        mx = fmax(mx, fabs(ref[i]));
+        err = fmax(err, fabs((double)got[i] - ref[i]));
+    }
+    return mx > 0.0 ? err / mx : err;
+}
+
+static void expect_close(const char *impl, const char *what, const float *got, const double *ref, int64_t n,
+                         const na_case *c)
+{
+    double e = rel_err(got, ref, n);
+    if (!(e <= TOL)) {
+        char d[256];
+        describe(c, d, sizeof d);
+        ck_abort_msg("%s %s: relative error %.3g > %.1g [%s]", impl, what, e, TOL, d);
+    }
+}
+
+/* got against the fp32 CPU kernels' result too (same measure, the CPU result as reference). */
+static void expect_close_f(const char *impl, const char *what, const float *got, const float *cpu, int64_t n,
+                           const na_case *c)
+{
+    double *x = to_double(cpu, n);
+    char w[96];
+    snprintf(w, sizeof w, "%s (vs na_cpu)", what);
+    expect_close(impl, w, got, x, n, c);
+    free(x);
+}
+
+#define EXPECT_OK(call, c)                                                                        \
+    do {                                                                                          \
+        nat_status s_ = (call);                                                                   \
+        if (s_ != NAT_OK) {                                                                       \
+            char d_[256];                                                                         \
+            describe((c), d_, sizeof d_);                                                         \
+            ck_abort_msg("%s failed: %s [%s]", #call, nat_error_message(), d_);                   \
+        }                                                                                         \
+    } while (0)
+
+static float *fbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(float)); }
+static double *dbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(double)); }
+
+static float *garbage(int64_t n, float v)
+{
+    float *x = fbuf(n);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = v;
+    return x;
+}
+
+#define CASE_ARGS(c, p) &(p), (c)->batch, (c)->heads, (c)->len, (c)->dim
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Implementations under test, behind na_cpu.h's signatures (host pointers in and out)               */
+
+typedef struct na_impl {
+    const char *name;
+    nat_status (*qk)(const nat_na_params *, int64_t, int64_t, const int64_t *, int64_t, const float *, const float *,
+                     const float *, float *);
+    nat_status (*av)(const nat_na_params *, int64_t, int64_t, const int64_t *, int64_t, const float *, const float *,
+                     float *);
+    nat_status (*qk_bwd)(const nat_na_params *, int64_t, int64_t, const int64_t *, int64_t, const float *,
+                         const float *, const float *, float *, float *, float *);
+    nat_status (*av_bwd)(const nat_na_params *, int64_t, int64_t, const int64_t *, int64_t, const float *,
+                         const float *, const float *, float *, float *);
+    nat_status (*fused_fwd)(const nat_na_params *, int64_t, int64_t, const int64_t *, int64_t, const float *,
+                            const float *, const float *, const float *, float *, float *);
+    nat_status (*fused_bwd)(const nat_na_params *, int64_t, int64_t, const int64_t *, int64_t, const float *,
+                            const float *, const float *, const float *, const float *, const float *, const float *,
+                            float *, float *, float *, float *);
+} na_impl;
+
+/* ---- the kernels' bodies on the host: the same index spaces and sequences as the .cu wrappers ---- */
+
+static void emu_drpb(const na_geom *g, const float *src, float *drpb)
+{
+    const int64_t nhr = (int64_t)g->heads * g->rpb_size, np = nhr * na_drpb_chunks(g);
+    double *part = dbuf(np);
+    for (int64_t i = 0; i < np; i++)
+        na_drpb_part_body(g, src, part, i);
+    for (int64_t i = 0; i < nhr; i++)
+        na_drpb_final_body(g, part, drpb, i);
+    free(part);
+}
+
+static nat_status emu_qk(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D, const float *q,
+                         const float *k, const float *rpb, float *attn)
+{
+    na_geom g;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL, "emu_qk"));
+    for (int64_t i = 0; i < g.nquery * g.nkeys; i++)
+        na_slot_dot_body(&g, q, k, g.scale, rpb, -INFINITY, attn, i);
+    return NAT_OK;
+}
+
+static nat_status emu_av(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                         const float *attn, const float *v, float *out)
+{
+    na_geom g;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, 0, "emu_av"));
+    for (int64_t i = 0; i < g.nquery * g.dim; i++)
+        na_window_sum_body(&g, attn, v, 1.0f, out, i);
+    return NAT_OK;
+}
+
+static nat_status emu_qk_bwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                             const float *d_attn, const float *q, const float *k, float *dq, float *dk, float *drpb)
+{
+    na_geom g;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, drpb != NULL, "emu_qk_bwd"));
+    for (int64_t i = 0; i < g.nquery * g.dim; i++)
+        na_window_sum_body(&g, d_attn, k, g.scale, dq, i);
+    for (int64_t i = 0; i < g.nquery * g.dim; i++)
+        na_gather_body(&g, d_attn, q, g.scale, dk, i);
+    if (drpb)
+        emu_drpb(&g, d_attn, drpb);
+    return NAT_OK;
+}
+
+static nat_status emu_av_bwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                             const float *d_out, const float *attn, const float *v, float *d_attn, float *dv)
+{
+    na_geom g;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, 0, "emu_av_bwd"));
+    for (int64_t i = 0; i < g.nquery * g.nkeys; i++)
+        na_slot_dot_body(&g, d_out, v, 1.0f, NULL, 0.0f, d_attn, i);
+    for (int64_t i = 0; i < g.nquery * g.dim; i++)
+        na_gather_body(&g, attn, d_out, 1.0f, dv, i);
+    return NAT_OK;
+}
+
+static nat_status emu_fused_fwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                                const float *q, const float *k, const float *v, const float *rpb, float *out,
+                                float *lse)
+{
+    na_geom g;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL, "emu_fused_fwd"));
+    for (int64_t i = 0; i < na_fused_chunks(&g) * g.nquery; i++)
+        na_fused_fwd_body(&g, q, k, v, rpb, out, lse, i);
+    return NAT_OK;
+}
+
+static nat_status emu_fused_bwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                                const float *q, const float *k, const float *v, const float *rpb, const float *out,
+                                const float *lse, const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    na_geom g;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL || drpb != NULL, "emu_fused_bwd"));
+    const int64_t nq = g.nquery, nt = na_fused_chunks(&g) * nq;
+    float *delta = fbuf(nq), *ds = drpb ? garbage(nq * g.nkeys, NAN) : NULL;
+    for (int64_t i = 0; i < nq; i++)
+        na_fused_delta_body(&g, d_out, out, delta, i);
+    for (int64_t i = 0; i < nt; i++)
+        na_fused_dq_body(&g, q, k, v, rpb, lse, delta, d_out, dq, ds, i);
+    for (int64_t i = 0; i < nt; i++)
+        na_fused_dkdv_body(&g, q, k, v, rpb, lse, delta, d_out, dk, dv, i);
+    if (drpb)
+        emu_drpb(&g, ds, drpb);
+    free(delta);
+    free(ds);
+    return NAT_OK;
+}
+
+static const na_impl EMU = {"emulated", emu_qk, emu_av, emu_qk_bwd, emu_av_bwd, emu_fused_fwd, emu_fused_bwd};
+
+/* ---- the CUDA entry points, through device copies of the host buffers (outputs too: their garbage
+ * must be overwritten on the device) ---- */
+
+typedef struct dev_sizes {
+    int64_t nqkv, natt, nrpb, nlse;
+} dev_sizes;
+
+static dev_sizes sizes_of(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D)
+{
+    int64_t npix = 1, K = 1, R = H;
+    for (int a = 0; a < p->ndim; a++) {
+        npix *= sp[a];
+        K *= p->kernel[a];
+        R *= 2 * p->kernel[a] - 1;
+    }
+    dev_sizes s = {B * H * npix * D, B * H * npix * K, R, B * H * npix};
+    return s;
+}
+
+static float *up(const float *h, int64_t n)
+{
+    if (!h)
+        return NULL;
+    float *d;
+    TH_OK(nat_mem_alloc(GPU, sizeof(float) * (size_t)n, (void **)&d));
+    TH_OK(nat_cuda_memcpy(0, d, h, sizeof(float) * (size_t)n, NAT_CUDA_H2D));
+    return d;
+}
+
+/* Copies a device output back to the host and frees the device buffer. */
+static void down(float *h, float *d, int64_t n)
+{
+    if (!d)
+        return;
+    TH_OK(nat_cuda_memcpy(0, h, d, sizeof(float) * (size_t)n, NAT_CUDA_D2H));
+    nat_mem_free(GPU, d, sizeof(float) * (size_t)n);
+}
+
+static void drop(const float *d, int64_t n)
+{
+    if (d)
+        nat_mem_free(GPU, (void *)d, sizeof(float) * (size_t)n);
+}
+
+static nat_status dev_qk(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D, const float *q,
+                         const float *k, const float *rpb, float *attn)
+{
+    dev_sizes z = sizes_of(p, B, H, sp, D);
+    float *dq = up(q, z.nqkv), *dk = up(k, z.nqkv), *dr = up(rpb, z.nrpb), *da = up(attn, z.natt);
+    nat_status s = na_cuda_qk(0, p, B, H, sp, D, dq, dk, dr, da);
+    down(attn, da, z.natt);
+    drop(dq, z.nqkv), drop(dk, z.nqkv), drop(dr, z.nrpb);
+    return s;
+}
+
+static nat_status dev_av(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                         const float *attn, const float *v, float *out)
+{
+    dev_sizes z = sizes_of(p, B, H, sp, D);
+    float *da = up(attn, z.natt), *dv = up(v, z.nqkv), *dout = up(out, z.nqkv);
+    nat_status s = na_cuda_av(0, p, B, H, sp, D, da, dv, dout);
+    down(out, dout, z.nqkv);
+    drop(da, z.natt), drop(dv, z.nqkv);
+    return s;
+}
+
+static nat_status dev_qk_bwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                             const float *d_attn, const float *q, const float *k, float *dq, float *dk, float *drpb)
+{
+    dev_sizes z = sizes_of(p, B, H, sp, D);
+    float *dga = up(d_attn, z.natt), *dq_in = up(q, z.nqkv), *dk_in = up(k, z.nqkv);
+    float *odq = up(dq, z.nqkv), *odk = up(dk, z.nqkv), *odr = up(drpb, z.nrpb);
+    nat_status s = na_cuda_qk_backward(0, p, B, H, sp, D, dga, dq_in, dk_in, odq, odk, odr);
+    down(dq, odq, z.nqkv), down(dk, odk, z.nqkv), down(drpb, odr, z.nrpb);
+    drop(dga, z.natt), drop(dq_in, z.nqkv), drop(dk_in, z.nqkv);
+    return s;
+}
+
+static nat_status dev_av_bwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                             const float *d_out, const float *attn, const float *v, float *d_attn, float *dv)
+{
+    dev_sizes z = sizes_of(p, B, H, sp, D);
+    float *dgo = up(d_out, z.nqkv), *da = up(attn, z.natt), *dvi = up(v, z.nqkv);
+    float *oda = up(d_attn, z.natt), *odv = up(dv, z.nqkv);
+    nat_status s = na_cuda_av_backward(0, p, B, H, sp, D, dgo, da, dvi, oda, odv);
+    down(d_attn, oda, z.natt), down(dv, odv, z.nqkv);
+    drop(dgo, z.nqkv), drop(da, z.natt), drop(dvi, z.nqkv);
+    return s;
+}
+
+static nat_status dev_fused_fwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                                const float *q, const float *k, const float *v, const float *rpb, float *out,
+                                float *lse)
+{
+    dev_sizes z = sizes_of(p, B, H, sp, D);
+    float *dq = up(q, z.nqkv), *dk = up(k, z.nqkv), *dv = up(v, z.nqkv), *dr = up(rpb, z.nrpb);
+    float *dout = up(out, z.nqkv), *dl = up(lse, z.nlse);
+    nat_status s = na_cuda_fused_forward(0, p, B, H, sp, D, dq, dk, dv, dr, dout, dl);
+    down(out, dout, z.nqkv), down(lse, dl, z.nlse);
+    drop(dq, z.nqkv), drop(dk, z.nqkv), drop(dv, z.nqkv), drop(dr, z.nrpb);
+    return s;
+}
+
+static nat_status dev_fused_bwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                                const float *q, const float *k, const float *v, const float *rpb, const float *out,
+                                const float *lse, const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    dev_sizes z = sizes_of(p, B, H, sp, D);
+    float *iq = up(q, z.nqkv), *ik = up(k, z.nqkv), *iv = up(v, z.nqkv), *ir = up(rpb, z.nrpb);
+    float *io = up(out, z.nqkv), *il = up(lse, z.nlse), *ig = up(d_out, z.nqkv);
+    float *odq = up(dq, z.nqkv), *odk = up(dk, z.nqkv), *odv = up(dv, z.nqkv), *odr = up(drpb, z.nrpb);
+    nat_status s = na_cuda_fused_backward(0, p, B, H, sp, D, iq, ik, iv, ir, io, il, ig, odq, odk, odv, odr);
+    down(dq, odq, z.nqkv), down(dk, odk, z.nqkv), down(dv, odv, z.nqkv), down(drpb, odr, z.nrpb);
+    drop(iq, z.nqkv), drop(ik, z.nqkv), drop(iv, z.nqkv), drop(ir, z.nrpb), drop(io, z.nqkv), drop(il, z.nlse);
+    drop(ig, z.nqkv);
+    return s;
+}
+
+static const na_impl GPU_IMPL = {"cuda", dev_qk, dev_av, dev_qk_bwd, dev_av_bwd, dev_fused_fwd, dev_fused_bwd};
+
+/* ------------------------------------------------------------------------------------------------ */
+/* One check per op: an implementation against na_ref (double) and na_cpu (fp32), outputs garbage-filled */
+
+static void run_qk(const na_impl *im, const na_case *c)
+{
+    nat_na_params p = case_params(c);
+    na_data dt;
+    data_init(&dt, c, 1);
+    float *a = garbage(dt.natt, 1e3f), *ac = fbuf(dt.natt);
+    double *ar = dbuf(dt.natt);
+    EXPECT_OK(na_ref_qk(CASE_ARGS(c, p), dt.qd, dt.kd, c->rpb ? dt.rpbd : NULL, ar), c);
+    EXPECT_OK(na_cpu_qk(CASE_ARGS(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, ac), c);
+    EXPECT_OK(im->qk(CASE_ARGS(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, a), c);
+    expect_close(im->name, "qk logits", a, ar, dt.natt, c);
+    expect_close_f(im->name, "qk logits", a, ac, dt.natt, c);
+    free(a), free(ac), free(ar);
+    data_free(&dt);
+}
+
+static void run_av(const na_impl *im, const na_case *c)
+{
+    nat_na_params p = case_params(c);
+    na_data dt;
+    data_init(&dt, c, 2);
+    float *o = garbage(dt.nqkv, 1e3f), *oc = fbuf(dt.nqkv);
+    double *orf = dbuf(dt.nqkv);
+    EXPECT_OK(na_ref_av(CASE_ARGS(c, p), dt.attd, dt.vd, orf), c);
+    EXPECT_OK(na_cpu_av(CASE_ARGS(c, p), dt.att, dt.v, oc), c);
+    EXPECT_OK(im->av(CASE_ARGS(c, p), dt.att, dt.v, o), c);
+    expect_close(im->name, "av out", o, orf, dt.nqkv, c);
+    expect_close_f(im->name, "av out", o, oc, dt.nqkv, c);
+    free(o), free(oc), free(orf);
+    data_free(&dt);
+}
+
+static void run_qk_bwd(const na_impl *im, const na_case *c)
+{
+    nat_na_params p = case_params(c);
+    na_data dt;
+    data_init(&dt, c, 3);
+    float *dq = garbage(dt.nqkv, 1e3f), *dk = garbage(dt.nqkv, 1e3f), *dr = garbage(dt.nrpb, 1e3f);
+    float *dqc = fbuf(dt.nqkv), *dkc = fbuf(dt.nqkv), *drc = fbuf(dt.nrpb);
+    double *dqr = dbuf(dt.nqkv), *dkr = dbuf(dt.nqkv), *drr = dbuf(dt.nrpb);
+    EXPECT_OK(na_ref_qk_backward(CASE_ARGS(c, p), dt.g_attd, dt.qd, dt.kd, dqr, dkr, c->rpb ? drr : NULL), c);
+    EXPECT_OK(na_cpu_qk_backward(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, dqc, dkc, c->rpb ? drc : NULL), c);
+    EXPECT_OK(im->qk_bwd(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, dq, dk, c->rpb ? dr : NULL), c);
+    expect_close(im->name, "qk_backward dq", dq, dqr, dt.nqkv, c);
+    expect_close(im->name, "qk_backward dk", dk, dkr, dt.nqkv, c);
+    expect_close_f(im->name, "qk_backward dq", dq, dqc, dt.nqkv, c);
+    expect_close_f(im->name, "qk_backward dk", dk, dkc, dt.nqkv, c);
+    if (c->rpb) {
+        expect_close(im->name, "qk_backward drpb", dr, drr, dt.nrpb, c);
+        expect_close_f(im->name, "qk_backward drpb", dr, drc, dt.nrpb, c);
+    }
+    free(dq), free(dk), free(dr), free(dqc), free(dkc), free(drc), free(dqr), free(dkr), free(drr);
+    data_free(&dt);
+}
+
+static void run_av_bwd(const na_impl *im, const na_case *c)
+{
+    nat_na_params p = case_params(c);
+    na_data dt;
+    data_init(&dt, c, 4);
+    float *da = garbage(dt.natt, 1e3f), *dv = garbage(dt.nqkv, 1e3f), *dac = fbuf(dt.natt), *dvc = fbuf(dt.nqkv);
+    double *dar = dbuf(dt.natt), *dvr = dbuf(dt.nqkv);
+    EXPECT_OK(na_ref_av_backward(CASE_ARGS(c, p), dt.g_outd, dt.attd, dt.vd, dar, dvr), c);
+    EXPECT_OK(na_cpu_av_backward(CASE_ARGS(c, p), dt.g_out, dt.att, dt.v, dac, dvc), c);
+    EXPECT_OK(im->av_bwd(CASE_ARGS(c, p), dt.g_out, dt.att, dt.v, da, dv), c);
+    expect_close(im->name, "av_backward d_attn", da, dar, dt.natt, c);
+    expect_close(im->name, "av_backward dv", dv, dvr, dt.nqkv, c);
+    expect_close_f(im->name, "av_backward d_attn", da, dac, dt.natt, c);
+    expect_close_f(im->name, "av_backward dv", dv, dvc, dt.nqkv, c);
+    for (int64_t i = 0; i < dt.natt; i++)
+        if (dar[i] == 0.0 && da[i] != 0.0f) { /* masked slots: exactly zero */
+            char d[256];
+            describe(c, d, sizeof d);
+            ck_abort_msg("%s av_backward: d_attn[%" PRId64 "] = %g on a masked slot [%s]", im->name, i, (double)da[i], d);
+        }
+    free(da), free(dv), free(dac), free(dvc), free(dar), free(dvr);
+    data_free(&dt);
+}
+
+static void run_fused_fwd(const na_impl *im, const na_case *c)
+{
+    nat_na_params p = case_params(c);
+    na_data dt;
+    data_init(&dt, c, 5);
+    float *o = garbage(dt.nqkv, 1e3f), *l = garbage(dt.nlse, 1e3f), *oc = fbuf(dt.nqkv), *lc = fbuf(dt.nlse);
+    double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
+    EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, c->rpb ? dt.rpbd : NULL, orf, lr), c);
+    EXPECT_OK(na_cpu_fused_forward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, oc, lc), c);
+    EXPECT_OK(im->fused_fwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, o, l), c);
+    expect_close(im->name, "fused_forward out", o, orf, dt.nqkv, c);
+    expect_close(im->name, "fused_forward lse", l, lr, dt.nlse, c);
+    expect_close_f(im->name, "fused_forward out", o, oc, dt.nqkv, c);
+    expect_close_f(im->name, "fused_forward lse", l, lc, dt.nlse, c);
+    free(o), free(l), free(oc), free(lc), free(orf), free(lr);
+    data_free(&dt);
+}
+
+static void run_fused_bwd(const na_impl *im, const na_case *c)
+{
+    nat_na_params p = case_params(c);
+    na_data dt;
+    data_init(&dt, c, 6);
+    const int64_t n = dt.nqkv;
+    const double *rpbd = c->rpb ? dt.rpbd : NULL;
+    const float *rpbf = c->rpb ? dt.rpb : NULL;
+    double *orf = dbuf(n), *lr = dbuf(dt.nlse);
+    EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, rpbd, orf, lr), c);
+    float *of = fbuf(n), *lf = fbuf(dt.nlse);
+    for (int64_t i = 0; i < n; i++)
+        of[i] = (float)orf[i];
+    for (int64_t i = 0; i < dt.nlse; i++)
+        lf[i] = (float)lr[i];
+    double *dqr = dbuf(n), *dkr = dbuf(n), *dvr = dbuf(n), *drr = dbuf(dt.nrpb);
+    float *dq = garbage(n, -7.0f), *dk = garbage(n, -7.0f), *dv = garbage(n, -7.0f), *dr = garbage(dt.nrpb, -7.0f);
+    float *dqc = fbuf(n), *dkc = fbuf(n), *dvc = fbuf(n), *drc = fbuf(dt.nrpb);
+    EXPECT_OK(na_ref_fused_backward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, rpbd, orf, lr, dt.g_outd, dqr, dkr, dvr,
+                                    c->rpb ? drr : NULL), c);
+    EXPECT_OK(na_cpu_fused_backward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dqc, dkc, dvc,
+                                    c->rpb ? drc : NULL), c);
+    EXPECT_OK(im->fused_bwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dq, dk, dv,
+                            c->rpb ? dr : NULL), c);
+    expect_close(im->name, "fused_backward dq", dq, dqr, n, c);
+    expect_close(im->name, "fused_backward dk", dk, dkr, n, c);
+    expect_close(im->name, "fused_backward dv", dv, dvr, n, c);
+    expect_close_f(im->name, "fused_backward dq", dq, dqc, n, c);
+    expect_close_f(im->name, "fused_backward dk", dk, dkc, n, c);
+    expect_close_f(im->name, "fused_backward dv", dv, dvc, n, c);
+    if (c->rpb) {
+        expect_close(im->name, "fused_backward drpb", dr, drr, dt.nrpb, c);
+        expect_close_f(im->name, "fused_backward drpb", dr, drc, dt.nrpb, c);
+    }
+    free(orf), free(lr), free(of), free(lf), free(dqr), free(dkr), free(dvr), free(drr);
+    free(dq), free(dk), free(dv), free(dr), free(dqc), free(dkc), free(dvc), free(drc);
+    data_free(&dt);
+}
+
+static void sweep(const na_impl *im, void (*fn)(const na_impl *, const na_case *))
+{
+    build_cases();
+    for (int i = 0; i < g_ncases; i++)
+        fn(im, &g_cases[i]);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Host: window arithmetic against the reference's windows                                           */
+
+/* Per query i of a 1-D axis and slot t: the key index na_ref_qk uses (-1 when masked), and its rpb
+ * index (non-causal only). With D = 1, q = 1, k[j] = j, scale 1 and no rpb a logit is its key index;
+ * with k = 0 and rpb[r] = r it is the rpb index. */
+static void ref_windows(int L, int k, int d, int causal, int *key, int *ridx)
+{
+    nat_na_params p = {.ndim = 1, .kernel = {k}, .dilation = {d}, .causal = {causal}, .scale = 1.0f};
+    int64_t len = L;
+    double *q = dbuf(L), *kk = dbuf(L), *zero = dbuf(L), *r = dbuf(2 * k - 1), *out = dbuf((int64_t)L * k);
+    for (int i = 0; i < L; i++)
+        q[i] = 1.0, kk[i] = i;
+    for (int i = 0; i < 2 * k - 1; i++)
+        r[i] = i;
+    ck_assert_int_eq(na_ref_qk(&p, 1, 1, &len, 1, q, kk, NULL, out), NAT_OK);
+    for (int i = 0; i < L * k; i++)
+        key[i] = isinf(out[i]) ? -1 : (int)out[i];
+    if (!causal) {
+        ck_assert_int_eq(na_ref_qk(&p, 1, 1, &len, 1, q, zero, r, out), NAT_OK);
+        for (int i = 0; i < L * k; i++)
+            ridx[i] = (int)out[i];
+    }
+    free(q), free(kk), free(zero), free(r), free(out);
+}
+
+/* Calls fn(L, k, d, causal) over kernel sizes 3..21 (odd), dilations 1..4, lengths k*d .. 3*k*d + 3. */
+static void for_each_axis(void (*fn)(int L, int k, int d, int causal))
+{
+    for (int k = 3; k <= 21; k += 2)
+        for (int d = 1; d <= 4; d++) {
+            if (k > 13 && d > 2)
+                continue;
+            for (int L = k * d; L <= 3 * k * d + 3; L++)
+                for (int causal = 0; causal <= 1; causal++)
+                    fn(L, k, d, causal);
+        }
+}
+
+static void check_window(int L, int k, int d, int causal)
+{
+    int *key = malloc(sizeof(int) * (size_t)(L * k)), *ridx = malloc(sizeof(int) * (size_t)(L * k));
+    ref_windows(L, k, d, causal, key, ridx);
+    for (int i = 0; i < L; i++) {
+        na_win w = na_axis_window(i, L, k, d, causal);
+        for (int t = 0; t < k; t++) {
+            int want = key[i * k + t], got = t < w.n ? w.key0 + t * d : -1;
+            if (got != want)
+                ck_abort_msg("window L=%d k=%d d=%d causal=%d query %d slot %d: key %d, reference %d", L, k,
+                             d, causal, i, t, got, want);
+            if (!causal && w.rpb0 + t != ridx[i * k + t])
+                ck_abort_msg("window L=%d k=%d d=%d query %d slot %d: rpb index %d, reference %d", L, k, d, i, t,
+                             w.rpb0 + t, ridx[i * k + t]);
+        }
+    }
+    free(key), free(ridx);
+}
+
+/* The inverse neighbourhood of every key, and the slot the kernels derive, equal what the forward
+ * windows say: exactly the (query, slot) pairs whose key is y. */
+static void check_inverse(int L, int k, int d, int causal)
+{
+    int *key = malloc(sizeof(int) * (size_t)(L * k)), *ridx = malloc(sizeof(int) * (size_t)(L * k));
+    ref_windows(L, k, d, causal, key, ridx);
+    for (int y = 0; y < L; y++) {
+        na_span s = na_axis_inverse(y, L, k, d, causal);
+        if (!(s.lo >= 0 && s.hi <= L && s.lo % d == y % d))
+            ck_abort_msg("inverse L=%d k=%d d=%d causal=%d key %d: range [%d, %d) leaves the axis or the group", L, k, d,
+                         causal, y, s.lo, s.hi);
+        int count = 0;
+        for (int i = s.lo; i < s.hi; i += d) {
+            na_win w = na_axis_window(i, L, k, d, causal);
+            int t = (y - w.key0) / d;
+            if (!((y - w.key0) % d == 0 && t >= 0 && t < k && key[i * k + t] == y))
+                ck_abort_msg("inverse L=%d k=%d d=%d causal=%d key %d: query %d (in [%d, %d)) does not hold it at slot %d",
+                             L, k, d, causal, y, i, s.lo, s.hi, t);
+            count++;
+        }
+        int want = 0;
+        for (int i = 0; i < L * k; i++)
+            want += key[i] == y;
+        if (count != want)
+            ck_abort_msg("inverse L=%d k=%d d=%d causal=%d key %d: %d queries in [%d, %d), reference %d", L,
+                         k, d, causal, y, count, s.lo, s.hi, want);
+    }
+    free(key), free(ridx);
+}
+
+START_TEST(index_window) { for_each_axis(check_window); }
+END_TEST
+
+START_TEST(index_inverse) { for_each_axis(check_inverse); }
+END_TEST
+
+/* na_geom: 1-D and 2-D problems become 3-D with leading unit axes of kernel 1 (na_problem's view). */
+START_TEST(index_geom)
+{
+    nat_na_params p = {.ndim = 2, .kernel = {5, 3}, .dilation = {2, 1}, .causal = {0, 1}};
+    int64_t sp[2] = {11, 7};
+    na_geom g;
+    ck_assert_int_eq(na_geom_init(&g, &p, 3, 2, sp, 40, 0, "t"), NAT_OK);
+    ck_assert(g.len[0] == 1 && g.len[1] == 11 && g.len[2] == 7);
+    ck_assert(g.kernel[0] == 1 && g.kernel[1] == 5 && g.kernel[2] == 3);
+    ck_assert(g.dilation[0] == 1 && g.dilation[1] == 2 && g.causal[2] == 1 && g.causal[1] == 0);
+    ck_assert(g.rpb_ext[0] == 1 && g.rpb_ext[1] == 9 && g.rpb_ext[2] == 5 && g.rpb_size == 45);
+    ck_assert(g.nkeys == 15 && g.npix == 77 && g.nquery == 3 * 2 * 77 && g.batch == 3 && g.heads == 2);
+    ck_assert(fabsf(g.scale - 1.0f / sqrtf(40.0f)) < 1e-7f);
+    ck_assert_int_eq(na_fused_chunks(&g), 2);
+    ck_assert_int_eq(na_drpb_chunks(&g), 2);
+    /* A unit axis: one key, at the query, rpb index 0. */
+    na_win w = na_axis_window(0, 1, 1, 1, 0);
+    ck_assert(w.key0 == 0 && w.rpb0 == 0 && w.n == 1);
+    na_span s = na_axis_inverse(0, 1, 1, 1, 0);
+    ck_assert(s.lo == 0 && s.hi == 1);
+    /* Validation is the CPU kernels' (same message, the op's name). */
+    int64_t s55[2] = {5, 5};
+    nat_na_params p7 = {.ndim = 2, .kernel = {7, 7}, .dilation = {1, 1}};
+    th_expect_error(na_geom_init(&g, &p7, 1, 1, s55, 8, 0, "na_cuda_qk"), NAT_ERR_SHAPE,
+                    "na_cuda_qk: feature map 5x5 is smaller than kernel 7 x dilation 1", NULL);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Host: the kernels' bodies, emulated, on the sweep                                                  */
+
+START_TEST(emu_qk_sweep) { sweep(&EMU, run_qk); }
+END_TEST
+START_TEST(emu_av_sweep) { sweep(&EMU, run_av); }
+END_TEST
+START_TEST(emu_qk_bwd_sweep) { sweep(&EMU, run_qk_bwd); }
+END_TEST
+START_TEST(emu_av_bwd_sweep) { sweep(&EMU, run_av_bwd); }
+END_TEST
+START_TEST(emu_fused_fwd_sweep) { sweep(&EMU, run_fused_fwd); }
+END_TEST
+START_TEST(emu_fused_bwd_sweep) { sweep(&EMU, run_fused_bwd); }
+END_TEST
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Host: entry points and dispatch without a usable device                                           */
+
+START_TEST(entry_points)
+{
+    nat_na_params p = {.ndim = 2, .kernel = {3, 3}, .dilation = {1, 1}};
+    int64_t s77[2] = {7, 7}, s55[2] = {5, 5};
+    float buf[8] = {0};
+    float *b = buf;
+    if (!nat_cuda_built()) {
+        const char *why = "nat was built without CUDA";
+        th_expect_error(na_cuda_qk(0, &p, 1, 1, s77, 4, b, b, NULL, b), NAT_ERR_UNSUPPORTED, "na_cuda_qk", why);
+        th_expect_error(na_cuda_av(0, &p, 1, 1, s77, 4, b, b, b), NAT_ERR_UNSUPPORTED, "na_cuda_av", why);
+        th_expect_error(na_cuda_qk_backward(0, &p, 1, 1, s77, 4, b, b, b, b, b, NULL), NAT_ERR_UNSUPPORTED,
+                        "na_cuda_qk_backward", why);
+        th_expect_error(na_cuda_av_backward(0, &p, 1, 1, s77, 4, b, b, b, b, b), NAT_ERR_UNSUPPORTED,
+                        "na_cuda_av_backward", why);
+        th_expect_error(na_cuda_fused_forward(0, &p, 1, 1, s77, 4, b, b, b, NULL, b, b), NAT_ERR_UNSUPPORTED,
+                        "na_cuda_fused_forward", why);
+        th_expect_error(na_cuda_fused_backward(0, &p, 1, 1, s77, 4, b, b, b, NULL, b, b, b, b, b, b, NULL),
+                        NAT_ERR_UNSUPPORTED, "na_cuda_fused_backward", why);
+        return;
+    }
+    /* CUDA build: the arguments are checked before any device work (these are host pointers). */
+    nat_na_params p7 = {.ndim = 2, .kernel = {7, 7}, .dilation = {1, 1}};
+    th_expect_error(na_cuda_qk(0, &p7, 1, 1, s55, 4, b, b, NULL, b), NAT_ERR_SHAPE,
+                    "na_cuda_qk: feature map 5x5 is smaller than kernel 7", NULL);
+    th_expect_error(na_cuda_fused_backward(0, &p7, 1, 1, s55, 4, b, b, b, NULL, b, b, b, b, b, b, NULL),
+                    NAT_ERR_SHAPE, "na_cuda_fused_backward: feature map 5x5", NULL);
+    nat_na_params pc = {.ndim = 1, .kernel = {3}, .dilation = {1}, .causal = {1}};
+    int64_t s9[1] = {9};
+    th_expect_error(na_cuda_fused_forward(0, &pc, 1, 1, s9, 4, b, b, b, b, b, b), NAT_ERR_INVALID_ARG,
+                    "na_cuda_fused_forward", "positional bias");
+    th_expect_error(na_cuda_qk_backward(0, &pc, 1, 1, s9, 4, b, b, b, b, b, b), NAT_ERR_INVALID_ARG,
+                    "na_cuda_qk_backward", "causal");
+    th_expect_error(na_cuda_av(0, &p, 1, 1, s77, 4, NULL, b, b), NAT_ERR_INVALID_ARG, "na_cuda_av: attn is NULL",
+                    NULL);
+    th_expect_error(na_cuda_av_backward(0, &p, 1, 1, s77, 4, b, b, b, b, NULL), NAT_ERR_INVALID_ARG,
+                    "na_cuda_av_backward: dv is NULL", NULL);
+}
+END_TEST
+
+/* On a CUDA context whose device cannot be used (no CUDA build, or no device), the NA ops fail with the
+ * reason before any kernel could read the (here: host) memory. */
+START_TEST(ops_refuse_unusable_device)
+{
+    if (nat_cuda_available())
+        return; /* covered by the GPU suite */
+    static float data[1 * 1 * 7 * 7 * 9];
+    int64_t s5[5] = {1, 1, 7, 7, 4}, sa[5] = {1, 1, 7, 7, 9};
+    nat_tensor *q, *a;
+    TH_OK(nat_tensor_wrap(&q, data, NAT_F32, GPU, 5, s5));
+    TH_OK(nat_tensor_wrap(&a, data, NAT_F32, GPU, 5, sa));
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, GPU));
+    nat_na_params p = nat_na_params_make(2, 3, 1);
+    nat_tensor *out = NULL;
+    const char *why = nat_cuda_built() ? "no CUDA device" : "nat was built without CUDA";
+    th_expect_error(nat_na(ctx, q, q, q, NULL, &p, &out), NAT_ERR_UNSUPPORTED, "na2d", why);
+    th_expect_error(nat_na_qk(ctx, q, q, NULL, &p, &out), NAT_ERR_UNSUPPORTED, "na_qk", why);
+    th_expect_error(nat_na_av(ctx, a, q, &p, &out), NAT_ERR_UNSUPPORTED, "na_av", why);
+    ck_assert_ptr_null(out);
+    /* A CPU tensor on a CUDA context is a device mismatch, named as such. */
+    nat_tensor *h;
+    TH_OK(nat_tensor_new(&h, NAT_F32, NAT_CPU, 5, s5));
+    th_expect_error(nat_na(ctx, h, h, h, NULL, &p, &out), NAT_ERR_INVALID_ARG, "q is on cpu",
+                    "the context runs on cuda:0");
+    nat_tensor_free(h);
+    nat_tensor_free(q);
+    nat_tensor_free(a);
+    nat_ctx_free(ctx);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------------------ */
+/* GPU                                                                                                */
+
+START_TEST(gpu_qk) { sweep(&GPU_IMPL, run_qk); }
+END_TEST
+START_TEST(gpu_av) { sweep(&GPU_IMPL, run_av); }
+END_TEST
+START_TEST(gpu_qk_bwd) { sweep(&GPU_IMPL, run_qk_bwd); }
+END_TEST
+START_TEST(gpu_av_bwd) { sweep(&GPU_IMPL, run_av_bwd); }
+END_TEST
+START_TEST(gpu_fused_fwd) { sweep(&GPU_IMPL, run_fused_fwd); }
+END_TEST
+START_TEST(gpu_fused_bwd) { sweep(&GPU_IMPL, run_fused_bwd); }
+END_TEST
+
+/* Two identical calls give the same bits: dk/dv gathers and the drpb reduction have a fixed order. */
+START_TEST(gpu_determinism)
+{
+    const na_case cases[] = {
+        {.ndim = 2, .batch = 2, .heads = 3, .len = {15, 13}, .dim = 32, .kernel = {7, 7}, .dilation = {1, 1},
+         .rpb = 1},
+        {.ndim = 2, .batch = 1, .heads = 1, .len = {16, 12}, .dim = 48, .kernel = {5, 3}, .dilation = {2, 3},
+         .rpb = 1},
+        {.ndim = 3, .batch = 2, .heads = 1, .len = {6, 7, 8}, .dim = 16, .kernel = {3, 3, 5}, .dilation = {1, 2, 1},
+         .rpb = 1},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const na_case *c = &cases[ci];
+        nat_na_params p = case_params(c);
+        na_data dt;
+        data_init(&dt, c, 9);
+        const int64_t n = dt.nqkv;
+        float *o = fbuf(n), *l = fbuf(dt.nlse);
+        EXPECT_OK(dev_fused_fwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, dt.rpb, o, l), c);
+        float *g[2][7];
+        for (int run = 0; run < 2; run++) {
+            for (int i = 0; i < 7; i++)
+                g[run][i] = fbuf(i == 3 || i == 6 ? dt.nrpb : n);
+            EXPECT_OK(dev_fused_bwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, dt.rpb, o, l, dt.g_out, g[run][0], g[run][1],
+                                    g[run][2], g[run][3]), c);
+            EXPECT_OK(dev_qk_bwd(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, g[run][4], g[run][5], g[run][6]), c);
+        }
+        char d[256];
+        describe(c, d, sizeof d);
+        for (int i = 0; i < 7; i++)
+            ck_assert_msg(!memcmp(g[0][i], g[1][i], sizeof(float) * (size_t)(i == 3 || i == 6 ? dt.nrpb : n)),
+                          "backward output %d differs between two identical calls [%s]", i, d);
+        for (int run = 0; run < 2; run++)
+            for (int i = 0; i < 7; i++)
+                free(g[run][i]);
+        free(o), free(l);
+        data_free(&dt);
+    }
+}
+END_TEST
+
+/* ---- the autograd ops end to end: CUDA tensors against the CPU ---- */
+
+typedef nat_status (*op_fn)(nat_ctx *ctx, nat_tensor **in, const nat_na_params *p, nat_tensor **out);
+
+static float *host_values(const nat_tensor *t)
+{
+    nat_tensor *h;
+    TH_OK(nat_tensor_to(NULL, t, NAT_CPU, &h));
+    int64_t n = nat_tensor_numel(h);
+    float *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    memcpy(v, nat_tensor_f32(h), (size_t)n * sizeof *v);
+    nat_tensor_free(h);
+    return v;
+}
+
+/* f on `dev` from copies of `in` (all requiring gradients); loss = sum(out * R), R fixed. */
+static void run_on(nat_device dev, op_fn f, const nat_na_params *p, int n_in, nat_tensor **in, float **out_v,
+                   int64_t *out_n, float **grads)
+{
+    nat_tensor *x[4];
+    for (int i = 0; i < n_in; i++) {
+        TH_OK(nat_tensor_to(NULL, in[i], dev, &x[i]));
+        nat_set_requires_grad(x[i], true);
+    }
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, dev));
+    nat_tensor *y, *r, *prod, *loss;
+    TH_OK(f(ctx, x, p, &y));
+    nat_rng rng;
+    nat_rng_seed(&rng, 77);
+    nat_tensor *rh = th_randn(&rng, y->ndim, y->shape, 1.0f, false);
+    TH_OK(nat_tensor_to(ctx, rh, dev, &r));
+    TH_OK(nat_mul(ctx, y, r, &prod));
+    TH_OK(nat_sum(ctx, prod, &loss));
+    *out_v = host_values(y);
+    *out_n = nat_tensor_numel(y);
+    TH_OK(nat_backward(ctx, loss));
+    for (int i = 0; i < n_in; i++) {
+        ck_assert_msg(x[i]->grad != NULL, "input %d got no gradient on %s", i, nat_device_name(dev));
+        grads[i] = host_values(x[i]->grad);
+    }
+    nat_ctx_free(ctx);
+    nat_tensor_free(rh);
+    for (int i = 0; i < n_in; i++)
+        nat_tensor_free(x[i]);
+}
+
+static void compare_op(const char *what, op_fn f, const nat_na_params *p, int n_in, nat_tensor **in)
+{
+    float *yc, *yg, *gc[4], *gg[4];
+    int64_t nc, ng;
+    run_on(NAT_CPU, f, p, n_in, in, &yc, &nc, gc);
+    run_on(GPU, f, p, n_in, in, &yg, &ng, gg);
+    ck_assert_int_eq(nc, ng);
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s: forward", what);
+    th_assert_close_f(yg, yc, nc, TOL, msg);
+    for (int i = 0; i < n_in; i++) {
+        snprintf(msg, sizeof msg, "%s: gradient of input %d", what, i);
+        th_assert_close_f(gg[i], gc[i], nat_tensor_numel(in[i]), TOL, msg);
+        free(gc[i]), free(gg[i]);
+    }
+    free(yc), free(yg);
+}
+
+static nat_status f_fused(nat_ctx *c, nat_tensor **x, const nat_na_params *p, nat_tensor **o)
+{
+    return nat_na(c, x[0], x[1], x[2], p->causal[0] || p->causal[1] || p->causal[2] ? NULL : x[3], p, o);
+}
+
+static nat_status f_unfused(nat_ctx *c, nat_tensor **x, const nat_na_params *p, nat_tensor **o)
+{
+    nat_tensor *a, *w;
+    NAT_TRY(nat_na_qk(c, x[0], x[1], p->causal[0] || p->causal[1] || p->causal[2] ? NULL : x[3], p, &a));
+    NAT_TRY(nat_softmax(c, a, &w));
+    return nat_na_av(c, w, x[2], p, o);
+}
+
+/* q arrives as a transposed (strided) view [B, heads, W, H, D] -> [B, heads, H, W, D]: dense on the device. */
+static nat_status f_strided(nat_ctx *c, nat_tensor **x, const nat_na_params *p, nat_tensor **o)
+{
+    const int perm[5] = {0, 1, 3, 2, 4};
+    nat_tensor *qt;
+    NAT_TRY(nat_permute(c, x[0], perm, &qt));
+    return nat_na(c, qt, x[1], x[2], x[3], p, o);
+}
+
+START_TEST(gpu_autograd)
+{
+    struct {
+        nat_na_params p;
+        int64_t shape[6];
+        op_fn f;
+        const char *what;
+    } cases[] = {
+        {{.ndim = 2, .kernel = {7, 7}, .dilation = {1, 1}}, {2, 2, 14, 13, 32}, f_fused, "na2d k7 rpb (fused)"},
+        {{.ndim = 2, .kernel = {7, 7}, .dilation = {1, 1}}, {2, 2, 14, 13, 32}, f_unfused, "na2d k7 rpb (unfused)"},
+        {{.ndim = 2, .kernel = {5, 3}, .dilation = {2, 3}}, {1, 3, 13, 11, 40}, f_fused, "na2d dilated (fused)"},
+        {{.ndim = 1, .kernel = {9}, .dilation = {2}, .causal = {1}}, {2, 2, 40, 20}, f_fused, "na1d causal (fused)"},
+        {{.ndim = 1, .kernel = {9}, .dilation = {2}, .causal = {1}}, {2, 2, 40, 20}, f_unfused,
+         "na1d causal (unfused)"},
+        {{.ndim = 3, .kernel = {3, 5, 3}, .dilation = {1, 1, 2}, .causal = {1, 0, 0}}, {1, 2, 5, 6, 7, 16}, f_fused,
+         "na3d causal (fused)"},
+        {{.ndim = 2, .kernel = {5, 5}, .dilation = {1, 1}}, {1, 2, 9, 8, 16}, f_strided, "na2d strided q (fused)"},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const nat_na_params *p = &cases[ci].p;
+        int nd = p->ndim + 3;
+        int64_t qs[6], rs[4] = {cases[ci].shape[1], 0, 0, 0};
+        memcpy(qs, cases[ci].shape, sizeof qs);
+        for (int a = 0; a < p->ndim; a++)
+            rs[1 + a] = 2 * p->kernel[a] - 1;
+        nat_rng r;
+        nat_rng_seed(&r, g_seed + ci);
+        nat_tensor *in[4];
+        if (cases[ci].f == f_strided) {
+            int64_t t = qs[2]; /* q stored as [B, heads, W, H, D] */
+            qs[2] = qs[3], qs[3] = t;
+            in[0] = th_randn(&r, nd, qs, 1.0f, false);
+            qs[3] = qs[2], qs[2] = t;
+        } else {
+            in[0] = th_randn(&r, nd, qs, 1.0f, false);
+        }
+        in[1] = th_randn(&r, nd, qs, 1.0f, false);
+        in[2] = th_randn(&r, nd, qs, 1.0f, false);
+        in[3] = th_randn(&r, p->ndim + 1, rs, 0.5f, false);
+        bool causal = p->causal[0] || p->causal[1] || p->causal[2];
+        compare_op(cases[ci].what, cases[ci].f, p, causal ? 3 : 4, in);
+        for (int i = 0; i < 4; i++)
+            nat_tensor_free(in[i]);
+    }
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct named_test {
+    const char *name;
+    const TTest *fn;
+} named_test;
+
+static int run_suite(const char *name, const named_test *t, size_t n)
+{
+    Suite *s = suite_create(name);
+    for (size_t i = 0; i < n; i++) {
+        TCase *tc = tcase_create(t[i].name);
+        tcase_set_timeout(tc, 300);
+        tcase_add_test(tc, t[i].fn);
+        suite_add_tcase(s, tc);
+    }
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK); /* CUDA must not be initialised before a fork */
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed;
+}
+
+int main(void)
+{
+    const char *env = getenv("NAT_TEST_SEED");
+    if (env && *env)
+        g_seed = strtoull(env, NULL, 10);
+    printf("test_na_cuda: seed %" PRIu64 " (set NAT_TEST_SEED to change); CUDA built: %s; devices: %d\n", g_seed,
+           nat_cuda_built() ? "yes" : "no", nat_cuda_device_count());
+    const named_test host[] = {
+        {"index_window", index_window},
+        {"index_inverse", index_inverse},
+        {"index_geom", index_geom},
+        {"emu_qk", emu_qk_sweep},
+        {"emu_av", emu_av_sweep},
+        {"emu_qk_bwd", emu_qk_bwd_sweep},
+        {"emu_av_bwd", emu_av_bwd_sweep},
+        {"emu_fused_fwd", emu_fused_fwd_sweep},
+        {"emu_fused_bwd", emu_fused_bwd_sweep},
+        {"entry_points", entry_points},
+        {"ops_refuse_unusable_device", ops_refuse_unusable_device},
+    };
+    int failed = run_suite("na_cuda_host", host, sizeof host / sizeof *host);
+    if (failed)
+        return EXIT_FAILURE;
+    if (!nat_cuda_available()) {
+        printf("SKIPPED: no CUDA device (%s); the NA kernels did not run on a GPU -- only the host checks above "
+               "(window arithmetic, the kernels' bodies emulated on the CPU, entry-point errors) ran\n",
+               nat_cuda_built() ? "none present" : "nat was built without CUDA");
+        return 77;
+    }
+    char name[128] = "";
+    nat_cuda_device_name(0, name, sizeof name);
+    printf("test_na_cuda: GPU checks on cuda:0 (%s)\n", name);
+    const named_test gpu[] = {
+        {"gpu_qk", gpu_qk},
+        {"gpu_av", gpu_av},
+        {"gpu_qk_bwd", gpu_qk_bwd},
+        {"gpu_av_bwd", gpu_av_bwd},
+        {"gpu_fused_fwd", gpu_fused_fwd},
+        {"gpu_fused_bwd", gpu_fused_bwd},
+        {"gpu_determinism", gpu_determinism},
+        {"gpu_autograd", gpu_autograd},
+    };
+    failed = run_suite("na_cuda_gpu", gpu, sizeof gpu / sizeof *gpu);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
