@@ -13,6 +13,7 @@ pkgs=(
   libcjson-dev             # safetensors headers
   libstb-dev               # image decoding/encoding
   dataset-fashion-mnist    # the main job's data set
+  gnuplot-nox              # scripts/plots.sh: the benchmark plots in docs/plots (PNG and SVG, no X11)
 )
 
 missing=()

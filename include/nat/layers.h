@@ -177,6 +177,86 @@ nat_status nat_na_layer_forward(nat_ctx *ctx, const nat_na_layer *m, nat_tensor 
 nat_status nat_na_layer_params(const nat_na_layer *m, nat_param_list *l, const char *prefix);
 void nat_na_layer_free(nat_na_layer *m);
 
+/* ---- NA implementations, for measuring them against each other (layers/na_gather.c) ---- */
+
+/* How the NA op inside the module is computed. All give the same values (to float rounding):
+ *   FUSED    nat_na: softmax(qk + rpb)·v in one kernel, keeps only a log-sum-exp per query (the default)
+ *   UNFUSED  nat_na_qk -> nat_softmax -> nat_na_av: keeps the [.., K] attention weights
+ *   GATHER   the legacy algorithm of NATTEN's pure-PyTorch fallback, through generic ops: copy every
+ *            query's K keys and values ([.., K, D] tensors, nat_na_gather), batched matmuls, softmax */
+typedef enum nat_na_impl { NAT_NA_IMPL_FUSED = 0, NAT_NA_IMPL_UNFUSED = 1, NAT_NA_IMPL_GATHER = 2 } nat_na_impl;
+
+/* "fused", "unfused", "gather" (static strings); "?" otherwise. */
+const char *nat_na_impl_name(nat_na_impl impl);
+/* Neighbours of every query: t [B, heads, *spatial, D] -> out [B, heads, S, K, D] (transpose 0) or
+ * [B, heads, S, D, K] (transpose 1), S = prod(spatial) row-major, K = prod(kernel), slot order as
+ * natten.h. Non-causal only. Backward scatter-adds into t. */
+nat_status nat_na_gather(nat_ctx *ctx, nat_tensor *t, const nat_na_params *p, int transpose, nat_tensor **out);
+/* The rpb entry of every (query, slot): rpb [heads, 2k0-1, ...] -> out [heads, S, K] for a map of
+ * `spatial` (p->ndim lengths). Non-causal only. Backward scatter-adds into rpb. */
+nat_status nat_na_gather_rpb(nat_ctx *ctx, nat_tensor *rpb, const nat_na_params *p, const int64_t *spatial,
+                             nat_tensor **out);
+/* nat_na_layer_forward with the NA op computed by `impl` (the module's steps are the same; FUSED is
+ * nat_na_layer_forward itself, which runs UNFUSED when attention dropout is active). */
+nat_status nat_na_layer_forward_impl(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
+                                     nat_na_impl impl, nat_tensor **out);
+
+/* ---- Window attention (Swin's W-MSA / SW-MSA), the baseline NA is measured against ----
+ *
+ * Swin Transformer's WindowAttention inside its block's pad / cyclic shift / partition steps, for
+ * x [B, H, W, C] channels-last (layers/window_attention.c):
+ *   1. window side ws and shift: ws = window; when min(H, W) <= window, ws = min(H, W) and no shift (as
+ *      Swin sets window_size = min(input_resolution) and shift_size = 0 there); else shift = `shift`.
+ *   2. zero-pad H, W at their ends up to multiples of ws (Hp, Wp); padded tokens carry the qkv bias;
+ *   3. cyclic shift: rolled[y, x] = padded[(y + shift) mod Hp, (x + shift) mod Wp] (torch.roll by -shift);
+ *   4. partition into nW = (Hp/ws)(Wp/ws) windows of N = ws² tokens, row-major windows, row-major tokens;
+ *   5. per window and head: softmax(scale·q·kᵀ + B + M)·v with B[i, j] = table[idx(i, j), head],
+ *      idx = (dy + ws_max - 1)·(2·ws_max - 1) + (dx + ws_max - 1), (dy, dx) = pos(i) - pos(j), and the
+ *      shift mask M (0 or -100, Swin's value) that keeps tokens of different regions of the rolled map
+ *      apart: per axis, regions [0, Hp - ws), [Hp - ws, Hp - shift), [Hp - shift, Hp);
+ *   6. proj, reverse partition, roll back, crop to H x W, proj_drop.
+ * Parameters (Swin's names and order): relative_position_bias_table [(2·window-1)², heads] (truncated
+ * normal 0.02), qkv.weight/bias, proj.weight/bias. The attention weights of each window are kept for
+ * backward ([B·nW, heads, N, N]), as PyTorch's implementation keeps them. */
+typedef struct nat_window_attn_desc {
+    int dim, heads;  /* heads divides dim */
+    int window;      /* window side, >= 1 (Swin: 7) */
+    int shift;       /* 0 (W-MSA) or in [1, window) (SW-MSA; Swin: window / 2 on every other layer) */
+    bool qkv_bias;
+    float scale;     /* <= 0: head_dim^-0.5 */
+    float proj_drop; /* dropout after proj; attention dropout is not supported */
+} nat_window_attn_desc;
+
+typedef struct nat_window_attn_layer {
+    nat_window_attn_desc desc;
+    nat_linear_layer qkv;  /* C -> 3C */
+    nat_tensor *table;     /* relative_position_bias_table [(2·window-1)², heads] */
+    nat_linear_layer proj; /* C -> C */
+} nat_window_attn_layer;
+
+nat_status nat_window_attn_init(nat_window_attn_layer *m, const nat_window_attn_desc *d, float std, nat_rng *rng);
+/* x [B, H, W, C] (H, W >= 1) -> [B, H, W, C]. */
+nat_status nat_window_attn_forward(nat_ctx *ctx, const nat_window_attn_layer *m, nat_tensor *x, bool training,
+                                   nat_rng *rng, nat_tensor **out);
+/* relative_position_bias_table, qkv.weight, qkv.bias, proj.weight, proj.bias. */
+nat_status nat_window_attn_params(const nat_window_attn_layer *m, nat_param_list *l, const char *prefix);
+void nat_window_attn_free(nat_window_attn_layer *m);
+
+/* The steps of the module as ops, for tests and other layers:
+ * x [B, H, W, C] -> windows [B·nW, ws², C] (steps 2-4: padded tokens are zeros). */
+nat_status nat_window_partition(nat_ctx *ctx, nat_tensor *x, int ws, int shift, nat_tensor **out);
+/* windows [B·nW, ws², C] -> [B, H, W, C] (the inverse: roll back, crop to H x W). */
+nat_status nat_window_reverse(nat_ctx *ctx, nat_tensor *windows, int64_t H, int64_t W, int ws, int shift,
+                              nat_tensor **out);
+/* Swin's attention mask of the rolled, padded Hp x Wp map: out [nW, N, N] (a step tensor without
+ * gradient; 0 or -100). All zeros when shift is 0. */
+nat_status nat_window_mask(nat_ctx *ctx, int64_t Hp, int64_t Wp, int ws, int shift, nat_tensor **out);
+/* Attention inside windows: qkv [B·nW, N, 3C] (q, k, v along the last dim, each [heads, hd]), table
+ * [(2·window-1)², heads], mask [nW, N, N] or NULL -> out [B·nW, N, C] = softmax(scale·q·kᵀ + B + M)·v
+ * with heads concatenated (N = ws², ws <= window). */
+nat_status nat_window_attention(nat_ctx *ctx, nat_tensor *qkv, nat_tensor *table, nat_tensor *mask, int heads,
+                                int ws, int window, float scale, nat_tensor **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -63,7 +63,16 @@ typedef struct nat_model_desc {
                                         are ignored); 0 means NAT_MODEL_LEVELS */
     int patch_stride;                /* the tokenizer's total stride: 4 (NAT's) or 2 (second conv stride 1);
                                         0 means 4 */
+    int attention;                   /* nat_attention_kind of every layer: NAT_ATTN_NEIGHBORHOOD (0, NAT and
+                                        DiNAT) or NAT_ATTN_WINDOW (Swin's window attention as the baseline) */
+    int window_size;                 /* NAT_ATTN_WINDOW: window side, shifted by half on odd layers (Swin's
+                                        SW-MSA); 0 means 7. Dilations and kernel_size are then unused */
 } nat_model_desc;
+
+/* The attention of a NAT layer. NAT_ATTN_WINDOW replaces NA by nat_window_attn_layer (nat/layers.h):
+ * layer j of a level is W-MSA for even j and SW-MSA (shift window_size/2) for odd j, as in Swin; its
+ * parameters are levels.{i}.blocks.{j}.attn.relative_position_bias_table / qkv / proj. */
+typedef enum nat_attention_kind { NAT_ATTN_NEIGHBORHOOD = 0, NAT_ATTN_WINDOW = 1 } nat_attention_kind;
 
 /* NAT-Mini's shape without its name: C 64, depths 3,4,6,5, heads 2,4,8,16, kernel 7, mlp 3, drop-path
  * 0.2, qkv bias, 3 input channels, 1000 classes, 224², seed 0, 4 levels, patch stride 4. */
@@ -136,6 +145,35 @@ nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool tra
  * fn NULL removes the hook. */
 typedef void (*nat_model_part_fn)(void *user, const char *part);
 void nat_model_set_part_hook(nat_model *m, nat_model_part_fn fn, void *user);
+
+/* Finer tracing for profilers (nat-profile's per-layer table). With a trace function set, the forward
+ * calls it after each part (backward false), and when the forward records a tape it also puts a
+ * pass-through marker on each part's output whose backward calls it (backward true) just before that
+ * part's backward runs, i.e. once the backward of everything after the part is done. The parts, in
+ * order: the tokenizer; per layer norm1, attn (attention + its residual), norm2, mlp (Mlp + its
+ * residual); per level but the last the downsampler; the head (norm, pool, Linear). A marker costs
+ * one copy of the part's output gradient in backward; with fn NULL (the default) nothing is added. */
+typedef enum nat_model_part_kind {
+    NAT_PART_TOKENIZER = 0,
+    NAT_PART_NORM1,
+    NAT_PART_ATTN,
+    NAT_PART_NORM2,
+    NAT_PART_MLP,
+    NAT_PART_DOWNSAMPLE,
+    NAT_PART_HEAD
+} nat_model_part_kind;
+typedef struct nat_model_part_event {
+    nat_model_part_kind kind;
+    int level, layer; /* -1 where they do not apply */
+    bool backward;
+} nat_model_part_event;
+typedef void (*nat_model_trace_fn)(void *user, const nat_model_part_event *ev);
+void nat_model_set_trace(nat_model *m, nat_model_trace_fn fn, void *user);
+
+/* How the NA layers compute the NA op (nat/layers.h nat_na_impl; NAT_NA_IMPL_FUSED by default). A
+ * runtime choice for measurements: it is not part of the description and not saved. */
+void nat_model_set_na_impl(nat_model *m, nat_na_impl impl);
+nat_na_impl nat_model_get_na_impl(const nat_model *m);
 
 /* Every parameter with its PyTorch name and no-weight-decay flag, in state_dict order (borrowed, valid
  * until nat_model_free). */

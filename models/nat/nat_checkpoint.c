@@ -49,6 +49,11 @@ nat_status nat_model_write(const nat_model *m, nat_st_writer *w)
             snprintf(v, sizeof v, "%d", (int)nums[i].value);
         NAT_TRY(nat_st_writer_set_metadata(w, nums[i].key, v));
     }
+    if (d->attention == NAT_ATTN_WINDOW) { /* only then, so NA files stay as they were */
+        NAT_TRY(nat_st_writer_set_metadata(w, "nat.attention", "window"));
+        snprintf(v, sizeof v, "%d", d->window_size > 0 ? d->window_size : 7);
+        NAT_TRY(nat_st_writer_set_metadata(w, "nat.window_size", v));
+    }
     join_ints(v, sizeof v, d->depths, L);
     NAT_TRY(nat_st_writer_set_metadata(w, "nat.depths", v));
     join_ints(v, sizeof v, d->heads, L);
@@ -200,6 +205,14 @@ nat_status nat_model_desc_read(const nat_st_file *f, nat_model_desc *out)
     d.patch_stride = 4;
     if (nat_st_metadata(f, "nat.patch_stride"))
         NAT_TRY(meta_int(f, "nat.patch_stride", &d.patch_stride));
+    /* Without nat.attention the file holds neighborhood attention. */
+    const char *attn = nat_st_metadata(f, "nat.attention");
+    if (attn && strcmp(attn, "window") && strcmp(attn, "neighborhood"))
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata nat.attention = '%s' is not 'neighborhood' or 'window'",
+                         nat_st_path(f), attn);
+    d.attention = attn && !strcmp(attn, "window") ? NAT_ATTN_WINDOW : NAT_ATTN_NEIGHBORHOOD;
+    if (nat_st_metadata(f, "nat.window_size"))
+        NAT_TRY(meta_int(f, "nat.window_size", &d.window_size));
     /* The number of levels is the length of nat.depths (as len(depths) in PyTorch's NAT). */
     const char *keys[2] = {"nat.depths", "nat.heads"};
     int *dst[2] = {d.depths, d.heads};
@@ -208,8 +221,8 @@ nat_status nat_model_desc_read(const nat_st_file *f, nat_model_desc *out)
         const char *p = s;
         int got = parse_ints(&p, dst[k], NAT_MODEL_LEVELS);
         if (got < 1 || *p || (k == 1 && got != d.num_levels))
-            return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata %s = '%s' is not %s integers", nat_st_path(f),
-                             keys[k], s, k ? "as many" : "1 to 4");
+            return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata %s = '%s' is not 1 to %d integers%s", nat_st_path(f),
+                             keys[k], s, NAT_MODEL_LEVELS, k ? " matching nat.depths" : "");
         if (k == 0)
             d.num_levels = got;
     }

@@ -36,18 +36,31 @@ nat_status nat_model_desc_count(const nat_model_desc *d, int h, int w, nat_model
         for (int j = 0; j < d->depths[i]; j++) {
             /* NATTEN's module pads a map smaller than kernel·dilation before qkv and NA. */
             int64_t win = (int64_t)d->kernel_size * nat_model_desc_dilation(d, i, j);
-            int64_t np = (H < win ? win : H) * (W < win ? win : W);
+            int64_t np = (H < win ? win : H) * (W < win ? win : W), nproj = n;
+            int64_t bias = heads * (2 * d->kernel_size - 1) * (2 * d->kernel_size - 1); /* attn.rpb */
+            int64_t attn = heads * np * k2 * (hd + 1) + heads * np * k2 * hd;
+            if (d->attention == NAT_ATTN_WINDOW) {
+                /* Swin: windows of ws² tokens over the map padded to multiples of ws (ws shrinks to the
+                 * map's smaller side when that is not larger); QK and AV are bmm's of ws² x ws² x hd per
+                 * window and head (fvcore counts a bmm's M·N·K), proj runs on the padded tokens. */
+                int64_t ws = d->window_size > 0 ? d->window_size : 7, small = H < W ? H : W;
+                ws = small <= ws ? small : ws;
+                np = ((H + ws - 1) / ws * ws) * ((W + ws - 1) / ws * ws);
+                nproj = np;
+                int64_t wt = d->window_size > 0 ? d->window_size : 7;
+                bias = heads * (2 * wt - 1) * (2 * wt - 1); /* attn.relative_position_bias_table */
+                attn = 2 * heads * np * ws * ws * hd;
+            }
             int64_t p = 2 * dim                                      /* norm1 */
                         + 3 * dim * dim + (d->qkv_bias ? 3 * dim : 0) /* attn.qkv */
-                        + heads * (2 * d->kernel_size - 1) * (2 * d->kernel_size - 1) /* attn.rpb */
+                        + bias
                         + dim * dim + dim                                /* attn.proj */
                         + 2 * dim                                        /* norm2 */
                         + dim * hidden + hidden + hidden * dim + dim     /* mlp */
                         + (d->layer_scale > 0.0f ? 2 * dim : 0);         /* gamma1, gamma2 */
-            int64_t attn = heads * np * k2 * (hd + 1) + heads * np * k2 * hd;
             int64_t macs = 5 * n * dim                    /* norm1 */
                            + np * dim * 3 * dim           /* qkv */
-                           + attn + n * dim * dim          /* proj */
+                           + attn + nproj * dim * dim      /* proj */
                            + 5 * n * dim                   /* norm2 */
                            + n * dim * hidden * 2;         /* fc1, fc2 */
             c.params_layers[i] += p;

@@ -137,6 +137,14 @@ nat_status nat_model_desc_check(const nat_model_desc *d)
                          (double)d->layer_scale);
     if (!isfinite(d->qk_scale))
         return nat_error(NAT_ERR_INVALID_ARG, "model %s: qk_scale %g is not finite", n, (double)d->qk_scale);
+    if (d->attention != NAT_ATTN_NEIGHBORHOOD && d->attention != NAT_ATTN_WINDOW)
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: attention %d must be %d (neighborhood) or %d (window)", n,
+                         d->attention, NAT_ATTN_NEIGHBORHOOD, NAT_ATTN_WINDOW);
+    if (d->window_size < 0 || d->window_size > 64)
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: window_size %d must be in 1..64 (0 means 7)", n, d->window_size);
+    if (d->attention == NAT_ATTN_WINDOW && d->attn_drop > 0.0f)
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: attn_drop %g is not supported with window attention", n,
+                         (double)d->attn_drop);
     return NAT_OK;
 }
 

@@ -9,7 +9,8 @@
 /* One NAT layer (NATLayer): pre-norm NA and Mlp residual branches. */
 typedef struct nat_block_layer {
     nat_layernorm_layer norm1, norm2;
-    nat_na_layer attn;
+    nat_na_layer attn;              /* NAT_ATTN_NEIGHBORHOOD */
+    nat_window_attn_layer wattn;    /* NAT_ATTN_WINDOW */
     nat_mlp mlp;
     nat_tensor *gamma1, *gamma2; /* [dim] layer scale, or NULL */
     float drop_path;
@@ -34,7 +35,16 @@ struct nat_model {
     nat_param_list params;
     nat_model_part_fn part_hook;
     void *part_user;
+    nat_model_trace_fn trace;
+    void *trace_user;
+    nat_na_impl na_impl;
 };
+
+/* With a trace function set: reports the end of a part's forward and, when *h is recorded on the tape,
+ * replaces it by a pass-through marker whose backward reports the start of the part's backward
+ * (nat_trace.c). Does nothing otherwise. */
+nat_status nat_model_trace_part(const nat_model *m, nat_ctx *ctx, nat_model_part_kind kind, int level, int layer,
+                                nat_tensor **h);
 
 /* NAT's per-layer drop-path rates: torch.linspace(0, rate, n) in float32, as PyTorch computes it. */
 float nat_model_linspace(float end, int n, int i);

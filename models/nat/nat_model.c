@@ -31,13 +31,20 @@ static nat_status build_layer(nat_block_layer *b, const nat_model_desc *d, int l
         NAT_TRY(nat_tensor_fill(b->gamma2, d->layer_scale));
     }
     NAT_TRY(nat_layernorm_layer_init(&b->norm1, dim, LN_EPS));
-    nat_na_layer_desc nd = nat_na_layer_desc_make(2, dim, d->heads[level], d->kernel_size,
-                                                  nat_model_desc_dilation(d, level, j));
-    nd.qkv_bias = d->qkv_bias;
-    nd.scale = d->qk_scale > 0.0f ? d->qk_scale : 0.0f;
-    nd.attn_drop = d->attn_drop;
-    nd.proj_drop = d->drop;
-    NAT_TRY(nat_na_layer_init(&b->attn, &nd, INIT_STD, rng));
+    if (d->attention == NAT_ATTN_WINDOW) {
+        int ws = d->window_size > 0 ? d->window_size : 7;
+        nat_window_attn_desc wd = {dim, d->heads[level], ws, j % 2 ? ws / 2 : 0, d->qkv_bias,
+                                   d->qk_scale > 0.0f ? d->qk_scale : 0.0f, d->drop};
+        NAT_TRY(nat_window_attn_init(&b->wattn, &wd, INIT_STD, rng));
+    } else {
+        nat_na_layer_desc nd = nat_na_layer_desc_make(2, dim, d->heads[level], d->kernel_size,
+                                                      nat_model_desc_dilation(d, level, j));
+        nd.qkv_bias = d->qkv_bias;
+        nd.scale = d->qk_scale > 0.0f ? d->qk_scale : 0.0f;
+        nd.attn_drop = d->attn_drop;
+        nd.proj_drop = d->drop;
+        NAT_TRY(nat_na_layer_init(&b->attn, &nd, INIT_STD, rng));
+    }
     NAT_TRY(nat_layernorm_layer_init(&b->norm2, dim, LN_EPS));
     return nat_mlp_init(&b->mlp, dim, (int)((float)dim * d->mlp_ratio), dim, d->drop, INIT_STD, rng);
 }
@@ -48,6 +55,7 @@ static void free_layer(nat_block_layer *b)
     nat_tensor_free(b->gamma2);
     nat_layernorm_layer_free(&b->norm1);
     nat_na_layer_free(&b->attn);
+    nat_window_attn_free(&b->wattn);
     nat_layernorm_layer_free(&b->norm2);
     nat_mlp_free(&b->mlp);
 }
@@ -62,7 +70,10 @@ static nat_status layer_params(const nat_block_layer *b, nat_param_list *l, cons
     snprintf(p, sizeof p, "%s.norm1", prefix);
     NAT_TRY(nat_layernorm_layer_params(&b->norm1, l, p));
     snprintf(p, sizeof p, "%s.attn", prefix);
-    NAT_TRY(nat_na_layer_params(&b->attn, l, p));
+    if (b->wattn.table)
+        NAT_TRY(nat_window_attn_params(&b->wattn, l, p));
+    else
+        NAT_TRY(nat_na_layer_params(&b->attn, l, p));
     snprintf(p, sizeof p, "%s.norm2", prefix);
     NAT_TRY(nat_layernorm_layer_params(&b->norm2, l, p));
     snprintf(p, sizeof p, "%s.mlp", prefix);
@@ -205,16 +216,25 @@ static nat_status residual(nat_ctx *ctx, nat_tensor *x, nat_tensor *f, nat_tenso
     return nat_add(ctx, x, f, out);
 }
 
-static nat_status layer_forward(nat_ctx *ctx, const nat_block_layer *b, nat_tensor *x, bool training, nat_rng *rng,
-                                nat_tensor **out)
+static nat_status layer_forward(nat_ctx *ctx, const nat_model *m, const nat_block_layer *b, int level, int j,
+                                nat_tensor *x, bool training, nat_rng *rng, nat_tensor **out)
 {
     nat_tensor *h;
     NAT_TRY(nat_layernorm_layer_forward(ctx, &b->norm1, x, &h));
-    NAT_TRY(nat_na_layer_forward(ctx, &b->attn, h, training, rng, &h));
+    NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_NORM1, level, j, &h));
+    if (b->wattn.table)
+        NAT_TRY(nat_window_attn_forward(ctx, &b->wattn, h, training, rng, &h));
+    else if (m->na_impl != NAT_NA_IMPL_FUSED)
+        NAT_TRY(nat_na_layer_forward_impl(ctx, &b->attn, h, training, rng, m->na_impl, &h));
+    else
+        NAT_TRY(nat_na_layer_forward(ctx, &b->attn, h, training, rng, &h));
     NAT_TRY(residual(ctx, x, h, b->gamma1, b->drop_path, training, rng, &x));
+    NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_ATTN, level, j, &x));
     NAT_TRY(nat_layernorm_layer_forward(ctx, &b->norm2, x, &h));
+    NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_NORM2, level, j, &h));
     NAT_TRY(nat_mlp_forward(ctx, &b->mlp, h, training, rng, &h));
-    return residual(ctx, x, h, b->gamma2, b->drop_path, training, rng, out);
+    NAT_TRY(residual(ctx, x, h, b->gamma2, b->drop_path, training, rng, out));
+    return nat_model_trace_part(m, ctx, NAT_PART_MLP, level, j, out);
 }
 
 static void part_done(const nat_model *m, const char *part)
@@ -238,6 +258,7 @@ nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool tra
     NAT_TRY(nat_permute(ctx, h, to_nhwc, &h));
     NAT_TRY(nat_layernorm_layer_forward(ctx, &m->embed_norm, h, &h));
     NAT_TRY(nat_dropout(ctx, h, d->drop, training, rng, &h));
+    NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_TOKENIZER, -1, -1, &h));
     part_done(m, "patch_embed");
     static const char *const level_names[NAT_MODEL_LEVELS] = {"levels.0", "levels.1", "levels.2", "levels.3"};
     static const char *const down_names[NAT_MODEL_LEVELS] = {"levels.0.downsample", "levels.1.downsample",
@@ -245,7 +266,7 @@ nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool tra
     for (int i = 0; i < nat_model_desc_levels(d); i++) {
         const nat_level *lv = &m->levels[i];
         for (int j = 0; j < lv->depth; j++) {
-            nat_status s = layer_forward(ctx, &lv->blocks[j], h, training, rng, &h);
+            nat_status s = layer_forward(ctx, m, &lv->blocks[j], i, j, h, training, rng, &h);
             if (s != NAT_OK)
                 return nat_error_context(s, "levels.%d.blocks.%d", i, j);
         }
@@ -255,12 +276,14 @@ nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool tra
             NAT_TRY(nat_conv2d_layer_forward(ctx, &lv->reduction, h, &h));
             NAT_TRY(nat_permute(ctx, h, to_nhwc, &h));
             NAT_TRY(nat_layernorm_layer_forward(ctx, &lv->down_norm, h, &h));
+            NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_DOWNSAMPLE, i, -1, &h));
             part_done(m, down_names[i]);
         }
     }
     NAT_TRY(nat_layernorm_layer_forward(ctx, &m->norm, h, &h));
     NAT_TRY(nat_global_avg_pool(ctx, h, 1, &h));
     NAT_TRY(nat_linear_layer_forward(ctx, &m->head, h, logits));
+    NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_HEAD, -1, -1, logits));
     part_done(m, "head");
     return NAT_OK;
 }

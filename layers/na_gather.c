@@ -1,0 +1,388 @@
+/* layers/na_gather.c — the NeighborhoodAttention module with a choice of how its NA op is computed
+ * (nat_na_impl: fused, unfused, gather), and the two gather ops the legacy algorithm needs.
+ *
+ * GATHER is what NATTEN's pure-PyTorch fallback (and tests/golden/nat_torch.py) does, through generic
+ * ops: copy each query's K neighbour keys and values into [B, heads, S, K, D] tensors, one [1, D] x
+ * [D, K] matmul per query for the logits, add the gathered rpb, softmax, one [1, K] x [K, D] matmul per
+ * query for the output; autograd does the backward. It keeps K copies of k and v per layer, which is
+ * why it needs ~K times the memory of the fused kernel, and is here to measure that.
+ *
+ * nat_na_layer_forward_impl repeats the module's steps of layers/natten/na_module.c (pad, qkv, split,
+ * NA, merge, crop, proj) so the three implementations differ only in the NA op; with FUSED it gives the
+ * same values as nat_na_layer_forward.
+ *
+ * Window rules (DESIGN.md §2, non-causal): per axis of length L, kernel k, dilation d, query i:
+ * g = i mod d, p = i div d, Lg = (L - g + d - 1) div d, s = clamp(p - k/2, 0, Lg - k); keys (s + t)·d + g
+ * and rpb index (k - 1) + s - p + t, t = 0..k-1. Problems are seen as 3-D with leading axes of length 1.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/ops_internal.h"
+#include "nat/layers.h"
+#include "nat/ops.h"
+
+const char *nat_na_impl_name(nat_na_impl impl)
+{
+    switch (impl) {
+    case NAT_NA_IMPL_FUSED: return "fused";
+    case NAT_NA_IMPL_UNFUSED: return "unfused";
+    case NAT_NA_IMPL_GATHER: return "gather";
+    }
+    return "?";
+}
+
+/* One problem, as 3-D. */
+typedef struct gproblem {
+    int64_t len[3], npix, K;
+    int kernel[3], dilation[3];
+} gproblem;
+
+static nat_status gproblem_init(gproblem *g, const nat_na_params *p, const int64_t *spatial, const char *op)
+{
+    if (p->ndim < 1 || p->ndim > 3)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: ndim %d (1, 2 or 3 spatial axes)", op, p->ndim);
+    const int off = 3 - p->ndim;
+    g->npix = 1;
+    g->K = 1;
+    for (int a = 0; a < 3; a++) {
+        bool real = a >= off;
+        g->len[a] = real ? spatial[a - off] : 1;
+        g->kernel[a] = real ? p->kernel[a - off] : 1;
+        g->dilation[a] = real ? p->dilation[a - off] : 1;
+        if (real && p->causal[a - off])
+            return nat_error(NAT_ERR_INVALID_ARG, "%s: causal axes are not supported", op);
+        if (real && (g->kernel[a] < 3 || g->kernel[a] % 2 == 0 || g->dilation[a] < 1))
+            return nat_error(NAT_ERR_INVALID_ARG, "%s: kernel %d / dilation %d on axis %d (odd kernel >= 3, dilation >= 1)",
+                             op, g->kernel[a], g->dilation[a], a - off);
+        if (g->len[a] < (int64_t)g->kernel[a] * g->dilation[a])
+            return nat_error(NAT_ERR_SHAPE, "%s: feature map axis %d of %" PRId64 " is smaller than kernel %d x dilation %d",
+                             op, a - off, g->len[a], g->kernel[a], g->dilation[a]);
+        g->npix *= g->len[a];
+        g->K *= g->kernel[a];
+    }
+    return NAT_OK;
+}
+
+/* First key and rpb index of slot 0 of query i on one axis. */
+static void axis_window(int64_t i, int64_t L, int k, int d, int64_t *key0, int64_t *rpb0)
+{
+    int64_t g = i % d, p = i / d, lg = (L - g + d - 1) / d, s = p - k / 2;
+    s = s > lg - k ? lg - k : s;
+    s = s < 0 ? 0 : s;
+    *key0 = s * d + g;
+    *rpb0 = (k - 1) + s - p;
+}
+
+/* Flat key pixel and flat rpb index (per head) of every slot of pixel `pix`. */
+static void slots(const gproblem *g, int64_t pix, int64_t *key, int64_t *ridx)
+{
+    int64_t c[3], k0[3], r0[3], rem = pix;
+    for (int a = 2; a >= 0; a--) {
+        c[a] = rem % g->len[a];
+        rem /= g->len[a];
+        axis_window(c[a], g->len[a], g->kernel[a], g->dilation[a], &k0[a], &r0[a]);
+    }
+    int64_t s = 0;
+    for (int a0 = 0; a0 < g->kernel[0]; a0++)
+        for (int a1 = 0; a1 < g->kernel[1]; a1++)
+            for (int a2 = 0; a2 < g->kernel[2]; a2++, s++) {
+                int64_t y = k0[0] + (int64_t)a0 * g->dilation[0], x = k0[1] + (int64_t)a1 * g->dilation[1],
+                        z = k0[2] + (int64_t)a2 * g->dilation[2];
+                key[s] = (y * g->len[1] + x) * g->len[2] + z;
+                int64_t e1 = 2 * g->kernel[1] - 1, e2 = 2 * g->kernel[2] - 1;
+                ridx[s] = ((r0[0] + a0) * e1 + (r0[1] + a1)) * e2 + (r0[2] + a2);
+            }
+}
+
+#define MAX_K 4096
+
+/* A node keeps the descriptor and the map: i[0] ndim, i[1..3] kernel | dilation << 32, i[4..6] spatial. */
+static void save_problem(nat_node *node, const nat_na_params *p, const int64_t *spatial)
+{
+    node->i[0] = p->ndim;
+    for (int a = 0; a < 3; a++) {
+        node->i[1 + a] = a < p->ndim ? (int64_t)p->kernel[a] | (int64_t)p->dilation[a] << 32 : 0;
+        node->i[4 + a] = a < p->ndim ? spatial[a] : 1;
+    }
+}
+
+static nat_status load_problem(const nat_node *node, gproblem *g, const char *op)
+{
+    nat_na_params p = nat_na_params_make((int)node->i[0], 3, 1);
+    int64_t spatial[3];
+    for (int a = 0; a < p.ndim; a++) {
+        p.kernel[a] = (int)(node->i[1 + a] & 0xffffffff);
+        p.dilation[a] = (int)(node->i[1 + a] >> 32);
+        spatial[a] = node->i[4 + a];
+    }
+    return gproblem_init(g, &p, spatial, op);
+}
+
+/* ---- neighbours of every query ---- */
+
+static void gather_planes(const gproblem *g, int64_t planes, int64_t D, bool transpose, const float *src, float *dst,
+                          bool backward)
+{
+    const int64_t K = g->K;
+    if (!backward) {
+#pragma omp parallel
+        {
+            int64_t key[MAX_K], ridx[MAX_K];
+#pragma omp for schedule(static)
+            for (int64_t n = 0; n < planes * g->npix; n++) {
+                slots(g, n % g->npix, key, ridx);
+                const float *plane = src + (n / g->npix) * g->npix * D;
+                float *o = dst + n * K * D;
+                for (int64_t s = 0; s < K; s++)
+                    if (transpose)
+                        for (int64_t e = 0; e < D; e++)
+                            o[e * K + s] = plane[key[s] * D + e];
+                    else
+                        memcpy(o + s * D, plane + key[s] * D, sizeof(float) * (size_t)D);
+            }
+        }
+        return;
+    }
+    /* Scatter-add: one thread per (batch, head) plane, so no two threads touch the same rows. */
+#pragma omp parallel
+    {
+        int64_t key[MAX_K], ridx[MAX_K];
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++)
+            for (int64_t pix = 0; pix < g->npix; pix++) {
+                slots(g, pix, key, ridx);
+                const float *gi = src + (pl * g->npix + pix) * K * D;
+                float *plane = dst + pl * g->npix * D;
+                for (int64_t s = 0; s < K; s++)
+                    for (int64_t e = 0; e < D; e++)
+                        plane[key[s] * D + e] += transpose ? gi[e * K + s] : gi[s * D + e];
+            }
+    }
+}
+
+static nat_status gather_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_tensor *gt, *gd;
+    NAT_TRY(nat_grad_get(ctx, node->in[0], &gt));
+    if (!gt)
+        return NAT_OK;
+    NAT_TRY(nat_dense(ctx, g, &gd));
+    gproblem gp;
+    NAT_TRY(load_problem(node, &gp, "na_gather"));
+    const nat_tensor *t = node->in[0];
+    gather_planes(&gp, t->shape[0] * t->shape[1], t->shape[t->ndim - 1], node->i[7] != 0, nat_tensor_f32(gd),
+                  nat_tensor_f32(gt), true);
+    return NAT_OK;
+}
+
+static const nat_op_def gather_op = {"na_gather", gather_backward};
+
+nat_status nat_na_gather(nat_ctx *ctx, nat_tensor *t, const nat_na_params *p, int transpose, nat_tensor **out)
+{
+    NAT_TRY(nat_check_f32(ctx, t, "na_gather", "t"));
+    if (p->ndim < 1 || p->ndim > 3 || t->ndim != p->ndim + 3) {
+        char st[96];
+        return nat_error(NAT_ERR_SHAPE, "na_gather: t %s; expected [B, heads, *spatial (%d axes), D]",
+                         nat_shape_str(t, st, sizeof st), p->ndim);
+    }
+    gproblem g;
+    NAT_TRY(gproblem_init(&g, p, t->shape + 2, "na_gather"));
+    if (g.K > MAX_K)
+        return nat_error(NAT_ERR_INVALID_ARG, "na_gather: %" PRId64 " keys per query (at most %d)", g.K, MAX_K);
+    const int64_t D = t->shape[t->ndim - 1], planes = t->shape[0] * t->shape[1];
+    nat_tensor *td, *y;
+    NAT_TRY(nat_dense(ctx, t, &td));
+    int64_t s[5] = {t->shape[0], t->shape[1], g.npix, transpose ? D : g.K, transpose ? g.K : D};
+    NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 5, s));
+    gather_planes(&g, planes, D, transpose != 0, nat_tensor_f32(td), nat_tensor_f32(y), false);
+    nat_node *node;
+    NAT_TRY(nat_ctx_record(ctx, &gather_op, y, 1, &t, &node));
+    if (node) {
+        save_problem(node, p, t->shape + 2);
+        node->i[7] = transpose != 0;
+    }
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- rpb of every (query, slot) ---- */
+
+static void rpb_planes(const gproblem *g, int64_t heads, int64_t per_head, const float *src, float *dst, bool backward)
+{
+    const int64_t K = g->K;
+#pragma omp parallel
+    {
+        int64_t key[MAX_K], ridx[MAX_K];
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < heads; h++)
+            for (int64_t pix = 0; pix < g->npix; pix++) {
+                slots(g, pix, key, ridx);
+                for (int64_t s = 0; s < K; s++) {
+                    if (backward)
+                        dst[h * per_head + ridx[s]] += src[(h * g->npix + pix) * K + s];
+                    else
+                        dst[(h * g->npix + pix) * K + s] = src[h * per_head + ridx[s]];
+                }
+            }
+    }
+}
+
+static nat_status gather_rpb_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_tensor *gr, *gd;
+    NAT_TRY(nat_grad_get(ctx, node->in[0], &gr));
+    if (!gr)
+        return NAT_OK;
+    NAT_TRY(nat_dense(ctx, g, &gd));
+    const nat_tensor *rpb = node->in[0];
+    gproblem gp;
+    NAT_TRY(load_problem(node, &gp, "na_gather_rpb"));
+    rpb_planes(&gp, rpb->shape[0], nat_tensor_numel(rpb) / rpb->shape[0], nat_tensor_f32(gd), nat_tensor_f32(gr), true);
+    return NAT_OK;
+}
+
+static const nat_op_def gather_rpb_op = {"na_gather_rpb", gather_rpb_backward};
+
+nat_status nat_na_gather_rpb(nat_ctx *ctx, nat_tensor *rpb, const nat_na_params *p, const int64_t *spatial,
+                             nat_tensor **out)
+{
+    NAT_TRY(nat_check_f32(ctx, rpb, "na_gather_rpb", "rpb"));
+    gproblem g;
+    NAT_TRY(gproblem_init(&g, p, spatial, "na_gather_rpb"));
+    bool ok = rpb->ndim == p->ndim + 1 && g.K <= MAX_K;
+    for (int a = 0; ok && a < p->ndim; a++)
+        ok = rpb->shape[1 + a] == 2 * p->kernel[a] - 1;
+    if (!ok) {
+        char sr[96];
+        return nat_error(NAT_ERR_SHAPE, "na_gather_rpb: rpb %s does not fit kernel %d in %d dims", nat_shape_str(rpb, sr, sizeof sr),
+                         p->kernel[0], p->ndim);
+    }
+    nat_tensor *rd, *y;
+    NAT_TRY(nat_dense(ctx, rpb, &rd));
+    int64_t s[3] = {rpb->shape[0], g.npix, g.K};
+    NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 3, s));
+    rpb_planes(&g, rpb->shape[0], nat_tensor_numel(rpb) / rpb->shape[0], nat_tensor_f32(rd), nat_tensor_f32(y), false);
+    nat_node *node;
+    NAT_TRY(nat_ctx_record(ctx, &gather_rpb_op, y, 1, &rpb, &node));
+    if (node)
+        save_problem(node, p, spatial);
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- the module, with a choice of NA op ---- */
+
+/* softmax(scale·q·k + rpb)·v the legacy way: q, k, v [B, heads, *spatial, D] -> [B, heads, *spatial, D]. */
+static nat_status na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb,
+                               const nat_na_params *p, float attn_drop, bool training, nat_rng *rng, nat_tensor **out)
+{
+    const int nd = p->ndim;
+    const int64_t B = q->shape[0], heads = q->shape[1], D = q->shape[nd + 2];
+    int64_t S = 1, K = 1;
+    for (int a = 0; a < nd; a++) {
+        S *= q->shape[2 + a];
+        K *= p->kernel[a];
+    }
+    float scale = p->scale > 0.0f ? p->scale : 1.0f / sqrtf((float)D);
+    nat_tensor *qs, *kg, *vg, *logits, *o;
+    NAT_TRY(nat_scale(ctx, q, scale, &qs));
+    int64_t q3[3] = {B * heads * S, 1, D};
+    NAT_TRY(nat_reshape(ctx, qs, 3, q3, &qs));
+    NAT_TRY(nat_na_gather(ctx, k, p, 1, &kg)); /* [B, heads, S, D, K] */
+    int64_t k3[3] = {B * heads * S, D, K};
+    NAT_TRY(nat_reshape(ctx, kg, 3, k3, &kg));
+    NAT_TRY(nat_matmul(ctx, qs, kg, &logits)); /* [B·heads·S, 1, K] */
+    int64_t l4[4] = {B, heads, S, K};
+    NAT_TRY(nat_reshape(ctx, logits, 4, l4, &logits));
+    if (rpb) {
+        nat_tensor *bias;
+        NAT_TRY(nat_na_gather_rpb(ctx, rpb, p, q->shape + 2, &bias)); /* [heads, S, K] */
+        NAT_TRY(nat_add(ctx, logits, bias, &logits));
+    }
+    NAT_TRY(nat_softmax(ctx, logits, &logits));
+    NAT_TRY(nat_dropout(ctx, logits, attn_drop, training, rng, &logits));
+    int64_t a3[3] = {B * heads * S, 1, K};
+    NAT_TRY(nat_reshape(ctx, logits, 3, a3, &logits));
+    NAT_TRY(nat_na_gather(ctx, v, p, 0, &vg)); /* [B, heads, S, K, D] */
+    int64_t v3[3] = {B * heads * S, K, D};
+    NAT_TRY(nat_reshape(ctx, vg, 3, v3, &vg));
+    NAT_TRY(nat_matmul(ctx, logits, vg, &o));
+    return nat_reshape(ctx, o, q->ndim, q->shape, out);
+}
+
+nat_status nat_na_layer_forward_impl(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
+                                     nat_na_impl impl, nat_tensor **out)
+{
+    if (impl == NAT_NA_IMPL_FUSED)
+        return nat_na_layer_forward(ctx, m, x, training, rng, out);
+    if (impl != NAT_NA_IMPL_UNFUSED && impl != NAT_NA_IMPL_GATHER)
+        return nat_error(NAT_ERR_INVALID_ARG, "neighborhood attention: unknown implementation %d", (int)impl);
+    const nat_na_layer_desc *d = &m->desc;
+    const int nd = d->ndim;
+    const int64_t C = d->dim, heads = d->heads, hd = C / heads;
+    if (x->ndim != nd + 2 || x->shape[nd + 1] != C) {
+        char sx[96];
+        return nat_error(NAT_ERR_SHAPE, "neighborhood attention %dd: input %s; expected [B, %s, %" PRId64 "] (channels last)",
+                         nd, nat_shape_str(x, sx, sizeof sx), nd == 1 ? "L" : nd == 2 ? "H, W" : "T, H, W", C);
+    }
+    const int64_t B = x->shape[0];
+    int64_t before[NAT_MAX_DIMS] = {0}, after[NAT_MAX_DIMS] = {0}, sp[3], S = 1;
+    bool padded = false;
+    for (int a = 0; a < nd; a++) {
+        int64_t window = (int64_t)d->kernel[a] * d->dilation[a], L = x->shape[1 + a];
+        after[1 + a] = L < window ? window - L : 0;
+        padded |= after[1 + a] > 0;
+        sp[a] = L + after[1 + a];
+        S *= sp[a];
+    }
+    nat_tensor *xp = x;
+    if (padded)
+        NAT_TRY(nat_pad(ctx, x, before, after, 0.0f, &xp));
+    nat_tensor *qkv, *t, *qkv3[3];
+    NAT_TRY(nat_linear_layer_forward(ctx, &m->qkv, xp, &qkv));
+    int64_t s5[5] = {B, S, 3, heads, hd};
+    NAT_TRY(nat_reshape(ctx, qkv, 5, s5, &t));
+    static const int to_3bhsd[5] = {2, 0, 3, 1, 4};
+    NAT_TRY(nat_permute(ctx, t, to_3bhsd, &t));
+    int64_t qs[NAT_MAX_DIMS] = {B, heads};
+    for (int a = 0; a < nd; a++)
+        qs[2 + a] = sp[a];
+    qs[2 + nd] = hd;
+    for (int i = 0; i < 3; i++) {
+        nat_tensor *one;
+        NAT_TRY(nat_slice(ctx, t, 0, i, i + 1, &one));
+        NAT_TRY(nat_reshape(ctx, one, nd + 3, qs, &qkv3[i]));
+    }
+    nat_na_params p = {nd, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, d->scale};
+    for (int a = 0; a < nd; a++) {
+        p.kernel[a] = d->kernel[a];
+        p.dilation[a] = d->dilation[a];
+        p.causal[a] = d->causal[a];
+    }
+    nat_tensor *o;
+    if (impl == NAT_NA_IMPL_GATHER) {
+        NAT_TRY(na_by_gather(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, d->attn_drop, training, rng, &o));
+    } else {
+        nat_tensor *attn;
+        NAT_TRY(nat_na_qk(ctx, qkv3[0], qkv3[1], m->rpb, &p, &attn));
+        NAT_TRY(nat_softmax(ctx, attn, &attn));
+        NAT_TRY(nat_dropout(ctx, attn, d->attn_drop, training, rng, &attn));
+        NAT_TRY(nat_na_av(ctx, attn, qkv3[2], &p, &o));
+    }
+    int64_t s4[4] = {B, heads, S, hd};
+    NAT_TRY(nat_reshape(ctx, o, 4, s4, &o));
+    static const int to_bshd[4] = {0, 2, 1, 3};
+    NAT_TRY(nat_permute(ctx, o, to_bshd, &o));
+    int64_t xs[NAT_MAX_DIMS] = {B};
+    for (int a = 0; a < nd; a++)
+        xs[1 + a] = sp[a];
+    xs[1 + nd] = C;
+    NAT_TRY(nat_reshape(ctx, o, nd + 2, xs, &o));
+    for (int a = 0; a < nd; a++)
+        if (after[1 + a] > 0)
+            NAT_TRY(nat_slice(ctx, o, 1 + a, 0, x->shape[1 + a], &o));
+    NAT_TRY(nat_linear_layer_forward(ctx, &m->proj, o, &o));
+    return nat_dropout(ctx, o, d->proj_drop, training, rng, out);
+}

@@ -1,0 +1,434 @@
+/* tests/test_train.c — nat-train's machinery (train/train_*.h) on tiny runs, and the model's tokenizer
+ * stride and level count that small images need:
+ *  - patch_stride 2 and num_levels 3: feature maps, parameter and MAC counts, forward, checkpoint
+ *    metadata, description errors;
+ *  - the learning-rate schedule;
+ *  - a run stopped by SIGINT (raise() from the step callback) writes a checkpoint that loads, and resuming
+ *    from it gives losses bit-identical to an uninterrupted run (with gradient accumulation, EMA, mixup,
+ *    cutmix, random erasing, drop-path and two loader workers), on a small synthetic IDX dataset;
+ *  - a short training on a Fashion-MNIST subset (when Debian's dataset-fashion-mnist is installed):
+ *    the loss falls and test accuracy is far above chance. */
+#define _XOPEN_SOURCE 700
+#include <ftw.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nat/model.h"
+#include "nat/safetensors.h"
+#include "support/harness.h"
+#include "train/config.h"
+#include "train/train_checkpoint.h"
+#include "train/train_loop.h"
+#include "train/train_schedule.h"
+#include "train/train_signal.h"
+
+/* ---- fixtures ---- */
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/nat_test_train_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st, (void)flag, (void)f;
+    return remove(path);
+}
+
+static void remove_dir(void) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static void put_be32(FILE *f, uint32_t v)
+{
+    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
+    fwrite(b, 1, 4, f);
+}
+
+/* An MNIST-layout IDX set in dir: n images of s x s whose class (0..9) is the position of a bright
+ * 3 x 3 blob on a noisy background, so a small network can learn it. */
+static void write_idx(const char *split, int n, int s, uint64_t seed)
+{
+    char p[160];
+    nat_rng r;
+    nat_rng_seed(&r, seed);
+    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", dir, split);
+    FILE *fi = fopen(p, "wb");
+    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte", dir, split);
+    FILE *fl = fopen(p, "wb");
+    ck_assert(fi && fl);
+    put_be32(fi, 0x803), put_be32(fi, (uint32_t)n), put_be32(fi, (uint32_t)s), put_be32(fi, (uint32_t)s);
+    put_be32(fl, 0x801), put_be32(fl, (uint32_t)n);
+    unsigned char *img = malloc((size_t)s * s);
+    for (int i = 0; i < n; i++) {
+        unsigned char y = (unsigned char)(i % 10);
+        for (int k = 0; k < s * s; k++)
+            img[k] = (unsigned char)nat_rng_below(&r, 60);
+        int cy = 1 + (y / 5) * (s - 5), cx = 1 + (y % 5) * (s - 4) / 4;
+        for (int dy = 0; dy < 3; dy++)
+            for (int dx = 0; dx < 3; dx++)
+                img[(cy + dy) * s + cx + dx] = 255;
+        fwrite(img, 1, (size_t)s * s, fi);
+        fputc(y, fl);
+    }
+    free(img);
+    fclose(fi);
+    fclose(fl);
+}
+
+/* ---- model: tokenizer stride and level count ---- */
+
+START_TEST(model_patch_stride_and_levels)
+{
+    nat_model_desc d = nat_model_desc_default();
+    snprintf(d.name, sizeof d.name, "small");
+    d.in_chans = 1, d.num_classes = 10, d.img_size = 28, d.embed_dim = 16, d.kernel_size = 3, d.mlp_ratio = 2;
+    d.num_levels = 3, d.patch_stride = 2;
+    const int depths[3] = {1, 2, 1}, heads[3] = {1, 2, 4};
+    memcpy(d.depths, depths, sizeof depths);
+    memcpy(d.heads, heads, sizeof heads);
+    nat_model_counts c;
+    TH_OK(nat_model_desc_count(&d, 28, 28, &c));
+    ck_assert_int_eq(c.map_h[0], 14);
+    ck_assert_int_eq(c.map_w[0], 14);
+    ck_assert_int_eq(c.map_h[1], 7);
+    ck_assert_int_eq(c.map_h[2], 4);
+    ck_assert_int_eq(c.map_h[3], 0);
+    ck_assert_int_eq(c.dims[2], 64);
+    ck_assert_int_eq(c.dims[3], 0);
+    ck_assert_int_eq(c.params_down[2], 0);
+    ck_assert_int_eq(c.params_layers[3], 0);
+    /* conv 1->8 s2 at 14x14, conv 8->16 s1 at 14x14, LayerNorm(16) at 14x14 */
+    ck_assert_int_eq(c.macs_tokenizer, 14 * 14 * 8 * 1 * 9 + 14 * 14 * 16 * 8 * 9 + 5 * 14 * 14 * 16);
+    ck_assert_int_eq(c.params_tokenizer, (8 * 9 + 8) + (16 * 8 * 9 + 16) + 32);
+    ck_assert_int_eq(c.params_head, 2 * 64 + 64 * 10 + 10);
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    ck_assert_int_eq(nat_model_param_count(m), c.params);
+    const nat_param_list *l = nat_model_params(m);
+    ck_assert_ptr_nonnull(nat_param_list_find(l, "levels.2.blocks.0.attn.rpb"));
+    ck_assert_ptr_null(nat_param_list_find(l, "levels.2.downsample.reduction.weight"));
+    ck_assert_ptr_null(nat_param_list_find(l, "levels.3.blocks.0.norm1.weight"));
+    ck_assert_int_eq(nat_param_list_find(l, "patch_embed.proj.1.weight")->tensor->shape[1], 8);
+
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    nat_rng r;
+    nat_rng_seed(&r, 1);
+    int64_t xs[4] = {2, 1, 28, 28};
+    nat_tensor *x = th_randn(&r, 4, xs, 1.0f, false), *y;
+    TH_OK(nat_model_forward(m, ctx, x, true, &r, &y));
+    ck_assert_int_eq(y->ndim, 2);
+    ck_assert_int_eq(y->shape[0], 2);
+    ck_assert_int_eq(y->shape[1], 10);
+    nat_tensor *loss;
+    int32_t labels[2] = {3, 7};
+    TH_OK(nat_cross_entropy(ctx, y, labels, 0.0f, &loss));
+    TH_OK(nat_backward(ctx, loss));
+    ck_assert_ptr_nonnull(nat_param_list_find(l, "head.weight")->tensor->grad);
+    nat_ctx_reset(ctx);
+
+    /* The description survives a checkpoint: depths lists 3 levels, patch_stride 2. */
+    char path[128];
+    make_dir();
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    TH_OK(nat_model_save(m, path, 0, NULL, NULL));
+    nat_st_file *f;
+    TH_OK(nat_st_open(&f, path));
+    ck_assert_str_eq(nat_st_metadata(f, "nat.depths"), "1,2,1");
+    ck_assert_str_eq(nat_st_metadata(f, "nat.patch_stride"), "2");
+    nat_model_desc back;
+    TH_OK(nat_model_desc_read(f, &back));
+    ck_assert_int_eq(back.num_levels, 3);
+    ck_assert_int_eq(back.patch_stride, 2);
+    ck_assert_int_eq(back.depths[1], 2);
+    nat_st_close(f);
+    nat_model *m2;
+    TH_OK(nat_model_new(&m2, &back));
+    TH_OK(nat_model_load(m2, path));
+    nat_model_free(m2);
+    remove_dir();
+
+    /* patch_stride 4 (and 0, its default spelling) is NAT's tokenizer: 28 -> 7. */
+    nat_model_counts c4, c0;
+    d.patch_stride = 4;
+    TH_OK(nat_model_desc_count(&d, 28, 28, &c4));
+    d.patch_stride = 0;
+    TH_OK(nat_model_desc_count(&d, 28, 28, &c0));
+    ck_assert_int_eq(c4.map_h[0], 7);
+    ck_assert_int_eq(c4.params, c.params);
+    ck_assert(c4.macs < c.macs);
+    ck_assert(memcmp(&c4, &c0, sizeof c4) == 0);
+    nat_model_desc mini = nat_model_desc_default(), mini0 = mini;
+    mini0.num_levels = 0, mini0.patch_stride = 0;
+    TH_OK(nat_model_desc_count(&mini, 224, 224, &c4));
+    TH_OK(nat_model_desc_count(&mini0, 224, 224, &c0));
+    ck_assert(memcmp(&c4, &c0, sizeof c4) == 0);
+    ck_assert_int_eq(c4.map_h[0], 56);
+
+    d.patch_stride = 3;
+    th_expect_error(nat_model_desc_check(&d), NAT_ERR_INVALID_ARG, "patch_stride 3", "4 or 2");
+    d.patch_stride = 2, d.num_levels = 5;
+    th_expect_error(nat_model_desc_check(&d), NAT_ERR_INVALID_ARG, "num_levels 5", NULL);
+    d.num_levels = 3, d.img_size = 1;
+    th_expect_error(nat_model_desc_check(&d), NAT_ERR_INVALID_ARG, "tokenizer's total stride 2", NULL);
+    nat_tensor_free(x);
+    nat_ctx_free(ctx);
+    nat_model_free(m);
+}
+END_TEST
+
+/* ---- schedule ---- */
+
+START_TEST(lr_schedule_warmup_cosine)
+{
+    nat_lr_schedule s = {1e-3, 1e-5, 1e-6, 10, 110};
+    ck_assert_double_eq_tol(nat_lr_at(&s, 0), 1e-6 + (1e-3 - 1e-6) * 0.1, 1e-12);
+    ck_assert_double_eq_tol(nat_lr_at(&s, 9), 1e-3, 1e-12);
+    ck_assert_double_eq_tol(nat_lr_at(&s, 10), 1e-3, 1e-12);
+    ck_assert_double_eq_tol(nat_lr_at(&s, 60), 1e-5 + (1e-3 - 1e-5) * 0.5, 1e-12);
+    ck_assert(nat_lr_at(&s, 109) > 1e-5 && nat_lr_at(&s, 109) < 1.05e-5);
+    ck_assert_double_eq(nat_lr_at(&s, 500), 1e-5);
+    for (int64_t t = 11; t < 110; t++)
+        ck_assert(nat_lr_at(&s, t) < nat_lr_at(&s, t - 1));
+    nat_lr_schedule flat = {2e-3, 0, 0, 0, 1};
+    ck_assert_double_eq(nat_lr_at(&flat, 0), 2e-3);
+}
+END_TEST
+
+/* ---- stop, checkpoint, resume ---- */
+
+#define RUN_STEPS 12
+#define STOP_AT 5
+
+typedef struct recorder {
+    double loss[RUN_STEPS + 1];
+    int64_t last;
+    int64_t raise_at; /* raise SIGINT after this step; 0 = never */
+} recorder;
+
+static void record(void *user, int64_t step, double loss)
+{
+    recorder *r = user;
+    ck_assert_int_le(step, RUN_STEPS);
+    r->loss[step] = loss;
+    r->last = step;
+    if (step == r->raise_at)
+        raise(SIGINT);
+}
+
+static void tiny_config(nat_config *c, const char *run)
+{
+    char text[1400];
+    snprintf(text, sizeof text,
+             "[model]\nembed_dim = 8\ndepths = 1,1\nheads = 1,2\nkernel_size = 3\nmlp_ratio = 2\ndrop_path = 0.2\n"
+             "patch_stride = 2\n"
+             "[data]\nformat = mnist\nroot = %s\nworkers = 2\n"
+             "[aug]\npadding = 1\nerasing = 0.25\nmixup = 0.8\ncutmix = 1.0\n"
+             "[optim]\nlr = 3e-3\nwarmup_epochs = 0.5\nclip_grad = 1.0\n"
+             "[train]\nepochs = 2\nbatch_size = 8\naccum_steps = 2\nema = true\nema_decay = 0.99\n"
+             "checkpoint_every = 3\nkeep_checkpoints = 2\nthreads = 1\n"
+             "[log]\ndir = %s/%s\nprint_every = 100\n",
+             dir, dir, run);
+    nat_config_defaults(c);
+    TH_OK(nat_config_parse_string(c, text, "tiny.cfg"));
+}
+
+static FILE *devnull(void)
+{
+    FILE *f = fopen("/dev/null", "w");
+    ck_assert_ptr_nonnull(f);
+    return f;
+}
+
+static int count_files(const char *sub, const char *prefix)
+{
+    char p[160];
+    snprintf(p, sizeof p, "%s/%s", dir, sub);
+    int n = 0;
+    for (int64_t s = 0; s <= RUN_STEPS; s++) {
+        char f[200];
+        snprintf(f, sizeof f, "%s/%s%08lld.safetensors", p, prefix, (long long)s);
+        n += access(f, F_OK) == 0;
+    }
+    return n;
+}
+
+START_TEST(sigint_checkpoint_and_exact_resume)
+{
+    make_dir();
+    write_idx("train", 96, 12, 1); /* 12 batches of 8 per epoch = 6 steps of 2 micro-batches */
+    write_idx("t10k", 40, 12, 2);
+    FILE *quiet = devnull();
+    nat_config c;
+    nat_train_result res;
+
+    /* A: uninterrupted. */
+    recorder a = {0};
+    tiny_config(&c, "a");
+    nat_train_opts o = {.on_step = record, .user = &a, .out = quiet, .progress = quiet};
+    TH_OK(nat_train(&c, &o, &res));
+    ck_assert_int_eq(res.steps, RUN_STEPS);
+    ck_assert_int_eq(res.total_steps, RUN_STEPS);
+    ck_assert(!res.interrupted && res.evaluated && res.has_ema);
+    ck_assert_int_eq(a.last, RUN_STEPS);
+    ck_assert_int_eq(count_files("a", "ckpt-"), 2); /* keep_checkpoints = 2 */
+    double top1 = res.top1, ema_top1 = res.ema_top1;
+
+    /* B: SIGINT after step STOP_AT (the handler sets the flag; the loop stops and checkpoints). */
+    nat_train_signals_install();
+    recorder b = {.raise_at = STOP_AT};
+    tiny_config(&c, "b");
+    o = (nat_train_opts){.on_step = record, .user = &b, .stop = nat_train_stop_flag(), .out = quiet, .progress = quiet};
+    TH_OK(nat_train(&c, &o, &res));
+    ck_assert(res.interrupted && !res.evaluated);
+    ck_assert_int_eq(res.steps, STOP_AT);
+    ck_assert_int_eq(b.last, STOP_AT);
+    ck_assert_int_eq(*nat_train_stop_flag(), SIGINT);
+    for (int s = 1; s <= STOP_AT; s++)
+        ck_assert_msg(a.loss[s] == b.loss[s], "step %d: loss %.9g vs %.9g", s, a.loss[s], b.loss[s]);
+
+    /* The checkpoint loads: a model rebuilt from its metadata alone, and the config it holds. */
+    char ckpt[256];
+    snprintf(ckpt, sizeof ckpt, "%s/b/ckpt-%08d.safetensors", dir, STOP_AT);
+    ck_assert_str_eq(res.checkpoint, ckpt);
+    nat_st_file *f;
+    TH_OK(nat_st_open(&f, ckpt));
+    nat_model_desc d;
+    TH_OK(nat_model_desc_read(f, &d));
+    ck_assert_int_eq(d.num_levels, 2);
+    ck_assert_int_eq(d.patch_stride, 2);
+    ck_assert_int_eq(d.img_size, 12);
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    TH_OK(nat_model_read(m, f, false));
+    ck_assert_str_eq(nat_st_metadata(f, "train.step"), "5");
+    ck_assert_int_ge(nat_st_find(f, "ema.head.weight"), 0);
+    ck_assert_int_ge(nat_st_find(f, "optim.group0.param0.exp_avg"), 0);
+    nat_st_close(f);
+    nat_model_free(m);
+    char *text;
+    TH_OK(nat_checkpoint_read_config(ckpt, &text));
+    nat_config back;
+    nat_config_defaults(&back);
+    TH_OK(nat_config_parse_string(&back, text, ckpt));
+    free(text);
+    ck_assert_int_eq(nat_config_diff(&back, &c, NULL), 0);
+    char last[256], target[256] = "";
+    snprintf(last, sizeof last, "%s/b/last.safetensors", dir);
+    ck_assert_int_gt(readlink(last, target, sizeof target - 1), 0);
+    ck_assert_str_eq(target, "ckpt-00000005.safetensors");
+
+    /* C: resume run B's directory; the following losses are those of A, bit for bit. */
+    recorder r = {0};
+    for (int s = 1; s <= STOP_AT; s++)
+        r.loss[s] = b.loss[s];
+    tiny_config(&c, "b");
+    char run_b[128];
+    snprintf(run_b, sizeof run_b, "%s/b", dir);
+    o = (nat_train_opts){.resume = run_b, .on_step = record, .user = &r, .out = quiet, .progress = quiet};
+    TH_OK(nat_train(&c, &o, &res));
+    ck_assert(!res.interrupted && res.evaluated);
+    ck_assert_int_eq(res.steps, RUN_STEPS);
+    for (int s = 1; s <= RUN_STEPS; s++)
+        ck_assert_msg(a.loss[s] == r.loss[s], "step %d after resuming at %d: loss %.9g vs %.9g", s, STOP_AT, r.loss[s],
+                      a.loss[s]);
+    ck_assert_double_eq(res.top1, top1);
+    ck_assert_double_eq(res.ema_top1, ema_top1);
+
+    /* The resumed run's CSV reads as one run: a header and one row per step. */
+    char p[256], line[256];
+    snprintf(p, sizeof p, "%s/b/train_log.csv", dir);
+    FILE *csv = fopen(p, "r");
+    ck_assert_ptr_nonnull(csv);
+    int rows = 0;
+    while (fgets(line, sizeof line, csv))
+        rows++;
+    fclose(csv);
+    ck_assert_int_eq(rows, RUN_STEPS + 1);
+    fclose(quiet);
+    remove_dir();
+}
+END_TEST
+
+/* ---- a short real training ---- */
+
+START_TEST(fashion_mnist_smoke)
+{
+    if (access(NAT_FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        fprintf(stderr, "fashion_mnist_smoke: skipped (%s is not installed)\n", NAT_FASHION_MNIST_DIR);
+        return;
+    }
+    make_dir();
+    nat_config c;
+    nat_config_defaults(&c);
+    char text[800];
+    snprintf(text, sizeof text,
+             "[model]\nembed_dim = 16\ndepths = 1,1\nheads = 1,2\nkernel_size = 3\nmlp_ratio = 2\ndrop_path = 0\n"
+             "patch_stride = 2\n"
+             "[data]\ntrain_limit = 3072\ntest_limit = 1000\nworkers = 1\n"
+             "[aug]\npadding = 2\n"
+             "[optim]\nlr = 5e-3\nwarmup_epochs = 0.2\n"
+             "[train]\nepochs = 2\nbatch_size = 16\neval_every = 0\ncheckpoint_every = 0\nthreads = 1\n"
+             "[log]\ndir = %s/run\n",
+             dir);
+    TH_OK(nat_config_parse_string(&c, text, "smoke.cfg"));
+    FILE *quiet = devnull();
+    nat_train_result res;
+    nat_train_opts o = {.out = quiet, .progress = quiet};
+    TH_OK(nat_train(&c, &o, &res));
+    fclose(quiet);
+    /* Loss: the first and last 20 steps of train_log.csv. */
+    char p[160], line[256];
+    snprintf(p, sizeof p, "%s/run/train_log.csv", dir);
+    FILE *csv = fopen(p, "r");
+    ck_assert_ptr_nonnull(csv);
+    double first = 0, last[20] = {0};
+    int n = 0;
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, csv));
+    while (fgets(line, sizeof line, csv)) {
+        double loss = strtod(strchr(strchr(line, ',') + 1, ',') + 1, NULL);
+        if (n < 20)
+            first += loss / 20;
+        last[n % 20] = loss;
+        n++;
+    }
+    fclose(csv);
+    double tail = 0;
+    for (int i = 0; i < 20; i++)
+        tail += last[i] / 20;
+    ck_assert_int_eq(n, 384);
+    fprintf(stderr, "fashion_mnist_smoke: loss %.3f -> %.3f, test top-1 %.1f%% (chance 10%%), %.0f img/s\n", first, tail,
+            res.top1, res.images_per_s);
+    ck_assert_msg(tail < first - 0.5, "loss fell only from %.3f to %.3f", first, tail);
+    ck_assert_msg(res.top1 > 45.0, "test top-1 %.1f%% (chance: 10%%)", res.top1);
+    remove_dir();
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("train");
+    const struct {
+        const char *name;
+        const TTest *test;
+    } cases[] = {
+        {"model_patch_stride_and_levels", model_patch_stride_and_levels},
+        {"lr_schedule_warmup_cosine", lr_schedule_warmup_cosine},
+        {"sigint_checkpoint_and_exact_resume", sigint_checkpoint_and_exact_resume},
+        {"fashion_mnist_smoke", fashion_mnist_smoke},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_test(tc, cases[i].test);
+        tcase_set_timeout(tc, 120);
+        suite_add_tcase(s, tc);
+    }
+    return th_run_suite(s);
+}

@@ -1,0 +1,127 @@
+/* train/main_train.c — nat-train: trains a NAT classifier as a config describes (train/config.h,
+ * docs/configs.md, docs/training.md). Exit status: 0 done, 1 error, 2 bad command line or config,
+ * 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/config.h"
+#include "train/train_checkpoint.h"
+#include "train/train_env.h"
+#include "train/train_loop.h"
+#include "train/train_signal.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: nat-train CONFIG [--set section.key=value ...] [--resume CHECKPOINT] [--out DIR]\n"
+            "       nat-train --resume CHECKPOINT [--set ...] [--out DIR]   (the checkpoint's own config)\n"
+            "Trains a NAT / DiNAT classifier as the INI config describes (sections [model] [data] [aug] [optim]\n"
+            "[train] [log]; docs/configs.md), printing live progress, evaluating on the test split, and writing\n"
+            "checkpoints, config.cfg, train_log.csv and eval_log.csv into the run directory.\n"
+            "  CONFIG                  the config file (configs/nat_mini.cfg is the main job)\n"
+            "  --set section.key=value override one key after the file is read (repeatable), e.g.\n"
+            "                          --set optim.lr=2e-3 --set train.epochs=3\n"
+            "  --resume CHECKPOINT     continue from a checkpoint file (or a run directory: its newest\n"
+            "                          checkpoint); losses continue exactly as in an uninterrupted run. Without\n"
+            "                          CONFIG the checkpoint's own config is used\n"
+            "  --out DIR               run directory (default: log.dir, else the resumed checkpoint's\n"
+            "                          directory, else runs/<config name>-<date>-<time>)\n"
+            "  --dry-run               resolve the config, open the data, build the model, print the plan; no training\n"
+            "  --keys                  list every config key with its default and meaning\n"
+            "  --help                  this text\n"
+            "Ctrl-C (SIGINT) or SIGTERM: the run stops after the current step, writes a checkpoint and exits with\n"
+            "130 / 143; a second Ctrl-C aborts at once. Threads: train.threads or OMP_NUM_THREADS.\n");
+}
+
+int main(int argc, char **argv)
+{
+    nat_train_passive_omp(argv);
+    const char *config = NULL, *resume = NULL, *out = NULL;
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    int n_sets = 0;
+    bool dry = false;
+    if (!sets)
+        return 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            free(sets);
+            return 0;
+        } else if (!strcmp(a, "--keys")) {
+            nat_config_print_keys(stdout);
+            free(sets);
+            return 0;
+        } else if (!strcmp(a, "--dry-run")) {
+            dry = true;
+        } else if (!strcmp(a, "--set") || !strcmp(a, "--resume") || !strcmp(a, "--out")) {
+            if (!next) {
+                fprintf(stderr, "nat-train: %s needs a value (try --help)\n", a);
+                free(sets);
+                return 2;
+            }
+            if (!strcmp(a, "--set"))
+                sets[n_sets++] = next;
+            else if (!strcmp(a, "--resume"))
+                resume = next;
+            else
+                out = next;
+            i++;
+        } else if (!strncmp(a, "--set=", 6)) {
+            sets[n_sets++] = a + 6;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "nat-train: unknown option '%s' (try --help)\n", a);
+            free(sets);
+            return 2;
+        } else if (config) {
+            fprintf(stderr, "nat-train: more than one config given ('%s' and '%s')\n", config, a);
+            free(sets);
+            return 2;
+        } else {
+            config = a;
+        }
+    }
+    if (!config && !resume) {
+        usage(stderr);
+        free(sets);
+        return 2;
+    }
+
+    nat_config cfg;
+    nat_config_defaults(&cfg);
+    nat_status s = NAT_OK;
+    if (config) {
+        s = nat_config_load(&cfg, config);
+    } else {
+        char path[NAT_CFG_STR + 64], *text = NULL;
+        s = nat_checkpoint_resolve(resume, path, sizeof path);
+        if (s == NAT_OK)
+            s = nat_checkpoint_read_config(path, &text);
+        if (s == NAT_OK)
+            s = nat_config_parse_string(&cfg, text, path);
+        free(text);
+    }
+    for (int i = 0; s == NAT_OK && i < n_sets; i++)
+        s = nat_config_set(&cfg, sets[i]);
+    free(sets);
+    if (s == NAT_OK)
+        s = nat_config_resolve(&cfg);
+    if (s != NAT_OK) {
+        fprintf(stderr, "nat-train: %s\n", nat_error_message());
+        return s == NAT_ERR_IO ? 1 : 2;
+    }
+
+    nat_train_signals_install();
+    nat_train_opts o = {.resume = resume, .out_dir = out, .stop = nat_train_stop_flag(), .dry_run = dry};
+    nat_train_result res;
+    s = nat_train(&cfg, &o, &res);
+    if (s != NAT_OK) {
+        fprintf(stderr, "nat-train: %s\n", nat_error_message());
+        return 1;
+    }
+    if (res.interrupted)
+        return 128 + (int)*nat_train_stop_flag();
+    return 0;
+}

@@ -1,0 +1,302 @@
+/* train/train_checkpoint.c — see train/train_checkpoint.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "train/train_checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nat/safetensors.h"
+
+static nat_status meta_i64(nat_st_writer *w, const char *key, int64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%" PRId64, v);
+    return nat_st_writer_set_metadata(w, key, buf);
+}
+
+static nat_status write_all(nat_st_writer *w, const nat_model *m, const nat_optim *opt, const nat_ema *ema,
+                            const nat_train_state *st, const char *config_text)
+{
+    NAT_TRY(nat_model_write(m, w));
+    for (int i = 0; i < nat_optim_state_count(opt); i++) {
+        const char *name;
+        nat_tensor *t;
+        NAT_TRY(nat_optim_state_get(opt, i, &name, &t));
+        char key[256];
+        snprintf(key, sizeof key, "optim.%s", name);
+        NAT_TRY(nat_st_writer_add(w, key, t));
+    }
+    if (ema && ema->model) {
+        const nat_param_list *l = nat_model_params(ema->model);
+        for (int i = 0; i < l->count; i++) {
+            char key[300];
+            snprintf(key, sizeof key, "ema.%s", l->items[i].name);
+            NAT_TRY(nat_st_writer_add(w, key, l->items[i].tensor));
+        }
+        NAT_TRY(meta_i64(w, "train.ema_updates", ema->updates));
+    }
+    char buf[160];
+    NAT_TRY(nat_st_writer_set_metadata(w, "train.format", "nat-train 1"));
+    NAT_TRY(meta_i64(w, "train.step", st->step));
+    NAT_TRY(meta_i64(w, "train.optim_steps", nat_optim_step_count(opt)));
+    snprintf(buf, sizeof buf, "%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64 ",%016" PRIx64, st->rng.s[0], st->rng.s[1],
+             st->rng.s[2], st->rng.s[3]);
+    NAT_TRY(nat_st_writer_set_metadata(w, "train.rng", buf));
+    snprintf(buf, sizeof buf, "%" PRIu64 ",%" PRId64 ",%" PRId64, st->loader.seed, st->loader.epoch, st->loader.batch);
+    NAT_TRY(nat_st_writer_set_metadata(w, "train.loader", buf));
+    NAT_TRY(meta_i64(w, "train.images", st->images));
+    NAT_TRY(meta_i64(w, "train.skipped", st->skipped));
+    snprintf(buf, sizeof buf, "%.17g", st->elapsed);
+    NAT_TRY(nat_st_writer_set_metadata(w, "train.elapsed", buf));
+    snprintf(buf, sizeof buf, "%.17g", st->best_top1);
+    NAT_TRY(nat_st_writer_set_metadata(w, "train.best_top1", buf));
+    return nat_st_writer_set_metadata(w, "train.config", config_text ? config_text : "");
+}
+
+nat_status nat_checkpoint_save(const char *path, const nat_model *m, const nat_optim *opt, const nat_ema *ema,
+                               const nat_train_state *st, const char *config_text)
+{
+    nat_st_writer *w;
+    NAT_TRY(nat_st_writer_new(&w));
+    nat_status s = write_all(w, m, opt, ema, st, config_text);
+    if (s == NAT_OK)
+        s = nat_st_writer_save(w, path);
+    nat_st_writer_free(w);
+    if (s != NAT_OK)
+        return nat_error_context(s, "checkpoint %s", path);
+    return NAT_OK;
+}
+
+static nat_status need(const nat_st_file *f, const char *key, const char **out)
+{
+    *out = nat_st_metadata(f, key);
+    if (!*out)
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata '%s' is missing (not a nat-train checkpoint?)",
+                         nat_st_path(f), key);
+    return NAT_OK;
+}
+
+static nat_status need_i64(const nat_st_file *f, const char *key, int64_t *out)
+{
+    const char *s;
+    NAT_TRY(need(f, key, &s));
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end)
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata %s = '%s' is not an integer", nat_st_path(f), key, s);
+    *out = v;
+    return NAT_OK;
+}
+
+static nat_status need_f64(const nat_st_file *f, const char *key, double *out)
+{
+    const char *s;
+    NAT_TRY(need(f, key, &s));
+    char *end;
+    *out = strtod(s, &end);
+    if (end == s || *end)
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata %s = '%s' is not a number", nat_st_path(f), key, s);
+    return NAT_OK;
+}
+
+/* Reads tensor `name` of the file into t, which must have the file's shape exactly. */
+static nat_status read_into(nat_st_file *f, const char *name, nat_tensor *t)
+{
+    int i = nat_st_find(f, name);
+    if (i < 0)
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: tensor '%s' is missing", nat_st_path(f), name);
+    int ndim;
+    int64_t shape[NAT_MAX_DIMS];
+    NAT_TRY(nat_st_info(f, i, NULL, &ndim, shape));
+    bool same = ndim == t->ndim;
+    for (int d = 0; same && d < ndim; d++)
+        same = shape[d] == t->shape[d];
+    if (!same) {
+        char a[96], b[96];
+        return nat_error(NAT_ERR_SHAPE, "checkpoint %s: tensor '%s' is %s, expected %s", nat_st_path(f), name,
+                         nat_dims_str(ndim, shape, a, sizeof a), nat_shape_str(t, b, sizeof b));
+    }
+    return nat_st_read_f32(f, name, nat_tensor_f32(t), nat_tensor_numel(t));
+}
+
+static nat_status load_all(nat_st_file *f, nat_model *m, nat_optim *opt, nat_ema *ema, nat_train_state *st)
+{
+    const char *s;
+    NAT_TRY(need(f, "train.format", &s));
+    nat_train_state t = {0};
+    NAT_TRY(need_i64(f, "train.step", &t.step));
+    int64_t optim_steps;
+    NAT_TRY(need_i64(f, "train.optim_steps", &optim_steps));
+    NAT_TRY(need(f, "train.rng", &s));
+    unsigned long long r[4];
+    if (sscanf(s, "%llx,%llx,%llx,%llx", &r[0], &r[1], &r[2], &r[3]) != 4)
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata train.rng = '%s' is malformed", nat_st_path(f), s);
+    for (int i = 0; i < 4; i++)
+        t.rng.s[i] = r[i];
+    NAT_TRY(need(f, "train.loader", &s));
+    unsigned long long seed;
+    long long ep, b;
+    if (sscanf(s, "%llu,%lld,%lld", &seed, &ep, &b) != 3)
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata train.loader = '%s' is malformed", nat_st_path(f), s);
+    t.loader = (nat_loader_state){seed, ep, b};
+    NAT_TRY(need_i64(f, "train.images", &t.images));
+    NAT_TRY(need_i64(f, "train.skipped", &t.skipped));
+    NAT_TRY(need_f64(f, "train.elapsed", &t.elapsed));
+    NAT_TRY(need_f64(f, "train.best_top1", &t.best_top1));
+
+    /* The metadata is all read: now the tensors (on an error some objects may already be restored; the
+     * caller gives up on them). */
+    NAT_TRY(nat_model_read(m, f, false));
+    for (int i = 0; i < nat_optim_state_count(opt); i++) {
+        const char *name;
+        nat_tensor *ts;
+        NAT_TRY(nat_optim_state_get(opt, i, &name, &ts));
+        char key[256];
+        snprintf(key, sizeof key, "optim.%s", name);
+        NAT_TRY(read_into(f, key, ts));
+    }
+    NAT_TRY(nat_optim_set_step_count(opt, optim_steps));
+    if (ema && ema->model) {
+        const nat_param_list *l = nat_model_params(ema->model), *lm = nat_model_params(m);
+        if (nat_st_metadata(f, "train.ema_updates")) {
+            for (int i = 0; i < l->count; i++) {
+                char key[300];
+                snprintf(key, sizeof key, "ema.%s", l->items[i].name);
+                NAT_TRY(read_into(f, key, l->items[i].tensor));
+            }
+            NAT_TRY(need_i64(f, "train.ema_updates", &ema->updates));
+        } else {
+            for (int i = 0; i < l->count; i++)
+                memcpy(nat_tensor_f32(l->items[i].tensor), nat_tensor_f32(lm->items[i].tensor),
+                       (size_t)nat_tensor_numel(l->items[i].tensor) * sizeof(float));
+            ema->updates = 0;
+        }
+    }
+    *st = t;
+    return NAT_OK;
+}
+
+nat_status nat_checkpoint_load(const char *path, nat_model *m, nat_optim *opt, nat_ema *ema, nat_train_state *st)
+{
+    nat_st_file *f;
+    NAT_TRY(nat_st_open(&f, path));
+    nat_status s = load_all(f, m, opt, ema, st);
+    nat_st_close(f);
+    return s;
+}
+
+nat_status nat_checkpoint_read_config(const char *path, char **text)
+{
+    *text = NULL;
+    nat_st_file *f;
+    NAT_TRY(nat_st_open(&f, path));
+    const char *s = nat_st_metadata(f, "train.config");
+    nat_status st = NAT_OK;
+    if (!s)
+        st = nat_error(NAT_ERR_FORMAT, "checkpoint %s holds no training config (metadata 'train.config'): pass --config",
+                       path);
+    else if (!(*text = strdup(s)))
+        st = nat_error(NAT_ERR_OOM, "checkpoint %s: out of memory", path);
+    nat_st_close(f);
+    return st;
+}
+
+void nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step)
+{
+    snprintf(buf, cap, "%s/ckpt-%08" PRId64 ".safetensors", dir, step);
+}
+
+nat_status nat_checkpoint_link_last(const char *dir, const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    char tmp[1200], last[1200];
+    snprintf(tmp, sizeof tmp, "%s/.last.safetensors.%ld", dir, (long)getpid());
+    snprintf(last, sizeof last, "%s/last.safetensors", dir);
+    unlink(tmp);
+    if (symlink(base, tmp) != 0 || rename(tmp, last) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return nat_error(NAT_ERR_IO, "checkpoint: cannot point %s at %s: %s", last, base, strerror(e));
+    }
+    return NAT_OK;
+}
+
+/* Steps of the ckpt-*.safetensors files in dir, sorted ascending; malloc'ed. */
+static nat_status list_steps(const char *dir, int64_t **steps, int *n)
+{
+    *steps = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return nat_error(NAT_ERR_IO, "checkpoint: cannot read directory %s: %s", dir, strerror(errno));
+    int cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        long long step;
+        char tail[32];
+        if (sscanf(e->d_name, "ckpt-%lld%31s", &step, tail) != 2 || strcmp(tail, ".safetensors"))
+            continue;
+        if (*n == cap) {
+            int64_t *t = realloc(*steps, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *t);
+            if (!t) {
+                closedir(d);
+                free(*steps);
+                *steps = NULL;
+                return nat_error(NAT_ERR_OOM, "checkpoint: out of memory");
+            }
+            *steps = t;
+        }
+        (*steps)[(*n)++] = step;
+    }
+    closedir(d);
+    for (int i = 1; i < *n; i++) /* insertion sort: a handful of files */
+        for (int j = i; j > 0 && (*steps)[j - 1] > (*steps)[j]; j--) {
+            int64_t t = (*steps)[j];
+            (*steps)[j] = (*steps)[j - 1];
+            (*steps)[j - 1] = t;
+        }
+    return NAT_OK;
+}
+
+nat_status nat_checkpoint_prune(const char *dir, int keep)
+{
+    if (keep <= 0)
+        return NAT_OK;
+    int64_t *steps;
+    int n;
+    NAT_TRY(list_steps(dir, &steps, &n));
+    for (int i = 0; i + keep < n; i++) {
+        char p[1200];
+        nat_checkpoint_path(p, sizeof p, dir, steps[i]);
+        unlink(p);
+    }
+    free(steps);
+    return NAT_OK;
+}
+
+nat_status nat_checkpoint_resolve(const char *path, char *buf, size_t cap)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return nat_error(NAT_ERR_IO, "checkpoint %s: %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(buf, cap, "%s", path);
+        return NAT_OK;
+    }
+    int64_t *steps;
+    int n;
+    NAT_TRY(list_steps(path, &steps, &n));
+    if (n == 0) {
+        free(steps);
+        return nat_error(NAT_ERR_IO, "checkpoint: directory %s holds no ckpt-*.safetensors", path);
+    }
+    nat_checkpoint_path(buf, cap, path, steps[n - 1]);
+    free(steps);
+    return NAT_OK;
+}

@@ -1,0 +1,478 @@
+/* train/train_loop.c — see train/train_loop.h. The run is a struct `run` built by setup() and torn down
+ * by teardown(), so every exit path frees everything (the tests run under ASan). */
+#define _POSIX_C_SOURCE 200809L
+#include "train/train_loop.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "nat/alloc.h"
+#include "nat/data.h"
+#include "nat/model.h"
+#include "nat/ops.h"
+#include "nat/optim.h"
+#include "train/bench.h" /* nat_bench_now */
+#include "train/progress.h"
+#include "train/train_checkpoint.h"
+#include "train/train_data.h"
+#include "train/train_ema.h"
+#include "train/train_eval.h"
+#include "train/train_log.h"
+#include "train/train_metrics.h"
+#include "train/train_schedule.h"
+
+typedef struct run {
+    nat_config *cfg;
+    const nat_train_opts *o;
+    FILE *out;
+    nat_dataset *train_ds, *test_ds;
+    nat_loader *train_L, *test_L;
+    nat_model *model;
+    nat_ema ema;
+    nat_optim *opt;
+    nat_tensor **params; /* every parameter, for clipping */
+    int n_params;
+    nat_ctx *ctx;
+    nat_metrics met;
+    nat_train_log log;
+    char *config_text;
+    char dir[NAT_CFG_STR];
+    char last_ckpt[NAT_CFG_STR + 64];
+    int64_t last_ckpt_step;
+    int64_t spe, total, stop_at; /* steps per epoch, planned steps, last step of this run */
+    nat_lr_schedule sched;
+    nat_train_state st;
+} run;
+
+static nat_status mkdirs(const char *path)
+{
+    char buf[NAT_CFG_STR];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return nat_error(NAT_ERR_IO, "run directory %s: cannot create %s: %s", path, buf, strerror(errno));
+            *p = c;
+            if (!c)
+                break;
+        }
+    }
+    return NAT_OK;
+}
+
+static void default_dir(const run *r, char *buf, size_t cap)
+{
+    char stem[128];
+    const char *src = r->cfg->source, *base = strrchr(src, '/');
+    snprintf(stem, sizeof stem, "%.100s", src[0] ? (base ? base + 1 : src) : r->cfg->model.name);
+    char *dot = strrchr(stem, '.');
+    if (dot && dot != stem)
+        *dot = 0;
+    char when[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y%m%d-%H%M%S", &tm);
+    snprintf(buf, cap, "runs/%s-%s", stem, when);
+}
+
+static nat_status save_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        if (f)
+            fclose(f);
+        return nat_error(NAT_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    }
+    return NAT_OK;
+}
+
+static nat_status make_optimizer(run *r)
+{
+    const nat_config *c = r->cfg;
+    nat_optim_config oc = !strcmp(c->optim.name, "sgd") ? nat_optim_sgd_config(c->optim.momentum, c->optim.nesterov)
+                                                        : nat_optim_adamw_config(c->optim.beta1, c->optim.beta2, c->optim.eps);
+    NAT_TRY(nat_optim_new(&r->opt, &oc));
+    const nat_param_list *l = nat_model_params(r->model);
+    r->params = malloc((size_t)l->count * sizeof *r->params);
+    nat_tensor **decay = malloc((size_t)l->count * sizeof *decay), **no_decay = malloc((size_t)l->count * sizeof *no_decay);
+    if (!r->params || !decay || !no_decay) {
+        free(decay);
+        free(no_decay);
+        return nat_error(NAT_ERR_OOM, "optimizer: out of memory");
+    }
+    int nd = 0, nn = 0;
+    for (int i = 0; i < l->count; i++) {
+        r->params[i] = l->items[i].tensor;
+        if (l->items[i].no_decay)
+            no_decay[nn++] = l->items[i].tensor;
+        else
+            decay[nd++] = l->items[i].tensor;
+    }
+    r->n_params = l->count;
+    nat_status s = nat_optim_add_group(r->opt, decay, nd, c->optim.weight_decay);
+    if (s == NAT_OK)
+        s = nat_optim_add_group(r->opt, no_decay, nn, 0.0f);
+    free(decay);
+    free(no_decay);
+    return s;
+}
+
+static void teardown(run *r)
+{
+    nat_train_log_close(&r->log);
+    nat_loader_free(r->train_L);
+    nat_loader_free(r->test_L);
+    nat_dataset_free(r->train_ds);
+    nat_dataset_free(r->test_ds);
+    nat_optim_free(r->opt);
+    free(r->params);
+    nat_ema_free(&r->ema);
+    nat_model_free(r->model);
+    nat_ctx_free(r->ctx);
+    nat_metrics_free(&r->met);
+    free(r->config_text);
+}
+
+/* The position of the loader before step `step` (0-based). */
+static nat_loader_state position(const run *r, int64_t step)
+{
+    return (nat_loader_state){r->cfg->train.seed, step / r->spe, (step % r->spe) * r->cfg->train.accum_steps};
+}
+
+static nat_status checkpoint(run *r)
+{
+    char path[NAT_CFG_STR + 64];
+    nat_checkpoint_path(path, sizeof path, r->dir, r->st.step);
+    r->st.loader = position(r, r->st.step);
+    NAT_TRY(nat_checkpoint_save(path, r->model, r->opt, r->cfg->train.ema ? &r->ema : NULL, &r->st, r->config_text));
+    NAT_TRY(nat_checkpoint_link_last(r->dir, path));
+    NAT_TRY(nat_checkpoint_prune(r->dir, r->cfg->train.keep_checkpoints));
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+    r->last_ckpt_step = r->st.step;
+    return NAT_OK;
+}
+
+/* Evaluates the model (and the EMA); fills the result's fields when res is not NULL. */
+static nat_status evaluate(run *r, nat_train_result *res, bool *complete)
+{
+    FILE *out = r->out;
+    double epoch = (double)r->st.step / (double)r->spe;
+    for (int which = 0; which < (r->cfg->train.ema ? 2 : 1); which++) {
+        double secs;
+        NAT_TRY(nat_evaluate(which ? r->ema.model : r->model, r->ctx, r->test_L, &r->met, r->o->stop, &secs, complete));
+        if (!*complete)
+            return NAT_OK;
+        double t1 = nat_metrics_top1(&r->met), t5 = nat_metrics_top5(&r->met), loss = nat_metrics_loss(&r->met);
+        fprintf(out, "eval  epoch %.2f  step %lld  %-5s top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld images, %.1f s, %.0f img/s)\n",
+                epoch, (long long)r->st.step, which ? "ema" : "model", t1, t5, loss, (long long)r->met.n, secs,
+                (double)r->met.n / (secs > 0 ? secs : 1e-9));
+        fflush(out);
+        nat_train_log_eval(&r->log, r->st.step, epoch, which ? "ema" : "model", r->met.n, t1, t5, loss, secs);
+        if (t1 > r->st.best_top1)
+            r->st.best_top1 = t1;
+        if (res && which == 0) {
+            res->top1 = t1, res->top5 = t5, res->loss = loss;
+        } else if (res) {
+            res->has_ema = true;
+            res->ema_top1 = t1, res->ema_top5 = t5, res->ema_loss = loss;
+        }
+    }
+    return NAT_OK;
+}
+
+/* One optimizer step: accum_steps micro-batches, clipping, update, EMA. */
+static nat_status step(run *r, double lr, double *loss_out, double *norm_out, int64_t *images)
+{
+    const nat_config *c = r->cfg;
+    const int accum = c->train.accum_steps;
+    double loss_sum = 0;
+    *images = 0;
+    for (int a = 0; a < accum; a++) {
+        nat_batch b;
+        NAT_TRY(nat_loader_next(r->train_L, &b));
+        nat_tensor *x, *logits, *loss;
+        int64_t xs[4] = {b.n, b.c, b.h, b.w};
+        NAT_TRY(nat_ctx_empty(r->ctx, &x, NAT_F32, 4, xs));
+        memcpy(nat_tensor_f32(x), b.x, (size_t)(b.n * b.c * b.h * b.w) * sizeof(float));
+        NAT_TRY(nat_model_forward(r->model, r->ctx, x, true, &r->st.rng, &logits));
+        if (b.targets) {
+            nat_tensor *t;
+            int64_t ts[2] = {b.n, b.classes};
+            NAT_TRY(nat_ctx_empty(r->ctx, &t, NAT_F32, 2, ts));
+            memcpy(nat_tensor_f32(t), b.targets, (size_t)(b.n * b.classes) * sizeof(float));
+            NAT_TRY(nat_cross_entropy_soft(r->ctx, logits, t, &loss));
+        } else {
+            NAT_TRY(nat_cross_entropy(r->ctx, logits, b.labels, c->aug.label_smoothing, &loss));
+        }
+        float lv = nat_tensor_f32(loss)[0];
+        loss_sum += lv;
+        if (accum > 1)
+            NAT_TRY(nat_scale(r->ctx, loss, 1.0f / (float)accum, &loss));
+        NAT_TRY(nat_backward(r->ctx, loss));
+        nat_ctx_reset(r->ctx);
+        *images += b.n;
+    }
+    float norm;
+    NAT_TRY(nat_clip_grad_norm(r->params, r->n_params, c->optim.clip_grad > 0 ? c->optim.clip_grad : FLT_MAX, &norm));
+    *loss_out = loss_sum / accum;
+    *norm_out = norm;
+    if (!isfinite(norm) || !isfinite(*loss_out)) {
+        r->st.skipped++;
+        fprintf(r->out, "warning: step %lld: non-finite %s; update skipped\n", (long long)r->st.step + 1,
+                isfinite(*loss_out) ? "gradient" : "loss");
+    } else {
+        NAT_TRY(nat_optim_step(r->opt, (float)lr));
+        if (c->train.ema)
+            nat_ema_update(&r->ema, r->model);
+    }
+    nat_optim_zero_grad(r->opt);
+    return NAT_OK;
+}
+
+static nat_status setup(run *r, nat_train_result *res)
+{
+    nat_config *c = r->cfg;
+    FILE *out = r->out;
+    if (c->train.threads > 0)
+        omp_set_num_threads(c->train.threads);
+    NAT_TRY(nat_config_resolve(c));
+    NAT_TRY(nat_train_open_dataset(c, NAT_SPLIT_TRAIN, &r->train_ds));
+    NAT_TRY(nat_train_open_dataset(c, NAT_SPLIT_TEST, &r->test_ds));
+    NAT_TRY(nat_train_resolve_data(c, r->train_ds));
+    int ch, classes = nat_dataset_classes(r->train_ds);
+    nat_dataset_shape(r->train_ds, &ch, NULL, NULL);
+    nat_model_desc d;
+    NAT_TRY(nat_config_model_desc(c, ch, classes, c->data.img_size, &d));
+    NAT_TRY(nat_model_new(&r->model, &d));
+    if (c->train.ema)
+        NAT_TRY(nat_ema_init(&r->ema, r->model, c->train.ema_decay));
+    NAT_TRY(make_optimizer(r));
+    NAT_TRY(nat_ctx_new(&r->ctx, NAT_CPU));
+    NAT_TRY(nat_metrics_init(&r->met, classes));
+    NAT_TRY(nat_train_loader_new(c, r->train_ds, true, &r->train_L));
+    NAT_TRY(nat_train_loader_new(c, r->test_ds, false, &r->test_L));
+
+    int64_t bpe = nat_loader_batches_per_epoch(r->train_L);
+    r->spe = bpe / c->train.accum_steps;
+    if (r->spe < 1)
+        return nat_error(NAT_ERR_INVALID_ARG,
+                         "config %s: one optimizer step needs train.batch_size x train.accum_steps = %d x %d images, but the "
+                         "training set has %lld",
+                         c->source, c->train.batch_size, c->train.accum_steps, (long long)nat_dataset_count(r->train_ds));
+    r->total = r->spe * c->train.epochs;
+    r->stop_at = c->train.max_steps > 0 && c->train.max_steps < r->total ? c->train.max_steps : r->total;
+    const int64_t eff_batch = (int64_t)c->train.batch_size * c->train.accum_steps;
+    double peak = c->optim.lr * (c->optim.lr_batch > 0 ? (double)eff_batch / c->optim.lr_batch : 1.0);
+    r->sched = (nat_lr_schedule){peak, c->optim.min_lr < peak ? c->optim.min_lr : peak, c->optim.warmup_lr,
+                                 (int64_t)llround(c->optim.warmup_epochs * (double)r->spe), r->total};
+    if (r->sched.warmup_steps > r->total)
+        r->sched.warmup_steps = r->total;
+
+    /* The run directory and the state to start from. */
+    char resume_path[NAT_CFG_STR + 64] = "";
+    if (r->o->resume)
+        NAT_TRY(nat_checkpoint_resolve(r->o->resume, resume_path, sizeof resume_path));
+    if (r->o->out_dir)
+        snprintf(r->dir, sizeof r->dir, "%s", r->o->out_dir);
+    else if (c->log.dir[0])
+        snprintf(r->dir, sizeof r->dir, "%s", c->log.dir);
+    else if (resume_path[0]) { /* the checkpoint's directory */
+        snprintf(r->dir, sizeof r->dir, "%s", resume_path);
+        char *slash = strrchr(r->dir, '/');
+        if (!slash)
+            snprintf(r->dir, sizeof r->dir, ".");
+        else
+            slash[slash == r->dir ? 1 : 0] = 0;
+    } else
+        default_dir(r, r->dir, sizeof r->dir);
+    snprintf(res->run_dir, sizeof res->run_dir, "%s", r->dir);
+
+    r->st = (nat_train_state){.best_top1 = -1};
+    nat_rng_seed(&r->st.rng, c->train.seed ^ 0x6e61742d74726169ull); /* "nat-trai": not the init stream */
+    r->config_text = nat_config_to_string(c);
+    if (!r->config_text)
+        return nat_error(NAT_ERR_OOM, "config: out of memory");
+    if (resume_path[0]) {
+        char *old_text = NULL;
+        if (nat_checkpoint_read_config(resume_path, &old_text) == NAT_OK) {
+            nat_config old;
+            nat_config_defaults(&old);
+            if (nat_config_parse_string(&old, old_text, resume_path) == NAT_OK) {
+                if (nat_config_diff(&old, c, NULL)) {
+                    fprintf(out, "note: this config differs from the checkpoint's:\n");
+                    nat_config_diff(&old, c, out);
+                }
+            }
+            free(old_text);
+        }
+        nat_status s = nat_checkpoint_load(resume_path, r->model, r->opt, c->train.ema ? &r->ema : NULL, &r->st);
+        if (s != NAT_OK)
+            return nat_error_context(s, "resume");
+        snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", resume_path);
+        r->last_ckpt_step = r->st.step;
+    }
+
+    /* Print the resolved config once, then the plan. */
+    nat_model_counts cnt;
+    NAT_TRY(nat_model_desc_count(&d, c->data.img_size, c->data.img_size, &cnt));
+    fprintf(out, "nat-train: config %s (resolved):\n%s\n", c->source[0] ? c->source : "(defaults)", r->config_text);
+    fprintf(out, "model %s: %d level(s), embed %d, depths", d.name, nat_model_desc_levels(&d), d.embed_dim);
+    for (int i = 0; i < nat_model_desc_levels(&d); i++)
+        fprintf(out, "%s%d", i ? "," : " ", d.depths[i]);
+    fprintf(out, ", kernel %d, maps", d.kernel_size);
+    for (int i = 0; i < nat_model_desc_levels(&d); i++)
+        fprintf(out, "%s%dx%d", i ? "," : " ", cnt.map_h[i], cnt.map_w[i]);
+    fprintf(out, "; %.3fM parameters, %.1f MMACs per %dx%d image\n", (double)cnt.params / 1e6, (double)cnt.macs / 1e6,
+            c->data.img_size, c->data.img_size);
+    fprintf(out, "data %s: %lld training images (%d classes), %lld test images; %lld steps/epoch of %lld images, %lld steps",
+            nat_dataset_name(r->train_ds), (long long)nat_dataset_count(r->train_ds), classes,
+            (long long)nat_dataset_count(r->test_ds), (long long)r->spe, (long long)eff_batch, (long long)r->total);
+    if (r->stop_at < r->total)
+        fprintf(out, " (this run stops at %lld)", (long long)r->stop_at);
+    fprintf(out, "\noptim %s: lr %.3g (warm-up %lld steps from %.3g, cosine to %.3g), weight decay %g; threads %d\n",
+            c->optim.name, r->sched.lr, (long long)r->sched.warmup_steps, r->sched.warmup_lr, r->sched.min_lr,
+            (double)c->optim.weight_decay, omp_get_max_threads());
+    if (resume_path[0])
+        fprintf(out, "resuming from %s at step %lld\n", resume_path, (long long)r->st.step);
+    fprintf(out, "run directory: %s\n", r->dir);
+    fflush(out);
+    if (r->o->dry_run)
+        return NAT_OK;
+
+    NAT_TRY(mkdirs(r->dir));
+    char path[NAT_CFG_STR + 32];
+    snprintf(path, sizeof path, "%s/config.cfg", r->dir);
+    NAT_TRY(save_text(path, r->config_text));
+    NAT_TRY(nat_train_log_open(&r->log, r->dir, resume_path[0] ? r->st.step : -1));
+    nat_loader_state pos = position(r, r->st.step);
+    return nat_loader_set_state(r->train_L, &pos);
+}
+
+static nat_status train(run *r, nat_train_result *res)
+{
+    const nat_config *c = r->cfg;
+    FILE *out = r->out;
+    const int64_t start = r->st.step;
+    nat_progress prog;
+    nat_progress_start(&prog, r->o->progress ? r->o->progress : stderr, (long)(r->stop_at - start), c->log.print_every);
+    double smooth = 0, smooth_w = 0, win_t = nat_bench_now(), win_img = 0, rate = 0;
+    bool stopped = false;
+    while (r->st.step < r->stop_at) {
+        double t0 = nat_bench_now(), lr = nat_lr_at(&r->sched, r->st.step), loss, norm;
+        int64_t images;
+        NAT_TRY(step(r, lr, &loss, &norm, &images));
+        r->st.step++;
+        r->st.images += images;
+        double now = nat_bench_now(), dt = now - t0;
+        r->st.elapsed += dt;
+        win_img += (double)images;
+        if (now - win_t >= 1.0 || rate == 0) {
+            rate = win_img / (now - win_t);
+            win_t = now;
+            win_img = 0;
+        }
+        if (isfinite(loss)) { /* display: bias-corrected running mean of the loss */
+            smooth = 0.95 * smooth + 0.05 * loss;
+            smooth_w = 0.95 * smooth_w + 0.05;
+        }
+        const int64_t s = r->st.step;
+        const double epoch = (double)s / (double)r->spe;
+        if (s % c->log.csv_every == 0 || s == r->stop_at) {
+            nat_mem_stats ms = nat_mem_get_stats(NAT_CPU);
+            nat_train_log_step(&r->log, s, epoch, loss, lr, norm, (double)images / dt, (double)ms.current / 1048576.0,
+                               (double)ms.peak / 1048576.0);
+        }
+        nat_progress_update(&prog, (long)(s - start), (int)((s - 1) / r->spe) + 1, smooth_w > 0 ? smooth / smooth_w : loss,
+                            lr, rate);
+        if (r->o->on_step)
+            r->o->on_step(r->o->user, s, loss);
+        stopped = r->o->stop && *r->o->stop;
+        if (s % r->spe == 0 && s < r->stop_at && !stopped) {
+            int64_t ep = s / r->spe;
+            if (c->train.eval_every > 0 && ep % c->train.eval_every == 0) {
+                nat_progress_end(&prog);
+                bool complete;
+                NAT_TRY(evaluate(r, NULL, &complete));
+                stopped = !complete;
+            }
+            /* Leftover micro-batches of the epoch (batches % accum_steps) are skipped. */
+            nat_loader_state pos = position(r, s);
+            if (c->train.accum_steps > 1)
+                NAT_TRY(nat_loader_set_state(r->train_L, &pos));
+        }
+        if (stopped)
+            break;
+        if (c->train.checkpoint_every > 0 && s % c->train.checkpoint_every == 0 && s < r->stop_at)
+            NAT_TRY(checkpoint(r));
+    }
+    nat_progress_end(&prog);
+    if (r->last_ckpt_step != r->st.step || !r->last_ckpt[0])
+        NAT_TRY(checkpoint(r));
+    snprintf(res->checkpoint, sizeof res->checkpoint, "%s", r->last_ckpt);
+    if (stopped) {
+        res->interrupted = true;
+        fprintf(out, "interrupted at step %lld: checkpoint %s (continue with --resume %s)\n", (long long)r->st.step,
+                r->last_ckpt, r->last_ckpt);
+        return NAT_OK;
+    }
+    bool complete;
+    NAT_TRY(evaluate(r, res, &complete));
+    res->evaluated = complete;
+    res->interrupted = !complete;
+    return NAT_OK;
+}
+
+nat_status nat_train(nat_config *cfg, const nat_train_opts *opts, nat_train_result *res_out)
+{
+    static const nat_train_opts none = {0};
+    nat_train_result res = {0};
+    run r = {0};
+    r.cfg = cfg;
+    r.o = opts ? opts : &none;
+    r.out = r.o->out ? r.o->out : stdout;
+    r.last_ckpt_step = -1;
+    double t0 = nat_bench_now();
+    nat_status s = setup(&r, &res);
+    if (s == NAT_OK && !r.o->dry_run)
+        s = train(&r, &res);
+    res.steps = r.st.step;
+    res.total_steps = r.total;
+    res.best_top1 = r.st.best_top1;
+    res.seconds = r.st.elapsed;
+    res.images_per_s = r.st.elapsed > 0 ? (double)r.st.images / r.st.elapsed : 0;
+    if (s == NAT_OK && !r.o->dry_run) {
+        FILE *out = r.out;
+        char t1[32], t2[32];
+        nat_format_duration(res.seconds, t1, sizeof t1);
+        nat_format_duration(nat_bench_now() - t0, t2, sizeof t2);
+        nat_mem_stats ms = nat_mem_get_stats(NAT_CPU);
+        fprintf(out, "summary: %lld/%lld steps (%.2f epochs), %lld images in %s of training (%.0f img/s), this run %s wall; "
+                "peak memory %.0f MiB",
+                (long long)res.steps, (long long)res.total_steps, (double)res.steps / (double)r.spe, (long long)r.st.images,
+                t1, res.images_per_s, t2, (double)ms.peak / 1048576.0);
+        if (r.st.skipped)
+            fprintf(out, "; %lld step(s) skipped (non-finite gradients)", (long long)r.st.skipped);
+        fputc('\n', out);
+        if (res.evaluated) {
+            fprintf(out, "summary: test top-1 %.2f%%, top-5 %.2f%%, loss %.4f", res.top1, res.top5, res.loss);
+            if (res.has_ema)
+                fprintf(out, "; EMA top-1 %.2f%%, top-5 %.2f%%", res.ema_top1, res.ema_top5);
+            fprintf(out, "; best top-1 %.2f%%\n", res.best_top1);
+        }
+        fprintf(out, "summary: checkpoint %s; logs %s/train_log.csv, %s/eval_log.csv\n", res.checkpoint, r.dir, r.dir);
+        fflush(out);
+    }
+    teardown(&r);
+    if (res_out)
+        *res_out = res;
+    return s;
+}
