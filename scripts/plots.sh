@@ -75,11 +75,15 @@ if [ "$measure" = 1 ]; then
   }
   echo "== sweep: every variant, training and inference, 224², batch 8"
   for v in nat_mini nat_tiny nat_small nat_base dinat_mini dinat_tiny dinat_small dinat_base; do
-    piece "sweep-$v" "$prof" --model "$v" --mode train,infer "${steps[@]}" --csv
+    for m in train infer; do
+      piece "sweep-$v-$m" "$prof" --model "$v" --mode "$m" "${steps[@]}" --csv
+    done
   done
   echo "== the same network with window attention"
   for v in nat_mini nat_tiny nat_small nat_base; do
-    piece "window-$v" "$prof" --model "$v" --attention window --mode train,infer "${steps[@]}" --csv
+    for m in train infer; do
+      piece "window-$v-$m" "$prof" --model "$v" --attention window --mode "$m" "${steps[@]}" --csv
+    done
   done
   echo "== NA implementations: NAT-Mini and DiNAT-Mini training"
   for v in nat_mini dinat_mini; do
