@@ -28,6 +28,7 @@ typedef struct scratch_block {
 struct nat_ctx {
     nat_device dev;
     bool grad_enabled;
+    nat_precision precision;
     pool tensors, storages, nodes;
     nat_node **tape;
     int tape_len, tape_cap;
@@ -134,6 +135,15 @@ bool nat_ctx_set_grad_enabled(nat_ctx *ctx, bool enabled)
 }
 
 bool nat_ctx_grad_enabled(const nat_ctx *ctx) { return ctx->grad_enabled; }
+
+nat_precision nat_ctx_set_precision(nat_ctx *ctx, nat_precision p)
+{
+    nat_precision prev = ctx->precision;
+    ctx->precision = p;
+    return prev;
+}
+
+nat_precision nat_ctx_precision(const nat_ctx *ctx) { return ctx->precision; }
 int nat_ctx_tape_length(const nat_ctx *ctx) { return ctx->tape_len; }
 
 static nat_status new_header(nat_ctx *ctx, nat_tensor **out, nat_dtype dtype, int ndim, const int64_t *shape)

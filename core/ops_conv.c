@@ -17,6 +17,12 @@
  *
  * On a CUDA device the three convolutions go to cuDNN (core/ops_cuda_conv.cu) and the bias to the
  * elementwise and reduction kernels; shapes, checks and the tape are the same.
+ *
+ * Autocast (nat_ctx_precision BF16 / F16): x, the weight and (backward) the output gradient are rounded
+ * to the format before the convolutions, accumulation and results stay f32; the bias and its gradient
+ * stay f32. The CPU rounds into scratch and runs the f32 path on it (exact emulation up to summation
+ * order); CUDA runs cuDNN with 2-byte tensors (see core/ops_cuda.h for its one extra rounding). The
+ * precision is saved on the node for backward.
  */
 #include <cblas.h> /* cblas_sgemm */
 #include <inttypes.h>
@@ -27,6 +33,7 @@
 #include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
+#include "nat/half.h" /* nat_round_array */
 
 typedef struct conv_geom {
     int64_t N, C, H, W, O, kh, kw, sh, sw, ph, pw, Ho, Wo;
@@ -232,6 +239,31 @@ static nat_status conv_backward_all(const conv_geom *g, const float *X, const fl
     return NAT_OK;
 }
 
+/* Autocast on the CPU: ops[0..n) (counts[i] elements each) rounded to prec into one scratch block;
+ * ops[i] then points into it. *bytes is what to give back with nat_mem_free (0: nothing was made). */
+static nat_status round_operands(nat_precision prec, int n, const float **ops, const int64_t *counts, float **block,
+                                 size_t *bytes)
+{
+    *block = NULL;
+    *bytes = 0;
+    if (prec == NAT_PREC_F32)
+        return NAT_OK;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += ops[i] ? counts[i] : 0;
+    *bytes = (size_t)total * sizeof(float);
+    NAT_TRY(nat_mem_alloc(NAT_CPU, *bytes, (void **)block));
+    float *at = *block;
+    for (int i = 0; i < n; i++) {
+        if (!ops[i])
+            continue;
+        nat_round_array(prec, ops[i], at, counts[i]);
+        ops[i] = at;
+        at += counts[i];
+    }
+    return NAT_OK;
+}
+
 static conv_geom geom_of(const nat_tensor *x, const nat_tensor *w, const int64_t *attr)
 {
     conv_geom g;
@@ -249,6 +281,7 @@ static nat_status conv2d_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
 {
     nat_tensor *x = node->saved[0], *w = node->saved[1];
     conv_geom g = geom_of(x, w, node->i);
+    nat_precision prec = (nat_precision)node->i[4];
     nat_tensor *gd, *gx, *gw, *gb;
     NAT_TRY(nat_dense(ctx, grad_out, &gd));
     NAT_TRY(nat_grad_get(ctx, node->in[0], &gx));
@@ -265,9 +298,13 @@ static nat_status conv2d_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
             bool keep[3] = {false, true, false};
             NAT_TRY(nat_cuda_reduce(dev, nat_tensor_f32(gb), true, 1.0f, 3, shape, G, stride, keep));
         }
-        if (gx)
+        if (gx && prec != NAT_PREC_F32)
+            NAT_TRY(nat_cuda_conv2d_backward_data_lowp(dev, (int)prec, &cg, nat_tensor_f32(w), G, nat_tensor_f32(gx)));
+        else if (gx)
             NAT_TRY(nat_cuda_conv2d_backward_data(dev, &cg, nat_tensor_f32(w), G, nat_tensor_f32(gx)));
-        if (gw)
+        if (gw && prec != NAT_PREC_F32)
+            NAT_TRY(nat_cuda_conv2d_backward_filter_lowp(dev, (int)prec, &cg, nat_tensor_f32(x), G, nat_tensor_f32(gw)));
+        else if (gw)
             NAT_TRY(nat_cuda_conv2d_backward_filter(dev, &cg, nat_tensor_f32(x), G, nat_tensor_f32(gw)));
         return NAT_OK;
     }
@@ -289,8 +326,16 @@ static nat_status conv2d_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     }
     if (!gx && !gw)
         return NAT_OK;
-    return conv_backward_all(&g, nat_tensor_f32(x), nat_tensor_f32(w), G, gx ? nat_tensor_f32(gx) : NULL,
-                             gw ? nat_tensor_f32(gw) : NULL);
+    const float *ops[3] = {nat_tensor_f32(x), nat_tensor_f32(w), G};
+    int64_t counts[3] = {g.N * g.C * g.H * g.W, g.O * g.K, g.N * g.O * g.P};
+    float *block;
+    size_t bytes;
+    NAT_TRY(round_operands(prec, 3, ops, counts, &block, &bytes));
+    nat_status s = conv_backward_all(&g, ops[0], ops[1], ops[2], gx ? nat_tensor_f32(gx) : NULL,
+                                     gw ? nat_tensor_f32(gw) : NULL);
+    if (block)
+        nat_mem_free(NAT_CPU, block, bytes);
+    return s;
 }
 
 static const nat_op_def conv2d_op = {"conv2d", conv2d_backward};
@@ -341,16 +386,29 @@ nat_status nat_conv2d(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
     int64_t shape[4] = {g.N, g.O, g.Ho, g.Wo};
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 4, shape));
     int dev = nat_ctx_cuda_index(ctx);
+    nat_precision prec = nat_ctx_precision(ctx);
     if (dev >= 0 && g.N > 0 && g.O > 0) {
         nat_cuda_conv_geom cg = {g.N, g.C, g.H, g.W, g.O, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.Ho, g.Wo};
-        NAT_TRY(nat_cuda_conv2d_forward(dev, &cg, nat_tensor_f32(xd), nat_tensor_f32(wd), nat_tensor_f32(y)));
+        if (prec != NAT_PREC_F32)
+            NAT_TRY(nat_cuda_conv2d_forward_lowp(dev, (int)prec, &cg, nat_tensor_f32(xd), nat_tensor_f32(wd),
+                                                 nat_tensor_f32(y)));
+        else
+            NAT_TRY(nat_cuda_conv2d_forward(dev, &cg, nat_tensor_f32(xd), nat_tensor_f32(wd), nat_tensor_f32(y)));
         if (B) {
             /* y [N, O, P] += bias read with strides (0, 1, 0). */
             int64_t s3[3] = {g.N, g.O, g.P}, bs[3] = {0, 1, 0};
             NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, true, nat_tensor_f32(y), 3, s3, B, bs, NULL, NULL, 1.0f));
         }
     } else if (g.N > 0 && g.O > 0) {
-        NAT_TRY(conv_forward_all(&g, nat_tensor_f32(xd), nat_tensor_f32(wd), B, nat_tensor_f32(y)));
+        const float *ops[2] = {nat_tensor_f32(xd), nat_tensor_f32(wd)};
+        int64_t counts[2] = {g.N * g.C * g.H * g.W, g.O * g.K};
+        float *block;
+        size_t bytes;
+        NAT_TRY(round_operands(prec, 2, ops, counts, &block, &bytes));
+        nat_status s = conv_forward_all(&g, ops[0], ops[1], B, nat_tensor_f32(y));
+        if (block)
+            nat_mem_free(NAT_CPU, block, bytes);
+        NAT_TRY(s);
     }
 
     nat_node *node;
@@ -361,6 +419,7 @@ nat_status nat_conv2d(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
         node->saved[1] = wd;
         node->n_saved = 2;
         memcpy(node->i, attr, sizeof attr);
+        node->i[4] = prec;
     }
     *out = y;
     return NAT_OK;

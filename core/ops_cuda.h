@@ -107,6 +107,18 @@ nat_status nat_cuda_cross_entropy_backward(int dev, const float *z, const int32_
  * A_i = A + i·sa (likewise B, C; a stride of 0 shares the operand). TF32 when the device's flag is on. */
 nat_status nat_cuda_gemm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t sa,
                          const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch);
+/* The same product under autocast: A and B are rounded to bf16 (prec NAT_PREC_BF16) or f16
+ * (NAT_PREC_F16) into scratch from the caching allocator, multiplied by cublasGemm(StridedBatched)Ex
+ * with CUBLAS_COMPUTE_32F, and C stays f32 (accumulated with beta as above). */
+nat_status nat_cuda_gemm_lowp(int dev, int prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+                              int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch);
+
+/* ---- bf16 / f16 conversions (ops_cuda_half.cu) ---- */
+
+/* y[0..n) = x rounded to prec (2-byte elements: __nv_bfloat16 or __half, round to nearest even). */
+nat_status nat_cuda_round_to(int dev, int prec, const float *x, void *y, int64_t n);
+/* y[0..n) (+)= x widened from prec to f32. */
+nat_status nat_cuda_widen(int dev, int prec, const void *x, float *y, int64_t n, bool acc);
 
 /* ---- convolution (ops_cuda_conv.cu, cuDNN) ---- */
 
@@ -120,6 +132,17 @@ nat_status nat_cuda_conv2d_backward_data(int dev, const nat_cuda_conv_geom *g, c
                                          float *gx);
 nat_status nat_cuda_conv2d_backward_filter(int dev, const nat_cuda_conv_geom *g, const float *x, const float *gy,
                                            float *gw);
+/* The three under autocast (prec NAT_PREC_BF16 / NAT_PREC_F16): the operands are rounded into 2-byte
+ * scratch and cuDNN runs with bf16 / half tensors and float compute (its PSEUDO_HALF / PSEUDO_BFLOAT16
+ * configurations). cuDNN's legacy API wants x, w and y of one type, so its result is 2-byte too and is
+ * widened into the f32 output (y =, gx +=, gw +=): one more rounding than the CPU emulation, which keeps
+ * the f32 accumulator (docs/cuda.md). */
+nat_status nat_cuda_conv2d_forward_lowp(int dev, int prec, const nat_cuda_conv_geom *g, const float *x,
+                                        const float *w, float *y);
+nat_status nat_cuda_conv2d_backward_data_lowp(int dev, int prec, const nat_cuda_conv_geom *g, const float *w,
+                                              const float *gy, float *gx);
+nat_status nat_cuda_conv2d_backward_filter_lowp(int dev, int prec, const nat_cuda_conv_geom *g, const float *x,
+                                                const float *gy, float *gw);
 
 /* ---- dropout (ops_cuda_dropout.cu) ---- */
 

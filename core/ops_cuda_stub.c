@@ -124,6 +124,41 @@ nat_status nat_cuda_gemm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_
     return no_cuda("cuda gemm");
 }
 
+nat_status nat_cuda_gemm_lowp(int dev, int prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+                              int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch)
+{
+    (void)dev, (void)prec, (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)A, (void)sa, (void)B, (void)sb,
+        (void)beta, (void)C, (void)sc, (void)batch;
+    return no_cuda("cuda gemm (mixed precision)");
+}
+nat_status nat_cuda_round_to(int dev, int prec, const float *x, void *y, int64_t n)
+{
+    (void)dev, (void)prec, (void)x, (void)y, (void)n;
+    return no_cuda("cuda round");
+}
+nat_status nat_cuda_widen(int dev, int prec, const void *x, float *y, int64_t n, bool acc)
+{
+    (void)dev, (void)prec, (void)x, (void)y, (void)n, (void)acc;
+    return no_cuda("cuda widen");
+}
+nat_status nat_cuda_conv2d_forward_lowp(int dev, int prec, const nat_cuda_conv_geom *g, const float *x,
+                                        const float *w, float *y)
+{
+    (void)dev, (void)prec, (void)g, (void)x, (void)w, (void)y;
+    return no_cuda("cuda conv2d (mixed precision)");
+}
+nat_status nat_cuda_conv2d_backward_data_lowp(int dev, int prec, const nat_cuda_conv_geom *g, const float *w,
+                                              const float *gy, float *gx)
+{
+    (void)dev, (void)prec, (void)g, (void)w, (void)gy, (void)gx;
+    return no_cuda("cuda conv2d backward data (mixed precision)");
+}
+nat_status nat_cuda_conv2d_backward_filter_lowp(int dev, int prec, const nat_cuda_conv_geom *g, const float *x,
+                                                const float *gy, float *gw)
+{
+    (void)dev, (void)prec, (void)g, (void)x, (void)gy, (void)gw;
+    return no_cuda("cuda conv2d backward filter (mixed precision)");
+}
 nat_status nat_cuda_conv2d_forward(int dev, const nat_cuda_conv_geom *g, const float *x, const float *w, float *y)
 {
     (void)dev, (void)g, (void)x, (void)w, (void)y;

@@ -1,6 +1,13 @@
 /* core/ops_matmul.c — matmul, batched matmul and linear: OpenBLAS sgemm on the CPU, cuBLAS on a CUDA
  * device (core/ops_cuda.h: one strided-batched call per batched product).
  *
+ * Autocast (nat_ctx_precision BF16 / F16): every GEMM of these ops, forward and backward, takes its two
+ * operands rounded to the format and accumulates in f32 into an f32 result; bias adds and the bias
+ * gradient stay f32. On CUDA that is cublasGemmEx with 2-byte inputs; on the CPU the operands are
+ * rounded into scratch and the f32 sgemm runs on them, which is exact emulation up to summation order
+ * (a product of two bf16 or two f16 values is exact in f32). The precision is saved on the node, so
+ * backward rounds as its forward did whatever the context says by then.
+ *
  * Layouts: row-major; linear weights are [out, in] as in PyTorch, so y = x·Wᵀ + b uses sgemm with the
  * second operand transposed. Backward accumulates straight into the gradient buffers (beta = 1), so no
  * temporary the size of a weight gradient is made. Strided inputs are made dense first.
@@ -11,6 +18,7 @@
 #include "core/ops_cuda.h"
 #include "core/ops_internal.h"
 #include "core/tensor_internal.h"
+#include "nat/half.h" /* nat_round_array */
 
 /* C[M,N] = alpha * op(A) op(B) + beta * C, all row-major and dense. */
 static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float beta, float *C)
@@ -20,14 +28,30 @@ static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float 
 }
 
 /* `batch` products C_i = op(A_i) op(B_i) + beta·C_i with operand strides sa, sb, sc (0: shared) on the
- * context's device (dev -1: the CPU). */
-static nat_status mm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t sa,
-                     const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch)
+ * context's device (dev -1: the CPU), with operands rounded to `prec`. */
+static nat_status mm(int dev, nat_precision prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+                     int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch)
 {
+    if (dev >= 0 && prec != NAT_PREC_F32)
+        return nat_cuda_gemm_lowp(dev, (int)prec, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
     if (dev >= 0)
         return nat_cuda_gemm(dev, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
+    float *scratch = NULL;
+    size_t bytes = 0;
+    if (prec != NAT_PREC_F32 && batch > 0) {
+        /* Elements each operand spans over the batch (a shared operand: one matrix). */
+        int64_t na = sa * (batch - 1) + M * K, nb = sb * (batch - 1) + K * N;
+        bytes = (size_t)(na + nb) * sizeof(float);
+        NAT_TRY(nat_mem_alloc(NAT_CPU, bytes, (void **)&scratch));
+        nat_round_array(prec, A, scratch, na);
+        nat_round_array(prec, B, scratch + na, nb);
+        A = scratch;
+        B = scratch + na;
+    }
     for (int64_t i = 0; i < batch; i++)
         gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, beta, C + i * sc);
+    if (scratch)
+        nat_mem_free(NAT_CPU, scratch, bytes);
     return NAT_OK;
 }
 
@@ -38,6 +62,7 @@ static nat_status matmul_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     nat_tensor *a = node->saved[0], *b = node->saved[1];
     int64_t batch = node->i[0], M = node->i[1], K = node->i[2], N = node->i[3];
     bool shared_b = node->i[4];
+    nat_precision prec = (nat_precision)node->i[5];
     nat_tensor *gd, *ga, *gb;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(nat_grad_get(ctx, node->in[0], &ga));
@@ -47,15 +72,15 @@ static nat_status matmul_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     if (shared_b) {
         /* a was flattened to [batch*M, K]. */
         if (ga)
-            NAT_TRY(mm(dev, false, true, batch * M, K, N, G, 0, B, 0, 1.0f, nat_tensor_f32(ga), 0, 1));
+            NAT_TRY(mm(dev, prec, false, true, batch * M, K, N, G, 0, B, 0, 1.0f, nat_tensor_f32(ga), 0, 1));
         if (gb)
-            NAT_TRY(mm(dev, true, false, K, N, batch * M, A, 0, G, 0, 1.0f, nat_tensor_f32(gb), 0, 1));
+            NAT_TRY(mm(dev, prec, true, false, K, N, batch * M, A, 0, G, 0, 1.0f, nat_tensor_f32(gb), 0, 1));
         return NAT_OK;
     }
     if (ga)
-        NAT_TRY(mm(dev, false, true, M, K, N, G, M * N, B, K * N, 1.0f, nat_tensor_f32(ga), M * K, batch));
+        NAT_TRY(mm(dev, prec, false, true, M, K, N, G, M * N, B, K * N, 1.0f, nat_tensor_f32(ga), M * K, batch));
     if (gb)
-        NAT_TRY(mm(dev, true, false, K, N, M, A, M * K, G, M * N, 1.0f, nat_tensor_f32(gb), K * N, batch));
+        NAT_TRY(mm(dev, prec, true, false, K, N, M, A, M * K, G, M * N, 1.0f, nat_tensor_f32(gb), K * N, batch));
     return NAT_OK;
 }
 
@@ -87,10 +112,11 @@ nat_status nat_matmul(nat_ctx *ctx, nat_tensor *a, nat_tensor *b, nat_tensor **o
     const float *A = nat_tensor_f32(ad), *B = nat_tensor_f32(bd);
     float *Y = nat_tensor_f32(y);
     int dev = nat_ctx_cuda_index(ctx);
+    nat_precision prec = nat_ctx_precision(ctx);
     if (shared_b)
-        NAT_TRY(mm(dev, false, false, batch * M, N, K, A, 0, B, 0, 0.0f, Y, 0, 1));
+        NAT_TRY(mm(dev, prec, false, false, batch * M, N, K, A, 0, B, 0, 0.0f, Y, 0, 1));
     else
-        NAT_TRY(mm(dev, false, false, M, N, K, A, M * K, B, K * N, 0.0f, Y, M * N, batch));
+        NAT_TRY(mm(dev, prec, false, false, M, N, K, A, M * K, B, K * N, 0.0f, Y, M * N, batch));
     nat_node *node;
     nat_tensor *ins[2] = {a, b};
     NAT_TRY(nat_ctx_record(ctx, &matmul_op, y, 2, ins, &node));
@@ -99,6 +125,7 @@ nat_status nat_matmul(nat_ctx *ctx, nat_tensor *a, nat_tensor *b, nat_tensor **o
         node->saved[1] = bd;
         node->n_saved = 2;
         node->i[0] = batch, node->i[1] = M, node->i[2] = K, node->i[3] = N, node->i[4] = shared_b;
+        node->i[5] = prec;
     }
     *out = y;
     return NAT_OK;
@@ -110,6 +137,7 @@ static nat_status linear_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
 {
     nat_tensor *x = node->saved[0], *w = node->saved[1];
     int64_t M = node->i[0], in = node->i[1], outf = node->i[2];
+    nat_precision prec = (nat_precision)node->i[3];
     nat_tensor *gd, *gx, *gw, *gb;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(nat_grad_get(ctx, node->in[0], &gx));
@@ -118,9 +146,9 @@ static nat_status linear_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     const float *G = nat_tensor_f32(gd);
     int dev = nat_ctx_cuda_index(ctx);
     if (gx)
-        NAT_TRY(mm(dev, false, false, M, in, outf, G, 0, nat_tensor_f32(w), 0, 1.0f, nat_tensor_f32(gx), 0, 1));
+        NAT_TRY(mm(dev, prec, false, false, M, in, outf, G, 0, nat_tensor_f32(w), 0, 1.0f, nat_tensor_f32(gx), 0, 1));
     if (gw)
-        NAT_TRY(mm(dev, true, false, outf, in, M, G, 0, nat_tensor_f32(x), 0, 1.0f, nat_tensor_f32(gw), 0, 1));
+        NAT_TRY(mm(dev, prec, true, false, outf, in, M, G, 0, nat_tensor_f32(x), 0, 1.0f, nat_tensor_f32(gw), 0, 1));
     if (gb && dev >= 0) {
         int64_t shape[2] = {M, outf}, stride[2] = {outf, 1};
         bool keep[2] = {false, true};
@@ -186,7 +214,8 @@ nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
                 Y[r * outf + o] = B[o];
         beta = 1.0f;
     }
-    NAT_TRY(mm(dev, false, true, M, outf, in, nat_tensor_f32(xd), 0, nat_tensor_f32(wd), 0, beta, Y, 0, 1));
+    nat_precision prec = nat_ctx_precision(ctx);
+    NAT_TRY(mm(dev, prec, false, true, M, outf, in, nat_tensor_f32(xd), 0, nat_tensor_f32(wd), 0, beta, Y, 0, 1));
     nat_node *node;
     nat_tensor *ins[3] = {x, w, bias};
     NAT_TRY(nat_ctx_record(ctx, &linear_op, y, 3, ins, &node));
@@ -194,7 +223,7 @@ nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
         node->saved[0] = xd;
         node->saved[1] = wd;
         node->n_saved = 2;
-        node->i[0] = M, node->i[1] = in, node->i[2] = outf;
+        node->i[0] = M, node->i[1] = in, node->i[2] = outf, node->i[3] = prec;
     }
     *out = y;
     return NAT_OK;

@@ -462,3 +462,34 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
     }
     return NAT_OK;
 }
+
+/* ---- weight averaging ---- */
+
+nat_status nat_params_ema_update(nat_tensor *const *avg, nat_tensor *const *params, int n, float decay)
+{
+    for (int i = 0; i < n; i++) {
+        const nat_tensor *a = avg[i], *p = params[i];
+        if (!a || !p || a->dtype != NAT_F32 || p->dtype != NAT_F32 || !nat_tensor_same_shape(a, p) ||
+            !nat_tensor_is_contiguous(a) || !nat_tensor_is_contiguous(p) || a->device.kind != p->device.kind ||
+            (a->device.kind == NAT_DEV_CUDA && a->device.index != p->device.index))
+            return nat_error(NAT_ERR_INVALID_ARG,
+                             "params_ema_update: pair %d is not two contiguous f32 tensors of one shape on one device", i);
+    }
+    const float w = 1.0f - decay;
+    for (int i = 0; i < n; i++) {
+        float *m = nat_tensor_f32(avg[i]);
+        const float *x = nat_tensor_f32(params[i]);
+        int64_t count = nat_tensor_numel(avg[i]);
+        if (avg[i]->device.kind == NAT_DEV_CUDA) {
+            /* m = decay·m, then m += w·x: the CPU's two roundings (unless the kernel contracts to FMA). */
+            int dev = avg[i]->device.index;
+            int64_t unit = 1;
+            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, false, m, 1, &count, m, &unit, NULL, NULL, decay));
+            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, true, m, 1, &count, x, &unit, NULL, NULL, w));
+            continue;
+        }
+        for (int64_t j = 0; j < count; j++)
+            m[j] = decay * m[j] + w * x[j];
+    }
+    return NAT_OK;
+}

@@ -13,6 +13,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "nat/safetensors.h"
 
+#include "nat/cuda.h" /* nat_tensor_to / nat_tensor_copy: device tensors in and out */
+
 #include <cjson/cJSON.h> // header JSON
 #include <errno.h>
 #include <fcntl.h>
@@ -632,9 +634,10 @@ nat_status nat_st_load_into(nat_st_file *f, nat_tensor **tensors, const char **n
             st = nat_error(NAT_ERR_INVALID_ARG, "nat_st_load_into: tensors[%d] or names[%d] is NULL", i, i);
             goto done;
         }
-        if (t->dtype != NAT_F32 || t->device.kind != NAT_DEV_CPU) {
-            st = st_err(NAT_ERR_INVALID_ARG, p, "model tensor '%s' is %s on %s; loading needs f32 on the CPU", names[i],
-                        nat_dtype_name(t->dtype), nat_device_name(t->device));
+        if (t->dtype != NAT_F32 || (t->device.kind != NAT_DEV_CPU && !nat_tensor_is_contiguous(t))) {
+            st = st_err(NAT_ERR_INVALID_ARG, p,
+                        "model tensor '%s' is %s on %s; loading needs f32 on the CPU, or contiguous f32 on a device",
+                        names[i], nat_dtype_name(t->dtype), nat_device_name(t->device));
             goto done;
         }
         int k = which[i] = nat_st_find(f, names[i]);
@@ -714,8 +717,18 @@ nat_status nat_st_load_into(nat_st_file *f, nat_tensor **tensors, const char **n
     at = 0;
     for (int i = 0; i < n; i++) {
         int64_t m = f->e[which[i]].numel;
-        if ((st = nat_tensor_copy_from(tensors[i], buf + at, m)) != NAT_OK)
+        if (tensors[i]->device.kind != NAT_DEV_CPU) {
+            /* A device tensor: the checked host values go over in one explicit copy. */
+            nat_tensor *h;
+            if ((st = nat_tensor_wrap(&h, buf + at, NAT_F32, NAT_CPU, tensors[i]->ndim, tensors[i]->shape)) != NAT_OK)
+                goto done;
+            st = nat_tensor_copy(tensors[i], h);
+            nat_tensor_free(h);
+            if (st != NAT_OK)
+                goto done;
+        } else if ((st = nat_tensor_copy_from(tensors[i], buf + at, m)) != NAT_OK) {
             goto done; /* not reached: dtype, device and size were checked above */
+        }
         at += (size_t)m;
     }
 done:
@@ -794,6 +807,8 @@ static void gather(const nat_tensor *t, size_t es, unsigned char *dst)
     }
 }
 
+static nat_status writer_add_host(nat_st_writer *w, const char *name, const nat_tensor *t);
+
 nat_status nat_st_writer_add(nat_st_writer *w, const char *name, const nat_tensor *t)
 {
     if (!w || !name || !t)
@@ -803,9 +818,22 @@ nat_status nat_st_writer_add(nat_st_writer *w, const char *name, const nat_tenso
     if (t->dtype != NAT_F32 && t->dtype != NAT_I32)
         return nat_error(NAT_ERR_INVALID_ARG, "safetensors writer: tensor '%s' is %s; the writer takes f32 and i32",
                          name, nat_dtype_name(t->dtype));
-    if (t->device.kind != NAT_DEV_CPU)
-        return nat_error(NAT_ERR_INVALID_ARG, "safetensors writer: tensor '%s' is on %s; copy it to the CPU first",
-                         name, nat_device_name(t->device));
+    /* A device tensor is copied to the host first (the writer keeps a host snapshot anyway). */
+    nat_tensor *host = NULL;
+    if (t->device.kind != NAT_DEV_CPU) {
+        nat_status cs = nat_tensor_to(NULL, t, NAT_CPU, &host);
+        if (cs != NAT_OK)
+            return nat_error_context(cs, "safetensors writer: tensor '%s'", name);
+        t = host;
+    }
+    nat_status s = writer_add_host(w, name, t);
+    nat_tensor_free(host);
+    return s;
+}
+
+/* nat_st_writer_add for a CPU tensor. */
+static nat_status writer_add_host(nat_st_writer *w, const char *name, const nat_tensor *t)
+{
     for (int i = 0; i < w->n; i++)
         if (strcmp(w->t[i].name, name) == 0)
             return nat_error(NAT_ERR_INVALID_ARG, "safetensors writer: tensor '%s' was already added", name);

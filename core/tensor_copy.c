@@ -129,3 +129,33 @@ nat_status nat_tensor_to(nat_ctx *ctx, const nat_tensor *src, nat_device dev, na
     *dst = t;
     return NAT_OK;
 }
+
+nat_status nat_tensor_move(nat_tensor *t, nat_device dev)
+{
+    if (!t)
+        return nat_error(NAT_ERR_INVALID_ARG, "tensor_move: tensor is NULL");
+    if (t->ctx)
+        return nat_error(NAT_ERR_INVALID_ARG, "tensor_move: a step tensor cannot move (use nat_tensor_to)");
+    nat_tensor *c = NULL;
+    if (!same_device(t->device, dev) || !nat_tensor_is_contiguous(t) || t->offset != 0)
+        NAT_TRY(nat_tensor_to(NULL, t, dev, &c));
+    if (t->grad) {
+        nat_status s = nat_tensor_move(t->grad, dev);
+        if (s != NAT_OK) {
+            nat_tensor_free(c);
+            return s;
+        }
+    }
+    if (!c)
+        return NAT_OK;
+    /* The handle keeps its identity (layers and optimizers hold pointers to it); it takes the copy's
+     * storage, and the copy's header leaves with the old storage. */
+    nat_storage *old = t->storage;
+    t->storage = c->storage;
+    c->storage = old;
+    t->offset = 0;
+    memcpy(t->stride, c->stride, sizeof t->stride);
+    t->device = dev;
+    nat_tensor_free(c);
+    return NAT_OK;
+}

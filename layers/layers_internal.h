@@ -12,4 +12,9 @@ void nat_layers_fill_trunc_normal(nat_tensor *t, float std, nat_rng *rng);
 /* Uniform(-bound, bound), drawn in row-major order. */
 void nat_layers_fill_uniform(nat_tensor *t, float bound, nat_rng *rng);
 
+/* softmax(scale·q·k + rpb)·v the legacy way (layers/na_gather.c): q, k, v [B, heads, *spatial, D] ->
+ * [B, heads, *spatial, D], through gathered copies of k and v and generic ops; autograd does the backward. */
+nat_status nat_na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb,
+                            const nat_na_params *p, float attn_drop, bool training, nat_rng *rng, nat_tensor **out);
+
 #endif

@@ -7,9 +7,8 @@
  * query for the output; autograd does the backward. It keeps K copies of k and v per layer, which is
  * why it needs ~K times the memory of the fused kernel, and is here to measure that.
  *
- * nat_na_layer_forward_impl repeats the module's steps of layers/natten/na_module.c (pad, qkv, split,
- * NA, merge, crop, proj) so the three implementations differ only in the NA op; with FUSED it gives the
- * same values as nat_na_layer_forward.
+ * The module itself (pad, qkv, split, NA, merge, crop, proj) is layers/natten/na_module.c for all three
+ * implementations: they differ only in the NA op.
  *
  * Window rules (DESIGN.md §2, non-causal): per axis of length L, kernel k, dilation d, query i:
  * g = i mod d, p = i div d, Lg = (L - g + d - 1) div d, s = clamp(p - k/2, 0, Lg - k); keys (s + t)·d + g
@@ -272,10 +271,9 @@ nat_status nat_na_gather_rpb(nat_ctx *ctx, nat_tensor *rpb, const nat_na_params 
     return NAT_OK;
 }
 
-/* ---- the module, with a choice of NA op ---- */
+/* ---- the NA op the legacy way (layers_internal.h) ---- */
 
-/* softmax(scale·q·k + rpb)·v the legacy way: q, k, v [B, heads, *spatial, D] -> [B, heads, *spatial, D]. */
-static nat_status na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb,
+nat_status nat_na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb,
                                const nat_na_params *p, float attn_drop, bool training, nat_rng *rng, nat_tensor **out)
 {
     const int nd = p->ndim;
@@ -310,79 +308,4 @@ static nat_status na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_t
     NAT_TRY(nat_reshape(ctx, vg, 3, v3, &vg));
     NAT_TRY(nat_matmul(ctx, logits, vg, &o));
     return nat_reshape(ctx, o, q->ndim, q->shape, out);
-}
-
-nat_status nat_na_layer_forward_impl(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
-                                     nat_na_impl impl, nat_tensor **out)
-{
-    if (impl == NAT_NA_IMPL_FUSED)
-        return nat_na_layer_forward(ctx, m, x, training, rng, out);
-    if (impl != NAT_NA_IMPL_UNFUSED && impl != NAT_NA_IMPL_GATHER)
-        return nat_error(NAT_ERR_INVALID_ARG, "neighborhood attention: unknown implementation %d", (int)impl);
-    const nat_na_layer_desc *d = &m->desc;
-    const int nd = d->ndim;
-    const int64_t C = d->dim, heads = d->heads, hd = C / heads;
-    if (x->ndim != nd + 2 || x->shape[nd + 1] != C) {
-        char sx[96];
-        return nat_error(NAT_ERR_SHAPE, "neighborhood attention %dd: input %s; expected [B, %s, %" PRId64 "] (channels last)",
-                         nd, nat_shape_str(x, sx, sizeof sx), nd == 1 ? "L" : nd == 2 ? "H, W" : "T, H, W", C);
-    }
-    const int64_t B = x->shape[0];
-    int64_t before[NAT_MAX_DIMS] = {0}, after[NAT_MAX_DIMS] = {0}, sp[3], S = 1;
-    bool padded = false;
-    for (int a = 0; a < nd; a++) {
-        int64_t window = (int64_t)d->kernel[a] * d->dilation[a], L = x->shape[1 + a];
-        after[1 + a] = L < window ? window - L : 0;
-        padded |= after[1 + a] > 0;
-        sp[a] = L + after[1 + a];
-        S *= sp[a];
-    }
-    nat_tensor *xp = x;
-    if (padded)
-        NAT_TRY(nat_pad(ctx, x, before, after, 0.0f, &xp));
-    nat_tensor *qkv, *t, *qkv3[3];
-    NAT_TRY(nat_linear_layer_forward(ctx, &m->qkv, xp, &qkv));
-    int64_t s5[5] = {B, S, 3, heads, hd};
-    NAT_TRY(nat_reshape(ctx, qkv, 5, s5, &t));
-    static const int to_3bhsd[5] = {2, 0, 3, 1, 4};
-    NAT_TRY(nat_permute(ctx, t, to_3bhsd, &t));
-    int64_t qs[NAT_MAX_DIMS] = {B, heads};
-    for (int a = 0; a < nd; a++)
-        qs[2 + a] = sp[a];
-    qs[2 + nd] = hd;
-    for (int i = 0; i < 3; i++) {
-        nat_tensor *one;
-        NAT_TRY(nat_slice(ctx, t, 0, i, i + 1, &one));
-        NAT_TRY(nat_reshape(ctx, one, nd + 3, qs, &qkv3[i]));
-    }
-    nat_na_params p = {nd, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, d->scale};
-    for (int a = 0; a < nd; a++) {
-        p.kernel[a] = d->kernel[a];
-        p.dilation[a] = d->dilation[a];
-        p.causal[a] = d->causal[a];
-    }
-    nat_tensor *o;
-    if (impl == NAT_NA_IMPL_GATHER) {
-        NAT_TRY(na_by_gather(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, d->attn_drop, training, rng, &o));
-    } else {
-        nat_tensor *attn;
-        NAT_TRY(nat_na_qk(ctx, qkv3[0], qkv3[1], m->rpb, &p, &attn));
-        NAT_TRY(nat_softmax(ctx, attn, &attn));
-        NAT_TRY(nat_dropout(ctx, attn, d->attn_drop, training, rng, &attn));
-        NAT_TRY(nat_na_av(ctx, attn, qkv3[2], &p, &o));
-    }
-    int64_t s4[4] = {B, heads, S, hd};
-    NAT_TRY(nat_reshape(ctx, o, 4, s4, &o));
-    static const int to_bshd[4] = {0, 2, 1, 3};
-    NAT_TRY(nat_permute(ctx, o, to_bshd, &o));
-    int64_t xs[NAT_MAX_DIMS] = {B};
-    for (int a = 0; a < nd; a++)
-        xs[1 + a] = sp[a];
-    xs[1 + nd] = C;
-    NAT_TRY(nat_reshape(ctx, o, nd + 2, xs, &o));
-    for (int a = 0; a < nd; a++)
-        if (after[1 + a] > 0)
-            NAT_TRY(nat_slice(ctx, o, 1 + a, 0, x->shape[1 + a], &o));
-    NAT_TRY(nat_linear_layer_forward(ctx, &m->proj, o, &o));
-    return nat_dropout(ctx, o, d->proj_drop, training, rng, out);
 }

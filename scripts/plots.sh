@@ -8,9 +8,9 @@
 #                  plus NAT-Mini..Base with Swin's window attention in the same network
 #   impl.csv       NAT-Mini and DiNAT-Mini training at 224², batch 8, by NA implementation (fused, unfused,
 #                  gather) and with window attention
-#   fmnist.csv     every Fashion-MNIST run directory (a nat-train run: config.cfg + eval_log.csv) under
-#                  --runs whose last evaluation covered the whole 10,000-image test set: its final test top-1
-#                  and nat-profile of its network at 28², batch 64 (training and inference)
+#   fmnist.csv     every finished Fashion-MNIST run directory (a nat-train run: config.cfg + eval_log.csv,
+#                  evaluated after its last planned epoch on the whole 10,000-image test set) under --runs:
+#                  its final test top-1 and nat-profile of its network at 28², batch 64 (train and infer)
 #   torch_nat.csv  bench/torch_nat.py: NAT-Mini in PyTorch (glibc malloc and jemalloc) against nat, same run
 #   machine.txt    CPU, threads, date, load averages
 #   pieces/        one CSV per nat-profile / torch_nat.py invocation, merged into the files above
@@ -18,7 +18,7 @@
 #   throughput_vs_accuracy, compute_vs_accuracy, memory_vs_accuracy   two panels each: our Fashion-MNIST
 #       runs (left) and the papers' ImageNet-1k top-1 of the published variants (right); bubble area ~ params
 #   step_time_by_impl   NAT-Mini / DiNAT-Mini training step time and peak memory by NA implementation,
-#       window attention and PyTorch (CPU; GPU: none yet, the CUDA backend has no kernels)
+#       window attention and PyTorch (CPU; GPU runs: scripts/gpu-check.sh on a machine with a GPU)
 #
 # --out DIR: write plots to DIR and data to DIR/data instead of docs/plots (for trying the script).
 # --runs: run directories or parents of run directories (default: runs/). --quick: 2 timed steps, 1 traced
@@ -108,6 +108,10 @@ if [ "$measure" = 1 ]; then
     if ! [ "${images:-0}" -ge 10000 ] 2>/dev/null; then echo "  skip $d (last evaluation on $images images)"; continue; fi
     label=$(basename "$d")
     top1=$(echo "$last" | cut -d, -f5) epochs=$(echo "$last" | cut -d, -f2)
+    planned=$(awk -F' *= *' '/^\[/ {s=$0} s=="[train]" && $1=="epochs" {print $2}' "$d/config.cfg")
+    if ! awk -v e="$epochs" -v p="${planned:-0}" 'BEGIN {exit !(e + 1e-6 >= p)}'; then
+      echo "  skip $d (evaluated after $epochs of $planned epochs: not finished)"; continue
+    fi
     echo "  $d: test top-1 $top1 after $epochs epochs"
     piece "fmnist-$label" "$prof" --config "$d/config.cfg" --label "$label" --in-chans 1 --classes 10 --res 28 \
       --batch 64 --mode train,infer "${steps[@]}" --csv
@@ -177,7 +181,7 @@ if [ -f "$F" ]; then
     {key = $m; params[key] = $p / 1e6; gm[key] = $g; acc[key] = $t; ep[key] = $e
      if ($mo == "train") {tr[key] = $ips; peak[key] = $pk} else inf[key] = $ips}
     END {for (k in tr) printf "%s %.4f %.5f %.2f %.2f %.1f %.2f %.0f\n", k, params[k], gm[k], tr[k], inf[k], peak[k], acc[k], ep[k]}' \
-    "$F" | sort > "$tmpd/fmnist.dat"
+    "$F" | sort -k7,7n > "$tmpd/fmnist.dat"
 fi
 
 # Step time and memory by implementation: one row per implementation, NAT-Mini and DiNAT-Mini side by side
@@ -230,7 +234,8 @@ set xlabel "$xlab"
 set ylabel "Fashion-MNIST test top-1 (%)"
 if ($have_fm) {
   plot "$tmpd/fmnist.dat" using $xf:7:$(bubble 2 0.45) with points pt 7 ps variable lc rgb '#2a9d8f' title "our runs", \
-       "" using $xf:7:(sprintf("%s (%.2fM, %d ep)", stringcolumn(1), \$2, \$8)) with labels offset 0,1.6 font ',10' notitle
+       "" using (int(\$0) % 2 == 0 ? \$$xf : NaN):7:(sprintf("%s (%.2fM, %d ep)", stringcolumn(1), \$2, \$8)) with labels left offset 1.5,0.9 font ',9' notitle, \
+       "" using (int(\$0) % 2 == 1 ? \$$xf : NaN):7:(sprintf("%s (%.2fM, %d ep)", stringcolumn(1), \$2, \$8)) with labels right offset -1.5,-0.9 font ',9' notitle
 } else {
   unset logscale x
   set xrange [0:1]; set yrange [0:1]; unset xtics; unset ytics
@@ -258,29 +263,31 @@ if [ -s "$tmpd/impl.dat" ]; then
     gnuplot <<EOF
 $term
 set output "$out/step_time_by_impl.$fmt"
-set multiplot layout 1,2 title "Training step at 224², batch 8, by attention implementation — CPU: ${machine}, ${OMP_NUM_THREADS} threads, ${when}\nGPU: not measured (the CUDA backend has no kernels yet)" font ',13'
+set multiplot layout 1,2 title "Training step at 224², batch 8, by attention implementation — CPU: ${machine}, ${OMP_NUM_THREADS} threads, ${when}\nGPU: not measured here (no GPU on this machine)" font ',13'
 set datafile missing "-"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set grid y
 set logscale y
-set offsets 0, 0, graph 0.12, 0
+set offsets 0, 0, 0, 0
 set xtics rotate by -20 left font ',10' nomirror
 set bmargin 7
 set key top left
 set title "time per training step (ms, median; log scale)"
 set ylabel "ms per step"
+set yrange [500:100000]
 plot "$tmpd/impl.dat" using 2:xtic(1) lc rgb '#264653' title "NAT-Mini", \
      "" using 3 lc rgb '#e76f51' title "DiNAT-Mini", \
-     "" using (\$0 - 1.0/6):2:(sprintf("%.0f", \$2)) with labels offset 0,0.7 font ',9' notitle, \
-     "" using (\$0 + 1.0/6):3:(sprintf("%.0f", \$3)) with labels offset 0,0.7 font ',9' notitle
+     "" using (\$0 - 1.0/6):2:(sprintf("%.0f", \$2)) with labels left rotate by 90 offset 0,0.5 font ',9' notitle, \
+     "" using (\$0 + 1.0/6):3:(sprintf("%.0f", \$3)) with labels left rotate by 90 offset 0,0.5 font ',9' notitle
 set title "peak memory in training (MiB; nat: allocator peak, PyTorch: process RSS; log scale)"
 set ylabel "MiB"
+set yrange [500:30000]
 plot "$tmpd/impl.dat" using 4:xtic(1) lc rgb '#264653' title "NAT-Mini", \
      "" using 5 lc rgb '#e76f51' title "DiNAT-Mini", \
-     "" using (\$0 - 1.0/6):4:(sprintf("%.0f", \$4)) with labels offset 0,0.7 font ',9' notitle, \
-     "" using (\$0 + 1.0/6):5:(sprintf("%.0f", \$5)) with labels offset 0,0.7 font ',9' notitle
+     "" using (\$0 - 1.0/6):4:(sprintf("%.0f", \$4)) with labels left rotate by 90 offset 0,0.5 font ',9' notitle, \
+     "" using (\$0 + 1.0/6):5:(sprintf("%.0f", \$5)) with labels left rotate by 90 offset 0,0.5 font ',9' notitle
 unset multiplot
 EOF
   done

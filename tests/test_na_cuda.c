@@ -7,18 +7,31 @@
  *  - the kernels' own per-thread bodies run on the host, thread index by thread index ("emulated"), on
  *    the sweep of tests/test_na_cpu.c, against na_ref_* (and na_cpu_*): qk, av, both backwards, fused
  *    forward and backward, drpb — fp32 within 1e-4 relative;
+ *  - v2 (tiled, na_cuda_v2.h) emulated block by block — tile, then per channel chunk the shared-memory
+ *    load for every thread and the compute for every thread, then the stores — with shared memory
+ *    sized by the plan and refilled with NaN before each load (a read outside the loaded halo shows):
+ *    qk, av and both backwards on the sweep (falling back to v0 where v2 does not apply, as the
+ *    dispatcher does; most 1-D/2-D cases do apply), 1e-4;
+ *  - v3 (tensor cores, na_cuda_v3.h) emulated warp by warp with the host model of mma.sync (fragments
+ *    interpreted through the coordinate functions, 16-bit inputs, f32 products and sums) and of the
+ *    quad shuffles: the fused forward on the sweep's 1-D/2-D cases with head dims 32 and 64, bf16 and
+ *    f16, against the double reference on the rounded inputs, 2e-2 relative; the fragment coordinate
+ *    functions cover each matrix exactly once;
  *  - the entry points' errors: the stub's "built without CUDA", or (CUDA builds) validation before any
  *    device work; the autograd ops refuse a CUDA context whose device is unusable.
- * GPU part, when a device is present (suite "na_cuda_gpu"): every kernel on the device against na_ref_*
+ * GPU part, when a device is present (suite "na_cuda_gpu"): every version's kernels (v0, v2, the dispatcher;
+ * v1; v3 in bf16 and f16) on the device against na_ref_*
  * and na_cpu_* on the same sweep (1e-4 relative), garbage-filled outputs (overwritten, not accumulated),
  * bitwise determinism of the backward passes, and the autograd ops (fused nat_na; nat_na_qk -> softmax ->
- * nat_na_av; a strided input) end to end on CUDA tensors against the CPU.
+ * nat_na_av; a strided input) end to end on CUDA tensors against the CPU, for each forced version
+ * (NAT_NA_KERNEL), plus kernels 13 and 21 and a 128x128 map with the gradient of every input.
  *
  * Without a usable device the host part still runs; when it passes the program prints
  * "SKIPPED: no CUDA device ..." and exits 77 (ctest: Skipped), never "passed". Runs with CK_NOFORK
  * (CUDA must be initialised in the process that uses it). One case: CK_RUN_CASE=<name>; another data
  * seed: NAT_TEST_SEED=<n> (printed with every failure).
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <check.h>
 #include <inttypes.h>
 #include <math.h>
@@ -29,12 +42,14 @@
 #include "core/ops_cuda.h"                /* nat_cuda_memcpy: raw device buffers */
 #include "layers/natten/na_cpu.h"
 #include "layers/natten/na_cuda_body.h"   /* the kernels' bodies, run here on the host */
+#include "layers/natten/na_cuda_v3.h"     /* v2's tile bodies and v3's warp bodies (and v2's via it) */
 #include "layers/natten/na_ref.h"
 #include "nat/cuda.h"
 #include "nat/natten.h"
 #include "support/harness.h"
 
 #define TOL 1e-4 /* fp32 vs double reference, relative to the reference's max |value| */
+#define TOL16 2e-2 /* v3 (bf16 / f16 operands) vs the double reference on the rounded inputs */
 
 static const nat_device GPU = {NAT_DEV_CUDA, 0};
 static uint64_t g_seed = 20240611;
@@ -338,7 +353,7 @@ static void expect_close_f(const char *impl, const char *what, const float *got,
         }                                                                                         \
     } while (0)
 
-static float *fbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(float)); }
+static float *fbuf(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
 static double *dbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(double)); }
 
 static float *garbage(int64_t n, float v)
@@ -464,6 +479,245 @@ static nat_status emu_fused_bwd(const nat_na_params *p, int64_t B, int64_t H, co
 
 static const na_impl EMU = {"emulated", emu_qk, emu_av, emu_qk_bwd, emu_av_bwd, emu_fused_fwd, emu_fused_bwd};
 
+/* ---- v2 on the host: block by block, in the kernel's phase order ---- */
+
+static int g_v2_applied; /* cases v2 applied to (the sweep must exercise it) */
+
+static void emu_v2_dot(const na_geom *g, const na_v2_plan *pl, const float *a, const float *b, const float *rpb,
+                       float scale, float masked, float *out)
+{
+    const int nt = NA_V2_THREADS;
+    const int nsm = (int)((unsigned)pl->smem_bytes / sizeof(float));
+    float *sm = fbuf(nsm), *acc = fbuf(nt * NA_V2_PER);
+    for (int64_t blk = 0; blk < pl->nblocks; blk++) {
+        na_v2_tile t;
+        na_v2_tile_at(g, pl, blk, &t);
+        if (t.nq[0] == 0 || t.nq[1] == 0)
+            continue;
+        ck_assert(t.he[0] <= pl->hmax[0] && t.he[1] <= pl->hmax[1]);
+        memset(acc, 0, sizeof(float) * (size_t)(nt * NA_V2_PER));
+        for (int c0 = 0; c0 < g->dim; c0 += NA_V2_CH) {
+            const int dc = g->dim - c0 < NA_V2_CH ? g->dim - c0 : NA_V2_CH;
+            for (int i = 0; i < nsm; i++)
+                sm[i] = NAN;
+            for (int tid = 0; tid < nt; tid++)
+                na_v2_load_body(g, &t, b, c0, dc, sm, tid, nt);
+            for (int tid = 0; tid < nt; tid++)
+                na_v2_dot_chunk_body(g, &t, a, c0, dc, sm, acc + tid * NA_V2_PER, tid, nt);
+        }
+        for (int tid = 0; tid < nt; tid++)
+            na_v2_dot_store_body(g, &t, scale, rpb, masked, acc + tid * NA_V2_PER, out, tid, nt);
+    }
+    free(sm), free(acc);
+}
+
+static void emu_v2_sum(const na_geom *g, const na_v2_plan *pl, const float *coef, const float *src, float factor,
+                       float *out)
+{
+    const int nt = NA_V2_THREADS;
+    const int nsm = (int)((unsigned)pl->smem_bytes / sizeof(float));
+    float *sm = fbuf(nsm);
+    for (int64_t blk = 0; blk < pl->nblocks; blk++) {
+        na_v2_tile t;
+        na_v2_tile_at(g, pl, blk, &t);
+        if (t.nq[0] == 0 || t.nq[1] == 0)
+            continue;
+        for (int c0 = 0; c0 < g->dim; c0 += NA_V2_CH) {
+            const int dc = g->dim - c0 < NA_V2_CH ? g->dim - c0 : NA_V2_CH;
+            for (int i = 0; i < nsm; i++)
+                sm[i] = NAN;
+            for (int tid = 0; tid < nt; tid++)
+                na_v2_load_body(g, &t, src, c0, dc, sm, tid, nt);
+            for (int tid = 0; tid < nt; tid++)
+                na_v2_sum_chunk_body(g, &t, coef, factor, c0, dc, sm, out, tid, nt);
+        }
+    }
+    free(sm);
+}
+
+static nat_status emu2_qk(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D, const float *q,
+                          const float *k, const float *rpb, float *attn)
+{
+    na_geom g;
+    na_v2_plan pl;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL, "emu2_qk"));
+    if (!na_v2_plan_init(&g, 1, &pl))
+        return emu_qk(p, B, H, sp, D, q, k, rpb, attn);
+    g_v2_applied++;
+    emu_v2_dot(&g, &pl, q, k, rpb, g.scale, -INFINITY, attn);
+    return NAT_OK;
+}
+
+static nat_status emu2_av(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                          const float *attn, const float *v, float *out)
+{
+    na_geom g;
+    na_v2_plan pl;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, 0, "emu2_av"));
+    if (!na_v2_plan_init(&g, 0, &pl))
+        return emu_av(p, B, H, sp, D, attn, v, out);
+    g_v2_applied++;
+    emu_v2_sum(&g, &pl, attn, v, 1.0f, out);
+    return NAT_OK;
+}
+
+static nat_status emu2_qk_bwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                              const float *d_attn, const float *q, const float *k, float *dq, float *dk, float *drpb)
+{
+    na_geom g;
+    na_v2_plan pl;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, drpb != NULL, "emu2_qk_bwd"));
+    if (!na_v2_plan_init(&g, 0, &pl))
+        return emu_qk_bwd(p, B, H, sp, D, d_attn, q, k, dq, dk, drpb);
+    g_v2_applied++;
+    emu_v2_sum(&g, &pl, d_attn, k, g.scale, dq);
+    for (int64_t i = 0; i < g.nquery * g.dim; i++)
+        na_gather_body(&g, d_attn, q, g.scale, dk, i);
+    if (drpb)
+        emu_drpb(&g, d_attn, drpb);
+    return NAT_OK;
+}
+
+static nat_status emu2_av_bwd(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                              const float *d_out, const float *attn, const float *v, float *d_attn, float *dv)
+{
+    na_geom g;
+    na_v2_plan pl;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, 0, "emu2_av_bwd"));
+    if (!na_v2_plan_init(&g, 1, &pl))
+        return emu_av_bwd(p, B, H, sp, D, d_out, attn, v, d_attn, dv);
+    g_v2_applied++;
+    emu_v2_dot(&g, &pl, d_out, v, NULL, 1.0f, 0.0f, d_attn);
+    for (int64_t i = 0; i < g.nquery * g.dim; i++)
+        na_gather_body(&g, attn, d_out, 1.0f, dv, i);
+    return NAT_OK;
+}
+
+static const na_impl EMU_V2 = {"emulated v2", emu2_qk, emu2_av, emu2_qk_bwd, emu2_av_bwd, emu_fused_fwd,
+                               emu_fused_bwd};
+
+/* ---- v3 on the host: warps emulated with all 32 lanes, blocks in the kernel's phase order ---- */
+
+static uint16_t *to_half(const float *x, int64_t n, int f16)
+{
+    uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++)
+        h[i] = na_half_bits(x[i], f16);
+    return h;
+}
+
+static nat_status emu3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                           const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *rpb, float *out,
+                           float *lse)
+{
+    na_geom g;
+    na_v2_plan pl;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL, "emu3_fwd"));
+    if (!na_v3_plan_init(&g, &pl))
+        return nat_error(NAT_ERR_UNSUPPORTED, "emu3_fwd: v3 does not apply");
+    const int dim = g.dim;
+    uint16_t *ks = malloc(sizeof(uint16_t) * NA_V3_PIECE * (size_t)(dim + NA_V3_PAD));
+    uint16_t *vts = malloc(sizeof(uint16_t) * (size_t)dim * NA_V3_VS);
+    na_v3_warp *W = malloc(sizeof(na_v3_warp) * NA_V3_WARPS);
+    for (int64_t blk = 0; blk < pl.nblocks; blk++) {
+        na_v2_tile t;
+        na_v2_tile_at(&g, &pl, blk, &t);
+        if (t.nq[0] == 0 || t.nq[1] == 0)
+            continue;
+        for (int w = 0; w < NA_V3_WARPS; w++)
+            na_v3_warp_init(&g, &t, q, f16, w, &W[w], 0, dim);
+        const int nh = t.he[0] * t.he[1];
+        for (int pb = 0; pb < nh; pb += NA_V3_PIECE) {
+            memset(ks, 0xff, sizeof(uint16_t) * NA_V3_PIECE * (size_t)(dim + NA_V3_PAD)); /* NaN bits */
+            memset(vts, 0xff, sizeof(uint16_t) * (size_t)dim * NA_V3_VS);
+            for (int tid = 0; tid < NA_V3_THREADS; tid++)
+                na_v3_load_body(&g, &t, k, v, pb, ks, vts, tid, NA_V3_THREADS, dim);
+            for (int w = 0; w < NA_V3_WARPS; w++)
+                na_v3_piece(&g, &t, f16, ks, vts, pb, rpb, &W[w], 0, dim);
+        }
+        for (int w = 0; w < NA_V3_WARPS; w++)
+            na_v3_store(&g, &W[w], out, lse, 0, dim);
+    }
+    free(ks), free(vts), free(W);
+    return NAT_OK;
+}
+
+/* The device's v3, from 2-byte host buffers (set only with a device). */
+static nat_status dev3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                           const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *rpb, float *out,
+                           float *lse);
+
+/* v3 forward (emulated or on the device) on case c with head dim D, inputs rounded to bf16 / f16,
+ * against the double reference on the rounded inputs. Returns 0 when v3 does not apply. */
+static int run_v3_fwd(int on_device, const na_case *c0, int64_t D, int f16)
+{
+    na_case cc = *c0;
+    cc.dim = D;
+    const na_case *c = &cc;
+    nat_na_params p = case_params(c);
+    na_geom g;
+    na_v2_plan pl;
+    if (na_geom_init(&g, &p, c->batch, c->heads, c->len, D, c->rpb, "t") != NAT_OK || !na_v3_plan_init(&g, &pl))
+        return 0;
+    na_data dt;
+    data_init(&dt, c, 7);
+    for (int64_t i = 0; i < dt.nqkv; i++) {
+        float *x[3] = {dt.q, dt.k, dt.v};
+        double *xd[3] = {dt.qd, dt.kd, dt.vd};
+        for (int j = 0; j < 3; j++) {
+            x[j][i] = f16 ? na_round_f16(x[j][i]) : na_round_bf16(x[j][i]);
+            xd[j][i] = x[j][i];
+        }
+    }
+    uint16_t *qh = to_half(dt.q, dt.nqkv, f16), *kh = to_half(dt.k, dt.nqkv, f16), *vh = to_half(dt.v, dt.nqkv, f16);
+    float *o = garbage(dt.nqkv, 1e3f), *l = garbage(dt.nlse, 1e3f);
+    double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
+    EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, c->rpb ? dt.rpbd : NULL, orf, lr), c);
+    if (on_device)
+        EXPECT_OK(dev3_fwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l), c);
+    else
+        EXPECT_OK(emu3_fwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l), c);
+    const char *name = on_device ? (f16 ? "cuda v3 f16" : "cuda v3 bf16") : (f16 ? "emulated v3 f16" : "emulated v3 bf16");
+    double eo = rel_err(o, orf, dt.nqkv), el = rel_err(l, lr, dt.nlse);
+    if (!(eo <= TOL16 && el <= TOL16)) {
+        char d[256];
+        describe(c, d, sizeof d);
+        ck_abort_msg("%s fused_forward: relative error out %.3g, lse %.3g > %.1g [%s]", name, eo, el, TOL16, d);
+    }
+    free(qh), free(kh), free(vh), free(o), free(l), free(orf), free(lr);
+    data_free(&dt);
+    return 1;
+}
+
+/* The sweep's 1-D / 2-D cases at head dims 32 and 64 (batch*heads at most 2 to keep the emulation
+ * short), both 2-byte types; plus maps smaller than a tile and several tiles with dilation. */
+static void sweep_v3(int on_device)
+{
+    build_cases();
+    int ran = 0;
+    for (int i = 0; i < g_ncases; i++) {
+        na_case c = g_cases[i];
+        if (c.ndim > 2)
+            continue;
+        if (!on_device && c.batch * c.heads > 2)
+            c.batch = 1, c.heads = c.heads > 2 ? 2 : c.heads;
+        ran += run_v3_fwd(on_device, &c, i % 2 ? 64 : 32, i % 3 == 0);
+        if (on_device)
+            ran += run_v3_fwd(on_device, &c, i % 2 ? 32 : 64, i % 3 != 0);
+    }
+    const na_case extra[] = {
+        {.ndim = 2, .batch = 1, .heads = 2, .len = {7, 7}, .kernel = {7, 7}, .dilation = {1, 1}, .rpb = 1},
+        {.ndim = 2, .batch = 1, .heads = 1, .len = {19, 21}, .kernel = {5, 7}, .dilation = {2, 3}, .rpb = 1},
+        {.ndim = 2, .batch = 1, .heads = 1, .len = {17, 18}, .kernel = {7, 5}, .dilation = {1, 2}, .causal = {1, 1}},
+        {.ndim = 1, .batch = 2, .heads = 1, .len = {150}, .kernel = {13}, .dilation = {3}, .rpb = 1},
+        {.ndim = 1, .batch = 1, .heads = 1, .len = {140}, .kernel = {9}, .dilation = {1}, .causal = {1}},
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
+        for (int f16 = 0; f16 <= 1; f16++)
+            ran += run_v3_fwd(on_device, &extra[i], f16 ? 32 : 64, f16);
+    ck_assert_int_ge(ran, 40);
+}
+
 /* ---- the CUDA entry points, through device copies of the host buffers (outputs too: their garbage
  * must be overwritten on the device) ---- */
 
@@ -508,12 +762,29 @@ static void drop(const float *d, int64_t n)
         nat_mem_free(GPU, (void *)d, sizeof(float) * (size_t)n);
 }
 
+/* Which entry points the dev_* wrappers call: 0 the dispatcher (na_cuda_qk, ...), 1 v0's, 2 v2's (v0's
+ * where v2 does not apply). */
+static int g_dev_ver;
+
+static int v2_applies(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D, int slot_dot)
+{
+    na_geom g;
+    na_v2_plan pl;
+    return na_geom_init(&g, p, B, H, sp, D, 0, "t") == NAT_OK && na_v2_plan_init(&g, slot_dot, &pl);
+}
+
+/* In the dev_* wrappers below (p, B, H, sp, D in scope). */
+#define DEV_PICK(name, slot_dot, ...)                                                                        \
+    (g_dev_ver == 1   ? name##_v0(__VA_ARGS__)                                                               \
+     : g_dev_ver == 2 ? (v2_applies(p, B, H, sp, D, slot_dot) ? name##_v2(__VA_ARGS__) : name##_v0(__VA_ARGS__)) \
+                      : name(__VA_ARGS__))
+
 static nat_status dev_qk(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D, const float *q,
                          const float *k, const float *rpb, float *attn)
 {
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *dq = up(q, z.nqkv), *dk = up(k, z.nqkv), *dr = up(rpb, z.nrpb), *da = up(attn, z.natt);
-    nat_status s = na_cuda_qk(0, p, B, H, sp, D, dq, dk, dr, da);
+    nat_status s = DEV_PICK(na_cuda_qk, 1, 0, p, B, H, sp, D, dq, dk, dr, da);
     down(attn, da, z.natt);
     drop(dq, z.nqkv), drop(dk, z.nqkv), drop(dr, z.nrpb);
     return s;
@@ -524,7 +795,7 @@ static nat_status dev_av(const nat_na_params *p, int64_t B, int64_t H, const int
 {
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *da = up(attn, z.natt), *dv = up(v, z.nqkv), *dout = up(out, z.nqkv);
-    nat_status s = na_cuda_av(0, p, B, H, sp, D, da, dv, dout);
+    nat_status s = DEV_PICK(na_cuda_av, 0, 0, p, B, H, sp, D, da, dv, dout);
     down(out, dout, z.nqkv);
     drop(da, z.natt), drop(dv, z.nqkv);
     return s;
@@ -536,7 +807,7 @@ static nat_status dev_qk_bwd(const nat_na_params *p, int64_t B, int64_t H, const
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *dga = up(d_attn, z.natt), *dq_in = up(q, z.nqkv), *dk_in = up(k, z.nqkv);
     float *odq = up(dq, z.nqkv), *odk = up(dk, z.nqkv), *odr = up(drpb, z.nrpb);
-    nat_status s = na_cuda_qk_backward(0, p, B, H, sp, D, dga, dq_in, dk_in, odq, odk, odr);
+    nat_status s = DEV_PICK(na_cuda_qk_backward, 0, 0, p, B, H, sp, D, dga, dq_in, dk_in, odq, odk, odr);
     down(dq, odq, z.nqkv), down(dk, odk, z.nqkv), down(drpb, odr, z.nrpb);
     drop(dga, z.natt), drop(dq_in, z.nqkv), drop(dk_in, z.nqkv);
     return s;
@@ -548,7 +819,7 @@ static nat_status dev_av_bwd(const nat_na_params *p, int64_t B, int64_t H, const
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *dgo = up(d_out, z.nqkv), *da = up(attn, z.natt), *dvi = up(v, z.nqkv);
     float *oda = up(d_attn, z.natt), *odv = up(dv, z.nqkv);
-    nat_status s = na_cuda_av_backward(0, p, B, H, sp, D, dgo, da, dvi, oda, odv);
+    nat_status s = DEV_PICK(na_cuda_av_backward, 1, 0, p, B, H, sp, D, dgo, da, dvi, oda, odv);
     down(d_attn, oda, z.natt), down(dv, odv, z.nqkv);
     drop(dgo, z.nqkv), drop(da, z.natt), drop(dvi, z.nqkv);
     return s;
@@ -583,6 +854,25 @@ static nat_status dev_fused_bwd(const nat_na_params *p, int64_t B, int64_t H, co
 }
 
 static const na_impl GPU_IMPL = {"cuda", dev_qk, dev_av, dev_qk_bwd, dev_av_bwd, dev_fused_fwd, dev_fused_bwd};
+
+static nat_status dev3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                           const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *rpb, float *out,
+                           float *lse)
+{
+    dev_sizes z = sizes_of(p, B, H, sp, D);
+    uint16_t *dh;
+    const size_t hb = sizeof(uint16_t) * (size_t)z.nqkv;
+    TH_OK(nat_mem_alloc(GPU, 3 * hb, (void **)&dh));
+    TH_OK(nat_cuda_memcpy(0, dh, q, hb, NAT_CUDA_H2D));
+    TH_OK(nat_cuda_memcpy(0, dh + z.nqkv, k, hb, NAT_CUDA_H2D));
+    TH_OK(nat_cuda_memcpy(0, dh + 2 * z.nqkv, v, hb, NAT_CUDA_H2D));
+    float *dr = up(rpb, z.nrpb), *dout = up(out, z.nqkv), *dl = up(lse, z.nlse);
+    nat_status s = na_cuda_fused_forward_v3(0, f16, p, B, H, sp, D, dh, dh + z.nqkv, dh + 2 * z.nqkv, dr, dout, dl);
+    down(out, dout, z.nqkv), down(lse, dl, z.nlse);
+    drop(dr, z.nrpb);
+    nat_mem_free(GPU, dh, 3 * hb);
+    return s;
+}
 
 /* ------------------------------------------------------------------------------------------------ */
 /* One check per op: an implementation against na_ref (double) and na_cpu (fp32), outputs garbage-filled */
@@ -868,6 +1158,98 @@ END_TEST
 START_TEST(emu_fused_bwd_sweep) { sweep(&EMU, run_fused_bwd); }
 END_TEST
 
+START_TEST(emu_v2_qk_sweep)
+{
+    g_v2_applied = 0;
+    sweep(&EMU_V2, run_qk);
+    ck_assert_int_ge(g_v2_applied, 30);
+}
+END_TEST
+START_TEST(emu_v2_av_sweep)
+{
+    g_v2_applied = 0;
+    sweep(&EMU_V2, run_av);
+    ck_assert_int_ge(g_v2_applied, 30);
+}
+END_TEST
+START_TEST(emu_v2_qk_bwd_sweep) { sweep(&EMU_V2, run_qk_bwd); }
+END_TEST
+START_TEST(emu_v2_av_bwd_sweep) { sweep(&EMU_V2, run_av_bwd); }
+END_TEST
+START_TEST(emu_v3_fwd_sweep) { sweep_v3(0); }
+END_TEST
+
+/* The three fragment maps each cover their matrix exactly once (16x16 A, 16x8 B and C), and a P
+ * fragment built from two C tiles is the A fragment of the 16-key step (what na_v3_piece relies on). */
+START_TEST(v3_fragment_maps)
+{
+    int a[16][16] = {{0}}, b[16][8] = {{0}}, c[16][8] = {{0}};
+    for (int lane = 0; lane < 32; lane++) {
+        int r, k;
+        for (int e = 0; e < 8; e++) {
+            na_mma_a_rc(lane, e, &r, &k);
+            a[r][k]++;
+            /* A element e at (r, k) = C element (e & 3) of tile e / 4 at (r, k - 8 * (e / 4)) */
+            int rc, cc;
+            na_mma_c_rc(lane, e & 3, &rc, &cc);
+            ck_assert(rc == r && cc + 8 * (e / 4) == k);
+        }
+        for (int e = 0; e < 4; e++) {
+            na_mma_b_rc(lane, e, &k, &r);
+            b[k][r]++;
+            na_mma_c_rc(lane, e, &r, &k);
+            c[r][k]++;
+        }
+    }
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++)
+            ck_assert(a[i][j] == 1 && (j >= 8 || (b[i][j] == 1 && c[i][j] == 1)));
+}
+END_TEST
+
+/* na_half.h: round to nearest even, ties, subnormals, overflow, NaN. */
+START_TEST(half_rounding)
+{
+    ck_assert_uint_eq(na_bf16_bits(1.0f), 0x3f80);
+    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f808000u)), 0x3f80); /* tie, even stays */
+    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f818000u)), 0x3f82); /* tie, odd rounds up */
+    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f808001u)), 0x3f81);
+    ck_assert(isnan(na_round_bf16(NAN)));
+    ck_assert_uint_eq(na_f16_bits(1.0f), 0x3c00);
+    ck_assert_uint_eq(na_f16_bits(65504.0f), 0x7bff);
+    ck_assert_uint_eq(na_f16_bits(65519.0f), 0x7bff);
+    ck_assert_uint_eq(na_f16_bits(65520.0f), 0x7c00);
+    ck_assert_uint_eq(na_f16_bits(-1e9f), 0xfc00);
+    ck_assert_uint_eq(na_f16_bits(5.9604644775390625e-8f), 0x0001);      /* 2^-24 */
+    ck_assert_uint_eq(na_f16_bits(2.98023223876953125e-8f), 0x0000);     /* 2^-25: tie to even 0 */
+    ck_assert_uint_eq(na_f16_bits(8.940696716308594e-8f), 0x0002);       /* 1.5 * 2^-24: tie to even 2 */
+    ck_assert_uint_eq(na_f16_bits(6.103515625e-05f), 0x0400);            /* 2^-14 */
+    ck_assert_uint_eq(na_f16_bits(na_bits_f32(0x3f801000u)), 0x3c00);    /* tie at the 10th bit, even */
+    ck_assert_uint_eq(na_f16_bits(na_bits_f32(0x3f803000u)), 0x3c02);
+    ck_assert(isnan(na_round_f16(NAN)));
+    /* every f16 value survives the round trip; every bf16 too */
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        if (((h >> 10) & 0x1f) == 0x1f && (h & 0x3ff))
+            continue; /* NaNs */
+        ck_assert_uint_eq(na_f16_bits(na_f16_f32((uint16_t)h)), h);
+        if (!isnan(na_bf16_f32((uint16_t)h)))
+            ck_assert_uint_eq(na_bf16_bits(na_bf16_f32((uint16_t)h)), h);
+    }
+    /* the rounding is to the nearest: the neighbours of x's rounding are farther from x */
+    nat_rng r;
+    nat_rng_seed(&r, 5);
+    for (int i = 0; i < 20000; i++) {
+        float x;
+        nat_rng_fill_normal(&r, &x, 1, 0.0f, i % 2 ? 1e-5f : 100.0f);
+        const uint16_t h = na_f16_bits(x);
+        const double e = fabs((double)na_f16_f32(h) - x);
+        ck_assert(e <= fabs((double)na_f16_f32((uint16_t)(h + 1)) - x));
+        if ((h & 0x7fff) != 0)
+            ck_assert(e <= fabs((double)na_f16_f32((uint16_t)(h - 1)) - x));
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Host: entry points and dispatch without a usable device                                           */
 
@@ -956,6 +1338,27 @@ END_TEST
 START_TEST(gpu_fused_fwd) { sweep(&GPU_IMPL, run_fused_fwd); }
 END_TEST
 START_TEST(gpu_fused_bwd) { sweep(&GPU_IMPL, run_fused_bwd); }
+END_TEST
+
+/* v0 and v2 entry points one by one (the cases above go through the dispatcher). */
+static void sweep_ver(int ver, void (*fn)(const na_impl *, const na_case *))
+{
+    g_dev_ver = ver;
+    sweep(&GPU_IMPL, fn);
+    g_dev_ver = 0;
+}
+
+START_TEST(gpu_v0_all)
+{
+    sweep_ver(1, run_qk), sweep_ver(1, run_av), sweep_ver(1, run_qk_bwd), sweep_ver(1, run_av_bwd);
+}
+END_TEST
+START_TEST(gpu_v2_all)
+{
+    sweep_ver(2, run_qk), sweep_ver(2, run_av), sweep_ver(2, run_qk_bwd), sweep_ver(2, run_av_bwd);
+}
+END_TEST
+START_TEST(gpu_v3_fwd) { sweep_v3(1); }
 END_TEST
 
 /* Two identical calls give the same bits: dk/dv gathers and the drpb reduction have a fixed order. */
@@ -1133,6 +1536,49 @@ START_TEST(gpu_autograd)
 }
 END_TEST
 
+/* Large maps and kernels, every version forced in turn (NAT_NA_KERNEL), forward and every gradient
+ * against the CPU: 128x128 at k 7, 40x36 at k 13 and 21 (dilated once), 1-D causal k 21. */
+START_TEST(gpu_large)
+{
+    struct {
+        nat_na_params p;
+        int64_t shape[6];
+    } cases[] = {
+        {{.ndim = 2, .kernel = {7, 7}, .dilation = {1, 1}}, {1, 2, 128, 128, 32}},
+        {{.ndim = 2, .kernel = {13, 13}, .dilation = {1, 1}}, {1, 2, 40, 36, 32}},
+        {{.ndim = 2, .kernel = {21, 21}, .dilation = {1, 1}}, {1, 1, 40, 36, 64}},
+        {{.ndim = 2, .kernel = {21, 9}, .dilation = {1, 3}}, {1, 1, 44, 40, 32}},
+        {{.ndim = 1, .kernel = {21}, .dilation = {1}, .causal = {1}}, {2, 2, 300, 64}},
+    };
+    const char *vers[] = {"v0", "v1", "v2"};
+    for (size_t vi = 0; vi < sizeof vers / sizeof *vers; vi++) {
+        setenv("NAT_NA_KERNEL", vers[vi], 1);
+        for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+            const nat_na_params *p = &cases[ci].p;
+            int nd = p->ndim + 3;
+            int64_t rs[4] = {cases[ci].shape[1], 0, 0, 0};
+            for (int a = 0; a < p->ndim; a++)
+                rs[1 + a] = 2 * p->kernel[a] - 1;
+            nat_rng r;
+            nat_rng_seed(&r, g_seed + 100 + ci);
+            nat_tensor *in[4];
+            for (int i = 0; i < 3; i++)
+                in[i] = th_randn(&r, nd, cases[ci].shape, 1.0f, false);
+            in[3] = th_randn(&r, p->ndim + 1, rs, 0.5f, false);
+            const bool causal = p->causal[0];
+            char what[96];
+            snprintf(what, sizeof what, "%s large case %zu (unfused)", vers[vi], ci);
+            compare_op(what, f_unfused, p, causal ? 3 : 4, in);
+            snprintf(what, sizeof what, "%s large case %zu (fused)", vers[vi], ci);
+            compare_op(what, f_fused, p, causal ? 3 : 4, in);
+            for (int i = 0; i < 4; i++)
+                nat_tensor_free(in[i]);
+        }
+    }
+    unsetenv("NAT_NA_KERNEL");
+}
+END_TEST
+
 /* ------------------------------------------------------------------------------------------------ */
 
 typedef struct named_test {
@@ -1174,6 +1620,13 @@ int main(void)
         {"emu_av_bwd", emu_av_bwd_sweep},
         {"emu_fused_fwd", emu_fused_fwd_sweep},
         {"emu_fused_bwd", emu_fused_bwd_sweep},
+        {"emu_v2_qk", emu_v2_qk_sweep},
+        {"emu_v2_av", emu_v2_av_sweep},
+        {"emu_v2_qk_bwd", emu_v2_qk_bwd_sweep},
+        {"emu_v2_av_bwd", emu_v2_av_bwd_sweep},
+        {"emu_v3_fwd", emu_v3_fwd_sweep},
+        {"v3_fragment_maps", v3_fragment_maps},
+        {"half_rounding", half_rounding},
         {"entry_points", entry_points},
         {"ops_refuse_unusable_device", ops_refuse_unusable_device},
     };
@@ -1182,7 +1635,7 @@ int main(void)
         return EXIT_FAILURE;
     if (!nat_cuda_available()) {
         printf("SKIPPED: no CUDA device (%s); the NA kernels did not run on a GPU -- only the host checks above "
-               "(window arithmetic, the kernels' bodies emulated on the CPU, entry-point errors) ran\n",
+               "(window arithmetic, the v0-v3 kernels' bodies emulated on the CPU, entry-point errors) ran\n",
                nat_cuda_built() ? "none present" : "nat was built without CUDA");
         return 77;
     }
@@ -1198,6 +1651,10 @@ int main(void)
         {"gpu_fused_bwd", gpu_fused_bwd},
         {"gpu_determinism", gpu_determinism},
         {"gpu_autograd", gpu_autograd},
+        {"gpu_v0_all", gpu_v0_all},
+        {"gpu_v2_all", gpu_v2_all},
+        {"gpu_v3_fwd", gpu_v3_fwd},
+        {"gpu_large", gpu_large},
     };
     failed = run_suite("na_cuda_gpu", gpu, sizeof gpu / sizeof *gpu);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;

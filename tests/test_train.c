@@ -7,7 +7,10 @@
  *    from it gives losses bit-identical to an uninterrupted run (with gradient accumulation, EMA, mixup,
  *    cutmix, random erasing, drop-path and two loader workers), on a small synthetic IDX dataset;
  *  - a short training on a Fashion-MNIST subset (when Debian's dataset-fashion-mnist is installed):
- *    the loss falls and test accuracy is far above chance. */
+ *    the loss falls and test accuracy is far above chance;
+ *  - train.precision = bf16 and f16 (emulated on the CPU): every step's loss finite and close to the f32
+ *    run's, and the f16 run's loss scaler saved in and restored from its checkpoint;
+ *  - train.device = cuda on a machine (or build) without CUDA: an early error naming the key, no run. */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
 #include <math.h>
@@ -18,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nat/cuda.h"
 #include "nat/model.h"
 #include "nat/safetensors.h"
 #include "support/harness.h"
@@ -412,6 +416,101 @@ START_TEST(fashion_mnist_smoke)
 }
 END_TEST
 
+/* ---- precision and device ---- */
+
+START_TEST(precision_bf16_f16_close_to_f32)
+{
+    make_dir();
+    write_idx("train", 96, 12, 1);
+    write_idx("t10k", 40, 12, 2);
+    FILE *quiet = devnull();
+    const char *precs[3] = {"f32", "bf16", "f16"};
+    recorder rec[3];
+    nat_train_result res[3];
+    for (int i = 0; i < 3; i++) {
+        nat_config c;
+        char set[64];
+        rec[i] = (recorder){0};
+        tiny_config(&c, precs[i]);
+        snprintf(set, sizeof set, "train.precision=%s", precs[i]);
+        TH_OK(nat_config_set(&c, set));
+        nat_train_opts o = {.on_step = record, .user = &rec[i], .out = quiet, .progress = quiet};
+        TH_OK(nat_train(&c, &o, &res[i]));
+        ck_assert_int_eq(res[i].steps, RUN_STEPS);
+    }
+    for (int i = 1; i < 3; i++) {
+        double worst = 0, sum = 0;
+        for (int st = 1; st <= RUN_STEPS; st++) {
+            ck_assert_msg(isfinite(rec[i].loss[st]), "%s step %d: loss %g", precs[i], st, rec[i].loss[st]);
+            double d = fabs(rec[i].loss[st] - rec[0].loss[st]);
+            worst = fmax(worst, d);
+            sum += d;
+        }
+        fprintf(stderr, "precision %s vs f32 over %d steps: max |loss difference| %.5f, mean %.5f (f32 loss %.4f -> %.4f); "
+                        "test top-1 %.1f%% vs %.1f%%\n",
+                precs[i], RUN_STEPS, worst, sum / RUN_STEPS, rec[0].loss[1], rec[0].loss[RUN_STEPS], res[i].top1,
+                res[0].top1);
+        ck_assert_msg(fabs(rec[i].loss[1] - rec[0].loss[1]) < 5e-3, "%s: first loss %.6f vs f32 %.6f", precs[i],
+                      rec[i].loss[1], rec[0].loss[1]);
+        ck_assert_msg(worst < 0.01, "%s: a step's loss differs from f32 by %.4f", precs[i], worst);
+    }
+    /* The f16 run's checkpoint holds its loss scaler, and nothing else changed in the format. */
+    char ckpt[256];
+    snprintf(ckpt, sizeof ckpt, "%s/f16/ckpt-%08d.safetensors", dir, RUN_STEPS);
+    nat_st_file *f;
+    TH_OK(nat_st_open(&f, ckpt));
+    const char *ls = nat_st_metadata(f, "train.loss_scale");
+    ck_assert_ptr_nonnull(ls);
+    ck_assert_ptr_nonnull(nat_st_metadata(f, "train.loss_scale_good"));
+    ck_assert_double_eq(strtod(ls, NULL), 65536.0); /* 12 clean steps: no change from the initial 2^16 */
+    nat_st_close(f);
+    snprintf(ckpt, sizeof ckpt, "%s/bf16/ckpt-%08d.safetensors", dir, RUN_STEPS);
+    TH_OK(nat_st_open(&f, ckpt));
+    ck_assert_ptr_null(nat_st_metadata(f, "train.loss_scale"));
+    nat_st_close(f);
+    fclose(quiet);
+    remove_dir();
+}
+END_TEST
+
+START_TEST(device_cuda_refused_without_device)
+{
+    nat_config c;
+    nat_config_defaults(&c);
+    ck_assert_str_eq(c.train.device, "cpu");
+    ck_assert_str_eq(c.train.precision, "f32");
+    TH_OK(nat_config_set(&c, "train.device=cuda"));
+    ck_assert_str_eq(c.train.device, "cuda:0");
+    TH_OK(nat_config_set(&c, "train.device=cuda:3"));
+    ck_assert_str_eq(c.train.device, "cuda:3");
+    th_expect_error(nat_config_set(&c, "train.device=gpu"), NAT_ERR_FORMAT, "train.device", "cpu, cuda or cuda:N");
+    th_expect_error(nat_config_set(&c, "train.device=cuda:x"), NAT_ERR_FORMAT, "train.device", NULL);
+    th_expect_error(nat_config_set(&c, "train.precision=fp8"), NAT_ERR_FORMAT, "train.precision", NULL);
+    if (nat_cuda_available()) {
+        fprintf(stderr, "device_cuda_refused_without_device: a CUDA device is present; only the parsing was checked\n");
+        return;
+    }
+    make_dir();
+    write_idx("train", 96, 12, 1);
+    write_idx("t10k", 40, 12, 2);
+    FILE *quiet = devnull();
+    tiny_config(&c, "cuda");
+    TH_OK(nat_config_set(&c, "train.device=cuda"));
+    nat_train_opts o = {.out = quiet, .progress = quiet};
+    nat_train_result res;
+    nat_status s = nat_train(&c, &o, &res);
+    th_expect_error(s, NAT_ERR_UNSUPPORTED, "train.device = cuda:0",
+                    nat_cuda_built() ? "no CUDA device is available" : "nat was built without CUDA");
+    ck_assert_msg(strstr(nat_error_message(), "does not fall back to the CPU"), "message: %s", nat_error_message());
+    ck_assert_int_eq(res.steps, 0);
+    char p[160];
+    snprintf(p, sizeof p, "%s/cuda", dir);
+    ck_assert_msg(access(p, F_OK) != 0, "the refused run made its directory %s", p);
+    fclose(quiet);
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -423,6 +522,8 @@ int main(void)
         {"lr_schedule_warmup_cosine", lr_schedule_warmup_cosine},
         {"sigint_checkpoint_and_exact_resume", sigint_checkpoint_and_exact_resume},
         {"fashion_mnist_smoke", fashion_mnist_smoke},
+        {"precision_bf16_f16_close_to_f32", precision_bf16_f16_close_to_f32},
+        {"device_cuda_refused_without_device", device_cuda_refused_without_device},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);

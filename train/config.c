@@ -20,7 +20,7 @@
 
 #include "nat/data.h"
 
-typedef enum ktype { T_INT, T_I64, T_U64, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_INTS, T_FLOATS } ktype;
+typedef enum ktype { T_INT, T_I64, T_U64, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_INTS, T_FLOATS, T_DEVICE } ktype;
 
 typedef struct key_def {
     const char *section, *key;
@@ -124,6 +124,10 @@ static const key_def keys[] = {
     {"train", "checkpoint_every", T_I64, OFF(train.checkpoint_every), 0, BIG, false, NULL, "1000",
      "write a checkpoint every N optimizer steps; 0 = only at the end (and on Ctrl-C)"},
     {"train", "keep_checkpoints", T_INT, OFF(train.keep_checkpoints), 0, 1 << 20, false, NULL, "3", "how many recent checkpoints to keep; 0 = all"},
+    {"train", "device", T_DEVICE, OFF(train.device), 0, 0, false, NULL, "cpu",
+     "where the model trains and evaluates: cpu, cuda (= cuda:0) or cuda:N; no fallback to the CPU"},
+    {"train", "precision", T_ENUM, OFF(train.precision), 0, 0, false, "f32|bf16|f16", "f32",
+     "autocast of GEMMs and convolutions: f32, bf16, or f16 (with dynamic loss scaling); weights stay f32"},
     /* [log] */
     {"log", "dir", T_STR, OFF(log.dir), 0, 0, false, NULL, "", "run directory; empty = runs/<config name>-<date>-<time>"},
     {"log", "print_every", T_INT, OFF(log.print_every), 1, 1 << 30, false, NULL, "50", "progress lines every N steps when not on a terminal"},
@@ -136,6 +140,43 @@ static const char *const sections[] = {"model", "data", "aug", "optim", "train",
 _Static_assert(N_KEYS <= 128, "nat_config.set[] is too small");
 
 int nat_config_key_count(void) { return N_KEYS; }
+
+bool nat_config_parse_device(const char *s, nat_device *out)
+{
+    if (!strcmp(s, "cpu")) {
+        *out = NAT_CPU;
+        return true;
+    }
+    if (strncmp(s, "cuda", 4))
+        return false;
+    int index = 0;
+    if (s[4] == ':') {
+        char *end;
+        errno = 0;
+        long v = strtol(s + 5, &end, 10);
+        if (end == s + 5 || *end || errno || v < 0 || v > 1023 || !isdigit((unsigned char)s[5]))
+            return false;
+        index = (int)v;
+    } else if (s[4]) {
+        return false;
+    }
+    *out = (nat_device){NAT_DEV_CUDA, index};
+    return true;
+}
+
+nat_device nat_config_device(const nat_config *c)
+{
+    nat_device d = NAT_CPU;
+    if (!nat_config_parse_device(c->train.device, &d))
+        d = NAT_CPU; /* not reached: the value was checked when it was set */
+    return d;
+}
+
+nat_precision nat_config_precision(const nat_config *c)
+{
+    return !strcmp(c->train.precision, "bf16") ? NAT_PREC_BF16 : !strcmp(c->train.precision, "f16") ? NAT_PREC_F16
+                                                                                                  : NAT_PREC_F32;
+}
 
 nat_config_key_info nat_config_key(int i)
 {
@@ -287,6 +328,19 @@ static bool set_value(nat_config *c, const key_def *k, const char *text, char *e
         }
         memcpy(field(c, k), s, strlen(s) + 1);
         return true;
+    case T_DEVICE: {
+        nat_device d;
+        if (!nat_config_parse_device(s, &d)) {
+            snprintf(err, cap, "'%s' is not a device (cpu, cuda or cuda:N)", s);
+            return false;
+        }
+        /* Stored canonically: "cuda" reads back as "cuda:0", so diffs and checkpoints agree. */
+        if (d.kind == NAT_DEV_CPU)
+            snprintf(field(c, k), k->size, "cpu");
+        else
+            snprintf(field(c, k), k->size, "cuda:%d", d.index);
+        return true;
+    }
     case T_ENUM:
         if (!in_choices(k->choices, s) || strlen(s) >= k->size) {
             snprintf(err, cap, "'%s' is not one of %s", s, k->choices);
@@ -364,6 +418,7 @@ static void format_value(const nat_config *c, const key_def *k, char *buf, size_
         snprintf(buf, cap, "%s", (const char *)cfield(c, k));
         return;
     case T_ENUM:
+    case T_DEVICE:
         snprintf(buf, cap, "%s", (const char *)cfield(c, k));
         return;
     case T_INTS:

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "nat/autograd.h" /* nat_precision */
 #include "nat/model.h"
 #include "nat/status.h"
 
@@ -92,6 +93,8 @@ typedef struct nat_config {
         int eval_batch_size;
         int64_t checkpoint_every; /* optimizer steps; 0 = only at the end (and on a signal) */
         int keep_checkpoints;     /* 0 = keep all */
+        char device[16];          /* "cpu" or "cuda:N" (canonical; "cuda" is stored as "cuda:0") */
+        char precision[8];        /* f32, bf16, f16 */
     } train;
     struct {
         char dir[NAT_CFG_STR]; /* run directory; "" = runs/<config name>-<date>-<time> */
@@ -124,6 +127,13 @@ nat_status nat_config_model_desc(const nat_config *c, int in_chans, int classes,
 char *nat_config_to_string(const nat_config *c);
 /* Prints the keys whose values differ between a and b ("section.key: A -> B"); returns how many. */
 int nat_config_diff(const nat_config *a, const nat_config *b, FILE *out);
+
+/* "cpu", "cuda" (cuda:0) or "cuda:N" -> *out; false for anything else. */
+bool nat_config_parse_device(const char *s, nat_device *out);
+/* train.device and train.precision as values. Whether the device exists is the tools' check
+ * (train/train_device.h), not the parser's: a config stays valid on a machine without a GPU. */
+nat_device nat_config_device(const nat_config *c);
+nat_precision nat_config_precision(const nat_config *c);
 
 /* The key table, for listings and tests: `section.key`, the default as text and a one-line description. */
 typedef struct nat_config_key_info {

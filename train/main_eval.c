@@ -13,6 +13,7 @@
 #include "train/config.h"
 #include "train/train_checkpoint.h"
 #include "train/train_data.h"
+#include "train/train_device.h"
 #include "train/train_eval.h"
 #include "train/train_env.h"
 #include "train/train_metrics.h"
@@ -125,6 +126,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "nat-eval: %s\n", nat_error_message());
         return s == NAT_ERR_IO ? 1 : 2;
     }
+    nat_device dev;
+    if (nat_train_device(&cfg, &dev) != NAT_OK) { /* before anything is read: no silent CPU fallback */
+        fprintf(stderr, "nat-eval: %s\n", nat_error_message());
+        return 1;
+    }
     if (cfg.train.threads > 0)
         omp_set_num_threads(cfg.train.threads);
 
@@ -136,7 +142,8 @@ int main(int argc, char **argv)
     nat_ctx *ctx = NULL;
     nat_metrics met = {0};
     nat_model_desc d;
-    if (nat_st_open(&f, path) || nat_model_desc_read(f, &d) || nat_model_new(&m, &d) || load_weights(m, f, ema)) {
+    if (nat_st_open(&f, path) || nat_model_desc_read(f, &d) || nat_model_new(&m, &d) || load_weights(m, f, ema) ||
+        nat_model_to(m, dev)) {
         rc = fail(NULL);
         goto done;
     }
@@ -153,15 +160,17 @@ int main(int argc, char **argv)
         rc = 1;
         goto done;
     }
-    if (nat_train_loader_new(&cfg, ds, false, &L) || nat_ctx_new(&ctx, NAT_CPU) || nat_metrics_init(&met, d.num_classes)) {
+    if (nat_train_loader_new(&cfg, ds, false, &L) || nat_ctx_new(&ctx, dev) || nat_metrics_init(&met, d.num_classes)) {
         rc = fail(NULL);
         goto done;
     }
+    nat_ctx_set_precision(ctx, nat_config_precision(&cfg));
     const char *step = nat_st_metadata(f, "train.step");
-    printf("nat-eval: %s%s (model %s%s%s, %.3fM parameters) on %s, %s split: %lld images at %dx%d, %d threads\n", path,
-           ema ? " [EMA weights]" : "", d.name, step ? ", step " : "", step ? step : "",
+    printf("nat-eval: %s%s (model %s%s%s, %.3fM parameters) on %s, %s split: %lld images at %dx%d, %d threads, "
+           "device %s, precision %s\n",
+           path, ema ? " [EMA weights]" : "", d.name, step ? ", step " : "", step ? step : "",
            (double)nat_model_param_count(m) / 1e6, nat_dataset_name(ds), split, (long long)nat_dataset_count(ds),
-           cfg.data.img_size, cfg.data.img_size, omp_get_max_threads());
+           cfg.data.img_size, cfg.data.img_size, omp_get_max_threads(), nat_device_name(dev), cfg.train.precision);
     fflush(stdout);
     nat_train_signals_install();
     double secs;

@@ -61,11 +61,12 @@ static void usage(FILE *f)
             "  --steps S        timed steps, median reported (default 5)\n"
             "  --warmup W       untimed steps before them (default 1)\n"
             "  --trace-steps T  traced steps for the per-layer table, the median one shown (default 3; 0 = no table)\n"
-            "  --na-impl LIST   fused (default), unfused, gather; GPU kernel versions (cuda-*) need the CUDA backend\n"
+            "  --na-impl LIST   fused (default), unfused, gather (CPU); on a GPU NAT_NA_KERNEL=v0..v3 picks the kernel\n"
             "  --attention LIST na (default: NAT/DiNAT), window (Swin's shifted-window attention in the same network)\n"
             "  --window N       window attention's window (default 7)\n"
-            "  --device D       cpu (default) or cuda\n"
-            "  --dtype T        f32 (default); bf16 and f16 need CUDA\n"
+            "  --device D       cpu (default), cuda or cuda:N\n"
+            "  --dtype T        f32 (default), bf16, f16: autocast of GEMMs, convolutions and NA (on the CPU the\n"
+            "                   rounding is emulated: right values, no speed-up)\n"
             "  --roofline G     GFLOP/s that MFU is taken against: a number, or 'measure' for a quick sgemm here\n"
             "                   (default %.0f, the 2048² sgemm of `nat-bench gemm` in docs/benchmarks.md)\n"
             "  --csv FILE       append one row per run to FILE (a header first when it is new)\n"
@@ -388,31 +389,42 @@ static int split(const char *list, char *buf, size_t cap, const char **items)
     return n;
 }
 
-/* The requests this build cannot serve, with what is missing. */
-static int check_backend(const options *o)
+/* --device and --dtype as a device and an autocast precision; 0, or the exit code after a message. */
+static int parse_backend(const options *o, nat_device *dev, nat_precision *prec)
 {
-    bool cuda = !strcmp(o->device, "cuda") || !strncmp(o->device, "cuda:", 5);
-    if (!cuda && strcmp(o->device, "cpu")) {
-        fprintf(stderr, "nat-profile: --device '%s': cpu or cuda\n", o->device);
-        return 2;
-    }
-    if (strcmp(o->dtype, "f32") && strcmp(o->dtype, "bf16") && strcmp(o->dtype, "f16")) {
+    *dev = NAT_CPU;
+    *prec = NAT_PREC_F32;
+    if (!strcmp(o->dtype, "bf16"))
+        *prec = NAT_PREC_BF16;
+    else if (!strcmp(o->dtype, "f16"))
+        *prec = NAT_PREC_F16;
+    else if (strcmp(o->dtype, "f32")) {
         fprintf(stderr, "nat-profile: --dtype '%s': f32, bf16 or f16\n", o->dtype);
         return 2;
     }
-    if (cuda) {
-        fprintf(stderr, "nat-profile: --device cuda: %s\n",
-                nat_cuda_built() ? "this nat has the CUDA backend's device memory only; there are no CUDA kernels yet "
-                                   "(ops, NA, cuBLAS/cuDNN paths), so nothing can run on the GPU"
-                                 : "nat was not built with CUDA (no nvcc found, or NAT_CUDA=OFF), and there are no "
-                                   "CUDA kernels yet");
+    if (!strcmp(o->device, "cpu"))
+        return 0;
+    int index = 0;
+    if (strcmp(o->device, "cuda")) {
+        char *end = NULL;
+        long v = !strncmp(o->device, "cuda:", 5) ? strtol(o->device + 5, &end, 10) : -1;
+        if (!end || end == o->device + 5 || *end || v < 0 || v > 1024) {
+            fprintf(stderr, "nat-profile: --device '%s': cpu, cuda or cuda:N\n", o->device);
+            return 2;
+        }
+        index = (int)v;
+    }
+    if (!nat_cuda_built()) {
+        fprintf(stderr, "nat-profile: --device %s: nat was built without CUDA (no nvcc found, or NAT_CUDA=OFF)\n",
+                o->device);
         return 1;
     }
-    if (strcmp(o->dtype, "f32")) {
-        fprintf(stderr, "nat-profile: --dtype %s: mixed precision is for the CUDA backend, which has no kernels yet; "
-                        "the CPU computes in f32\n", o->dtype);
+    if (index >= nat_cuda_device_count()) {
+        fprintf(stderr, "nat-profile: --device %s: no such CUDA device (%d present)\n", o->device,
+                nat_cuda_device_count());
         return 1;
     }
+    *dev = (nat_device){NAT_DEV_CUDA, index};
     return 0;
 }
 
@@ -425,8 +437,9 @@ static int parse_impl(const char *s, nat_na_impl *out)
             return 0;
         }
     if (!strncmp(s, "cuda", 4)) {
-        fprintf(stderr, "nat-profile: --na-impl %s: GPU NA kernels need the CUDA backend, which has no kernels yet\n", s);
-        return 1;
+        fprintf(stderr, "nat-profile: --na-impl %s: on a GPU, 'fused' and 'unfused' run the CUDA kernels; "
+                        "NAT_NA_KERNEL=v0|v1|v2|v3 picks a kernel version (layers/natten/dev/README.md)\n", s);
+        return 2;
     }
     fprintf(stderr, "nat-profile: --na-impl '%s': fused, unfused or gather\n", s);
     return 2;
@@ -487,6 +500,9 @@ static int run_one(const options *o, const char *model, const char *mode, nat_na
     po.batch = o->batch, po.res = o->res, po.steps = o->steps, po.warmup = o->warmup;
     po.trace_steps = o->trace_steps, po.train = !strcmp(mode, "train"), po.na_impl = impl;
     po.roofline_gflops = roofline;
+    int rc2 = parse_backend(o, &po.dev, &po.precision);
+    if (rc2)
+        return rc2;
     nat_profile_result r;
     if (nat_profile_run(&po, &r) != NAT_OK) {
         fprintf(stderr, "nat-profile: %s %s: %s\n", po.label, mode, nat_error_message());
@@ -553,7 +569,9 @@ static int run_child(const options *o, const char *model, const char *mode, cons
 
 static int runs(const options *o)
 {
-    int rc = check_backend(o);
+    nat_device dev;
+    nat_precision prec;
+    int rc = parse_backend(o, &dev, &prec);
     if (rc)
         return rc;
     char mb[256], db[64], ib[128], ab[64];

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "nat/autograd.h"
 #include "nat/model.h"
 
 #define NAT_PROFILE_ROOFLINE_DEFAULT 197.0 /* GFLOP/s: `nat-bench gemm`, square 2048, docs/benchmarks.md */
@@ -38,6 +39,8 @@ typedef struct nat_profile_opts {
     int trace_steps;     /* traced steps for the per-layer table; 0: no table */
     bool train;
     nat_na_impl na_impl;
+    nat_device dev;          /* where the model runs (NAT_CPU or a CUDA device) */
+    nat_precision precision; /* the context's autocast (bf16/f16 on the CPU: emulated rounding) */
     double roofline_gflops; /* > 0 */
     uint64_t seed;
 } nat_profile_opts;

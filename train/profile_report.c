@@ -18,6 +18,11 @@ static const char *attn_name(const nat_profile_opts *o)
     return nat_na_impl_name(o->na_impl);
 }
 
+static const char *precision_name(nat_precision p)
+{
+    return p == NAT_PREC_BF16 ? "bf16" : p == NAT_PREC_F16 ? "f16" : "f32";
+}
+
 /* A row that is not a part of the network: one time, no forward/backward split. */
 static bool single_time(const nat_profile_row *r)
 {
@@ -26,9 +31,10 @@ static bool single_time(const nat_profile_row *r)
 
 void nat_profile_print(FILE *f, const nat_profile_opts *o, const nat_profile_result *r)
 {
-    fprintf(f, "%s (%s%s) %s, batch %d, %dx%d, cpu f32, %d threads\n", o->label,
+    fprintf(f, "%s (%s%s) %s, batch %d, %dx%d, %s %s, %d threads\n", o->label,
             o->desc.attention == NAT_ATTN_WINDOW ? "window attention" : "NA ", o->desc.attention == NAT_ATTN_WINDOW ? "" : nat_na_impl_name(o->na_impl),
-            o->train ? "training" : "inference", o->batch, o->res, o->res, omp_get_max_threads());
+            o->train ? "training" : "inference", o->batch, o->res, o->res, nat_device_name(o->dev), precision_name(o->precision),
+            omp_get_max_threads());
     fprintf(f, "  step: median %.1f ms (min %.1f, max %.1f) over %d steps; first step %.1f ms\n", r->step_median_s * 1e3,
             r->step_min_s * 1e3, r->step_max_s * 1e3, o->steps, r->first_step_s * 1e3);
     fprintf(f, "  throughput: %.2f images/s; %.2fM params, %.3f GMACs per image, %.1f GFLOP per image %s\n",
@@ -124,9 +130,10 @@ void nat_profile_csv_row(FILE *f, const nat_profile_opts *o, const nat_profile_r
     gmtime_r(&now, &tm);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
     cpu_name(cpu, sizeof cpu);
-    fprintf(f, "%s,%s,%d,%s,%s,%s,%s,cpu,f32,%d,%d,%lld,%.4f,%.3f,%d,%.2f,%.2f,%.2f,%.4f,%.2f,%.1f,%.4f,%.1f,%.1f,%.1f,%.2f\n",
+    fprintf(f, "%s,%s,%d,%s,%s,%s,%s,%s,%s,%d,%d,%lld,%.4f,%.3f,%d,%.2f,%.2f,%.2f,%.4f,%.2f,%.1f,%.4f,%.1f,%.1f,%.1f,%.2f\n",
             date, field(cpu, cpuf, sizeof cpuf), omp_get_max_threads(), field(o->label, label, sizeof label),
-            o->desc.attention == NAT_ATTN_WINDOW ? "window" : "na", attn_name(o), o->train ? "train" : "infer", o->batch,
+            o->desc.attention == NAT_ATTN_WINDOW ? "window" : "na", attn_name(o), o->train ? "train" : "infer",
+            nat_device_name(o->dev), precision_name(o->precision), o->batch,
             o->res, (long long)r->params, (double)r->macs_per_image / 1e9, r->flop_per_image / 1e9, o->steps,
             r->step_median_s * 1e3, r->step_min_s * 1e3, r->step_max_s * 1e3, r->images_per_s, r->gflops,
             o->roofline_gflops, r->mfu, (double)r->alloc_peak / MIB, (double)r->alloc_persistent / MIB,

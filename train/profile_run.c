@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nat/cuda.h"
 #include "nat/model.h"
 #include "nat/ops.h"
 #include "nat/optim.h"
@@ -21,6 +22,8 @@ nat_profile_opts nat_profile_opts_default(void)
     o.desc = nat_model_desc_default();
     snprintf(o.desc.name, sizeof o.desc.name, "nat_mini");
     snprintf(o.label, sizeof o.label, "nat_mini");
+    o.dev = NAT_CPU;
+    o.precision = NAT_PREC_F32;
     o.batch = 8;
     o.res = 224;
     o.steps = 5;
@@ -77,6 +80,7 @@ double nat_profile_measure_roofline(void)
 
 typedef struct trace_log {
     int n;
+    nat_device dev; /* where the step runs: read its clock after a device synchronize */
     nat_model_part_event ev[MAX_EVENTS];
     double t[MAX_EVENTS];
     size_t mem[MAX_EVENTS];
@@ -86,9 +90,13 @@ static void on_event(void *user, const nat_model_part_event *ev)
 {
     trace_log *l = user;
     if (l->n < MAX_EVENTS) {
+        /* On a GPU the part's kernels must be done before its time is read: traced steps synchronize at
+         * every part boundary (the table's step is printed with its overhead against the median). */
+        if (l->dev.kind == NAT_DEV_CUDA)
+            (void)nat_cuda_synchronize(l->dev.index);
         l->ev[l->n] = *ev;
         l->t[l->n] = nat_bench_now();
-        l->mem[l->n] = nat_mem_get_stats(NAT_CPU).current;
+        l->mem[l->n] = nat_mem_get_stats(l->dev).current;
         l->n++;
     }
 }
@@ -182,27 +190,35 @@ typedef struct step_marks {
     size_t loss_mem; /* allocator bytes in use after the loss's forward */
 } step_marks;
 
+/* Host clock after the device's queued work is done (GPU work is asynchronous). */
+static double now(const runner *r)
+{
+    if (r->o->dev.kind == NAT_DEV_CUDA)
+        (void)nat_cuda_synchronize(r->o->dev.index); /* an error shows up in the next op */
+    return nat_bench_now();
+}
+
 static nat_status step(runner *r, step_marks *mk)
 {
     nat_tensor *logits, *loss;
-    mk->start = nat_bench_now();
+    mk->start = now(r);
     if (r->o->train) {
         NAT_TRY(nat_model_forward(r->m, r->ctx, r->x, true, &r->rng, &logits));
-        mk->fwd_end = nat_bench_now();
+        mk->fwd_end = now(r);
         NAT_TRY(nat_cross_entropy(r->ctx, logits, r->labels, 0.1f, &loss));
-        mk->bwd_start = nat_bench_now();
-        mk->loss_mem = nat_mem_get_stats(NAT_CPU).current;
+        mk->bwd_start = now(r);
+        mk->loss_mem = nat_mem_get_stats(r->o->dev).current;
         NAT_TRY(nat_backward(r->ctx, loss));
-        mk->bwd_end = nat_bench_now();
+        mk->bwd_end = now(r);
         NAT_TRY(nat_optim_step(r->opt, 1e-4f));
         nat_optim_zero_grad(r->opt);
-        mk->opt_end = nat_bench_now();
+        mk->opt_end = now(r);
     } else {
         NAT_TRY(nat_model_forward(r->m, r->ctx, r->x, false, NULL, &logits));
-        mk->fwd_end = mk->bwd_start = mk->bwd_end = mk->opt_end = nat_bench_now();
+        mk->fwd_end = mk->bwd_start = mk->bwd_end = mk->opt_end = now(r);
     }
     nat_ctx_reset(r->ctx);
-    mk->end = nat_bench_now();
+    mk->end = now(r);
     return NAT_OK;
 }
 
@@ -211,12 +227,17 @@ static nat_status setup(runner *r)
     const nat_profile_opts *o = r->o;
     NAT_TRY(nat_model_new(&r->m, &o->desc));
     nat_model_set_na_impl(r->m, o->na_impl);
-    NAT_TRY(nat_ctx_new(&r->ctx, NAT_CPU));
+    if (o->dev.kind != NAT_DEV_CPU)
+        NAT_TRY(nat_model_to(r->m, o->dev));
+    NAT_TRY(nat_ctx_new(&r->ctx, o->dev));
     nat_ctx_set_grad_enabled(r->ctx, o->train);
+    nat_ctx_set_precision(r->ctx, o->precision);
     int64_t xs[4] = {o->batch, o->desc.in_chans, o->res, o->res};
     NAT_TRY(nat_tensor_new(&r->x, NAT_F32, NAT_CPU, 4, xs));
     nat_rng_seed(&r->rng, o->seed);
     nat_rng_fill_normal(&r->rng, nat_tensor_f32(r->x), (size_t)nat_tensor_numel(r->x), 0.0f, 1.0f);
+    if (o->dev.kind != NAT_DEV_CPU)
+        NAT_TRY(nat_tensor_move(r->x, o->dev)); /* one upload: the timed steps measure the model only */
     r->labels = malloc(sizeof *r->labels * (size_t)o->batch);
     if (!r->labels)
         return nat_error(NAT_ERR_OOM, "profile: out of memory");
@@ -314,8 +335,8 @@ nat_status nat_profile_run(const nat_profile_opts *o, nat_profile_result *res)
             res->first_step_s = mk.end - mk.start;
     }
     if (s == NAT_OK) {
-        nat_mem_reset_peak(NAT_CPU);
-        res->alloc_persistent = nat_mem_get_stats(NAT_CPU).current;
+        nat_mem_reset_peak(o->dev);
+        res->alloc_persistent = nat_mem_get_stats(o->dev).current;
     }
     for (int i = 0; s == NAT_OK && i < o->steps; i++) {
         s = step(&r, &mk);
@@ -324,7 +345,7 @@ nat_status nat_profile_run(const nat_profile_opts *o, nat_profile_result *res)
             res->first_step_s = times[i];
     }
     if (s == NAT_OK) {
-        res->alloc_peak = nat_mem_get_stats(NAT_CPU).peak;
+        res->alloc_peak = nat_mem_get_stats(o->dev).peak;
         res->step_min_s = res->step_max_s = times[0];
         for (int i = 1; i < o->steps; i++) {
             res->step_min_s = times[i] < res->step_min_s ? times[i] : res->step_min_s;
@@ -336,8 +357,9 @@ nat_status nat_profile_run(const nat_profile_opts *o, nat_profile_result *res)
         res->mfu = res->gflops / o->roofline_gflops;
     }
     for (int i = 0; s == NAT_OK && i < o->trace_steps; i++) {
+        logs[i].dev = o->dev;
         nat_model_set_trace(r.m, on_event, &logs[i]);
-        mem0[i] = nat_mem_get_stats(NAT_CPU).current;
+        mem0[i] = nat_mem_get_stats(o->dev).current;
         s = step(&r, &marks[i]);
         nat_model_set_trace(r.m, NULL, NULL);
         times[i] = marks[i].end - marks[i].start;

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nat/cuda.h" /* nat_tensor_copy: device tensors */
 #include "nat/safetensors.h"
 
 static nat_status meta_i64(nat_st_writer *w, const char *key, int64_t v)
@@ -56,6 +57,11 @@ static nat_status write_all(nat_st_writer *w, const nat_model *m, const nat_opti
     NAT_TRY(nat_st_writer_set_metadata(w, "train.elapsed", buf));
     snprintf(buf, sizeof buf, "%.17g", st->best_top1);
     NAT_TRY(nat_st_writer_set_metadata(w, "train.best_top1", buf));
+    if (st->loss_scale > 0) {
+        snprintf(buf, sizeof buf, "%.9g", (double)st->loss_scale);
+        NAT_TRY(nat_st_writer_set_metadata(w, "train.loss_scale", buf));
+        NAT_TRY(meta_i64(w, "train.loss_scale_good", st->loss_scale_good));
+    }
     return nat_st_writer_set_metadata(w, "train.config", config_text ? config_text : "");
 }
 
@@ -122,7 +128,16 @@ static nat_status read_into(nat_st_file *f, const char *name, nat_tensor *t)
         return nat_error(NAT_ERR_SHAPE, "checkpoint %s: tensor '%s' is %s, expected %s", nat_st_path(f), name,
                          nat_dims_str(ndim, shape, a, sizeof a), nat_shape_str(t, b, sizeof b));
     }
-    return nat_st_read_f32(f, name, nat_tensor_f32(t), nat_tensor_numel(t));
+    if (t->device.kind == NAT_DEV_CPU)
+        return nat_st_read_f32(f, name, nat_tensor_f32(t), nat_tensor_numel(t));
+    /* A device tensor: read on the host, then one explicit copy. */
+    nat_tensor *h;
+    NAT_TRY(nat_tensor_new(&h, NAT_F32, NAT_CPU, t->ndim, t->shape));
+    nat_status s = nat_st_read_f32(f, name, nat_tensor_f32(h), nat_tensor_numel(h));
+    if (s == NAT_OK)
+        s = nat_tensor_copy(t, h);
+    nat_tensor_free(h);
+    return s;
 }
 
 static nat_status load_all(nat_st_file *f, nat_model *m, nat_optim *opt, nat_ema *ema, nat_train_state *st)
@@ -149,6 +164,14 @@ static nat_status load_all(nat_st_file *f, nat_model *m, nat_optim *opt, nat_ema
     NAT_TRY(need_i64(f, "train.skipped", &t.skipped));
     NAT_TRY(need_f64(f, "train.elapsed", &t.elapsed));
     NAT_TRY(need_f64(f, "train.best_top1", &t.best_top1));
+    if (nat_st_metadata(f, "train.loss_scale")) { /* only f16 runs write it */
+        double ls;
+        int64_t good;
+        NAT_TRY(need_f64(f, "train.loss_scale", &ls));
+        NAT_TRY(need_i64(f, "train.loss_scale_good", &good));
+        t.loss_scale = (float)ls;
+        t.loss_scale_good = (int)good;
+    }
 
     /* The metadata is all read: now the tensors (on an error some objects may already be restored; the
      * caller gives up on them). */
@@ -173,8 +196,7 @@ static nat_status load_all(nat_st_file *f, nat_model *m, nat_optim *opt, nat_ema
             NAT_TRY(need_i64(f, "train.ema_updates", &ema->updates));
         } else {
             for (int i = 0; i < l->count; i++)
-                memcpy(nat_tensor_f32(l->items[i].tensor), nat_tensor_f32(lm->items[i].tensor),
-                       (size_t)nat_tensor_numel(l->items[i].tensor) * sizeof(float));
+                NAT_TRY(nat_tensor_copy(l->items[i].tensor, lm->items[i].tensor));
             ema->updates = 0;
         }
     }

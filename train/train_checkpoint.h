@@ -5,8 +5,11 @@
  *   - the optimizer state as "optim.group<g>.param<i>.<what>" tensors;
  *   - the EMA weights, when kept, as "ema.<parameter name>";
  *   - metadata "train.*": step, optimizer step count, RNG state, loader position (seed, epoch, batch),
- *     EMA update count, images seen, elapsed seconds, best top-1, skipped steps, and the resolved config
- *     as INI text ("train.config").
+ *     EMA update count, images seen, elapsed seconds, best top-1, skipped steps, the f16 loss scaler's
+ *     scale and clean-step count (train.loss_scale, train.loss_scale_good; only when training in f16),
+ *     and the resolved config as INI text ("train.config").
+ * Tensors on a CUDA device are copied to the host to be written and back to be restored; the file is
+ * the same whatever the device.
  * Files are named ckpt-<step, 8 digits>.safetensors in the run directory, and last.safetensors is a
  * symbolic link to the newest. */
 #ifndef NAT_TRAIN_CHECKPOINT_H
@@ -30,6 +33,8 @@ typedef struct nat_train_state {
     double elapsed;          /* training seconds so far, over all runs */
     double best_top1;        /* best evaluation top-1 (percent), -1 before any */
     int64_t skipped;         /* optimizer steps skipped for a non-finite gradient */
+    float loss_scale;        /* f16 training: the loss scaler's scale; 0 = no scaler (not saved) */
+    int loss_scale_good;     /* f16 training: its clean steps since the last change */
 } nat_train_state;
 
 /* Writes a checkpoint to path. ema may be NULL. config_text is stored as metadata. */

@@ -15,10 +15,10 @@ typedef struct nat_ema {
     int64_t updates;  /* t: updates made (restored from checkpoints) */
 } nat_ema;
 
-/* Builds the average as a copy of src's weights. */
+/* Builds the average as a copy of src's weights, on src's device. */
 nat_status nat_ema_init(nat_ema *e, const nat_model *src, float decay);
-/* One update from src's current weights. */
-void nat_ema_update(nat_ema *e, const nat_model *src);
+/* One update from src's current weights (on their device). */
+nat_status nat_ema_update(nat_ema *e, const nat_model *src);
 /* NULL model is ignored (a zeroed struct may be freed). */
 void nat_ema_free(nat_ema *e);
 

@@ -1,9 +1,12 @@
-/* train/train_eval.c — see train/train_eval.h. */
+/* train/train_eval.c — see train/train_eval.h. On a CUDA context each batch is copied to the device and
+ * the logits back to the host for the metrics. */
 #include "train/train_eval.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "train/bench.h" /* nat_bench_now */
+#include "train/train_device.h"
 
 static nat_status run(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
                       bool *complete)
@@ -23,10 +26,19 @@ static nat_status run(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *me
             return NAT_OK;
         nat_tensor *x, *logits;
         int64_t shape[4] = {b.n, b.c, b.h, b.w};
-        NAT_TRY(nat_ctx_empty(ctx, &x, NAT_F32, 4, shape));
-        memcpy(nat_tensor_f32(x), b.x, (size_t)(b.n * b.c * b.h * b.w) * sizeof(float));
+        NAT_TRY(nat_train_upload(ctx, b.x, 4, shape, &x));
         NAT_TRY(nat_model_forward(m, ctx, x, false, NULL, &logits));
-        nat_status s = nat_metrics_add(met, nat_tensor_f32(logits), b.labels, b.n);
+        nat_status s;
+        if (logits->device.kind == NAT_DEV_CPU) {
+            s = nat_metrics_add(met, nat_tensor_f32(logits), b.labels, b.n);
+        } else {
+            int64_t n = nat_tensor_numel(logits);
+            float *host = malloc((size_t)n * sizeof *host);
+            s = host ? nat_train_download(logits, host, n) : nat_error(NAT_ERR_OOM, "evaluate: out of memory");
+            if (s == NAT_OK)
+                s = nat_metrics_add(met, host, b.labels, b.n);
+            free(host);
+        }
         nat_ctx_reset(ctx);
         NAT_TRY(s);
     }

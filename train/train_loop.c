@@ -21,6 +21,7 @@
 #include "train/progress.h"
 #include "train/train_checkpoint.h"
 #include "train/train_data.h"
+#include "train/train_device.h"
 #include "train/train_ema.h"
 #include "train/train_eval.h"
 #include "train/train_log.h"
@@ -39,6 +40,9 @@ typedef struct run {
     nat_tensor **params; /* every parameter, for clipping */
     int n_params;
     nat_ctx *ctx;
+    nat_device dev;        /* train.device: parameters, optimizer state, EMA and every step live there */
+    nat_precision prec;    /* train.precision: the context's autocast */
+    nat_loss_scaler scaler; /* f16 only */
     nat_metrics met;
     nat_train_log log;
     char *config_text;
@@ -201,40 +205,53 @@ static nat_status step(run *r, double lr, double *loss_out, double *norm_out, in
         NAT_TRY(nat_loader_next(r->train_L, &b));
         nat_tensor *x, *logits, *loss;
         int64_t xs[4] = {b.n, b.c, b.h, b.w};
-        NAT_TRY(nat_ctx_empty(r->ctx, &x, NAT_F32, 4, xs));
-        memcpy(nat_tensor_f32(x), b.x, (size_t)(b.n * b.c * b.h * b.w) * sizeof(float));
+        NAT_TRY(nat_train_upload(r->ctx, b.x, 4, xs, &x));
         NAT_TRY(nat_model_forward(r->model, r->ctx, x, true, &r->st.rng, &logits));
         if (b.targets) {
             nat_tensor *t;
             int64_t ts[2] = {b.n, b.classes};
-            NAT_TRY(nat_ctx_empty(r->ctx, &t, NAT_F32, 2, ts));
-            memcpy(nat_tensor_f32(t), b.targets, (size_t)(b.n * b.classes) * sizeof(float));
+            NAT_TRY(nat_train_upload(r->ctx, b.targets, 2, ts, &t));
             NAT_TRY(nat_cross_entropy_soft(r->ctx, logits, t, &loss));
         } else {
             NAT_TRY(nat_cross_entropy(r->ctx, logits, b.labels, c->aug.label_smoothing, &loss));
         }
-        float lv = nat_tensor_f32(loss)[0];
+        float lv;
+        NAT_TRY(nat_train_download(loss, &lv, 1));
         loss_sum += lv;
-        if (accum > 1)
-            NAT_TRY(nat_scale(r->ctx, loss, 1.0f / (float)accum, &loss));
+        /* f16: the loss scale multiplies every gradient, so small ones survive f16's range. */
+        float mul = (r->prec == NAT_PREC_F16 ? nat_loss_scaler_scale(&r->scaler) : 1.0f) / (float)accum;
+        if (mul != 1.0f)
+            NAT_TRY(nat_scale(r->ctx, loss, mul, &loss));
         NAT_TRY(nat_backward(r->ctx, loss));
         nat_ctx_reset(r->ctx);
         *images += b.n;
     }
+    bool finite = true;
+    if (r->prec == NAT_PREC_F16) /* unscale before clipping, so the clip sees the true norm */
+        NAT_TRY(nat_loss_scaler_unscale(&r->scaler, r->params, r->n_params, &finite));
     float norm;
     NAT_TRY(nat_clip_grad_norm(r->params, r->n_params, c->optim.clip_grad > 0 ? c->optim.clip_grad : FLT_MAX, &norm));
     *loss_out = loss_sum / accum;
     *norm_out = norm;
-    if (!isfinite(norm) || !isfinite(*loss_out)) {
+    if (r->prec == NAT_PREC_F16 && !nat_loss_scaler_update(&r->scaler, finite)) {
+        /* Expected now and then (mostly early, while the scale is too high): not a warning. */
+        r->st.skipped++;
+        fprintf(r->out, "note: step %lld: non-finite f16 gradient; update skipped, loss scale lowered to %g\n",
+                (long long)r->st.step + 1, (double)nat_loss_scaler_scale(&r->scaler));
+    } else if (!isfinite(norm) || !isfinite(*loss_out)) {
         r->st.skipped++;
         fprintf(r->out, "warning: step %lld: non-finite %s; update skipped\n", (long long)r->st.step + 1,
                 isfinite(*loss_out) ? "gradient" : "loss");
     } else {
         NAT_TRY(nat_optim_step(r->opt, (float)lr));
         if (c->train.ema)
-            nat_ema_update(&r->ema, r->model);
+            NAT_TRY(nat_ema_update(&r->ema, r->model));
     }
     nat_optim_zero_grad(r->opt);
+    if (r->prec == NAT_PREC_F16) {
+        r->st.loss_scale = r->scaler.scale;
+        r->st.loss_scale_good = r->scaler.good_steps;
+    }
     return NAT_OK;
 }
 
@@ -245,6 +262,9 @@ static nat_status setup(run *r, nat_train_result *res)
     if (c->train.threads > 0)
         omp_set_num_threads(c->train.threads);
     NAT_TRY(nat_config_resolve(c));
+    /* Before anything is built: a device that is not there is the first error, not the last. */
+    NAT_TRY(nat_train_device(c, &r->dev));
+    r->prec = nat_config_precision(c);
     NAT_TRY(nat_train_open_dataset(c, NAT_SPLIT_TRAIN, &r->train_ds));
     NAT_TRY(nat_train_open_dataset(c, NAT_SPLIT_TEST, &r->test_ds));
     NAT_TRY(nat_train_resolve_data(c, r->train_ds));
@@ -253,10 +273,14 @@ static nat_status setup(run *r, nat_train_result *res)
     nat_model_desc d;
     NAT_TRY(nat_config_model_desc(c, ch, classes, c->data.img_size, &d));
     NAT_TRY(nat_model_new(&r->model, &d));
+    if (r->dev.kind != NAT_DEV_CPU) /* initialised on the CPU (same weights as a CPU run), then moved */
+        NAT_TRY(nat_model_to(r->model, r->dev));
     if (c->train.ema)
         NAT_TRY(nat_ema_init(&r->ema, r->model, c->train.ema_decay));
     NAT_TRY(make_optimizer(r));
-    NAT_TRY(nat_ctx_new(&r->ctx, NAT_CPU));
+    NAT_TRY(nat_ctx_new(&r->ctx, r->dev));
+    nat_ctx_set_precision(r->ctx, r->prec);
+    nat_loss_scaler_init(&r->scaler, 0, 0);
     NAT_TRY(nat_metrics_init(&r->met, classes));
     NAT_TRY(nat_train_loader_new(c, r->train_ds, true, &r->train_L));
     NAT_TRY(nat_train_loader_new(c, r->test_ds, false, &r->test_L));
@@ -317,6 +341,10 @@ static nat_status setup(run *r, nat_train_result *res)
         nat_status s = nat_checkpoint_load(resume_path, r->model, r->opt, c->train.ema ? &r->ema : NULL, &r->st);
         if (s != NAT_OK)
             return nat_error_context(s, "resume");
+        if (r->prec == NAT_PREC_F16 && r->st.loss_scale > 0) {
+            r->scaler.scale = r->st.loss_scale;
+            r->scaler.good_steps = r->st.loss_scale_good;
+        }
         snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", resume_path);
         r->last_ckpt_step = r->st.step;
     }
@@ -341,6 +369,10 @@ static nat_status setup(run *r, nat_train_result *res)
     fprintf(out, "\noptim %s: lr %.3g (warm-up %lld steps from %.3g, cosine to %.3g), weight decay %g; threads %d\n",
             c->optim.name, r->sched.lr, (long long)r->sched.warmup_steps, r->sched.warmup_lr, r->sched.min_lr,
             (double)c->optim.weight_decay, omp_get_max_threads());
+    fprintf(out, "device %s, precision %s%s\n", nat_device_name(r->dev), c->train.precision,
+            r->prec == NAT_PREC_F16 ? " (dynamic loss scaling from 65536)"
+            : r->prec == NAT_PREC_BF16 ? " (GEMM/conv operands in bf16, f32 accumulation and weights)"
+                                       : "");
     if (resume_path[0])
         fprintf(out, "resuming from %s at step %lld\n", resume_path, (long long)r->st.step);
     fprintf(out, "run directory: %s\n", r->dir);
@@ -387,7 +419,7 @@ static nat_status train(run *r, nat_train_result *res)
         const int64_t s = r->st.step;
         const double epoch = (double)s / (double)r->spe;
         if (s % c->log.csv_every == 0 || s == r->stop_at) {
-            nat_mem_stats ms = nat_mem_get_stats(NAT_CPU);
+            nat_mem_stats ms = nat_mem_get_stats(r->dev);
             nat_train_log_step(&r->log, s, epoch, loss, lr, norm, (double)images / dt, (double)ms.current / 1048576.0,
                                (double)ms.peak / 1048576.0);
         }
@@ -454,7 +486,7 @@ nat_status nat_train(nat_config *cfg, const nat_train_opts *opts, nat_train_resu
         char t1[32], t2[32];
         nat_format_duration(res.seconds, t1, sizeof t1);
         nat_format_duration(nat_bench_now() - t0, t2, sizeof t2);
-        nat_mem_stats ms = nat_mem_get_stats(NAT_CPU);
+        nat_mem_stats ms = nat_mem_get_stats(r.dev);
         fprintf(out, "summary: %lld/%lld steps (%.2f epochs), %lld images in %s of training (%.0f img/s), this run %s wall; "
                 "peak memory %.0f MiB",
                 (long long)res.steps, (long long)res.total_steps, (double)res.steps / (double)r.spe, (long long)r.st.images,

@@ -60,6 +60,15 @@ nat_device nat_ctx_device(const nat_ctx *ctx);
 /* Turns tape recording on or off (no-grad scope for evaluation); returns the previous setting. */
 bool nat_ctx_set_grad_enabled(nat_ctx *ctx, bool enabled);
 bool nat_ctx_grad_enabled(const nat_ctx *ctx);
+
+/* Mixed precision of the GEMMs, convolutions and neighborhood attention a context runs (autocast):
+ * F32 (the default) computes in float32; BF16 / F16 round those ops' inputs to bfloat16 / float16 and
+ * accumulate in float32. Tensors, parameters (the master weights), reductions, norms and the loss stay
+ * float32. F16 needs loss scaling (nat_loss_scaler in optim.h) to keep small gradients from flushing
+ * to zero. Returns the previous setting. */
+typedef enum nat_precision { NAT_PREC_F32 = 0, NAT_PREC_BF16 = 1, NAT_PREC_F16 = 2 } nat_precision;
+nat_precision nat_ctx_set_precision(nat_ctx *ctx, nat_precision p);
+nat_precision nat_ctx_precision(const nat_ctx *ctx);
 /* Number of nodes on the tape. */
 int nat_ctx_tape_length(const nat_ctx *ctx);
 

@@ -47,6 +47,11 @@ nat_status nat_tensor_to(nat_ctx *ctx, const nat_tensor *src, nat_device dev, na
 /* dst = src, element for element in row-major order, across any two devices. Same dtype and shape; dst
  * must be contiguous; src may be strided (then it must be f32). Returns when dst may be read. */
 nat_status nat_tensor_copy(nat_tensor *dst, const nat_tensor *src);
+/* Moves a persistent tensor to `dev` in place, with its gradient when it has one: the handle stays
+ * valid (modules and optimizers keep pointers to their parameters), its data becomes a contiguous copy
+ * on dev, and its old storage is released. Other views of that storage keep the old data. Fails, and
+ * changes nothing, for a step tensor or an unusable device. */
+nat_status nat_tensor_move(nat_tensor *t, nat_device dev);
 
 #ifdef __cplusplus
 }

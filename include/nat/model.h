@@ -130,6 +130,14 @@ nat_status nat_model_new_variant(nat_model **out, const char *name, int num_clas
 /* NULL is ignored. */
 void nat_model_free(nat_model *m);
 
+/* Moves every parameter (and gradient) to `dev` in place (nat_tensor_move): a model is built and
+ * initialised on the CPU, then moved once; forward then needs a context on dev and inputs copied there
+ * (nat_tensor_to). Parameter pointers stay valid. On failure some parameters may have moved: move
+ * the model again or free it. */
+nat_status nat_model_to(nat_model *m, nat_device dev);
+/* The device of the model's parameters. */
+nat_device nat_model_device(const nat_model *m);
+
 /* The description the model was built from (borrowed). */
 const nat_model_desc *nat_model_get_desc(const nat_model *m);
 

@@ -6,6 +6,7 @@
 #include "nat/autograd.h"
 #include "nat/cuda.h"
 #include "nat/data.h"
+#include "nat/half.h"
 #include "nat/idx.h"
 #include "nat/layers.h"
 #include "nat/model.h"

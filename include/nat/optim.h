@@ -94,6 +94,40 @@ nat_status nat_optim_state_get(const nat_optim *opt, int i, const char **name, n
  * are: the caller should skip that step. */
 nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float *total_norm_out);
 
+/* Exponential moving average of weights: avg[i] = decay·avg[i] + (1 - decay)·params[i] for i < n, each
+ * pair contiguous f32 of one shape on one device (updated there). Both arrays are borrowed. */
+nat_status nat_params_ema_update(nat_tensor *const *avg, nat_tensor *const *params, int n, float decay);
+
+/* ---- dynamic loss scaling (core/loss_scale.c), for f16 autocast ----
+ *
+ * f16's smallest subnormal is 2^-24, so small gradients flush to zero in f16 GEMMs. The loss is
+ * multiplied by `scale` before backward (every gradient scales with it), the gradients are divided by
+ * it again before clipping and the update, and the scale adapts (torch.cuda.amp.GradScaler's rules):
+ *   - a step with any non-finite gradient is skipped and the scale halves;
+ *   - after growth_interval consecutive clean steps the scale doubles.
+ * Use per optimizer step:
+ *     nat_scale(ctx, loss, nat_loss_scaler_scale(&ls), &loss); nat_backward(ctx, loss);   (each micro-batch)
+ *     bool finite; nat_loss_scaler_unscale(&ls, params, n, &finite);
+ *     if (nat_loss_scaler_update(&ls, finite)) { clip; nat_optim_step(...); }
+ *     nat_optim_zero_grad(...);
+ * A plain struct: copy it, and save its fields in checkpoints to resume exactly. */
+typedef struct nat_loss_scaler {
+    float scale;         /* current loss scale (initially 2^16) */
+    int growth_interval; /* clean steps before the scale doubles (2000) */
+    int good_steps;      /* clean steps since the last change */
+    int64_t skipped;     /* steps skipped for non-finite gradients */
+} nat_loss_scaler;
+
+/* init_scale <= 0 or growth_interval <= 0 take the defaults (65536, 2000). */
+void nat_loss_scaler_init(nat_loss_scaler *s, float init_scale, int growth_interval);
+float nat_loss_scaler_scale(const nat_loss_scaler *s);
+/* Divides every gradient of params[0..n) (those that have one; any device) by the scale, and sets
+ * *finite to whether all of them are finite afterwards. */
+nat_status nat_loss_scaler_unscale(const nat_loss_scaler *s, nat_tensor *const *params, int n, bool *finite);
+/* Records the step's outcome: returns true when the step should be taken (finite), and adapts the
+ * scale (halve on a non-finite step, double after growth_interval clean steps). */
+bool nat_loss_scaler_update(nat_loss_scaler *s, bool finite);
+
 #ifdef __cplusplus
 }
 #endif

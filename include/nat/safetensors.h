@@ -37,7 +37,8 @@ typedef struct nat_st_writer nat_st_writer;
 /* New empty writer, owned by the caller: free with nat_st_writer_free. */
 nat_status nat_st_writer_new(nat_st_writer **out);
 /* Copies t's values (logical row-major order, any strides) under `name`. t must be an f32 or i32 CPU
- * tensor; it is borrowed for the call only. Names must be unique and not "__metadata__". */
+ * tensor, or a CUDA tensor (copied to the host first: the file is the same); it is borrowed for the
+ * call only. Names must be unique and not "__metadata__". */
 nat_status nat_st_writer_add(nat_st_writer *w, const char *name, const nat_tensor *t);
 /* Sets a metadata string (copied); setting a key again replaces its value. */
 nat_status nat_st_writer_set_metadata(nat_st_writer *w, const char *key, const char *value);
@@ -83,7 +84,8 @@ nat_status nat_st_read_i32(nat_st_file *f, const char *name, int32_t *dst, int64
 /* The metadata value for `key` (borrowed, valid until nat_st_close), or NULL. */
 const char *nat_st_metadata(const nat_st_file *f, const char *key);
 
-/* Loads a model's tensors: tensors[i] (f32 CPU, borrowed, any strides) gets the file's tensor
+/* Loads a model's tensors: tensors[i] (f32 CPU with any strides, or contiguous f32 on a CUDA device;
+ * borrowed) gets the file's tensor
  * names[i], converted to f32. Every name must be present with exactly the tensor's shape
  * (NAT_ERR_FORMAT when missing, NAT_ERR_SHAPE naming both shapes), every value must be finite
  * (NAT_ERR_FORMAT naming the tensor and the first bad index), and with `strict` the file may hold no

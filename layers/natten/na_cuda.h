@@ -1,6 +1,14 @@
-/* layers/natten/na_cuda.h — neighborhood attention on CUDA (fp32, 1-D/2-D/3-D): the C interface of the
- * kernels in na_cuda_naive.cu (v0, the GPU reference) and na_cuda_fused.cu (v1, fused forward and
- * backward). In a build without CUDA, na_cuda_stub.c provides every entry point and each returns
+/* layers/natten/na_cuda.h — neighborhood attention on CUDA (fp32 and, under autocast, bf16/f16 operands;
+ * 1-D/2-D/3-D): the C interface of the kernel lab (layers/natten/dev/README.md):
+ *   v0 na_cuda_naive.cu   naive, one thread per output element (the GPU reference)
+ *   v1 na_cuda_fused.cu   fused forward/backward, fp32
+ *   v2 na_cuda_tiled.cu   shared-memory tiles of keys/values for the unfused 1-D/2-D ops, fp32
+ *   v3 na_cuda_tc.cu      fused forward on tensor cores (mma.sync m16n8k16, bf16/f16, f32 accumulation)
+ *   na_cuda_dispatch.cu   na_cuda_qk / av / qk_backward / av_backward and the autocast forward: which
+ *                         version runs (NAT_NA_KERNEL=v0|v1|v2|v3 forces one; otherwise, where several
+ *                         apply, each is timed on the first call per (device, shape, dtype, op) and the
+ *                         fastest is cached)
+ * In a build without CUDA, na_cuda_stub.c provides every entry point and each returns
  * NAT_ERR_UNSUPPORTED "nat was built without CUDA".
  *
  * Each function has the arguments of its na_cpu.h twin (same layouts, same semantics, same validation
@@ -33,7 +41,7 @@ extern "C" {
 #include "layers/natten/na_params.h" /* na_problem, na_validate (a C header without its own guards) */
 #include "nat/status.h"
 
-/* ---- v0: naive kernels (na_cuda_naive.cu), one thread per output element ---- */
+/* ---- dispatched entry points (na_cuda_dispatch.cu): v0 or v2 ---- */
 
 /* attn = scale * q.k[key] + rpb[slot] (logits, before softmax). rpb may be NULL. */
 nat_status na_cuda_qk(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
@@ -53,6 +61,33 @@ nat_status na_cuda_av_backward(int device, const nat_na_params *p, int64_t batch
                                const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
                                const float *v, float *d_attn, float *dv);
 
+/* ---- each version's own entry points (same arguments as above), for the tests and the lab ---- */
+
+nat_status na_cuda_qk_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                         int64_t dim, const float *q, const float *k, const float *rpb, float *attn);
+nat_status na_cuda_av_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                         int64_t dim, const float *attn, const float *v, float *out);
+nat_status na_cuda_qk_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                                  const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+                                  const float *k, float *dq, float *dk, float *drpb);
+nat_status na_cuda_av_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                                  const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+                                  const float *v, float *d_attn, float *dv);
+
+/* v2 (na_cuda_tiled.cu): 1-D and 2-D problems whose tiles fit (na_v2_plan); otherwise
+ * NAT_ERR_UNSUPPORTED "... v2 does not apply ...". The backwards tile the per-query half (dq; d_attn)
+ * and keep v0's per-key gathers (dk; dv) and drpb reduction. */
+nat_status na_cuda_qk_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                         int64_t dim, const float *q, const float *k, const float *rpb, float *attn);
+nat_status na_cuda_av_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                         int64_t dim, const float *attn, const float *v, float *out);
+nat_status na_cuda_qk_backward_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                                  const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+                                  const float *k, float *dq, float *dk, float *drpb);
+nat_status na_cuda_av_backward_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                                  const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+                                  const float *v, float *d_attn, float *dv);
+
 /* ---- v1: fused kernels (na_cuda_fused.cu) ---- */
 
 /* Online softmax over each query's window, no [.., K] buffer: writes out and lse. */
@@ -66,6 +101,26 @@ nat_status na_cuda_fused_backward(int device, const nat_na_params *p, int64_t ba
                                   const int64_t *spatial, int64_t dim, const float *q, const float *k,
                                   const float *v, const float *rpb, const float *out, const float *lse,
                                   const float *d_out, float *dq, float *dk, float *dv, float *drpb);
+
+/* ---- autocast (na_cuda_tc.cu, na_cuda_dispatch.cu) ---- */
+
+/* y[i] = x[i] rounded to float16 (f16 != 0) or bfloat16, kept as float (na_half.h's rounding). */
+nat_status na_cuda_round(int device, int f16, const float *x, float *y, int64_t n);
+
+/* The fused forward under autocast: q, k, v hold values already rounded to the 2-byte type (f16 != 0:
+ * float16, else bfloat16), as float. Runs v3 on 2-byte copies where it applies (na_v3_applies), else
+ * (or with NAT_NA_KERNEL=v1) v1 on the given values. out and lse as na_cuda_fused_forward. The
+ * backward is na_cuda_fused_backward (v1) on the same rounded values. */
+nat_status na_cuda_fused_forward_autocast(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                          const int64_t *spatial, int64_t dim, const float *q, const float *k,
+                                          const float *v, const float *rpb, float *out, float *lse);
+
+/* v3: the tensor-core fused forward on 2-byte operands (bits of bfloat16, or float16 when f16 != 0),
+ * f32 accumulation, online softmax, f32 out and lse. 1-D and 2-D, head dim 32 or 64; otherwise
+ * NAT_ERR_UNSUPPORTED "... v3 does not apply ...". */
+nat_status na_cuda_fused_forward_v3(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                    const int64_t *spatial, int64_t dim, const uint16_t *q, const uint16_t *k,
+                                    const uint16_t *v, const float *rpb, float *out, float *lse);
 
 /* ---- shared by the kernels (not for callers outside layers/natten) ---- */
 
@@ -87,6 +142,14 @@ typedef struct na_geom {
  * d_attn, or the fused backward's dS), in double, in a fixed order: per (head, r, block of 64 pixels)
  * partials, then the partials in order. Queued on the device's stream. */
 nat_status na_cuda_drpb_reduce(int device, const na_geom *g, const float *src, float *drpb);
+
+/* bits of x[0..n) in the 2-byte type (f16 != 0: float16, else bfloat16), queued (na_cuda_tc.cu). */
+nat_status na_cuda_to_half(int device, int f16, const float *x, uint16_t *y, int64_t n);
+
+/* v0's per-key gather (na_gather_body) over the whole problem, queued on the device's stream: dk of
+ * the qk backward (d_attn, q, scale) and dv of the av backward (attn, d_out, 1). */
+nat_status na_cuda_gather_v0(int device, const na_geom *g, const float *coef, const float *src, float factor,
+                             float *out, const char *name);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,9 @@
  * in a grid-stride kernel (na_launch, at the end), and tests/test_na_cuda.c runs the very same bodies
  * on the host, thread index by thread index, against the double reference (na_ref.h) — so the index
  * arithmetic and the maths of every kernel are checked on machines without a GPU. Keep the bodies
- * free of shared memory, warp intrinsics and synchronisation, or the host run stops meaning anything.
+ * free of shared memory, warp intrinsics and synchronisation, or the host run stops meaning anything;
+ * the cooperative versions keep the property with host models of their own: v2 (shared-memory tiles)
+ * in na_cuda_v2.h, v3 (tensor cores) in na_cuda_v3.h.
  *
  * A body computes one output element (or one query's chunk of NA_FCH head-dim channels) from its
  * thread index `idx`; the index space of each kernel is given next to its body. Layouts are those of

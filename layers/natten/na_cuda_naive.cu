@@ -9,6 +9,8 @@
  * The bodies live in na_cuda_body.h, where tests/test_na_cuda.c also runs them on the host.
  *
  * Layouts and conventions: na_cuda.h. Work per op is that of the CPU reference; nothing is tuned.
+ * Entry points na_cuda_*_v0; na_cuda_dispatch.cu decides when they run (always where v2 does not apply,
+ * or with NAT_NA_KERNEL=v0).
  */
 #include "layers/natten/na_cuda_body.h"
 
@@ -73,11 +75,18 @@ extern "C" nat_status na_cuda_drpb_reduce(int device, const na_geom *g, const fl
     return s;
 }
 
-extern "C" nat_status na_cuda_qk(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+extern "C" nat_status na_cuda_gather_v0(int device, const na_geom *g, const float *coef, const float *src,
+                                        float factor, float *out, const char *name)
+{
+    NAT_CUDA_ENTER(device);
+    return na_launch(hb->stream, name, Gather{*g, coef, src, factor, out}, g->nquery * g->dim);
+}
+
+extern "C" nat_status na_cuda_qk_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
                                  const int64_t *spatial, int64_t dim, const float *q, const float *k, const float *rpb,
                                  float *attn)
 {
-    const char *op = "na_cuda_qk";
+    const char *op = "na_cuda_qk_v0";
     na_geom g;
     NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL, op));
     NA_CHECK_PTR(q, "q", op);
@@ -88,10 +97,10 @@ extern "C" nat_status na_cuda_qk(int device, const nat_na_params *p, int64_t bat
                      g.nquery * g.nkeys);
 }
 
-extern "C" nat_status na_cuda_av(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+extern "C" nat_status na_cuda_av_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
                                  const int64_t *spatial, int64_t dim, const float *attn, const float *v, float *out)
 {
-    const char *op = "na_cuda_av";
+    const char *op = "na_cuda_av_v0";
     na_geom g;
     NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, 0, op));
     NA_CHECK_PTR(attn, "attn", op);
@@ -101,11 +110,11 @@ extern "C" nat_status na_cuda_av(int device, const nat_na_params *p, int64_t bat
     return na_launch(hb->stream, "na_cuda_av (v0 window sums)", WindowSum{g, attn, v, 1.0f, out}, g.nquery * g.dim);
 }
 
-extern "C" nat_status na_cuda_qk_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+extern "C" nat_status na_cuda_qk_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
                                           const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
                                           const float *k, float *dq, float *dk, float *drpb)
 {
-    const char *op = "na_cuda_qk_backward";
+    const char *op = "na_cuda_qk_backward_v0";
     na_geom g;
     NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, drpb != NULL, op));
     NA_CHECK_PTR(d_attn, "d_attn", op);
@@ -123,11 +132,11 @@ extern "C" nat_status na_cuda_qk_backward(int device, const nat_na_params *p, in
     return drpb ? na_cuda_drpb_reduce(device, &g, d_attn, drpb) : NAT_OK;
 }
 
-extern "C" nat_status na_cuda_av_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+extern "C" nat_status na_cuda_av_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
                                           const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
                                           const float *v, float *d_attn, float *dv)
 {
-    const char *op = "na_cuda_av_backward";
+    const char *op = "na_cuda_av_backward_v0";
     na_geom g;
     NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, 0, op));
     NA_CHECK_PTR(d_out, "d_out", op);

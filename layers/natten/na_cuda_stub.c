@@ -1,4 +1,5 @@
-/* layers/natten/na_cuda_stub.c — stand-ins for na_cuda_naive.cu and na_cuda_fused.cu in a build without
+/* layers/natten/na_cuda_stub.c — stand-ins for the kernel lab's .cu files (na_cuda_naive.cu, na_cuda_fused.cu,
+ * na_cuda_tiled.cu, na_cuda_tc.cu, na_cuda_dispatch.cu) in a build without
  * CUDA: every entry point of na_cuda.h exists and returns NAT_ERR_UNSUPPORTED "nat was built without
  * CUDA", so na_ops.c needs no #ifdef. Compiled only when NAT_CUDA is off (CMake drops *_stub.c from CUDA
  * builds). */
@@ -66,4 +67,105 @@ nat_status na_cuda_drpb_reduce(int device, const na_geom *g, const float *src, f
 {
     (void)g, (void)src, (void)drpb;
     return no_cuda("na_cuda_drpb_reduce", device);
+}
+
+nat_status na_cuda_qk_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                      int64_t dim, const float *q, const float *k, const float *rpb, float *attn)
+{
+    (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)q, (void)k, (void)rpb, (void)attn;
+    return no_cuda("na_cuda_qk_v0", device);
+}
+
+nat_status na_cuda_av_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                      int64_t dim, const float *attn, const float *v, float *out)
+{
+    (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)attn, (void)v, (void)out;
+    return no_cuda("na_cuda_av_v0", device);
+}
+
+nat_status na_cuda_qk_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                               const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+                               const float *k, float *dq, float *dk, float *drpb)
+{
+    (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)d_attn, (void)q, (void)k, (void)dq, (void)dk,
+        (void)drpb;
+    return no_cuda("na_cuda_qk_backward_v0", device);
+}
+
+nat_status na_cuda_av_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                               const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+                               const float *v, float *d_attn, float *dv)
+{
+    (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)d_out, (void)attn, (void)v, (void)d_attn,
+        (void)dv;
+    return no_cuda("na_cuda_av_backward_v0", device);
+}
+
+nat_status na_cuda_qk_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                      int64_t dim, const float *q, const float *k, const float *rpb, float *attn)
+{
+    (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)q, (void)k, (void)rpb, (void)attn;
+    return no_cuda("na_cuda_qk_v2", device);
+}
+
+nat_status na_cuda_av_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
+                      int64_t dim, const float *attn, const float *v, float *out)
+{
+    (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)attn, (void)v, (void)out;
+    return no_cuda("na_cuda_av_v2", device);
+}
+
+nat_status na_cuda_qk_backward_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                               const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+                               const float *k, float *dq, float *dk, float *drpb)
+{
+    (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)d_attn, (void)q, (void)k, (void)dq, (void)dk,
+        (void)drpb;
+    return no_cuda("na_cuda_qk_backward_v2", device);
+}
+
+nat_status na_cuda_av_backward_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
+                               const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+                               const float *v, float *d_attn, float *dv)
+{
+    (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)d_out, (void)attn, (void)v, (void)d_attn,
+        (void)dv;
+    return no_cuda("na_cuda_av_backward_v2", device);
+}
+
+nat_status na_cuda_round(int device, int f16, const float *x, float *y, int64_t n)
+{
+    (void)f16, (void)x, (void)y, (void)n;
+    return no_cuda("na_cuda_round", device);
+}
+
+nat_status na_cuda_to_half(int device, int f16, const float *x, uint16_t *y, int64_t n)
+{
+    (void)f16, (void)x, (void)y, (void)n;
+    return no_cuda("na_cuda_to_half", device);
+}
+
+nat_status na_cuda_fused_forward_autocast(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                          const int64_t *spatial, int64_t dim, const float *q, const float *k,
+                                          const float *v, const float *rpb, float *out, float *lse)
+{
+    (void)f16, (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)q, (void)k, (void)v, (void)rpb,
+        (void)out, (void)lse;
+    return no_cuda("na_cuda_fused_forward_autocast", device);
+}
+
+nat_status na_cuda_fused_forward_v3(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                    const int64_t *spatial, int64_t dim, const uint16_t *q, const uint16_t *k,
+                                    const uint16_t *v, const float *rpb, float *out, float *lse)
+{
+    (void)f16, (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)q, (void)k, (void)v, (void)rpb,
+        (void)out, (void)lse;
+    return no_cuda("na_cuda_fused_forward_v3", device);
+}
+
+nat_status na_cuda_gather_v0(int device, const na_geom *g, const float *coef, const float *src, float factor,
+                             float *out, const char *name)
+{
+    (void)g, (void)coef, (void)src, (void)factor, (void)out, (void)name;
+    return no_cuda("na_cuda_gather_v0", device);
 }

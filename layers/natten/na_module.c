@@ -10,6 +10,8 @@
  * The padding happens before the qkv projection, so padded tokens are the qkv bias, not zeros: that is
  * what checkpoints trained with NATTEN expect. The fused op keeps no attention weights; attention
  * dropout needs them, so training with attn_drop > 0 takes the unfused qk -> softmax -> dropout -> av.
+ * nat_na_layer_forward_impl picks the NA op (fused, unfused, or the legacy gather of layers/na_gather.c)
+ * for measurements; everything around it is the same code.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -85,6 +87,14 @@ nat_status nat_na_layer_init(nat_na_layer *m, const nat_na_layer_desc *d, float 
 nat_status nat_na_layer_forward(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
                                 nat_tensor **out)
 {
+    return nat_na_layer_forward_impl(ctx, m, x, training, rng, NAT_NA_IMPL_FUSED, out);
+}
+
+nat_status nat_na_layer_forward_impl(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
+                                     nat_na_impl impl, nat_tensor **out)
+{
+    if (impl != NAT_NA_IMPL_FUSED && impl != NAT_NA_IMPL_UNFUSED && impl != NAT_NA_IMPL_GATHER)
+        return nat_error(NAT_ERR_INVALID_ARG, "neighborhood attention: unknown implementation %d", (int)impl);
     const nat_na_layer_desc *d = &m->desc;
     const int nd = d->ndim;
     const int64_t C = d->dim, heads = d->heads, hd = C / heads;
@@ -130,7 +140,9 @@ nat_status nat_na_layer_forward(nat_ctx *ctx, const nat_na_layer *m, nat_tensor 
         p.causal[a] = d->causal[a];
     }
     nat_tensor *o;
-    if (training && d->attn_drop > 0.0f) {
+    if (impl == NAT_NA_IMPL_GATHER) {
+        NAT_TRY(nat_na_by_gather(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, d->attn_drop, training, rng, &o));
+    } else if (impl == NAT_NA_IMPL_UNFUSED || (training && d->attn_drop > 0.0f)) {
         nat_tensor *attn;
         NAT_TRY(nat_na_qk(ctx, qkv3[0], qkv3[1], m->rpb, &p, &attn));
         NAT_TRY(nat_softmax(ctx, attn, &attn));

@@ -1,10 +1,20 @@
 /* layers/natten/na_ops.c — neighborhood attention as autograd ops (include/nat/natten.h) over the fast
  * CPU kernels of na_cpu.c or, when the context runs on a CUDA device, the CUDA kernels of na_cuda.h
- * (nat_na_qk / nat_na_av: the naive v0 kernels; nat_na: the fused v1 ones). Checks the tensor shapes
+ * (nat_na_qk / nat_na_av: v0 or the tiled v2, chosen by measurement; nat_na: the fused v1, or under
+ * autocast the tensor-core v3 where it applies — layers/natten/dev/README.md). Checks the tensor shapes
  * against each other and the descriptor, makes strided inputs dense (on their device), records the
  * backward. Every tensor must be on the context's device; nothing is moved between devices. Kernels
  * overwrite their outputs, so gradients are computed into step temporaries and then accumulated. The
  * fused op saves only out and the log-sum-exp.
+ *
+ * Autocast (nat_ctx_precision BF16 / F16): the operands of the products (q, k, v; attn, v) are rounded
+ * to bfloat16 / float16 (to nearest even: nat_round_array on the CPU, na_half.h on a device) into f32
+ * step tensors, and the ops run on the rounded values with f32 accumulation; rpb, outputs and
+ * gradients stay f32, and the gradients flow to the unrounded inputs unchanged (straight through the
+ * rounding). On the CPU that is the whole emulation: the f32 kernels on the rounded values. On CUDA
+ * the fused forward runs the tensor-core v3 kernel on 2-byte copies of them instead
+ * (na_cuda_fused_forward_autocast; v1 on the rounded f32 values where v3 does not apply); its backward
+ * is v1's on the rounded values.
  *
  * Layouts: see include/nat/natten.h. */
 #include <inttypes.h>
@@ -13,6 +23,7 @@
 #include "core/ops_internal.h"
 #include "layers/natten/na_cpu.h"
 #include "layers/natten/na_cuda.h"
+#include "nat/half.h" /* nat_round_array */
 #include "nat/natten.h"
 
 nat_na_params nat_na_params_make(int ndim, int kernel, int dilation)
@@ -115,6 +126,30 @@ static nat_status empty_like(nat_ctx *ctx, const nat_tensor *like, nat_tensor **
     return nat_ctx_empty(ctx, out, NAT_F32, like->ndim, like->shape);
 }
 
+/* Under autocast, a step copy of the dense x with every value rounded to bf16 / f16 (kept in f32);
+ * under F32, x itself. */
+static nat_status autocast_round(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
+{
+    const nat_precision prec = nat_ctx_precision(ctx);
+    if (prec == NAT_PREC_F32) {
+        *out = x;
+        return NAT_OK;
+    }
+    const int f16 = prec == NAT_PREC_F16;
+    nat_tensor *r;
+    NAT_TRY(empty_like(ctx, x, &r));
+    const int64_t n = nat_tensor_numel(x);
+    const float *src = nat_tensor_f32(x);
+    float *dst = nat_tensor_f32(r);
+    int dev = nat_ctx_cuda_index(ctx);
+    if (dev >= 0)
+        NAT_TRY(na_cuda_round(dev, f16, src, dst, n));
+    else
+        nat_round_array(prec, src, dst, n); /* the GEMMs' rounding (core/half.c): one CPU definition */
+    *out = r;
+    return NAT_OK;
+}
+
 /* ---- qk ---- */
 
 static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
@@ -164,6 +199,8 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
     nat_tensor *qd, *kd, *rd = NULL, *a;
     NAT_TRY(nat_dense(ctx, q, &qd));
     NAT_TRY(nat_dense(ctx, k, &kd));
+    NAT_TRY(autocast_round(ctx, qd, &qd));
+    NAT_TRY(autocast_round(ctx, kd, &kd));
     if (rpb)
         NAT_TRY(nat_dense(ctx, rpb, &rd));
     int64_t shape[NAT_MAX_DIMS];
@@ -237,6 +274,8 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
     nat_tensor *ad, *vd, *y;
     NAT_TRY(nat_dense(ctx, attn, &ad));
     NAT_TRY(nat_dense(ctx, v, &vd));
+    NAT_TRY(autocast_round(ctx, ad, &ad));
+    NAT_TRY(autocast_round(ctx, vd, &vd));
     NAT_TRY(empty_like(ctx, v, &y));
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
@@ -317,12 +356,21 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
     NAT_TRY(nat_dense(ctx, q, &qd));
     NAT_TRY(nat_dense(ctx, k, &kd));
     NAT_TRY(nat_dense(ctx, v, &vd));
+    NAT_TRY(autocast_round(ctx, qd, &qd));
+    NAT_TRY(autocast_round(ctx, kd, &kd));
+    NAT_TRY(autocast_round(ctx, vd, &vd));
     if (rpb)
         NAT_TRY(nat_dense(ctx, rpb, &rd));
     NAT_TRY(empty_like(ctx, q, &y));
     NAT_TRY(nat_ctx_empty(ctx, &lse, NAT_F32, q->ndim - 1, q->shape));
     int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
+    const nat_precision prec = nat_ctx_precision(ctx);
+    if (dev >= 0 && prec != NAT_PREC_F32)
+        NAT_TRY(na_cuda_fused_forward_autocast(dev, prec == NAT_PREC_F16, p, sz.batch, sz.heads, sz.spatial, sz.dim,
+                                               nat_tensor_f32(qd), nat_tensor_f32(kd), nat_tensor_f32(vd),
+                                               rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
+                                               nat_tensor_f32(lse)));
+    else if (dev >= 0)
         NAT_TRY(na_cuda_fused_forward(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd),
                                       nat_tensor_f32(kd), nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL,
                                       nat_tensor_f32(y), nat_tensor_f32(lse)));

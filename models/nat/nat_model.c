@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "models/nat/nat_internal.h"
+#include "nat/cuda.h" /* nat_tensor_move */
 #include "nat/ops.h"
 
 #define LN_EPS 1e-5f
@@ -191,6 +192,21 @@ void nat_model_free(nat_model *m)
 }
 
 const nat_model_desc *nat_model_get_desc(const nat_model *m) { return &m->desc; }
+
+nat_status nat_model_to(nat_model *m, nat_device dev)
+{
+    for (int i = 0; i < m->params.count; i++) {
+        nat_status s = nat_tensor_move(m->params.items[i].tensor, dev);
+        if (s != NAT_OK)
+            return nat_error_context(s, "model to %s: parameter %s", nat_device_name(dev), m->params.items[i].name);
+    }
+    return NAT_OK;
+}
+
+nat_device nat_model_device(const nat_model *m)
+{
+    return m->params.count > 0 ? m->params.items[0].tensor->device : NAT_CPU;
+}
 
 void nat_model_set_part_hook(nat_model *m, nat_model_part_fn fn, void *user)
 {
