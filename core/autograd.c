@@ -112,6 +112,26 @@ void nat_ctx_reset(nat_ctx *ctx)
     ctx->tape_len = 0;
 }
 
+int64_t nat_ctx_mark(const nat_ctx *ctx) { return ctx->tensors.used; }
+
+nat_status nat_ctx_release_since(nat_ctx *ctx, int64_t mark, const nat_tensor *keep)
+{
+    if (ctx->grad_enabled)
+        return nat_error(NAT_ERR_INVALID_ARG, "ctx: releasing step tensors needs gradients disabled (a recorded op "
+                                              "may have saved them for backward)");
+    if (mark < 0 || mark > ctx->tensors.used)
+        return nat_error(NAT_ERR_INVALID_ARG, "ctx: release mark %lld outside 0..%lld", (long long)mark,
+                         (long long)ctx->tensors.used);
+    for (int64_t i = mark; i < ctx->tensors.used; i++) {
+        nat_tensor *t = pool_at(&ctx->tensors, i);
+        if (t == keep || !t->storage)
+            continue;
+        nat_storage_release(t->storage); /* freed once no view of it (keep's included) holds it */
+        t->storage = NULL;
+    }
+    return NAT_OK;
+}
+
 void nat_ctx_free(nat_ctx *ctx)
 {
     if (!ctx)

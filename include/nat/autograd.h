@@ -69,6 +69,14 @@ bool nat_ctx_grad_enabled(const nat_ctx *ctx);
 typedef enum nat_precision { NAT_PREC_F32 = 0, NAT_PREC_BF16 = 1, NAT_PREC_F16 = 2 } nat_precision;
 nat_precision nat_ctx_set_precision(nat_ctx *ctx, nat_precision p);
 nat_precision nat_ctx_precision(const nat_ctx *ctx);
+/* Early release of step memory, for forwards that record nothing (inference): nat_ctx_mark returns a
+ * mark; nat_ctx_release_since gives the memory of every step tensor made since that mark back to the
+ * allocator, except `keep` (and whatever shares its storage, e.g. the tensor it is a view of). Those
+ * tensors must not be used afterwards. With gradients enabled it refuses (NAT_ERR_INVALID_ARG): a
+ * recorded op may have saved any of them for its backward. This is what keeps an inference forward's
+ * peak near one block's activations instead of the whole network's. */
+int64_t nat_ctx_mark(const nat_ctx *ctx);
+nat_status nat_ctx_release_since(nat_ctx *ctx, int64_t mark, const nat_tensor *keep);
 /* Number of nodes on the tape. */
 int nat_ctx_tape_length(const nat_ctx *ctx);
 

@@ -281,8 +281,14 @@ nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool tra
                                                              "levels.2.downsample", "levels.3.downsample"};
     for (int i = 0; i < nat_model_desc_levels(d); i++) {
         const nat_level *lv = &m->levels[i];
+        /* Without a tape nothing is saved for backward: after each block, everything the level made
+         * so far (the block's temporaries, the previous block's output) is dead but the new output. */
+        const bool release = !nat_ctx_grad_enabled(ctx);
+        const int64_t mark = nat_ctx_mark(ctx);
         for (int j = 0; j < lv->depth; j++) {
             nat_status s = layer_forward(ctx, m, &lv->blocks[j], i, j, h, training, rng, &h);
+            if (s == NAT_OK && release)
+                s = nat_ctx_release_since(ctx, mark, h);
             if (s != NAT_OK)
                 return nat_error_context(s, "levels.%d.blocks.%d", i, j);
         }
