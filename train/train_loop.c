@@ -310,7 +310,10 @@ static nat_status setup(run *r, nat_train_result *res)
     else if (c->log.dir[0])
         snprintf(r->dir, sizeof r->dir, "%s", c->log.dir);
     else if (resume_path[0]) { /* the checkpoint's directory */
-        snprintf(r->dir, sizeof r->dir, "%s", resume_path);
+        int n = snprintf(r->dir, sizeof r->dir, "%s", resume_path);
+        if (n < 0 || (size_t)n >= sizeof r->dir)
+            return nat_error(NAT_ERR_INVALID_ARG, "--resume %s: the path is longer than %zu characters (give --out)",
+                             resume_path, sizeof r->dir - 1);
         char *slash = strrchr(r->dir, '/');
         if (!slash)
             snprintf(r->dir, sizeof r->dir, ".");
