@@ -19,6 +19,7 @@
 #include "layers/natten/na_ref.h"
 #include "nat/rng.h"
 #include "nat/status.h"
+#include "support/na_cases.h" /* the sweep (shared with test_na_cuda.c), its data, na_rel_err */
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -26,290 +27,12 @@
 
 #define TOL 1e-4 /* fp32 fast vs double reference, relative to the reference's max |value| */
 
-static uint64_t g_seed = 20240611;
-
-/* ------------------------------------------------------------------------------------------------ */
-/* Cases                                                                                             */
-
-typedef struct na_case {
-    int ndim;
-    int64_t batch, heads, len[3], dim;
-    int kernel[3], dilation[3], causal[3];
-    int rpb;
-} na_case;
-
-static nat_na_params case_params(const na_case *c)
-{
-    nat_na_params p = {.ndim = c->ndim, .scale = 0.0f};
-    for (int a = 0; a < 3; a++) {
-        p.kernel[a] = c->kernel[a];
-        p.dilation[a] = c->dilation[a];
-        p.causal[a] = c->causal[a];
-    }
-    return p;
-}
-
-static void describe(const na_case *c, char *buf, size_t cap)
-{
-    char shape[64] = "", ks[32] = "", ds[32] = "", cs[32] = "";
-    for (int a = 0; a < c->ndim; a++) {
-        const char *sep = a ? "x" : "";
-        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%" PRId64, sep, c->len[a]);
-        snprintf(ks + strlen(ks), sizeof ks - strlen(ks), "%s%d", sep, c->kernel[a]);
-        snprintf(ds + strlen(ds), sizeof ds - strlen(ds), "%s%d", sep, c->dilation[a]);
-        snprintf(cs + strlen(cs), sizeof cs - strlen(cs), "%s%d", a ? "," : "", c->causal[a]);
-    }
-    snprintf(buf, cap, "seed=%" PRIu64 " ndim=%d shape=%s k=%s d=%s causal=%s D=%" PRId64 " B=%" PRId64
-             " heads=%" PRId64 " rpb=%d",
-             g_seed, c->ndim, shape, ks, ds, cs, c->dim, c->batch, c->heads, c->rpb);
-}
-
-static int64_t case_pixels(const na_case *c)
-{
-    int64_t n = 1;
-    for (int a = 0; a < c->ndim; a++)
-        n *= c->len[a];
-    return n;
-}
-
-static int64_t case_slots(const na_case *c)
-{
-    int64_t n = 1;
-    for (int a = 0; a < c->ndim; a++)
-        n *= c->kernel[a];
-    return n;
-}
-
-static int64_t case_rpb_size(const na_case *c)
-{
-    int64_t n = c->heads;
-    for (int a = 0; a < c->ndim; a++)
-        n *= 2 * c->kernel[a] - 1;
-    return n;
-}
-
-#define MAX_CASES 160
-static na_case g_cases[MAX_CASES];
-static int g_ncases;
-
-static const int KS[] = {3, 5, 7, 9, 11, 13, 21};
-static const int64_t DS[] = {8, 16, 20, 32, 64};
-
-/* The sweep: every kernel size, dilation 1-3 (lengths not divisible by d included), every length from
- * k*d to k*d+9 on some axis, non-square maps, every causal combination in 2-D and 3-D, rpb on and off,
- * batch/heads 1 and >1, every head dim -- spread over the cases instead of a Cartesian product, with the
- * work per case bounded so that the whole file stays fast. */
-static void add_case(na_case c)
-{
-    /* Keep the reference's work (pixels * slots * D, per op) bounded. */
-    while (c.batch * c.heads * case_pixels(&c) * case_slots(&c) * c.dim > 3000000 && c.dim > 8)
-        c.dim = c.dim == 20 ? 16 : c.dim / 2;
-    while (c.batch * c.heads * case_pixels(&c) * case_slots(&c) * c.dim > 3000000 &&
-           c.batch * c.heads > 1) {
-        if (c.batch > 1)
-            c.batch = 1;
-        else
-            c.heads = 1;
-    }
-    if (g_ncases < MAX_CASES)
-        g_cases[g_ncases++] = c;
-}
-
-/* The table itself is fixed; g_seed drives the data. */
-static void build_cases(void)
-{
-    int n = 0;
-    g_ncases = 0;
-    /* 1-D: every kernel size x dilation, lengths k*d + 0..9, both causal settings. */
-    for (size_t ki = 0; ki < sizeof KS / sizeof KS[0]; ki++)
-        for (int d = 1; d <= 3; d++) {
-            na_case c = {.ndim = 1};
-            c.kernel[0] = KS[ki];
-            c.dilation[0] = d;
-            c.causal[0] = n % 3 == 1;
-            c.len[0] = (int64_t)KS[ki] * d + n % 10;
-            c.batch = 1 + n % 2;
-            c.heads = 1 + (n / 2) % 3;
-            c.dim = DS[n % 5];
-            c.rpb = !c.causal[0] && n % 2 == 0;
-            add_case(c);
-            n++;
-        }
-    /* 2-D: the model's case, plus every kernel size with each dilation, offsets 0..9 per axis,
-     * non-square, all four causal combinations. */
-    for (size_t ki = 0; ki < sizeof KS / sizeof KS[0]; ki++)
-        for (int d = 1; d <= 3; d++) {
-            if (KS[ki] >= 13 && d > 1)
-                continue;
-            if (KS[ki] >= 9 && d == 3)
-                continue;
-            na_case c = {.ndim = 2};
-            for (int a = 0; a < 2; a++) {
-                c.kernel[a] = a == 1 && n % 4 == 3 && KS[ki] > 3 ? KS[ki] - 2 : KS[ki];
-                c.dilation[a] = a == 1 && n % 5 == 2 ? (d % 3) + 1 : d;
-                c.len[a] = (int64_t)c.kernel[a] * c.dilation[a] + (n * (a + 3) + a) % 10;
-            }
-            c.causal[0] = n % 4 == 1 || n % 4 == 3;
-            c.causal[1] = n % 4 == 2 || n % 4 == 3;
-            c.batch = 1 + n % 2;
-            c.heads = 1 + (n / 2) % 3;
-            c.dim = DS[(n + 3) % 5];
-            c.rpb = !c.causal[0] && !c.causal[1];
-            add_case(c);
-            n++;
-        }
-    /* 2-D NAT levels (k 7, D 32, rpb) at reduced size, with and without dilation. */
-    {
-        na_case c = {.ndim = 2, .batch = 2, .heads = 2, .len = {14, 14}, .dim = 32,
-                     .kernel = {7, 7}, .dilation = {1, 1}, .rpb = 1};
-        add_case(c);
-        c.len[0] = c.len[1] = 7;
-        c.heads = 4;
-        add_case(c);
-        c.len[0] = 16;
-        c.len[1] = 17;
-        c.dilation[0] = c.dilation[1] = 2;
-        c.heads = 2;
-        add_case(c);
-    }
-    /* Head dims off the usual list: wider than the SIMD kernels (plain loops) and tiny. */
-    {
-        na_case c = {.ndim = 2, .batch = 1, .heads = 2, .len = {9, 10}, .dim = 96, .kernel = {3, 5},
-                     .dilation = {2, 1}, .rpb = 1};
-        add_case(c);
-        c = (na_case){.ndim = 1, .batch = 2, .heads = 2, .len = {17}, .dim = 3, .kernel = {5},
-                      .dilation = {3}, .rpb = 1};
-        add_case(c);
-    }
-    /* Short axes (k*d <= L < 2k*d): a key near the middle is in every query's window, so inverse
-     * neighbourhoods reach 2k - 1 -- the deepest ring the fused backward keeps. */
-    {
-        na_case c = {.ndim = 2, .batch = 1, .heads = 2, .len = {9, 7}, .dim = 16, .kernel = {5, 5},
-                     .dilation = {1, 1}, .rpb = 1};
-        add_case(c);
-        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {26, 15}, .dim = 32, .kernel = {7, 5},
-                      .dilation = {2, 1}, .rpb = 1};
-        add_case(c);
-        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {7, 9}, .dim = 20, .kernel = {5, 5},
-                      .dilation = {1, 1}, .causal = {1, 0}};
-        add_case(c);
-        c = (na_case){.ndim = 3, .batch = 1, .heads = 2, .len = {9, 6, 7}, .dim = 8, .kernel = {5, 3, 3},
-                      .dilation = {1, 1, 2}, .rpb = 1};
-        add_case(c);
-    }
-    /* 3-D: all eight causal combinations, small kernels, mixed dilations. */
-    for (int cm = 0; cm < 8; cm++) {
-        na_case c = {.ndim = 3};
-        for (int a = 0; a < 3; a++) {
-            c.kernel[a] = (cm + a) % 3 == 0 ? 5 : 3;
-            c.dilation[a] = (cm + 2 * a) % 4 == 1 ? 2 : 1;
-            c.causal[a] = (cm >> a) & 1;
-            c.len[a] = (int64_t)c.kernel[a] * c.dilation[a] + (cm * 3 + a * 4) % 10;
-        }
-        if (cm == 5)
-            c.dilation[2] = 3, c.len[2] = 3 * c.kernel[2] + 2;
-        c.batch = 1 + cm % 2;
-        c.heads = 1 + (cm / 2) % 2;
-        c.dim = DS[cm % 5];
-        c.rpb = cm == 0;
-        add_case(c);
-    }
-    {
-        na_case c = {.ndim = 3, .batch = 1, .heads = 2, .len = {7, 9, 8}, .dim = 16,
-                     .kernel = {7, 3, 5}, .dilation = {1, 3, 1}, .rpb = 1};
-        add_case(c);
-        /* More than 512 slots: the rpb is gathered per query instead of read from a bias table. */
-        c = (na_case){.ndim = 3, .batch = 1, .heads = 1, .len = {9, 10, 7}, .dim = 8,
-                      .kernel = {9, 9, 7}, .dilation = {1, 1, 1}, .rpb = 1};
-        add_case(c);
-    }
-}
-
-/* ------------------------------------------------------------------------------------------------ */
-/* Data and comparison                                                                               */
-
-typedef struct na_data {
-    int64_t nqkv, natt, nrpb, nlse;
-    float *q, *k, *v, *rpb, *g_out, *g_att, *att; /* inputs (float) */
-    double *qd, *kd, *vd, *rpbd, *g_outd, *g_attd, *attd;
-} na_data;
-
-static double *to_double(const float *x, int64_t n)
-{
-    double *d = calloc((size_t)(n ? n : 1), sizeof(double));
-    for (int64_t i = 0; i < n; i++)
-        d[i] = x[i];
-    return d;
-}
-
-static float *randn(nat_rng *r, int64_t n, float std)
-{
-    float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    nat_rng_fill_normal(r, x, (size_t)n, 0.0f, std);
-    return x;
-}
-
-static void data_init(na_data *dt, const na_case *c, uint64_t salt)
-{
-    nat_rng r;
-    nat_rng_seed(&r, g_seed * 1000003u + salt);
-    int64_t bhn = c->batch * c->heads * case_pixels(c);
-    dt->nqkv = bhn * c->dim;
-    dt->natt = bhn * case_slots(c);
-    dt->nrpb = case_rpb_size(c);
-    dt->nlse = bhn;
-    dt->q = randn(&r, dt->nqkv, 1.0f);
-    dt->k = randn(&r, dt->nqkv, 1.0f);
-    dt->v = randn(&r, dt->nqkv, 1.0f);
-    dt->rpb = randn(&r, dt->nrpb, 0.5f);
-    dt->g_out = randn(&r, dt->nqkv, 1.0f);
-    dt->g_att = randn(&r, dt->natt, 1.0f);
-    dt->att = malloc(sizeof(float) * (size_t)dt->natt);
-    nat_rng_fill_uniform(&r, dt->att, (size_t)dt->natt, 0.0f, 0.2f);
-    dt->qd = to_double(dt->q, dt->nqkv);
-    dt->kd = to_double(dt->k, dt->nqkv);
-    dt->vd = to_double(dt->v, dt->nqkv);
-    dt->rpbd = to_double(dt->rpb, dt->nrpb);
-    dt->g_outd = to_double(dt->g_out, dt->nqkv);
-    dt->g_attd = to_double(dt->g_att, dt->natt);
-    dt->attd = to_double(dt->att, dt->natt);
-}
-
-static void data_free(na_data *dt)
-{
-    float *f[] = {dt->q, dt->k, dt->v, dt->rpb, dt->g_out, dt->g_att, dt->att};
-    double *d[] = {dt->qd, dt->kd, dt->vd, dt->rpbd, dt->g_outd, dt->g_attd, dt->attd};
-    for (int i = 0; i < 7; i++) {
-        free(f[i]);
-        free(d[i]);
-    }
-}
-
-/* max |fast - ref| / max |ref| over finite entries; -inf must sit at the same places. Returns the
- * relative error, or INFINITY on a mismatch of infinities / a non-finite fast value. */
-static double rel_err(const float *fast, const double *ref, int64_t n)
-{
-    double mx = 0.0, err = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        if (isinf(ref[i]) || isinf(fast[i])) {
-            if (!(isinf(ref[i]) && isinf(fast[i]) && (ref[i] < 0) == (fast[i] < 0)))
-                return INFINITY;
-            continue;
-        }
-        if (!isfinite(fast[i]))
-            return INFINITY;
-        mx = fmax(mx, fabs(ref[i]));
-        err = fmax(err, fabs((double)fast[i] - ref[i]));
-    }
-    return mx > 0.0 ? err / mx : err;
-}
-
 #define EXPECT_CLOSE(what, fast, ref, n, tol, c)                                              \
     do {                                                                                     \
-        double e_ = rel_err((fast), (ref), (n));                                             \
+        double e_ = na_rel_err((fast), (ref), (n));                                             \
         if (!(e_ <= (tol))) {                                                                \
             char d_[256];                                                                    \
-            describe((c), d_, sizeof d_);                                                    \
+            na_case_describe((c), d_, sizeof d_);                                                    \
             ck_abort_msg("%s: relative error %.3g > %.1g [%s]", (what), e_, (double)(tol), d_); \
         }                                                                                    \
     } while (0)
@@ -319,7 +42,7 @@ static double rel_err(const float *fast, const double *ref, int64_t n)
         nat_status s_ = (call);                                                              \
         if (s_ != NAT_OK) {                                                                  \
             char d_[256];                                                                    \
-            describe((c), d_, sizeof d_);                                                    \
+            na_case_describe((c), d_, sizeof d_);                                                    \
             ck_abort_msg("%s failed: %s [%s]", #call, nat_error_message(), d_);              \
         }                                                                                    \
     } while (0)
@@ -334,9 +57,9 @@ static double *dbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(doubl
 
 static void run_qk(const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 1);
+    na_data_init(&dt, c, 1);
     float *a = fbuf(dt.natt);
     double *ar = dbuf(dt.natt);
     EXPECT_OK(na_ref_qk(CASE_ARGS(c, p), dt.qd, dt.kd, c->rpb ? dt.rpbd : NULL, ar), c);
@@ -344,14 +67,14 @@ static void run_qk(const na_case *c)
     EXPECT_CLOSE("qk logits", a, ar, dt.natt, TOL, c);
     free(a);
     free(ar);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_av(const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 2);
+    na_data_init(&dt, c, 2);
     float *o = fbuf(dt.nqkv);
     double *orf = dbuf(dt.nqkv);
     EXPECT_OK(na_ref_av(CASE_ARGS(c, p), dt.attd, dt.vd, orf), c);
@@ -359,14 +82,14 @@ static void run_av(const na_case *c)
     EXPECT_CLOSE("av out", o, orf, dt.nqkv, TOL, c);
     free(o);
     free(orf);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_qk_bwd(const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 3);
+    na_data_init(&dt, c, 3);
     float *dq = fbuf(dt.nqkv), *dk = fbuf(dt.nqkv), *dr = fbuf(dt.nrpb);
     double *dqr = dbuf(dt.nqkv), *dkr = dbuf(dt.nqkv), *drr = dbuf(dt.nrpb);
     /* Garbage in the outputs: they must be overwritten, not accumulated into. */
@@ -381,14 +104,14 @@ static void run_qk_bwd(const na_case *c)
     if (c->rpb)
         EXPECT_CLOSE("qk_backward drpb", dr, drr, dt.nrpb, TOL, c);
     free(dq), free(dk), free(dr), free(dqr), free(dkr), free(drr);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_av_bwd(const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 4);
+    na_data_init(&dt, c, 4);
     float *da = fbuf(dt.natt), *dv = fbuf(dt.nqkv);
     double *dar = dbuf(dt.natt), *dvr = dbuf(dt.nqkv);
     for (int64_t i = 0; i < dt.natt; i++)
@@ -398,14 +121,14 @@ static void run_av_bwd(const na_case *c)
     EXPECT_CLOSE("av_backward d_attn", da, dar, dt.natt, TOL, c);
     EXPECT_CLOSE("av_backward dv", dv, dvr, dt.nqkv, TOL, c);
     free(da), free(dv), free(dar), free(dvr);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_fused_fwd(const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 5);
+    na_data_init(&dt, c, 5);
     float *o = fbuf(dt.nqkv), *l = fbuf(dt.nlse);
     double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
     const double *rpbd = c->rpb ? dt.rpbd : NULL;
@@ -415,14 +138,14 @@ static void run_fused_fwd(const na_case *c)
     EXPECT_CLOSE("fused_forward out", o, orf, dt.nqkv, TOL, c);
     EXPECT_CLOSE("fused_forward lse", l, lr, dt.nlse, TOL, c);
     free(o), free(l), free(orf), free(lr);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_fused_bwd(const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 6);
+    na_data_init(&dt, c, 6);
     const int64_t n = dt.nqkv;
     double *orf = dbuf(n), *lr = dbuf(dt.nlse);
     const double *rpbd = c->rpb ? dt.rpbd : NULL;
@@ -448,16 +171,16 @@ static void run_fused_bwd(const na_case *c)
         EXPECT_CLOSE("fused_backward drpb", dr, drr, dt.nrpb, TOL, c);
     free(orf), free(lr), free(of), free(lf), free(dqr), free(dkr), free(dvr), free(drr);
     free(dq), free(dk), free(dv), free(dr);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 /* Fused == softmax(qk) then av, forward and backward, all fast kernels. */
 static void run_fused_vs_unfused(const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 7);
-    const int64_t n = dt.nqkv, K = case_slots(c), nq = dt.nlse;
+    na_data_init(&dt, c, 7);
+    const int64_t n = dt.nqkv, K = na_case_slots(c), nq = dt.nlse;
     const float *rpbf = c->rpb ? dt.rpb : NULL;
     float *logit = fbuf(dt.natt), *w = fbuf(dt.natt), *dw = fbuf(dt.natt);
     float *ou = fbuf(n), *of = fbuf(n), *lf = fbuf(nq);
@@ -476,7 +199,7 @@ static void run_fused_vs_unfused(const na_case *c)
     }
     EXPECT_OK(na_cpu_av(CASE_ARGS(c, p), w, dt.v, ou), c);
     EXPECT_OK(na_cpu_fused_forward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf), c);
-    double *oud = to_double(ou, n);
+    double *oud = na_to_double(ou, n);
     EXPECT_CLOSE("fused vs unfused out", of, oud, n, TOL, c);
     EXPECT_CLOSE("fused vs unfused lse", lf, lse_u, nq, TOL, c);
 
@@ -495,31 +218,31 @@ static void run_fused_vs_unfused(const na_case *c)
     EXPECT_OK(na_cpu_fused_backward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dqf,
                                     dkf, dvf, c->rpb ? drf : NULL), c);
     double *x;
-    x = to_double(dqu, n);
+    x = na_to_double(dqu, n);
     EXPECT_CLOSE("fused vs unfused dq", dqf, x, n, TOL, c);
     free(x);
-    x = to_double(dku, n);
+    x = na_to_double(dku, n);
     EXPECT_CLOSE("fused vs unfused dk", dkf, x, n, TOL, c);
     free(x);
-    x = to_double(dvu, n);
+    x = na_to_double(dvu, n);
     EXPECT_CLOSE("fused vs unfused dv", dvf, x, n, TOL, c);
     free(x);
     if (c->rpb) {
-        x = to_double(dru, dt.nrpb);
+        x = na_to_double(dru, dt.nrpb);
         EXPECT_CLOSE("fused vs unfused drpb", drf, x, dt.nrpb, TOL, c);
         free(x);
     }
     free(logit), free(w), free(dw), free(ou), free(of), free(lf), free(lse_u), free(oud);
     free(dvu), free(dqu), free(dku), free(dru), free(dqf), free(dkf), free(dvf), free(drf);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 /* Every case, or every `step`-th one (the fast-vs-fast comparison needs less breadth). */
 static void sweep_every(void (*fn)(const na_case *), int step)
 {
-    build_cases();
-    for (int i = 0; i < g_ncases; i += step)
-        fn(&g_cases[i]);
+    na_cases_build();
+    for (int i = 0; i < na_ncases; i += step)
+        fn(&na_cases[i]);
 }
 
 static void sweep(void (*fn)(const na_case *)) { sweep_every(fn, 1); }
@@ -555,9 +278,9 @@ START_TEST(test_determinism)
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const na_case *c = &cases[ci];
-        nat_na_params p = case_params(c);
+        nat_na_params p = na_case_params(c);
         na_data dt;
-        data_init(&dt, c, 9);
+        na_data_init(&dt, c, 9);
         const int64_t n = dt.nqkv;
         const float *rpbf = c->rpb ? dt.rpb : NULL;
         float *o = fbuf(n), *l = fbuf(dt.nlse);
@@ -582,7 +305,7 @@ START_TEST(test_determinism)
 #endif
         }
         char d[256];
-        describe(c, d, sizeof d);
+        na_case_describe(c, d, sizeof d);
         for (int i = 0; i < 4; i++) {
             size_t bytes = sizeof(float) * (size_t)(i < 3 ? n : dt.nrpb);
             ck_assert_msg(!memcmp(g[0][i], g[1][i], bytes), "fused_backward output %d differs between "
@@ -591,7 +314,7 @@ START_TEST(test_determinism)
                 ck_assert_msg(!memcmp(g[0][i], g[2][i], bytes), "fused_backward output %d differs "
                               "between 1 thread and the default team [%s]", i, d);
             if (i < 3 || c->rpb) {
-                double *ref = to_double(g[0][i], i < 3 ? n : dt.nrpb);
+                double *ref = na_to_double(g[0][i], i < 3 ? n : dt.nrpb);
                 EXPECT_CLOSE("fused_backward, recompute path vs ring", g[3][i], ref, i < 3 ? n : dt.nrpb,
                              1e-5, c);
                 free(ref);
@@ -601,7 +324,7 @@ START_TEST(test_determinism)
             for (int i = 0; i < 4; i++)
                 free(g[run][i]);
         free(o), free(l);
-        data_free(&dt);
+        na_data_free(&dt);
     }
 }
 END_TEST
@@ -609,11 +332,11 @@ END_TEST
 /* The sweep covers what it claims to. */
 START_TEST(test_sweep_coverage)
 {
-    build_cases();
+    na_cases_build();
     int kseen[32] = {0}, dseen[4] = {0}, offs[10] = {0}, c2[4] = {0}, c3[8] = {0};
     int dims[65] = {0}, rpb_on = 0, rpb_off = 0, bh1 = 0, bhn = 0, nondiv = 0, nonsq = 0;
-    for (int i = 0; i < g_ncases; i++) {
-        const na_case *c = &g_cases[i];
+    for (int i = 0; i < na_ncases; i++) {
+        const na_case *c = &na_cases[i];
         for (int a = 0; a < c->ndim; a++) {
             int64_t off = c->len[a] - (int64_t)c->kernel[a] * c->dilation[a];
             if (c->kernel[a] < 32)
@@ -637,8 +360,8 @@ START_TEST(test_sweep_coverage)
         bh1 |= c->batch == 1 && c->heads == 1;
         bhn |= c->batch > 1 && c->heads > 1;
     }
-    for (size_t i = 0; i < sizeof KS / sizeof KS[0]; i++)
-        ck_assert_msg(kseen[KS[i]], "kernel %d not swept", KS[i]);
+    for (size_t i = 0; i < sizeof na_case_kernels / sizeof na_case_kernels[0]; i++)
+        ck_assert_msg(kseen[na_case_kernels[i]], "kernel %d not swept", na_case_kernels[i]);
     for (int d = 1; d <= 3; d++)
         ck_assert_msg(dseen[d], "dilation %d not swept", d);
     for (int o = 0; o < 10; o++)
@@ -647,8 +370,8 @@ START_TEST(test_sweep_coverage)
         ck_assert_msg(c2[m], "2-D causal combination %d not swept", m);
     for (int m = 0; m < 8; m++)
         ck_assert_msg(c3[m], "3-D causal combination %d not swept", m);
-    for (size_t i = 0; i < sizeof DS / sizeof DS[0]; i++)
-        ck_assert_msg(dims[DS[i]], "head dim %d not swept", (int)DS[i]);
+    for (size_t i = 0; i < sizeof na_case_dims / sizeof na_case_dims[0]; i++)
+        ck_assert_msg(dims[na_case_dims[i]], "head dim %d not swept", (int)na_case_dims[i]);
     ck_assert(rpb_on && rpb_off && bh1 && bhn && nondiv && nonsq);
 }
 END_TEST
@@ -859,7 +582,7 @@ START_TEST(test_fd_grad)
         f.nqkv = f.nq * f.dim;
         f.natt = f.nq * K;
         nat_rng r;
-        nat_rng_seed(&r, g_seed + ci);
+        nat_rng_seed(&r, na_test_seed + ci);
         double **bufs[] = {&f.q, &f.k, &f.v, &f.rpb, &f.g_out, &f.g_att, &f.att};
         int64_t sizes[] = {f.nqkv, f.nqkv, f.nqkv, f.nrpb, f.nqkv, f.natt, f.natt};
         for (int b = 0; b < 7; b++) {
@@ -1026,8 +749,8 @@ int main(void)
 {
     const char *env = getenv("NAT_TEST_SEED");
     if (env && *env)
-        g_seed = strtoull(env, NULL, 10);
-    printf("test_na_cpu: seed %" PRIu64 " (set NAT_TEST_SEED to change)\n", g_seed);
+        na_test_seed = strtoull(env, NULL, 10);
+    printf("test_na_cpu: seed %" PRIu64 " (set NAT_TEST_SEED to change)\n", na_test_seed);
     SRunner *sr = srunner_create(na_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

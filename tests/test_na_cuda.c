@@ -47,287 +47,20 @@
 #include "nat/cuda.h"
 #include "nat/natten.h"
 #include "support/harness.h"
+#include "support/na_cases.h"                /* the sweep of both NA tests, its data, na_rel_err */
 
 #define TOL 1e-4 /* fp32 vs double reference, relative to the reference's max |value| */
 #define TOL16 2e-2 /* v3 (bf16 / f16 operands) vs the double reference on the rounded inputs */
 
 static const nat_device GPU = {NAT_DEV_CUDA, 0};
-static uint64_t g_seed = 20240611;
-
-/* ------------------------------------------------------------------------------------------------ */
-/* The sweep of tests/test_na_cpu.c (same table, same generator)                                      */
-
-typedef struct na_case {
-    int ndim;
-    int64_t batch, heads, len[3], dim;
-    int kernel[3], dilation[3], causal[3];
-    int rpb;
-} na_case;
-
-static nat_na_params case_params(const na_case *c)
-{
-    nat_na_params p = {.ndim = c->ndim, .scale = 0.0f};
-    for (int a = 0; a < 3; a++) {
-        p.kernel[a] = c->kernel[a];
-        p.dilation[a] = c->dilation[a];
-        p.causal[a] = c->causal[a];
-    }
-    return p;
-}
-
-static void describe(const na_case *c, char *buf, size_t cap)
-{
-    char shape[64] = "", ks[32] = "", ds[32] = "", cs[32] = "";
-    for (int a = 0; a < c->ndim; a++) {
-        const char *sep = a ? "x" : "";
-        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%" PRId64, sep, c->len[a]);
-        snprintf(ks + strlen(ks), sizeof ks - strlen(ks), "%s%d", sep, c->kernel[a]);
-        snprintf(ds + strlen(ds), sizeof ds - strlen(ds), "%s%d", sep, c->dilation[a]);
-        snprintf(cs + strlen(cs), sizeof cs - strlen(cs), "%s%d", a ? "," : "", c->causal[a]);
-    }
-    snprintf(buf, cap, "seed=%" PRIu64 " ndim=%d shape=%s k=%s d=%s causal=%s D=%" PRId64 " B=%" PRId64
-             " heads=%" PRId64 " rpb=%d",
-             g_seed, c->ndim, shape, ks, ds, cs, c->dim, c->batch, c->heads, c->rpb);
-}
-
-static int64_t case_pixels(const na_case *c)
-{
-    int64_t n = 1;
-    for (int a = 0; a < c->ndim; a++)
-        n *= c->len[a];
-    return n;
-}
-
-static int64_t case_slots(const na_case *c)
-{
-    int64_t n = 1;
-    for (int a = 0; a < c->ndim; a++)
-        n *= c->kernel[a];
-    return n;
-}
-
-static int64_t case_rpb_size(const na_case *c)
-{
-    int64_t n = c->heads;
-    for (int a = 0; a < c->ndim; a++)
-        n *= 2 * c->kernel[a] - 1;
-    return n;
-}
-
-#define MAX_CASES 160
-static na_case g_cases[MAX_CASES];
-static int g_ncases;
-
-static const int KS[] = {3, 5, 7, 9, 11, 13, 21};
-static const int64_t DS[] = {8, 16, 20, 32, 64};
-
-static void add_case(na_case c)
-{
-    while (c.batch * c.heads * case_pixels(&c) * case_slots(&c) * c.dim > 3000000 && c.dim > 8)
-        c.dim = c.dim == 20 ? 16 : c.dim / 2;
-    while (c.batch * c.heads * case_pixels(&c) * case_slots(&c) * c.dim > 3000000 && c.batch * c.heads > 1) {
-        if (c.batch > 1)
-            c.batch = 1;
-        else
-            c.heads = 1;
-    }
-    if (g_ncases < MAX_CASES)
-        g_cases[g_ncases++] = c;
-}
-
-/* Every kernel size, dilation 1-3 (lengths not divisible by d included), lengths k*d + 0..9, non-square
- * maps, every causal combination in 2-D and 3-D, rpb on and off, batch/heads 1 and > 1, head dims 3 to
- * 96 (one, two and three 32-channel chunks of the fused kernels). */
-static void build_cases(void)
-{
-    int n = 0;
-    g_ncases = 0;
-    for (size_t ki = 0; ki < sizeof KS / sizeof KS[0]; ki++)
-        for (int d = 1; d <= 3; d++) {
-            na_case c = {.ndim = 1};
-            c.kernel[0] = KS[ki];
-            c.dilation[0] = d;
-            c.causal[0] = n % 3 == 1;
-            c.len[0] = (int64_t)KS[ki] * d + n % 10;
-            c.batch = 1 + n % 2;
-            c.heads = 1 + (n / 2) % 3;
-            c.dim = DS[n % 5];
-            c.rpb = !c.causal[0] && n % 2 == 0;
-            add_case(c);
-            n++;
-        }
-    for (size_t ki = 0; ki < sizeof KS / sizeof KS[0]; ki++)
-        for (int d = 1; d <= 3; d++) {
-            if (KS[ki] >= 13 && d > 1)
-                continue;
-            if (KS[ki] >= 9 && d == 3)
-                continue;
-            na_case c = {.ndim = 2};
-            for (int a = 0; a < 2; a++) {
-                c.kernel[a] = a == 1 && n % 4 == 3 && KS[ki] > 3 ? KS[ki] - 2 : KS[ki];
-                c.dilation[a] = a == 1 && n % 5 == 2 ? (d % 3) + 1 : d;
-                c.len[a] = (int64_t)c.kernel[a] * c.dilation[a] + (n * (a + 3) + a) % 10;
-            }
-            c.causal[0] = n % 4 == 1 || n % 4 == 3;
-            c.causal[1] = n % 4 == 2 || n % 4 == 3;
-            c.batch = 1 + n % 2;
-            c.heads = 1 + (n / 2) % 3;
-            c.dim = DS[(n + 3) % 5];
-            c.rpb = !c.causal[0] && !c.causal[1];
-            add_case(c);
-            n++;
-        }
-    {
-        na_case c = {.ndim = 2, .batch = 2, .heads = 2, .len = {14, 14}, .dim = 32,
-                     .kernel = {7, 7}, .dilation = {1, 1}, .rpb = 1};
-        add_case(c);
-        c.len[0] = c.len[1] = 7;
-        c.heads = 4;
-        add_case(c);
-        c.len[0] = 16;
-        c.len[1] = 17;
-        c.dilation[0] = c.dilation[1] = 2;
-        c.heads = 2;
-        add_case(c);
-    }
-    {
-        na_case c = {.ndim = 2, .batch = 1, .heads = 2, .len = {9, 10}, .dim = 96, .kernel = {3, 5},
-                     .dilation = {2, 1}, .rpb = 1};
-        add_case(c);
-        c = (na_case){.ndim = 1, .batch = 2, .heads = 2, .len = {17}, .dim = 3, .kernel = {5},
-                      .dilation = {3}, .rpb = 1};
-        add_case(c);
-    }
-    {
-        na_case c = {.ndim = 2, .batch = 1, .heads = 2, .len = {9, 7}, .dim = 16, .kernel = {5, 5},
-                     .dilation = {1, 1}, .rpb = 1};
-        add_case(c);
-        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {26, 15}, .dim = 32, .kernel = {7, 5},
-                      .dilation = {2, 1}, .rpb = 1};
-        add_case(c);
-        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {7, 9}, .dim = 20, .kernel = {5, 5},
-                      .dilation = {1, 1}, .causal = {1, 0}};
-        add_case(c);
-        c = (na_case){.ndim = 3, .batch = 1, .heads = 2, .len = {9, 6, 7}, .dim = 8, .kernel = {5, 3, 3},
-                      .dilation = {1, 1, 2}, .rpb = 1};
-        add_case(c);
-    }
-    for (int cm = 0; cm < 8; cm++) {
-        na_case c = {.ndim = 3};
-        for (int a = 0; a < 3; a++) {
-            c.kernel[a] = (cm + a) % 3 == 0 ? 5 : 3;
-            c.dilation[a] = (cm + 2 * a) % 4 == 1 ? 2 : 1;
-            c.causal[a] = (cm >> a) & 1;
-            c.len[a] = (int64_t)c.kernel[a] * c.dilation[a] + (cm * 3 + a * 4) % 10;
-        }
-        if (cm == 5)
-            c.dilation[2] = 3, c.len[2] = 3 * c.kernel[2] + 2;
-        c.batch = 1 + cm % 2;
-        c.heads = 1 + (cm / 2) % 2;
-        c.dim = DS[cm % 5];
-        c.rpb = cm == 0;
-        add_case(c);
-    }
-    {
-        na_case c = {.ndim = 3, .batch = 1, .heads = 2, .len = {7, 9, 8}, .dim = 16,
-                     .kernel = {7, 3, 5}, .dilation = {1, 3, 1}, .rpb = 1};
-        add_case(c);
-        c = (na_case){.ndim = 3, .batch = 1, .heads = 1, .len = {9, 10, 7}, .dim = 8,
-                      .kernel = {9, 9, 7}, .dilation = {1, 1, 1}, .rpb = 1};
-        add_case(c);
-        /* Head dim 65: three fused chunks, the last one channel wide. */
-        c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {8, 9}, .dim = 65, .kernel = {3, 3},
-                      .dilation = {2, 1}, .causal = {0, 1}};
-        add_case(c);
-    }
-}
-
-/* ------------------------------------------------------------------------------------------------ */
-/* Data and comparison                                                                               */
-
-typedef struct na_data {
-    int64_t nqkv, natt, nrpb, nlse;
-    float *q, *k, *v, *rpb, *g_out, *g_att, *att;
-    double *qd, *kd, *vd, *rpbd, *g_outd, *g_attd, *attd;
-} na_data;
-
-static double *to_double(const float *x, int64_t n)
-{
-    double *d = calloc((size_t)(n ? n : 1), sizeof(double));
-    for (int64_t i = 0; i < n; i++)
-        d[i] = x[i];
-    return d;
-}
-
-static float *randn(nat_rng *r, int64_t n, float std)
-{
-    float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    nat_rng_fill_normal(r, x, (size_t)n, 0.0f, std);
-    return x;
-}
-
-static void data_init(na_data *dt, const na_case *c, uint64_t salt)
-{
-    nat_rng r;
-    nat_rng_seed(&r, g_seed * 1000003u + salt);
-    int64_t bhn = c->batch * c->heads * case_pixels(c);
-    dt->nqkv = bhn * c->dim;
-    dt->natt = bhn * case_slots(c);
-    dt->nrpb = case_rpb_size(c);
-    dt->nlse = bhn;
-    dt->q = randn(&r, dt->nqkv, 1.0f);
-    dt->k = randn(&r, dt->nqkv, 1.0f);
-    dt->v = randn(&r, dt->nqkv, 1.0f);
-    dt->rpb = randn(&r, dt->nrpb, 0.5f);
-    dt->g_out = randn(&r, dt->nqkv, 1.0f);
-    dt->g_att = randn(&r, dt->natt, 1.0f);
-    dt->att = malloc(sizeof(float) * (size_t)dt->natt);
-    nat_rng_fill_uniform(&r, dt->att, (size_t)dt->natt, 0.0f, 0.2f);
-    dt->qd = to_double(dt->q, dt->nqkv);
-    dt->kd = to_double(dt->k, dt->nqkv);
-    dt->vd = to_double(dt->v, dt->nqkv);
-    dt->rpbd = to_double(dt->rpb, dt->nrpb);
-    dt->g_outd = to_double(dt->g_out, dt->nqkv);
-    dt->g_attd = to_double(dt->g_att, dt->natt);
-    dt->attd = to_double(dt->att, dt->natt);
-}
-
-static void data_free(na_data *dt)
-{
-    float *f[] = {dt->q, dt->k, dt->v, dt->rpb, dt->g_out, dt->g_att, dt->att};
-    double *d[] = {dt->qd, dt->kd, dt->vd, dt->rpbd, dt->g_outd, dt->g_attd, dt->attd};
-    for (int i = 0; i < 7; i++) {
-        free(f[i]);
-        free(d[i]);
-    }
-}
-
-/* max |got - ref| / max |ref| over finite entries; -inf must sit at the same places. INFINITY on a
- * mismatch of infinities or a non-finite value. */
-static double rel_err(const float *got, const double *ref, int64_t n)
-{
-    double mx = 0.0, err = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        if (isinf(ref[i]) || isinf(got[i])) {
-            if (!(isinf(ref[i]) && isinf(got[i]) && (ref[i] < 0) == (got[i] < 0)))
-                return INFINITY;
-            continue;
-        }
-        if (!isfinite(got[i]))
-            return INFINITY;
-        mx = fmax(mx, fabs(ref[i]));
-        err = fmax(err, fabs((double)got[i] - ref[i]));
-    }
-    return mx > 0.0 ? err / mx : err;
-}
 
 static void expect_close(const char *impl, const char *what, const float *got, const double *ref, int64_t n,
                          const na_case *c)
 {
-    double e = rel_err(got, ref, n);
+    double e = na_rel_err(got, ref, n);
     if (!(e <= TOL)) {
         char d[256];
-        describe(c, d, sizeof d);
+        na_case_describe(c, d, sizeof d);
         ck_abort_msg("%s %s: relative error %.3g > %.1g [%s]", impl, what, e, TOL, d);
     }
 }
@@ -336,7 +69,7 @@ static void expect_close(const char *impl, const char *what, const float *got, c
 static void expect_close_f(const char *impl, const char *what, const float *got, const float *cpu, int64_t n,
                            const na_case *c)
 {
-    double *x = to_double(cpu, n);
+    double *x = na_to_double(cpu, n);
     char w[96];
     snprintf(w, sizeof w, "%s (vs na_cpu)", what);
     expect_close(impl, w, got, x, n, c);
@@ -348,7 +81,7 @@ static void expect_close_f(const char *impl, const char *what, const float *got,
         nat_status s_ = (call);                                                                   \
         if (s_ != NAT_OK) {                                                                       \
             char d_[256];                                                                         \
-            describe((c), d_, sizeof d_);                                                         \
+            na_case_describe((c), d_, sizeof d_);                                                         \
             ck_abort_msg("%s failed: %s [%s]", #call, nat_error_message(), d_);                   \
         }                                                                                         \
     } while (0)
@@ -654,13 +387,13 @@ static int run_v3_fwd(int on_device, const na_case *c0, int64_t D, int f16)
     na_case cc = *c0;
     cc.dim = D;
     const na_case *c = &cc;
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_geom g;
     na_v2_plan pl;
     if (na_geom_init(&g, &p, c->batch, c->heads, c->len, D, c->rpb, "t") != NAT_OK || !na_v3_plan_init(&g, &pl))
         return 0;
     na_data dt;
-    data_init(&dt, c, 7);
+    na_data_init(&dt, c, 7);
     for (int64_t i = 0; i < dt.nqkv; i++) {
         float *x[3] = {dt.q, dt.k, dt.v};
         double *xd[3] = {dt.qd, dt.kd, dt.vd};
@@ -678,14 +411,14 @@ static int run_v3_fwd(int on_device, const na_case *c0, int64_t D, int f16)
     else
         EXPECT_OK(emu3_fwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l), c);
     const char *name = on_device ? (f16 ? "cuda v3 f16" : "cuda v3 bf16") : (f16 ? "emulated v3 f16" : "emulated v3 bf16");
-    double eo = rel_err(o, orf, dt.nqkv), el = rel_err(l, lr, dt.nlse);
+    double eo = na_rel_err(o, orf, dt.nqkv), el = na_rel_err(l, lr, dt.nlse);
     if (!(eo <= TOL16 && el <= TOL16)) {
         char d[256];
-        describe(c, d, sizeof d);
+        na_case_describe(c, d, sizeof d);
         ck_abort_msg("%s fused_forward: relative error out %.3g, lse %.3g > %.1g [%s]", name, eo, el, TOL16, d);
     }
     free(qh), free(kh), free(vh), free(o), free(l), free(orf), free(lr);
-    data_free(&dt);
+    na_data_free(&dt);
     return 1;
 }
 
@@ -693,10 +426,10 @@ static int run_v3_fwd(int on_device, const na_case *c0, int64_t D, int f16)
  * short), both 2-byte types; plus maps smaller than a tile and several tiles with dilation. */
 static void sweep_v3(int on_device)
 {
-    build_cases();
+    na_cases_build();
     int ran = 0;
-    for (int i = 0; i < g_ncases; i++) {
-        na_case c = g_cases[i];
+    for (int i = 0; i < na_ncases; i++) {
+        na_case c = na_cases[i];
         if (c.ndim > 2)
             continue;
         if (!on_device && c.batch * c.heads > 2)
@@ -879,9 +612,9 @@ static nat_status dev3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H
 
 static void run_qk(const na_impl *im, const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 1);
+    na_data_init(&dt, c, 1);
     float *a = garbage(dt.natt, 1e3f), *ac = fbuf(dt.natt);
     double *ar = dbuf(dt.natt);
     EXPECT_OK(na_ref_qk(CASE_ARGS(c, p), dt.qd, dt.kd, c->rpb ? dt.rpbd : NULL, ar), c);
@@ -890,14 +623,14 @@ static void run_qk(const na_impl *im, const na_case *c)
     expect_close(im->name, "qk logits", a, ar, dt.natt, c);
     expect_close_f(im->name, "qk logits", a, ac, dt.natt, c);
     free(a), free(ac), free(ar);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_av(const na_impl *im, const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 2);
+    na_data_init(&dt, c, 2);
     float *o = garbage(dt.nqkv, 1e3f), *oc = fbuf(dt.nqkv);
     double *orf = dbuf(dt.nqkv);
     EXPECT_OK(na_ref_av(CASE_ARGS(c, p), dt.attd, dt.vd, orf), c);
@@ -906,14 +639,14 @@ static void run_av(const na_impl *im, const na_case *c)
     expect_close(im->name, "av out", o, orf, dt.nqkv, c);
     expect_close_f(im->name, "av out", o, oc, dt.nqkv, c);
     free(o), free(oc), free(orf);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_qk_bwd(const na_impl *im, const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 3);
+    na_data_init(&dt, c, 3);
     float *dq = garbage(dt.nqkv, 1e3f), *dk = garbage(dt.nqkv, 1e3f), *dr = garbage(dt.nrpb, 1e3f);
     float *dqc = fbuf(dt.nqkv), *dkc = fbuf(dt.nqkv), *drc = fbuf(dt.nrpb);
     double *dqr = dbuf(dt.nqkv), *dkr = dbuf(dt.nqkv), *drr = dbuf(dt.nrpb);
@@ -929,14 +662,14 @@ static void run_qk_bwd(const na_impl *im, const na_case *c)
         expect_close_f(im->name, "qk_backward drpb", dr, drc, dt.nrpb, c);
     }
     free(dq), free(dk), free(dr), free(dqc), free(dkc), free(drc), free(dqr), free(dkr), free(drr);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_av_bwd(const na_impl *im, const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 4);
+    na_data_init(&dt, c, 4);
     float *da = garbage(dt.natt, 1e3f), *dv = garbage(dt.nqkv, 1e3f), *dac = fbuf(dt.natt), *dvc = fbuf(dt.nqkv);
     double *dar = dbuf(dt.natt), *dvr = dbuf(dt.nqkv);
     EXPECT_OK(na_ref_av_backward(CASE_ARGS(c, p), dt.g_outd, dt.attd, dt.vd, dar, dvr), c);
@@ -949,18 +682,18 @@ static void run_av_bwd(const na_impl *im, const na_case *c)
     for (int64_t i = 0; i < dt.natt; i++)
         if (dar[i] == 0.0 && da[i] != 0.0f) { /* masked slots: exactly zero */
             char d[256];
-            describe(c, d, sizeof d);
+            na_case_describe(c, d, sizeof d);
             ck_abort_msg("%s av_backward: d_attn[%" PRId64 "] = %g on a masked slot [%s]", im->name, i, (double)da[i], d);
         }
     free(da), free(dv), free(dac), free(dvc), free(dar), free(dvr);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_fused_fwd(const na_impl *im, const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 5);
+    na_data_init(&dt, c, 5);
     float *o = garbage(dt.nqkv, 1e3f), *l = garbage(dt.nlse, 1e3f), *oc = fbuf(dt.nqkv), *lc = fbuf(dt.nlse);
     double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
     EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, c->rpb ? dt.rpbd : NULL, orf, lr), c);
@@ -971,14 +704,14 @@ static void run_fused_fwd(const na_impl *im, const na_case *c)
     expect_close_f(im->name, "fused_forward out", o, oc, dt.nqkv, c);
     expect_close_f(im->name, "fused_forward lse", l, lc, dt.nlse, c);
     free(o), free(l), free(oc), free(lc), free(orf), free(lr);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void run_fused_bwd(const na_impl *im, const na_case *c)
 {
-    nat_na_params p = case_params(c);
+    nat_na_params p = na_case_params(c);
     na_data dt;
-    data_init(&dt, c, 6);
+    na_data_init(&dt, c, 6);
     const int64_t n = dt.nqkv;
     const double *rpbd = c->rpb ? dt.rpbd : NULL;
     const float *rpbf = c->rpb ? dt.rpb : NULL;
@@ -1010,14 +743,14 @@ static void run_fused_bwd(const na_impl *im, const na_case *c)
     }
     free(orf), free(lr), free(of), free(lf), free(dqr), free(dkr), free(dvr), free(drr);
     free(dq), free(dk), free(dv), free(dr), free(dqc), free(dkc), free(dvc), free(drc);
-    data_free(&dt);
+    na_data_free(&dt);
 }
 
 static void sweep(const na_impl *im, void (*fn)(const na_impl *, const na_case *))
 {
-    build_cases();
-    for (int i = 0; i < g_ncases; i++)
-        fn(im, &g_cases[i]);
+    na_cases_build();
+    for (int i = 0; i < na_ncases; i++)
+        fn(im, &na_cases[i]);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -1374,9 +1107,9 @@ START_TEST(gpu_determinism)
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const na_case *c = &cases[ci];
-        nat_na_params p = case_params(c);
+        nat_na_params p = na_case_params(c);
         na_data dt;
-        data_init(&dt, c, 9);
+        na_data_init(&dt, c, 9);
         const int64_t n = dt.nqkv;
         float *o = fbuf(n), *l = fbuf(dt.nlse);
         EXPECT_OK(dev_fused_fwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, dt.rpb, o, l), c);
@@ -1389,7 +1122,7 @@ START_TEST(gpu_determinism)
             EXPECT_OK(dev_qk_bwd(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, g[run][4], g[run][5], g[run][6]), c);
         }
         char d[256];
-        describe(c, d, sizeof d);
+        na_case_describe(c, d, sizeof d);
         for (int i = 0; i < 7; i++)
             ck_assert_msg(!memcmp(g[0][i], g[1][i], sizeof(float) * (size_t)(i == 3 || i == 6 ? dt.nrpb : n)),
                           "backward output %d differs between two identical calls [%s]", i, d);
@@ -1397,7 +1130,7 @@ START_TEST(gpu_determinism)
             for (int i = 0; i < 7; i++)
                 free(g[run][i]);
         free(o), free(l);
-        data_free(&dt);
+        na_data_free(&dt);
     }
 }
 END_TEST
@@ -1515,7 +1248,7 @@ START_TEST(gpu_autograd)
         for (int a = 0; a < p->ndim; a++)
             rs[1 + a] = 2 * p->kernel[a] - 1;
         nat_rng r;
-        nat_rng_seed(&r, g_seed + ci);
+        nat_rng_seed(&r, na_test_seed + ci);
         nat_tensor *in[4];
         if (cases[ci].f == f_strided) {
             int64_t t = qs[2]; /* q stored as [B, heads, W, H, D] */
@@ -1560,7 +1293,7 @@ START_TEST(gpu_large)
             for (int a = 0; a < p->ndim; a++)
                 rs[1 + a] = 2 * p->kernel[a] - 1;
             nat_rng r;
-            nat_rng_seed(&r, g_seed + 100 + ci);
+            nat_rng_seed(&r, na_test_seed + 100 + ci);
             nat_tensor *in[4];
             for (int i = 0; i < 3; i++)
                 in[i] = th_randn(&r, nd, cases[ci].shape, 1.0f, false);
@@ -1607,8 +1340,8 @@ int main(void)
 {
     const char *env = getenv("NAT_TEST_SEED");
     if (env && *env)
-        g_seed = strtoull(env, NULL, 10);
-    printf("test_na_cuda: seed %" PRIu64 " (set NAT_TEST_SEED to change); CUDA built: %s; devices: %d\n", g_seed,
+        na_test_seed = strtoull(env, NULL, 10);
+    printf("test_na_cuda: seed %" PRIu64 " (set NAT_TEST_SEED to change); CUDA built: %s; devices: %d\n", na_test_seed,
            nat_cuda_built() ? "yes" : "no", nat_cuda_device_count());
     const named_test host[] = {
         {"index_window", index_window},
