@@ -491,7 +491,7 @@ static double roofline_value(const options *o)
 }
 
 static int run_one(const options *o, const char *model, const char *mode, nat_na_impl impl, int window_attn,
-                   double roofline)
+                   double roofline, nat_device dev, nat_precision prec)
 {
     nat_profile_opts po = nat_profile_opts_default();
     int rc = make_desc(o, model, window_attn, &po);
@@ -500,9 +500,8 @@ static int run_one(const options *o, const char *model, const char *mode, nat_na
     po.batch = o->batch, po.res = o->res, po.steps = o->steps, po.warmup = o->warmup;
     po.trace_steps = o->trace_steps, po.train = !strcmp(mode, "train"), po.na_impl = impl;
     po.roofline_gflops = roofline;
-    int rc2 = parse_backend(o, &po.dev, &po.precision);
-    if (rc2)
-        return rc2;
+    po.dev = dev;
+    po.precision = prec;
     nat_profile_result r;
     if (nat_profile_run(&po, &r) != NAT_OK) {
         fprintf(stderr, "nat-profile: %s %s: %s\n", po.label, mode, nat_error_message());
@@ -530,6 +529,7 @@ static int run_child(const options *o, const char *model, const char *mode, cons
     args[n++] = o->config ? o->config : model;
     args[n++] = "--mode", args[n++] = mode, args[n++] = "--na-impl", args[n++] = impl;
     args[n++] = "--attention", args[n++] = attention;
+    args[n++] = "--device", args[n++] = o->device, args[n++] = "--dtype", args[n++] = o->dtype;
     const char *names[8] = {"--batch", "--res", "--steps", "--warmup", "--trace-steps", "--window", "--classes", "--in-chans"};
     const int values[8] = {o->batch, o->res, o->steps, o->warmup, o->trace_steps, o->window, o->classes, o->in_chans};
     for (int i = 0; i < 8; i++) {
@@ -635,7 +635,7 @@ static int runs(const options *o)
                     continue;
                 for (int d = 0; d < nd; d++) {
                     if (total == 1 || o->child)
-                        rc = run_one(o, models[m], modes[d], impl_v[i], window, roofline);
+                        rc = run_one(o, models[m], modes[d], impl_v[i], window, roofline, dev, prec);
                     else
                         rc = run_child(o, models[m], modes[d], impls[i], attns[a], roofline);
                     failed += rc != 0;
