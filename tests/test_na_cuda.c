@@ -12,15 +12,16 @@
  *    sized by the plan and refilled with NaN before each load (a read outside the loaded halo shows):
  *    qk, av and both backwards on the sweep (falling back to v0 where v2 does not apply, as the
  *    dispatcher does; most 1-D/2-D cases do apply), 1e-4;
- *  - v3 (tensor cores, na_cuda_v3.h) emulated warp by warp with the host model of mma.sync (fragments
- *    interpreted through the coordinate functions, 16-bit inputs, f32 products and sums) and of the
- *    quad shuffles: the fused forward on the sweep's 1-D/2-D cases with head dims 32 and 64, bf16 and
- *    f16, against the double reference on the rounded inputs, 2e-2 relative; the fragment coordinate
+ *  - v3 (tensor cores, na_cuda_v3.h / na_cuda_v3b.h) emulated warp by warp with the host model of
+ *    mma.sync (fragments interpreted through the coordinate functions, 16-bit inputs, f32 products and
+ *    sums) and of the quad shuffles: the fused forward, and the backward's dq and dk/dv kernels (dq, dk,
+ *    dv, drpb), on the sweep's 1-D/2-D cases with head dims 32 and 64, bf16 and f16, against the double
+ *    reference on the rounded inputs, 2e-2 relative; the fragment coordinate
  *    functions cover each matrix exactly once;
  *  - the entry points' errors: the stub's "built without CUDA", or (CUDA builds) validation before any
  *    device work; the autograd ops refuse a CUDA context whose device is unusable.
  * GPU part, when a device is present (suite "na_cuda_gpu"): every version's kernels (v0, v2, the dispatcher;
- * v1; v3 in bf16 and f16) on the device against na_ref_*
+ * v1; v3 forward and backward in bf16 and f16) on the device against na_ref_*
  * and na_cpu_* on the same sweep (1e-4 relative), garbage-filled outputs (overwritten, not accumulated),
  * bitwise determinism of the backward passes, and the autograd ops (fused nat_na; nat_na_qk -> softmax ->
  * nat_na_av; a strided input) end to end on CUDA tensors against the CPU, for each forced version
@@ -42,7 +43,7 @@
 #include "core/ops_cuda.h"                /* nat_cuda_memcpy: raw device buffers */
 #include "layers/natten/na_cpu.h"
 #include "layers/natten/na_cuda_body.h"   /* the kernels' bodies, run here on the host */
-#include "layers/natten/na_cuda_v3.h"     /* v2's tile bodies and v3's warp bodies (and v2's via it) */
+#include "layers/natten/na_cuda_v3b.h"    /* v3's forward and backward warp bodies (and v2's via them) */
 #include "layers/natten/na_ref.h"
 #include "nat/cuda.h"
 #include "nat/natten.h"
@@ -375,14 +376,89 @@ static nat_status emu3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H
     return NAT_OK;
 }
 
+/* v3's backward on the host: delta, the dq kernel's blocks, the dk/dv kernel's blocks, drpb. */
+static nat_status emu3_bwd(int f16, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                           const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *rpb, const float *out,
+                           const float *lse, const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    na_geom g;
+    na_v2_plan pl;
+    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL || drpb != NULL, "emu3_bwd"));
+    if (!na_v3_plan_init(&g, &pl))
+        return nat_error(NAT_ERR_UNSUPPORTED, "emu3_bwd: v3 does not apply");
+    const int dim = g.dim;
+    const int64_t nq = g.nquery;
+    float *delta = fbuf(nq), *ds = drpb ? garbage(nq * g.nkeys, NAN) : NULL;
+    for (int64_t i = 0; i < nq; i++)
+        na_fused_delta_body(&g, d_out, out, delta, i);
+    uint16_t *dout16 = malloc(sizeof(uint16_t) * (size_t)(nq * dim));
+    for (int64_t i = 0; i < nq * dim; i++)
+        dout16[i] = na_half_bits(d_out[i], f16);
+    const size_t nrow = (size_t)NA_V3_PIECE * (size_t)(dim + NA_V3_PAD), ncol = (size_t)dim * NA_V3_VS;
+    uint16_t *s1 = malloc(sizeof(uint16_t) * nrow), *s2 = malloc(sizeof(uint16_t) * nrow);
+    uint16_t *s3 = malloc(sizeof(uint16_t) * ncol), *s4 = malloc(sizeof(uint16_t) * ncol);
+    na_v3k_query *qi = malloc(sizeof(na_v3k_query) * NA_V3_PIECE);
+    na_v3q_warp *WQ = malloc(sizeof(na_v3q_warp) * NA_V3_WARPS);
+    na_v3k_warp *WK = malloc(sizeof(na_v3k_warp) * NA_V3_WARPS);
+    for (int64_t blk = 0; blk < pl.nblocks; blk++) { /* the dq kernel */
+        na_v2_tile t;
+        na_v2_tile_at(&g, &pl, blk, &t);
+        if (t.nq[0] == 0 || t.nq[1] == 0)
+            continue;
+        for (int w = 0; w < NA_V3_WARPS; w++)
+            na_v3q_warp_init(&g, &t, q, dout16, lse, delta, w, &WQ[w], 0, dim);
+        for (int pb = 0; pb < t.he[0] * t.he[1]; pb += NA_V3_PIECE) {
+            memset(s1, 0xff, sizeof(uint16_t) * nrow); /* NaN bits: a read outside the load shows */
+            memset(s2, 0xff, sizeof(uint16_t) * nrow);
+            memset(s3, 0xff, sizeof(uint16_t) * ncol);
+            for (int tid = 0; tid < NA_V3_THREADS; tid++)
+                na_v3q_load_body(&g, &t, k, v, pb, s1, s2, s3, tid, NA_V3_THREADS, dim);
+            for (int w = 0; w < NA_V3_WARPS; w++)
+                na_v3q_piece(&g, &t, f16, s1, s2, s3, pb, rpb, ds, &WQ[w], 0, dim);
+        }
+        for (int w = 0; w < NA_V3_WARPS; w++)
+            na_v3q_store(&g, &WQ[w], dq, 0, dim);
+    }
+    for (int64_t blk = 0; blk < pl.nblocks; blk++) { /* the dk/dv kernel */
+        na_v2_tile t;
+        na_v3k_tile_at(&g, &pl, blk, &t);
+        if (t.nq[0] == 0 || t.nq[1] == 0)
+            continue;
+        for (int w = 0; w < NA_V3_WARPS; w++)
+            na_v3k_warp_init(&g, &t, k, v, w, &WK[w], 0, dim);
+        for (int pb = 0; pb < t.he[0] * t.he[1]; pb += NA_V3_PIECE) {
+            memset(s1, 0xff, sizeof(uint16_t) * nrow);
+            memset(s2, 0xff, sizeof(uint16_t) * nrow);
+            memset(s3, 0xff, sizeof(uint16_t) * ncol);
+            memset(s4, 0xff, sizeof(uint16_t) * ncol);
+            memset(qi, 0xff, sizeof(na_v3k_query) * NA_V3_PIECE);
+            for (int tid = 0; tid < NA_V3_THREADS; tid++)
+                na_v3k_load_body(&g, &t, q, dout16, lse, delta, pb, s1, s2, s3, s4, qi, tid, NA_V3_THREADS, dim);
+            for (int w = 0; w < NA_V3_WARPS; w++)
+                na_v3k_piece(&g, &t, f16, s1, s2, s3, s4, qi, pb, rpb, &WK[w], 0, dim);
+        }
+        for (int w = 0; w < NA_V3_WARPS; w++)
+            na_v3k_store(&g, &WK[w], dk, dv, 0, dim);
+    }
+    if (drpb)
+        emu_drpb(&g, ds, drpb);
+    free(delta), free(ds), free(dout16), free(s1), free(s2), free(s3), free(s4), free(qi), free(WQ), free(WK);
+    return NAT_OK;
+}
+
+static nat_status dev3_bwd(int f16, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                           const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *rpb, const float *out,
+                           const float *lse, const float *d_out, float *dq, float *dk, float *dv, float *drpb);
+
 /* The device's v3, from 2-byte host buffers (set only with a device). */
 static nat_status dev3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
                            const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *rpb, float *out,
                            float *lse);
 
-/* v3 forward (emulated or on the device) on case c with head dim D, inputs rounded to bf16 / f16,
- * against the double reference on the rounded inputs. Returns 0 when v3 does not apply. */
-static int run_v3_fwd(int on_device, const na_case *c0, int64_t D, int f16)
+/* v3 (emulated or on the device) on case c with head dim D, inputs rounded to bf16 / f16, against the
+ * double reference on the rounded inputs: the forward, and with bwd the backward from the reference's
+ * out and lse (dq, dk, dv, and drpb when the case has a bias). Returns 0 when v3 does not apply. */
+static int run_v3(int on_device, const na_case *c0, int64_t D, int f16, int bwd)
 {
     na_case cc = *c0;
     cc.dim = D;
@@ -403,28 +479,57 @@ static int run_v3_fwd(int on_device, const na_case *c0, int64_t D, int f16)
         }
     }
     uint16_t *qh = to_half(dt.q, dt.nqkv, f16), *kh = to_half(dt.k, dt.nqkv, f16), *vh = to_half(dt.v, dt.nqkv, f16);
-    float *o = garbage(dt.nqkv, 1e3f), *l = garbage(dt.nlse, 1e3f);
     double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
     EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, c->rpb ? dt.rpbd : NULL, orf, lr), c);
-    if (on_device)
-        EXPECT_OK(dev3_fwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l), c);
-    else
-        EXPECT_OK(emu3_fwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l), c);
     const char *name = on_device ? (f16 ? "cuda v3 f16" : "cuda v3 bf16") : (f16 ? "emulated v3 f16" : "emulated v3 bf16");
-    double eo = na_rel_err(o, orf, dt.nqkv), el = na_rel_err(l, lr, dt.nlse);
-    if (!(eo <= TOL16 && el <= TOL16)) {
-        char d[256];
-        na_case_describe(c, d, sizeof d);
-        ck_abort_msg("%s fused_forward: relative error out %.3g, lse %.3g > %.1g [%s]", name, eo, el, TOL16, d);
+    char d[256];
+    na_case_describe(c, d, sizeof d);
+    if (!bwd) {
+        float *o = garbage(dt.nqkv, 1e3f), *l = garbage(dt.nlse, 1e3f);
+        if (on_device)
+            EXPECT_OK(dev3_fwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l), c);
+        else
+            EXPECT_OK(emu3_fwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l), c);
+        double eo = na_rel_err(o, orf, dt.nqkv), el = na_rel_err(l, lr, dt.nlse);
+        if (!(eo <= TOL16 && el <= TOL16))
+            ck_abort_msg("%s fused_forward: relative error out %.3g, lse %.3g > %.1g [%s]", name, eo, el, TOL16, d);
+        free(o), free(l);
+    } else {
+        float *o = fbuf(dt.nqkv), *l = fbuf(dt.nlse);
+        for (int64_t i = 0; i < dt.nqkv; i++)
+            o[i] = (float)orf[i];
+        for (int64_t i = 0; i < dt.nlse; i++)
+            l[i] = (float)lr[i];
+        const int want_drpb = c->rpb;
+        double *dqr = dbuf(dt.nqkv), *dkr = dbuf(dt.nqkv), *dvr = dbuf(dt.nqkv), *drr = dbuf(dt.nrpb);
+        EXPECT_OK(na_ref_fused_backward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, c->rpb ? dt.rpbd : NULL, orf, lr,
+                                        dt.g_outd, dqr, dkr, dvr, want_drpb ? drr : NULL),
+                  c);
+        float *gq = garbage(dt.nqkv, 1e3f), *gk = garbage(dt.nqkv, 1e3f), *gv = garbage(dt.nqkv, 1e3f);
+        float *gr = garbage(dt.nrpb, 1e3f);
+        if (on_device)
+            EXPECT_OK(dev3_bwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l, dt.g_out, gq, gk, gv,
+                               want_drpb ? gr : NULL),
+                      c);
+        else
+            EXPECT_OK(emu3_bwd(f16, CASE_ARGS(c, p), qh, kh, vh, c->rpb ? dt.rpb : NULL, o, l, dt.g_out, gq, gk, gv,
+                               want_drpb ? gr : NULL),
+                      c);
+        const double eq = na_rel_err(gq, dqr, dt.nqkv), ek = na_rel_err(gk, dkr, dt.nqkv),
+                     ev = na_rel_err(gv, dvr, dt.nqkv), er = want_drpb ? na_rel_err(gr, drr, dt.nrpb) : 0.0;
+        if (!(eq <= TOL16 && ek <= TOL16 && ev <= TOL16 && er <= TOL16))
+            ck_abort_msg("%s fused_backward: relative error dq %.3g, dk %.3g, dv %.3g, drpb %.3g > %.1g [%s]", name,
+                         eq, ek, ev, er, TOL16, d);
+        free(o), free(l), free(dqr), free(dkr), free(dvr), free(drr), free(gq), free(gk), free(gv), free(gr);
     }
-    free(qh), free(kh), free(vh), free(o), free(l), free(orf), free(lr);
+    free(qh), free(kh), free(vh), free(orf), free(lr);
     na_data_free(&dt);
     return 1;
 }
 
 /* The sweep's 1-D / 2-D cases at head dims 32 and 64 (batch*heads at most 2 to keep the emulation
  * short), both 2-byte types; plus maps smaller than a tile and several tiles with dilation. */
-static void sweep_v3(int on_device)
+static void sweep_v3(int on_device, int bwd)
 {
     na_cases_build();
     int ran = 0;
@@ -434,9 +539,9 @@ static void sweep_v3(int on_device)
             continue;
         if (!on_device && c.batch * c.heads > 2)
             c.batch = 1, c.heads = c.heads > 2 ? 2 : c.heads;
-        ran += run_v3_fwd(on_device, &c, i % 2 ? 64 : 32, i % 3 == 0);
+        ran += run_v3(on_device, &c, i % 2 ? 64 : 32, i % 3 == 0, bwd);
         if (on_device)
-            ran += run_v3_fwd(on_device, &c, i % 2 ? 32 : 64, i % 3 != 0);
+            ran += run_v3(on_device, &c, i % 2 ? 32 : 64, i % 3 != 0, bwd);
     }
     const na_case extra[] = {
         {.ndim = 2, .batch = 1, .heads = 2, .len = {7, 7}, .kernel = {7, 7}, .dilation = {1, 1}, .rpb = 1},
@@ -447,7 +552,7 @@ static void sweep_v3(int on_device)
     };
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
         for (int f16 = 0; f16 <= 1; f16++)
-            ran += run_v3_fwd(on_device, &extra[i], f16 ? 32 : 64, f16);
+            ran += run_v3(on_device, &extra[i], f16 ? 32 : 64, f16, bwd);
     ck_assert_int_ge(ran, 40);
 }
 
@@ -588,21 +693,46 @@ static nat_status dev_fused_bwd(const nat_na_params *p, int64_t B, int64_t H, co
 
 static const na_impl GPU_IMPL = {"cuda", dev_qk, dev_av, dev_qk_bwd, dev_av_bwd, dev_fused_fwd, dev_fused_bwd};
 
+/* Device copy of three 2-byte host arrays of n values, one after the other (free 3n values). */
+static uint16_t *up_qkv16(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t n)
+{
+    uint16_t *dh;
+    const size_t hb = sizeof(uint16_t) * (size_t)n;
+    TH_OK(nat_mem_alloc(GPU, 3 * hb, (void **)&dh));
+    TH_OK(nat_cuda_memcpy(0, dh, q, hb, NAT_CUDA_H2D));
+    TH_OK(nat_cuda_memcpy(0, dh + n, k, hb, NAT_CUDA_H2D));
+    TH_OK(nat_cuda_memcpy(0, dh + 2 * n, v, hb, NAT_CUDA_H2D));
+    return dh;
+}
+
 static nat_status dev3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
                            const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *rpb, float *out,
                            float *lse)
 {
     dev_sizes z = sizes_of(p, B, H, sp, D);
-    uint16_t *dh;
     const size_t hb = sizeof(uint16_t) * (size_t)z.nqkv;
-    TH_OK(nat_mem_alloc(GPU, 3 * hb, (void **)&dh));
-    TH_OK(nat_cuda_memcpy(0, dh, q, hb, NAT_CUDA_H2D));
-    TH_OK(nat_cuda_memcpy(0, dh + z.nqkv, k, hb, NAT_CUDA_H2D));
-    TH_OK(nat_cuda_memcpy(0, dh + 2 * z.nqkv, v, hb, NAT_CUDA_H2D));
+    uint16_t *dh = up_qkv16(q, k, v, z.nqkv);
     float *dr = up(rpb, z.nrpb), *dout = up(out, z.nqkv), *dl = up(lse, z.nlse);
     nat_status s = na_cuda_fused_forward_v3(0, f16, p, B, H, sp, D, dh, dh + z.nqkv, dh + 2 * z.nqkv, dr, dout, dl);
     down(out, dout, z.nqkv), down(lse, dl, z.nlse);
     drop(dr, z.nrpb);
+    nat_mem_free(GPU, dh, 3 * hb);
+    return s;
+}
+
+static nat_status dev3_bwd(int f16, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                           const uint16_t *q, const uint16_t *k, const uint16_t *v, const float *rpb, const float *out,
+                           const float *lse, const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    dev_sizes z = sizes_of(p, B, H, sp, D);
+    const size_t hb = sizeof(uint16_t) * (size_t)z.nqkv;
+    uint16_t *dh = up_qkv16(q, k, v, z.nqkv);
+    float *dr = up(rpb, z.nrpb), *io = up(out, z.nqkv), *il = up(lse, z.nlse), *ig = up(d_out, z.nqkv);
+    float *odq = up(dq, z.nqkv), *odk = up(dk, z.nqkv), *odv = up(dv, z.nqkv), *odr = up(drpb, z.nrpb);
+    nat_status s = na_cuda_fused_backward_v3(0, f16, p, B, H, sp, D, dh, dh + z.nqkv, dh + 2 * z.nqkv, dr, io, il, ig,
+                                             odq, odk, odv, odr);
+    down(dq, odq, z.nqkv), down(dk, odk, z.nqkv), down(dv, odv, z.nqkv), down(drpb, odr, z.nrpb);
+    drop(dr, z.nrpb), drop(io, z.nqkv), drop(il, z.nlse), drop(ig, z.nqkv);
     nat_mem_free(GPU, dh, 3 * hb);
     return s;
 }
@@ -909,7 +1039,10 @@ START_TEST(emu_v2_qk_bwd_sweep) { sweep(&EMU_V2, run_qk_bwd); }
 END_TEST
 START_TEST(emu_v2_av_bwd_sweep) { sweep(&EMU_V2, run_av_bwd); }
 END_TEST
-START_TEST(emu_v3_fwd_sweep) { sweep_v3(0); }
+START_TEST(emu_v3_fwd_sweep) { sweep_v3(0, 0); }
+END_TEST
+
+START_TEST(emu_v3_bwd_sweep) { sweep_v3(0, 1); }
 END_TEST
 
 /* The three fragment maps each cover their matrix exactly once (16x16 A, 16x8 B and C), and a P
@@ -1091,7 +1224,10 @@ START_TEST(gpu_v2_all)
     sweep_ver(2, run_qk), sweep_ver(2, run_av), sweep_ver(2, run_qk_bwd), sweep_ver(2, run_av_bwd);
 }
 END_TEST
-START_TEST(gpu_v3_fwd) { sweep_v3(1); }
+START_TEST(gpu_v3_fwd) { sweep_v3(1, 0); }
+END_TEST
+
+START_TEST(gpu_v3_bwd) { sweep_v3(1, 1); }
 END_TEST
 
 /* Two identical calls give the same bits: dk/dv gathers and the drpb reduction have a fixed order. */
@@ -1358,6 +1494,7 @@ int main(void)
         {"emu_v2_qk_bwd", emu_v2_qk_bwd_sweep},
         {"emu_v2_av_bwd", emu_v2_av_bwd_sweep},
         {"emu_v3_fwd", emu_v3_fwd_sweep},
+        {"emu_v3_bwd", emu_v3_bwd_sweep},
         {"v3_fragment_maps", v3_fragment_maps},
         {"half_rounding", half_rounding},
         {"entry_points", entry_points},
@@ -1387,6 +1524,7 @@ int main(void)
         {"gpu_v0_all", gpu_v0_all},
         {"gpu_v2_all", gpu_v2_all},
         {"gpu_v3_fwd", gpu_v3_fwd},
+        {"gpu_v3_bwd", gpu_v3_bwd},
         {"gpu_large", gpu_large},
     };
     failed = run_suite("na_cuda_gpu", gpu, sizeof gpu / sizeof *gpu);

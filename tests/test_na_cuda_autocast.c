@@ -1,5 +1,6 @@
 /* tests/test_na_cuda_autocast.c — neighborhood attention under autocast (nat_ctx_precision BF16 / F16):
- * the CPU emulation on every build, the CUDA path (v3 tensor cores, v1 on rounded values) with a device.
+ * the CPU emulation on every build, the CUDA path (v3 tensor cores forward and backward, v1 on rounded
+ * values) with a device.
  *
  * CPU (suite "na_autocast_cpu"):
  *  - fused nat_na and nat_na_qk -> softmax -> nat_na_av under BF16 and F16 match the F32 ops within
@@ -11,8 +12,8 @@
  *    also rounds av's other operand, the softmax weights, so it is only close);
  *  - F32 leaves the op untouched (bitwise the same as a context that never set a precision).
  * GPU (suite "na_autocast_gpu", only with a device): nat_na under BF16 / F16 on CUDA tensors against the
- * CPU emulation, forward and every gradient within 2e-2, with NAT_NA_KERNEL=v3 (tensor cores where they
- * apply; v1 elsewhere), =v1, and measured dispatch; 2-D k 7 at head dims 32 and 64, 1-D k 13, 3-D (v1).
+ * CPU emulation, forward and every gradient within 2e-2, with NAT_NA_KERNEL=v3 (tensor-core forward and
+ * backward where they apply; v1 elsewhere), =v1, and measured dispatch; 2-D k 7 at head dims 32 and 64, 1-D k 13, 3-D (v1).
  * Without a device it prints "SKIPPED: no CUDA device ..." after the CPU part and exits 77.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */

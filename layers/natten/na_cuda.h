@@ -4,6 +4,7 @@
  *   v1 na_cuda_fused.cu   fused forward/backward, fp32
  *   v2 na_cuda_tiled.cu   shared-memory tiles of keys/values for the unfused 1-D/2-D ops, fp32
  *   v3 na_cuda_tc.cu      fused forward on tensor cores (mma.sync m16n8k16, bf16/f16, f32 accumulation)
+ *      na_cuda_tc_bwd.cu  fused backward on tensor cores (dq over query tiles, dk/dv over key tiles)
  *   na_cuda_dispatch.cu   na_cuda_qk / av / qk_backward / av_backward and the autocast forward: which
  *                         version runs (NAT_NA_KERNEL=v0|v1|v2|v3 forces one; otherwise, where several
  *                         apply, each is timed on the first call per (device, shape, dtype, op) and the
@@ -110,10 +111,28 @@ nat_status na_cuda_round(int device, int f16, const float *x, float *y, int64_t 
 /* The fused forward under autocast: q, k, v hold values already rounded to the 2-byte type (f16 != 0:
  * float16, else bfloat16), as float. Runs v3 on 2-byte copies where it applies (na_v3_applies), else
  * (or with NAT_NA_KERNEL=v1) v1 on the given values. out and lse as na_cuda_fused_forward. The
- * backward is na_cuda_fused_backward (v1) on the same rounded values. */
+ * backward is na_cuda_fused_backward_autocast on the same rounded values. */
 nat_status na_cuda_fused_forward_autocast(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
                                           const int64_t *spatial, int64_t dim, const float *q, const float *k,
                                           const float *v, const float *rpb, float *out, float *lse);
+
+/* The fused backward under autocast: q, k, v as given to na_cuda_fused_forward_autocast (rounded values
+ * as float), out and lse from it, d_out f32. Runs v3 (na_cuda_fused_backward_v3, on 2-byte copies)
+ * where it applies, else (or with NAT_NA_KERNEL=v1) v1; where both apply and nothing is forced, the
+ * faster by measurement. Outputs as na_cuda_fused_backward. */
+nat_status na_cuda_fused_backward_autocast(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                           const int64_t *spatial, int64_t dim, const float *q, const float *k,
+                                           const float *v, const float *rpb, const float *out, const float *lse,
+                                           const float *d_out, float *dq, float *dk, float *dv, float *drpb);
+
+/* v3 backward: q, k, v as 2-byte bits (as na_cuda_fused_forward_v3), rpb / out / lse / d_out f32; d_out
+ * is rounded once to the operand type for the products, P and dS per step; delta and every
+ * accumulation in f32. Writes dq, dk, dv and (if not NULL) drpb. Where v3 does not apply,
+ * NAT_ERR_UNSUPPORTED "... v3 does not apply ...". */
+nat_status na_cuda_fused_backward_v3(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                     const int64_t *spatial, int64_t dim, const uint16_t *q, const uint16_t *k,
+                                     const uint16_t *v, const float *rpb, const float *out, const float *lse,
+                                     const float *d_out, float *dq, float *dk, float *dv, float *drpb);
 
 /* v3: the tensor-core fused forward on 2-byte operands (bits of bfloat16, or float16 when f16 != 0),
  * f32 accumulation, online softmax, f32 out and lse. 1-D and 2-D, head dim 32 or 64; otherwise

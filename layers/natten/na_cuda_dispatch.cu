@@ -1,8 +1,8 @@
 /* layers/natten/na_cuda_dispatch.cu — which NA kernel version runs (kernel lab, dev/README.md).
  *
  * na_cuda_qk / av / qk_backward / av_backward choose between v0 (naive) and v2 (tiled, 1-D/2-D when
- * its tiles fit); na_cuda_fused_forward_autocast between v3 (tensor cores, bf16/f16 operands) and v1
- * on the rounded f32 values. The f32 fused op has one version (v1, na_cuda_fused.cu).
+ * its tiles fit); na_cuda_fused_forward_autocast and na_cuda_fused_backward_autocast between v3 (tensor
+ * cores, bf16/f16 operands) and v1 on the rounded f32 values. The f32 fused op has one version (v1, na_cuda_fused.cu).
  *
  * Choice, in order:
  *  1. NAT_NA_KERNEL=v0|v1|v2|v3 in the environment forces that version wherever it applies (read on
@@ -23,7 +23,7 @@
 
 namespace {
 
-enum { OP_QK, OP_AV, OP_QK_BWD, OP_AV_BWD, OP_FWD_AUTOCAST };
+enum { OP_QK, OP_AV, OP_QK_BWD, OP_AV_BWD, OP_FWD_AUTOCAST, OP_BWD_AUTOCAST };
 
 struct choice_key {
     int device, op, dtype, has_rpb;
@@ -224,6 +224,23 @@ extern "C" nat_status na_cuda_av_backward(int device, const nat_na_params *p, in
 
 /* v3 on 2-byte copies of the (already rounded) q, k, v: scratch from the caching allocator, given back
  * once the kernels are queued (stream order). */
+/* h = 2-byte copies of q, k, v (n values each, in that order) from the caching allocator; the caller
+ * frees 3n values with nat_mem_free once its kernels are queued. */
+static nat_status qkv_to_half(int device, int f16, const float *q, const float *k, const float *v, int64_t n,
+                              uint16_t **h)
+{
+    const nat_device d = {NAT_DEV_CUDA, device};
+    NAT_TRY(nat_mem_alloc(d, sizeof(uint16_t) * (size_t)(3 * n), (void **)h));
+    nat_status s = na_cuda_to_half(device, f16, q, *h, n);
+    if (s == NAT_OK)
+        s = na_cuda_to_half(device, f16, k, *h + n, n);
+    if (s == NAT_OK)
+        s = na_cuda_to_half(device, f16, v, *h + 2 * n, n);
+    if (s != NAT_OK)
+        nat_mem_free(d, *h, sizeof(uint16_t) * (size_t)(3 * n));
+    return s;
+}
+
 static nat_status run_v3(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
                          const int64_t *spatial, int64_t dim, const float *q, const float *k, const float *v,
                          const float *rpb, float *out, float *lse, int64_t n)
@@ -231,14 +248,9 @@ static nat_status run_v3(int device, int f16, const nat_na_params *p, int64_t ba
     const nat_device d = {NAT_DEV_CUDA, device};
     const size_t bytes = sizeof(uint16_t) * (size_t)(3 * n);
     uint16_t *h;
-    NAT_TRY(nat_mem_alloc(d, bytes, (void **)&h));
-    nat_status s = na_cuda_to_half(device, f16, q, h, n);
-    if (s == NAT_OK)
-        s = na_cuda_to_half(device, f16, k, h + n, n);
-    if (s == NAT_OK)
-        s = na_cuda_to_half(device, f16, v, h + 2 * n, n);
-    if (s == NAT_OK)
-        s = na_cuda_fused_forward_v3(device, f16, p, batch, heads, spatial, dim, h, h + n, h + 2 * n, rpb, out, lse);
+    NAT_TRY(qkv_to_half(device, f16, q, k, v, n, &h));
+    nat_status s =
+        na_cuda_fused_forward_v3(device, f16, p, batch, heads, spatial, dim, h, h + n, h + 2 * n, rpb, out, lse);
     nat_mem_free(d, h, bytes);
     return s;
 }
@@ -261,4 +273,44 @@ extern "C" nat_status na_cuda_fused_forward_autocast(int device, int f16, const 
                         : na_cuda_fused_forward(device, p, batch, heads, spatial, dim, q, k, v, rpb, out, lse);
     };
     return dispatch(device, make_key(device, OP_FWD_AUTOCAST, f16 ? 1 : 2, g, rpb != NULL), 1, 3, v3, run);
+}
+
+/* v3's backward on 2-byte copies of the (already rounded) q, k, v. */
+static nat_status run_v3_backward(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                  const int64_t *spatial, int64_t dim, const float *q, const float *k, const float *v,
+                                  const float *rpb, const float *out, const float *lse, const float *d_out, float *dq,
+                                  float *dk, float *dv, float *drpb, int64_t n)
+{
+    const nat_device d = {NAT_DEV_CUDA, device};
+    const size_t bytes = sizeof(uint16_t) * (size_t)(3 * n);
+    uint16_t *h;
+    NAT_TRY(qkv_to_half(device, f16, q, k, v, n, &h));
+    nat_status s = na_cuda_fused_backward_v3(device, f16, p, batch, heads, spatial, dim, h, h + n, h + 2 * n, rpb, out,
+                                             lse, d_out, dq, dk, dv, drpb);
+    nat_mem_free(d, h, bytes);
+    return s;
+}
+
+extern "C" nat_status na_cuda_fused_backward_autocast(int device, int f16, const nat_na_params *p, int64_t batch,
+                                                      int64_t heads, const int64_t *spatial, int64_t dim,
+                                                      const float *q, const float *k, const float *v,
+                                                      const float *rpb, const float *out, const float *lse,
+                                                      const float *d_out, float *dq, float *dk, float *dv,
+                                                      float *drpb)
+{
+    const char *op = "na_cuda_fused_backward_autocast";
+    na_geom g;
+    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL, op));
+    NA_CHECK_PTR(q, "q", op);
+    NA_CHECK_PTR(k, "k", op);
+    NA_CHECK_PTR(v, "v", op);
+    na_v2_plan pl;
+    const bool v3 = na_v3_plan_init(&g, &pl);
+    auto run = [&](int ver) {
+        return ver == 3 ? run_v3_backward(device, f16, p, batch, heads, spatial, dim, q, k, v, rpb, out, lse, d_out,
+                                          dq, dk, dv, drpb, g.nquery * g.dim)
+                        : na_cuda_fused_backward(device, p, batch, heads, spatial, dim, q, k, v, rpb, out, lse,
+                                                 d_out, dq, dk, dv, drpb);
+    };
+    return dispatch(device, make_key(device, OP_BWD_AUTOCAST, f16 ? 1 : 2, g, drpb != NULL), 1, 3, v3, run);
 }

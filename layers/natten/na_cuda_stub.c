@@ -1,5 +1,5 @@
 /* layers/natten/na_cuda_stub.c — stand-ins for the kernel lab's .cu files (na_cuda_naive.cu, na_cuda_fused.cu,
- * na_cuda_tiled.cu, na_cuda_tc.cu, na_cuda_dispatch.cu) in a build without
+ * na_cuda_tiled.cu, na_cuda_tc.cu, na_cuda_tc_bwd.cu, na_cuda_dispatch.cu) in a build without
  * CUDA: every entry point of na_cuda.h exists and returns NAT_ERR_UNSUPPORTED "nat was built without
  * CUDA", so na_ops.c needs no #ifdef. Compiled only when NAT_CUDA is off (CMake drops *_stub.c from CUDA
  * builds). */
@@ -161,6 +161,26 @@ nat_status na_cuda_fused_forward_v3(int device, int f16, const nat_na_params *p,
     (void)f16, (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)q, (void)k, (void)v, (void)rpb,
         (void)out, (void)lse;
     return no_cuda("na_cuda_fused_forward_v3", device);
+}
+
+nat_status na_cuda_fused_backward_autocast(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                           const int64_t *spatial, int64_t dim, const float *q, const float *k,
+                                           const float *v, const float *rpb, const float *out, const float *lse,
+                                           const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    (void)f16, (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)q, (void)k, (void)v, (void)rpb,
+        (void)out, (void)lse, (void)d_out, (void)dq, (void)dk, (void)dv, (void)drpb;
+    return no_cuda("na_cuda_fused_backward_autocast", device);
+}
+
+nat_status na_cuda_fused_backward_v3(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
+                                     const int64_t *spatial, int64_t dim, const uint16_t *q, const uint16_t *k,
+                                     const uint16_t *v, const float *rpb, const float *out, const float *lse,
+                                     const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    (void)f16, (void)p, (void)batch, (void)heads, (void)spatial, (void)dim, (void)q, (void)k, (void)v, (void)rpb,
+        (void)out, (void)lse, (void)d_out, (void)dq, (void)dk, (void)dv, (void)drpb;
+    return no_cuda("na_cuda_fused_backward_v3", device);
 }
 
 nat_status na_cuda_gather_v0(int device, const na_geom *g, const float *coef, const float *src, float factor,

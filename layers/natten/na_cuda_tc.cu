@@ -4,8 +4,8 @@
  *
  * Idea and host model: na_cuda_v3.h (the kernel below is its block sequence with __syncthreads between
  * the shared-memory load and the warps' compute). Needs sm_80 or newer (mma.sync with bf16). The
- * backward under autocast is v1's (na_cuda_fused_backward) on the rounded f32 values, which rebuilds
- * the weights from this kernel's lse. Layouts and conventions: na_cuda.h.
+ * backward (na_cuda_tc_bwd.cu) rebuilds the weights from this kernel's lse. Layouts and conventions:
+ * na_cuda.h.
  */
 #include "layers/natten/na_cuda_v3.h"
 
@@ -82,10 +82,7 @@ extern "C" nat_status na_cuda_fused_forward_v3(int device, int f16, const nat_na
     NA_CHECK_PTR(lse, "lse", op);
     na_v2_plan pl;
     if (!na_v3_plan_init(&g, &pl))
-        return nat_error(NAT_ERR_UNSUPPORTED,
-                         "%s: v3 does not apply (it takes 1-D or 2-D problems with head dim 32 or 64; got %s, "
-                         "head dim %d)",
-                         op, g.len[0] != 1 ? "3-D" : g.len[1] == 1 ? "1-D" : "2-D", g.dim);
+        return na_v3_refuse(op, &g);
     NAT_CUDA_ENTER(device);
     const int grid = (int)(pl.nblocks < (1 << 30) ? pl.nblocks : (1 << 30));
     if (g.dim == 32)

@@ -217,6 +217,14 @@ NA_HD void na_v3_warp_init(const na_geom *g, const na_v2_tile *t, const uint16_t
     (void)f16;
 }
 
+/* Index in [0, nquery) of halo position h (row-major over the halo extents he) of tile t. */
+NA_HD int64_t na_v3_halo_index(const na_geom *g, const na_v2_tile *t, int h)
+{
+    const int hy = h / t->he[1], hx = h - hy * t->he[1];
+    return t->bh * g->npix + (int64_t)((t->hs[0] + hy) * g->dilation[1] + t->grp[0]) * g->len[2] +
+           (t->hs[1] + hx) * g->dilation[2] + t->grp[1];
+}
+
 /* Load: halo keys [pb, pb + NA_V3_PIECE) of k into ks[j*(D + NA_V3_PAD) + c] and of v into
  * vts[c*NA_V3_VS + j] (zeros past the halo). */
 NA_HD void na_v3_load_body(const na_geom *g, const na_v2_tile *t, const uint16_t *NA_RESTRICT k,
@@ -228,10 +236,7 @@ NA_HD void na_v3_load_body(const na_geom *g, const na_v2_tile *t, const uint16_t
         const int j = e / D, c = e - j * D, hk = pb + j;
         uint16_t kv = 0, vv = 0;
         if (hk < nh) {
-            const int hy = hk / t->he[1], hx = hk - hy * t->he[1];
-            const int64_t pix = (int64_t)((t->hs[0] + hy) * g->dilation[1] + t->grp[0]) * g->len[2] +
-                                (t->hs[1] + hx) * g->dilation[2] + t->grp[1];
-            const int64_t at = (t->bh * g->npix + pix) * D + c;
+            const int64_t at = na_v3_halo_index(g, t, hk) * D + c;
             kv = k[at];
             vv = v[at];
         }
@@ -371,6 +376,14 @@ NA_HD void na_v3_store(const na_geom *g, na_v3_warp *W, float *NA_RESTRICT out, 
         }
     }
     (void)g;
+}
+
+/* The "does not apply" error of the v3 entry points (host). */
+static inline nat_status na_v3_refuse(const char *op, const na_geom *g)
+{
+    return nat_error(NAT_ERR_UNSUPPORTED,
+                     "%s: v3 does not apply (it takes 1-D or 2-D problems with head dim 32 or 64; got %s, head dim %d)",
+                     op, g->len[0] != 1 ? "3-D" : g->len[1] == 1 ? "1-D" : "2-D", g->dim);
 }
 
 #endif

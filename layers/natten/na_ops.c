@@ -13,8 +13,9 @@
  * gradients stay f32, and the gradients flow to the unrounded inputs unchanged (straight through the
  * rounding). On the CPU that is the whole emulation: the f32 kernels on the rounded values. On CUDA
  * the fused forward runs the tensor-core v3 kernel on 2-byte copies of them instead
- * (na_cuda_fused_forward_autocast; v1 on the rounded f32 values where v3 does not apply); its backward
- * is v1's on the rounded values.
+ * (na_cuda_fused_forward_autocast; v1 on the rounded f32 values where v3 does not apply), and its
+ * backward the tensor-core v3 backward likewise (na_cuda_fused_backward_autocast; the precision is kept
+ * on the tape node).
  *
  * Layouts: see include/nat/natten.h. */
 #include <inttypes.h>
@@ -314,7 +315,15 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
     int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
+    const nat_precision prec = (nat_precision)node->i[7]; /* the forward's: autocast rounds the same way */
+    if (dev >= 0 && prec != NAT_PREC_F32)
+        NAT_TRY(na_cuda_fused_backward_autocast(dev, prec == NAT_PREC_F16, &p, sz.batch, sz.heads, sz.spatial,
+                                                sz.dim, nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(v),
+                                                rpb ? nat_tensor_f32(rpb) : NULL, nat_tensor_f32(out),
+                                                nat_tensor_f32(lse), nat_tensor_f32(gd), nat_tensor_f32(dq),
+                                                nat_tensor_f32(dk), nat_tensor_f32(dv),
+                                                drpb ? nat_tensor_f32(drpb) : NULL));
+    else if (dev >= 0)
         NAT_TRY(na_cuda_fused_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q),
                                        nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
                                        nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
@@ -386,6 +395,7 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
         memcpy(node->saved, saved, sizeof saved);
         node->n_saved = 6;
         save_params(node, p);
+        node->i[7] = (int64_t)prec;
     }
     *out = y;
     return NAT_OK;

@@ -13,7 +13,8 @@
  *      device synchronisation; wall clock from just before the launch to the synchronisation after it;
  *      the median is printed with its ratio to the op's baseline (v0 for the unfused ops, v1 for the
  *      fused ones) measured in the same run.
- * Ops: qk, av, qk_bwd, av_bwd (v0, v2), fused_fwd (v1; v3 bf16; v3 f16), fused_bwd (v1).
+ * Ops: qk, av, qk_bwd, av_bwd (v0, v2), fused_fwd and fused_bwd (v1; v3 bf16; v3 f16; v3's backward is
+ * timed after, and validated against the CPU backward on, its own forward's out and lse).
  * A version that does not apply prints "n/a" (its entry point says why).
  *
  * Usage: na-lab [--reps N] [--vbatch N] [--case NAME] [--no-validate]
@@ -48,7 +49,7 @@ static const lab_case CASES[] = {
 enum { QK, AV, QK_BWD, AV_BWD, FWD, BWD, NOPS };
 static const char *OP_NAMES[NOPS] = {"qk", "av", "qk_bwd", "av_bwd", "fused_fwd", "fused_bwd"};
 /* versions per op: 0, 1, 2; 3 = v3 bf16, 4 = v3 f16 */
-static const int OP_VERS[NOPS][3] = {{0, 2, -1}, {0, 2, -1}, {0, 2, -1}, {0, 2, -1}, {1, 3, 4}, {1, -1, -1}};
+static const int OP_VERS[NOPS][3] = {{0, 2, -1}, {0, 2, -1}, {0, 2, -1}, {0, 2, -1}, {1, 3, 4}, {1, 3, 4}};
 static const char *VER_NAMES[5] = {"v0", "v1", "v2", "v3-bf16", "v3-f16"};
 
 static const nat_device GPU = {NAT_DEV_CUDA, 0};
@@ -190,6 +191,11 @@ static nat_status run(int op, int ver, prob *P)
         }
         return na_cuda_fused_forward(0, PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse);
     default:
+        if (ver >= 3) {
+            const uint16_t *h = P->h16[ver - 3];
+            return na_cuda_fused_backward_v3(0, ver - 3, PA(P), h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse,
+                                             P->dout, P->dq, P->dk, P->dv, P->drpb);
+        }
         return na_cuda_fused_backward(0, PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse, P->dout, P->dq, P->dk,
                                       P->dv, P->drpb);
     }
@@ -225,7 +231,7 @@ static double validate(int op, int ver, prob *P)
     float *lse = calloc((size_t)P->nlse, sizeof(float));
     const float *hr = P->rpb ? P->hrpb : NULL;
     float *q = P->hq, *k = P->hk, *v = P->hv, *rq = NULL, *rk = NULL, *rv = NULL;
-    if (op == FWD && ver >= 3) { /* the CPU kernels on the rounded inputs */
+    if ((op == FWD || op == BWD) && ver >= 3) { /* the CPU kernels on the rounded inputs */
         rq = malloc(sizeof(float) * (size_t)n), rk = malloc(sizeof(float) * (size_t)n), rv = malloc(sizeof(float) * (size_t)n);
         for (int64_t i = 0; i < n; i++) {
             rq[i] = ver == 4 ? na_round_f16(q[i]) : na_round_bf16(q[i]);
@@ -234,8 +240,8 @@ static double validate(int op, int ver, prob *P)
         }
         q = rq, k = rk, v = rv;
     }
-    if (op == BWD) /* out and lse from the validated v1 forward */
-        CK(run(FWD, 1, P));
+    if (op == BWD) /* out and lse from the same version's forward (validated before) */
+        CK(run(FWD, ver >= 3 ? ver : 1, P));
     CK(run(op, ver, P));
     double e = 0;
     float *g1, *g2, *g3, *g4 = NULL;
@@ -295,7 +301,7 @@ static int cmp_d(const void *a, const void *b)
 static double time_op(int op, int ver, prob *P, float *flush, int64_t nflush, int reps)
 {
     if (op == BWD)
-        CK(run(FWD, 1, P));
+        CK(run(FWD, ver >= 3 ? ver : 1, P));
     CK(run(op, ver, P)); /* warm-up (and the dispatch-free entry point's first launch) */
     double *t = malloc(sizeof(double) * (size_t)reps);
     for (int r = 0; r < reps; r++) {
