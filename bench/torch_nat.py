@@ -12,10 +12,13 @@ each in a child process of its own — once with glibc malloc, once with jemallo
 (LD_PRELOAD=libjemalloc.so.2, Debian's libjemalloc2) — whose peak memory is the child's maxrss from
 wait4 (the whole process: weights, activations, allocator caches). Then runs `nat-profile` on the same
 model, batch and resolution (a subprocess too: its images/s, nat's allocator peak and its RSS peak) and
-prints images/s and peak memory side by side with the ratios.
+prints images/s and peak memory side by side with the ratios. For training nat runs twice: as is, and
+with activation checkpointing (`nat-profile --recompute`: each layer's input kept, the layer recomputed
+in the backward), the memory-saving mode; --nat-variants picks.
 
     /usr/bin/python3 bench/torch_nat.py [--model nat_mini] [--batch 8] [--res 224] [--steps 3]
-        [--threads 2] [--mode train,infer] [--nat-profile build/nat-profile] [--csv FILE]
+        [--threads 2] [--mode train,infer] [--nat-variants plain,recompute] [--nat-profile build/nat-profile]
+        [--csv FILE]
 
 The PyTorch model has no drop-path (nat_torch.py is deterministic); nat's run keeps the variant's
 drop-path, so nat does slightly more work. Medians of --steps steps after one warm-up step.
@@ -118,14 +121,14 @@ def torch_run(args, mode, allocator):
     return r
 
 
-def nat_run(args, mode):
+def nat_run(args, mode, recompute):
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     env.pop("LD_PRELOAD", None)
     tmp = f"/tmp/torch_nat_{os.getpid()}.csv"
     if os.path.exists(tmp):
         os.unlink(tmp)
     cmd = [args.nat_profile, "--model", args.model, "--mode", mode, "--batch", str(args.batch), "--res",
-           str(args.res), "--steps", str(args.nat_steps), "--csv", tmp]
+           str(args.res), "--steps", str(args.nat_steps), "--csv", tmp] + (["--recompute"] if recompute else [])
     out, rss = run_measured(cmd, env)
     with open(tmp) as f:
         row = list(csv.DictReader(f))[-1]
@@ -149,6 +152,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mode", default="train,infer")
     ap.add_argument("--allocators", default="glibc,jemalloc")
+    ap.add_argument("--nat-variants", default="plain,recompute",
+                    help="nat runs in training: plain, recompute (activation checkpointing), or both")
     ap.add_argument("--nat-profile", default=os.path.join(HERE, "..", "build", "nat-profile"))
     ap.add_argument("--csv", help="append one row per (mode, implementation) to this file")
     ap.add_argument("--show-nat", action="store_true", help="print nat-profile's per-layer tables")
@@ -172,28 +177,35 @@ def main():
             print(f"  {mode}: PyTorch {results[f'PyTorch ({a})']['torch']} with {a}: "
                   f"{results[f'PyTorch ({a})']['images_per_s']:.3f} images/s, "
                   f"RSS peak {gib(results[f'PyTorch ({a})']['rss_peak']):.2f} GiB", flush=True)
-        n = nat_run(args, mode)
+        variants = [v for v in args.nat_variants.split(",") if v] if mode == "train" else ["plain"]
+        nats = {v: nat_run(args, mode, v == "recompute") for v in variants}
         if args.show_nat:
-            print(n["table"])
+            for n in nats.values():
+                print(n["table"])
         print(f"\n{mode} ({'forward, loss, backward, AdamW' if mode == 'train' else 'forward'}), "
               f"load average {os.getloadavg()[0]:.2f} at the end:")
-        print(f"  {'':22} {'images/s':>9} {'step ms':>9} {'peak memory':>34}")
+        print(f"  {'':28} {'images/s':>9} {'step ms':>9} {'peak memory':>34}")
         for k, r in results.items():
-            print(f"  {k:22} {r['images_per_s']:9.3f} {r['step_s'] * 1e3:9.0f} {'RSS ' + format(gib(r['rss_peak']), '.2f') + ' GiB':>34}")
-        mem = f"allocator {gib(n['alloc_peak']):.2f} GiB, RSS {gib(n['rss_peak']):.2f} GiB"
-        print(f"  {'nat (fused NA)':22} {n['images_per_s']:9.3f} {n['step_s'] * 1e3:9.0f} {mem:>34}")
-        print(f"  nat: {n['gflops']:.1f} GFLOP/s, {100 * n['mfu']:.1f}% of the sgemm roofline")
-        for k, r in results.items():
-            speed = n["images_per_s"] / r["images_per_s"]
-            mem_ratio = r["rss_peak"] / n["rss_peak"]
-            mem_alloc = r["rss_peak"] / n["alloc_peak"]
-            print(f"  nat vs {k}: {speed:.1f}x the images/s; {mem_ratio:.1f}x less peak memory "
-                  f"(RSS vs RSS; {mem_alloc:.1f}x against nat's allocator peak)")
-            rows.append({"date_utc": now, "model": args.model, "mode": mode, "batch": args.batch, "res": args.res,
-                         "threads": args.threads, "baseline": k, "baseline_images_per_s": f"{r['images_per_s']:.4f}",
-                         "baseline_rss_gib": f"{gib(r['rss_peak']):.3f}", "nat_images_per_s": f"{n['images_per_s']:.4f}",
-                         "nat_alloc_peak_gib": f"{gib(n['alloc_peak']):.3f}", "nat_rss_gib": f"{gib(n['rss_peak']):.3f}",
-                         "speedup": f"{speed:.2f}", "memory_ratio_rss": f"{mem_ratio:.2f}"})
+            print(f"  {k:28} {r['images_per_s']:9.3f} {r['step_s'] * 1e3:9.0f} {'RSS ' + format(gib(r['rss_peak']), '.2f') + ' GiB':>34}")
+        for v, n in nats.items():
+            name = "nat (fused NA)" if v == "plain" else "nat (fused NA, recompute)"
+            mem = f"allocator {gib(n['alloc_peak']):.2f} GiB, RSS {gib(n['rss_peak']):.2f} GiB"
+            print(f"  {name:28} {n['images_per_s']:9.3f} {n['step_s'] * 1e3:9.0f} {mem:>34}")
+            print(f"  {'':28} {n['gflops']:.1f} GFLOP/s, {100 * n['mfu']:.1f}% of the sgemm roofline")
+        for v, n in nats.items():
+            for k, r in results.items():
+                speed = n["images_per_s"] / r["images_per_s"]
+                mem_ratio = r["rss_peak"] / n["rss_peak"]
+                mem_alloc = r["rss_peak"] / n["alloc_peak"]
+                print(f"  nat{' (recompute)' if v == 'recompute' else ''} vs {k}: {speed:.1f}x the images/s; "
+                      f"{mem_ratio:.1f}x less peak memory (RSS vs RSS; {mem_alloc:.1f}x against nat's allocator peak)")
+                rows.append({"date_utc": now, "model": args.model, "mode": mode, "batch": args.batch, "res": args.res,
+                             "threads": args.threads, "baseline": k,
+                             "baseline_images_per_s": f"{r['images_per_s']:.4f}",
+                             "baseline_rss_gib": f"{gib(r['rss_peak']):.3f}",
+                             "nat_images_per_s": f"{n['images_per_s']:.4f}",
+                             "nat_alloc_peak_gib": f"{gib(n['alloc_peak']):.3f}", "nat_rss_gib": f"{gib(n['rss_peak']):.3f}",
+                             "speedup": f"{speed:.2f}", "memory_ratio_rss": f"{mem_ratio:.2f}", "nat_variant": v})
         print(flush=True)
     if args.csv and rows:
         new = not os.path.exists(args.csv) or os.path.getsize(args.csv) == 0

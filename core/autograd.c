@@ -298,14 +298,16 @@ nat_status nat_grad_accumulate(nat_ctx *ctx, nat_tensor *t, const nat_tensor *g)
     return nat_add_into(grad, g);
 }
 
-nat_status nat_backward_from(nat_ctx *ctx, nat_tensor *out, const nat_tensor *grad_out)
+nat_status nat_backward_since(nat_ctx *ctx, int from, nat_tensor *out, const nat_tensor *grad_out)
 {
+    if (from < 0 || from > ctx->tape_len)
+        return nat_error(NAT_ERR_INVALID_ARG, "backward: tape position %d outside 0..%d", from, ctx->tape_len);
     if (!out->requires_grad)
         return nat_error(NAT_ERR_INVALID_ARG, "backward: the output does not require a gradient (no parameter "
                                               "with requires_grad reached it, or it was computed with grad off)");
     bool prev = nat_ctx_set_grad_enabled(ctx, false);
     nat_status s = nat_grad_accumulate(ctx, out, grad_out);
-    for (int i = ctx->tape_len - 1; i >= 0 && s == NAT_OK; i--) {
+    for (int i = ctx->tape_len - 1; i >= from && s == NAT_OK; i--) {
         nat_node *node = ctx->tape[i];
         nat_tensor *t = node->out;
         if (!t->grad)
@@ -322,9 +324,14 @@ nat_status nat_backward_from(nat_ctx *ctx, nat_tensor *out, const nat_tensor *gr
         t->grad = NULL;
     }
     /* The tape is spent: a second backward over it would double-count. */
-    ctx->tape_len = 0;
+    ctx->tape_len = from;
     nat_ctx_set_grad_enabled(ctx, prev);
     return s;
+}
+
+nat_status nat_backward_from(nat_ctx *ctx, nat_tensor *out, const nat_tensor *grad_out)
+{
+    return nat_backward_since(ctx, 0, out, grad_out);
 }
 
 nat_status nat_backward(nat_ctx *ctx, nat_tensor *loss)

@@ -191,7 +191,7 @@ static nat_status conv_forward_all(const conv_geom *g, const float *X, const flo
     NAT_TRY(nat_mem_alloc(NAT_CPU, bytes, (void **)&cols));
     const int64_t xs = g->C * g->H * g->W, ys = g->O * g->P;
     if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t n = 0; n < g->N; n++)
             forward_sample(g, X + n * xs, Wt, B, Y + n * ys, cols + (size_t)omp_get_thread_num() * col_n, false);
     } else {
@@ -215,7 +215,9 @@ static nat_status conv_backward_all(const conv_geom *g, const float *X, const fl
     if (nt > 1) {
         float *gws = buf + (size_t)nt * col_n;
         memset(gws, 0, (size_t)nt * wn * sizeof(float));
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        /* static: which samples a thread sums into its partial weight gradient, and so the rounding of
+         * GW, is the same on every run (dynamic scheduling made GW differ in the last bit run to run) */
+#pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t n = 0; n < g->N; n++) {
             int t = omp_get_thread_num();
             backward_sample(g, X + n * xs, Wt, G + n * ys, GW ? gws + (size_t)t * wn : NULL, GX ? GX + n * xs : NULL,

@@ -91,6 +91,9 @@ if [ "$measure" = 1 ]; then
       piece "impl-$v-$i" "$prof" --model "$v" --mode train --na-impl "$i" "${steps[@]}" --csv
     done
   done
+  for v in nat_mini dinat_mini; do # activation checkpointing: the memory-saving mode
+    piece "impl-$v-fused-recompute" "$prof" --model "$v" --mode train --recompute "${steps[@]}" --csv
+  done
   piece "impl-nat_mini-window" "$prof" --model nat_mini --mode train --attention window "${steps[@]}" --csv
   echo "== Fashion-MNIST runs under: $runs"
   dirs=()
@@ -192,7 +195,9 @@ I="$data/impl.csv" T="$data/torch_nat.csv"
     awk -F, -v m="$(col "$I" model)" -v a="$(col "$I" attention)" -v i="$(col "$I" na_impl)" \
         -v ms="$(col "$I" step_ms_median)" -v pk="$(col "$I" alloc_peak_mib)" '
       FNR == 1 {next}
-      {name = ($a == "window" ? "window attention (Swin)" : "NA " $i); printf "%s|%s|%.1f|%.1f\n", name, $m, $ms, $pk}' "$I"
+      {name = ($a == "window" ? "window attention (Swin)" : "NA " $i); model = $m
+       if (sub(/\+recompute$/, "", model)) name = name " + recompute"
+       printf "%s|%s|%.1f|%.1f\n", name, model, $ms, $pk}' "$I"
   fi
   if [ -f "$T" ]; then
     awk -F, -v mo="$(col "$T" mode)" -v b="$(col "$T" baseline)" -v ips="$(col "$T" baseline_images_per_s)" \

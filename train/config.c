@@ -128,6 +128,9 @@ static const key_def keys[] = {
      "where the model trains and evaluates: cpu, cuda (= cuda:0) or cuda:N; no fallback to the CPU"},
     {"train", "precision", T_ENUM, OFF(train.precision), 0, 0, false, "f32|bf16|f16", "f32",
      "autocast of GEMMs, convolutions and NA: f32, bf16, or f16 (with dynamic loss scaling); weights stay f32"},
+    {"train", "recompute", T_BOOL, OFF(train.recompute), 0, 0, false, NULL, "false",
+     "activation checkpointing: keep each layer's input only and recompute the layer in the backward (far less "
+     "memory, about a third more time per step, the same results)"},
     /* [log] */
     {"log", "dir", T_STR, OFF(log.dir), 0, 0, false, NULL, "", "run directory; empty = runs/<config name>-<date>-<time>"},
     {"log", "print_every", T_INT, OFF(log.print_every), 1, 1 << 30, false, NULL, "50", "progress lines every N steps when not on a terminal"},

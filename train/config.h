@@ -95,6 +95,7 @@ typedef struct nat_config {
         int keep_checkpoints;     /* 0 = keep all */
         char device[16];          /* "cpu" or "cuda:N" (canonical; "cuda" is stored as "cuda:0") */
         char precision[8];        /* f32, bf16, f16 */
+        bool recompute;           /* activation checkpointing of the NAT layers */
     } train;
     struct {
         char dir[NAT_CFG_STR]; /* run directory; "" = runs/<config name>-<date>-<time> */

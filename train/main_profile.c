@@ -40,7 +40,7 @@ typedef struct options {
     /* runs */
     const char *config, *csv, *device, *dtype, *roofline, *label;
     const char *modes, *impls, *attentions;
-    int sweep, run, batch_given, steps, warmup, trace_steps, window, child;
+    int sweep, run, batch_given, steps, warmup, trace_steps, window, child, recompute;
 } options;
 
 static void usage(FILE *f)
@@ -64,6 +64,8 @@ static void usage(FILE *f)
             "  --na-impl LIST   fused (default), unfused, gather (CPU); on a GPU NAT_NA_KERNEL=v0..v3 picks the kernel\n"
             "  --attention LIST na (default: NAT/DiNAT), window (Swin's shifted-window attention in the same network)\n"
             "  --window N       window attention's window (default 7)\n"
+            "  --recompute      activation checkpointing: keep each layer's input only, recompute the layer in the\n"
+            "                   backward (less memory, one more forward of the layers); the label gets '+recompute'\n"
             "  --device D       cpu (default), cuda or cuda:N\n"
             "  --dtype T        f32 (default), bf16, f16: autocast of GEMMs, convolutions and NA (on the CPU the\n"
             "                   rounding is emulated: right values, no speed-up)\n"
@@ -119,6 +121,9 @@ static int parse_args(int argc, char **argv, options *o)
             continue;
         } else if (!strcmp(a, "--sweep")) {
             o->sweep = o->run = 1;
+            continue;
+        } else if (!strcmp(a, "--recompute")) {
+            o->recompute = 1;
             continue;
         } else if (!strcmp(a, "--child")) { /* internal: one run of a list, started by the parent */
             o->child = 1;
@@ -502,6 +507,11 @@ static int run_one(const options *o, const char *model, const char *mode, nat_na
     po.roofline_gflops = roofline;
     po.dev = dev;
     po.precision = prec;
+    po.recompute = o->recompute;
+    if (o->recompute && !o->label) {
+        const size_t used = strlen(po.label);
+        snprintf(po.label + used, sizeof po.label - used, "+recompute");
+    }
     nat_profile_result r;
     if (nat_profile_run(&po, &r) != NAT_OK) {
         fprintf(stderr, "nat-profile: %s %s: %s\n", po.label, mode, nat_error_message());
@@ -543,6 +553,8 @@ static int run_child(const options *o, const char *model, const char *mode, cons
         args[n++] = "--csv", args[n++] = o->csv;
     if (o->label)
         args[n++] = "--label", args[n++] = o->label;
+    if (o->recompute)
+        args[n++] = "--recompute";
     args[n] = NULL;
     fflush(stdout);
     fflush(stderr);

@@ -41,6 +41,7 @@ typedef struct nat_profile_opts {
     nat_na_impl na_impl;
     nat_device dev;          /* where the model runs (NAT_CPU or a CUDA device) */
     nat_precision precision; /* the context's autocast (bf16/f16 on the CPU: emulated rounding) */
+    bool recompute;          /* activation checkpointing of the layers (nat_model_set_recompute) */
     double roofline_gflops; /* > 0 */
     uint64_t seed;
 } nat_profile_opts;

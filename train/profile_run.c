@@ -227,6 +227,7 @@ static nat_status setup(runner *r)
     const nat_profile_opts *o = r->o;
     NAT_TRY(nat_model_new(&r->m, &o->desc));
     nat_model_set_na_impl(r->m, o->na_impl);
+    nat_model_set_recompute(r->m, o->recompute);
     if (o->dev.kind != NAT_DEV_CPU)
         NAT_TRY(nat_model_to(r->m, o->dev));
     NAT_TRY(nat_ctx_new(&r->ctx, o->dev));

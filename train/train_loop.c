@@ -273,6 +273,7 @@ static nat_status setup(run *r, nat_train_result *res)
     nat_model_desc d;
     NAT_TRY(nat_config_model_desc(c, ch, classes, c->data.img_size, &d));
     NAT_TRY(nat_model_new(&r->model, &d));
+    nat_model_set_recompute(r->model, c->train.recompute);
     if (r->dev.kind != NAT_DEV_CPU) /* initialised on the CPU (same weights as a CPU run), then moved */
         NAT_TRY(nat_model_to(r->model, r->dev));
     if (c->train.ema)

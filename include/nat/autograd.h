@@ -102,6 +102,23 @@ nat_status nat_ctx_record(nat_ctx *ctx, const nat_op_def *op, nat_tensor *out, i
 nat_status nat_backward(nat_ctx *ctx, nat_tensor *loss);
 /* Same from an arbitrary output with a given gradient (same shape as `out`). */
 nat_status nat_backward_from(nat_ctx *ctx, nat_tensor *out, const nat_tensor *grad_out);
+/* The backward of only the nodes recorded since tape position `from` (nat_ctx_tape_length before they
+ * were recorded), which are then dropped from the tape; the nodes before stay. For an op that records a
+ * sub-graph inside its own backward (nat_recompute). */
+nat_status nat_backward_since(nat_ctx *ctx, int from, nat_tensor *out, const nat_tensor *grad_out);
+
+/* Activation checkpointing. y = fn(x) is computed with the tape off, everything fn made but y is given
+ * back at once, and one node is recorded; its backward runs fn again on x with the tape on, under the
+ * precision of the first run, backpropagates through that, and gives the recomputation's memory back.
+ * A training step then holds one input per checkpointed call instead of every intermediate, for one
+ * more forward of fn. fn must be a function of x, `user` and persistent tensors (parameters) only, and
+ * draw the same random numbers both times (keep an RNG state in `user`; `recompute` tells the second
+ * call, which must not advance anything outside). `user` (user_size bytes) is copied for the backward.
+ * `anchor` (may be NULL): a parameter fn uses, so the call is recorded even when x needs no gradient.
+ * Without a gradient to record (tape off, nothing requires one) fn simply runs once. */
+typedef nat_status (*nat_recompute_fn)(nat_ctx *ctx, nat_tensor *x, void *user, bool recompute, nat_tensor **y);
+nat_status nat_recompute(nat_ctx *ctx, nat_recompute_fn fn, void *user, size_t user_size, nat_tensor *x,
+                         nat_tensor *anchor, nat_tensor **y);
 
 /* t->grad += g (g has t's shape). Creates t->grad on first use: persistent for persistent tensors, a
  * step tensor otherwise. Does nothing when t does not require a gradient. */

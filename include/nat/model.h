@@ -183,6 +183,15 @@ void nat_model_set_trace(nat_model *m, nat_model_trace_fn fn, void *user);
 void nat_model_set_na_impl(nat_model *m, nat_na_impl impl);
 nat_na_impl nat_model_get_na_impl(const nat_model *m);
 
+/* Activation checkpointing of every NAT layer (nat_recompute): a training forward keeps only each
+ * layer's input, and the backward recomputes the layer before backpropagating through it — the step's
+ * memory drops to about one layer's activations plus one input per layer, for one more forward of the
+ * layers (about a third more time). Off by default; results are the same (the recomputation draws the
+ * same drop-path masks). With it on, the per-part trace reports no backward events inside the layers
+ * (their backward, recomputation included, is counted in the part before them). */
+void nat_model_set_recompute(nat_model *m, bool on);
+bool nat_model_get_recompute(const nat_model *m);
+
 /* Every parameter with its PyTorch name and no-weight-decay flag, in state_dict order (borrowed, valid
  * until nat_model_free). */
 const nat_param_list *nat_model_params(const nat_model *m);

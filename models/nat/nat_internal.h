@@ -38,6 +38,7 @@ struct nat_model {
     nat_model_trace_fn trace;
     void *trace_user;
     nat_na_impl na_impl;
+    bool recompute; /* activation checkpointing per layer (nat_model_set_recompute) */
 };
 
 /* With a trace function set: reports the end of a part's forward and, when *h is recorded on the tape,

@@ -222,6 +222,13 @@ void nat_model_zero_grad(nat_model *m) { nat_param_list_zero_grad(&m->params); }
 static const int to_nhwc[4] = {0, 2, 3, 1};
 static const int to_nchw[4] = {0, 3, 1, 2};
 
+/* nat_model_trace_part, or nothing when tm is NULL. */
+static nat_status trace_part(const nat_model *tm, nat_ctx *ctx, nat_model_part_kind kind, int level, int j,
+                             nat_tensor **h)
+{
+    return tm ? nat_model_trace_part(tm, ctx, kind, level, j, h) : NAT_OK;
+}
+
 /* x + drop_path(γ · f), f already computed. */
 static nat_status residual(nat_ctx *ctx, nat_tensor *x, nat_tensor *f, nat_tensor *gamma, float p, bool training,
                            nat_rng *rng, nat_tensor **out)
@@ -232,12 +239,14 @@ static nat_status residual(nat_ctx *ctx, nat_tensor *x, nat_tensor *f, nat_tenso
     return nat_add(ctx, x, f, out);
 }
 
-static nat_status layer_forward(nat_ctx *ctx, const nat_model *m, const nat_block_layer *b, int level, int j,
-                                nat_tensor *x, bool training, nat_rng *rng, nat_tensor **out)
+/* One NAT layer. tm: the model whose trace hook to call (NULL: none — the recomputation of a
+ * checkpointed layer must not report its parts a second time). */
+static nat_status layer_forward(nat_ctx *ctx, const nat_model *m, const nat_model *tm, const nat_block_layer *b,
+                                int level, int j, nat_tensor *x, bool training, nat_rng *rng, nat_tensor **out)
 {
     nat_tensor *h;
     NAT_TRY(nat_layernorm_layer_forward(ctx, &b->norm1, x, &h));
-    NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_NORM1, level, j, &h));
+    NAT_TRY(trace_part(tm, ctx, NAT_PART_NORM1, level, j, &h));
     if (b->wattn.table)
         NAT_TRY(nat_window_attn_forward(ctx, &b->wattn, h, training, rng, &h));
     else if (m->na_impl != NAT_NA_IMPL_FUSED)
@@ -245,12 +254,44 @@ static nat_status layer_forward(nat_ctx *ctx, const nat_model *m, const nat_bloc
     else
         NAT_TRY(nat_na_layer_forward(ctx, &b->attn, h, training, rng, &h));
     NAT_TRY(residual(ctx, x, h, b->gamma1, b->drop_path, training, rng, &x));
-    NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_ATTN, level, j, &x));
+    NAT_TRY(trace_part(tm, ctx, NAT_PART_ATTN, level, j, &x));
     NAT_TRY(nat_layernorm_layer_forward(ctx, &b->norm2, x, &h));
-    NAT_TRY(nat_model_trace_part(m, ctx, NAT_PART_NORM2, level, j, &h));
+    NAT_TRY(trace_part(tm, ctx, NAT_PART_NORM2, level, j, &h));
     NAT_TRY(nat_mlp_forward(ctx, &b->mlp, h, training, rng, &h));
     NAT_TRY(residual(ctx, x, h, b->gamma2, b->drop_path, training, rng, out));
-    return nat_model_trace_part(m, ctx, NAT_PART_MLP, level, j, out);
+    return trace_part(tm, ctx, NAT_PART_MLP, level, j, out);
+}
+
+/* A checkpointed layer (nat_recompute): what its two runs need. */
+typedef struct recompute_layer {
+    const nat_model *m;
+    const nat_block_layer *b;
+    int level, j;
+    bool training;
+    nat_rng rng;   /* the state at the layer's start: both runs draw the same drop-path masks */
+    nat_rng *live; /* the caller's generator, advanced by the first run only */
+} recompute_layer;
+
+static nat_status recompute_layer_fn(nat_ctx *ctx, nat_tensor *x, void *user, bool recompute, nat_tensor **y)
+{
+    const recompute_layer *u = user;
+    nat_rng r = u->rng;
+    NAT_TRY(layer_forward(ctx, u->m, recompute ? NULL : u->m, u->b, u->level, u->j, x, u->training,
+                          u->live ? &r : NULL, y));
+    if (!recompute && u->live)
+        *u->live = r;
+    return NAT_OK;
+}
+
+static nat_status run_layer(nat_ctx *ctx, const nat_model *m, const nat_block_layer *b, int level, int j,
+                            nat_tensor *x, bool training, nat_rng *rng, nat_tensor **out)
+{
+    if (!m->recompute || !nat_ctx_grad_enabled(ctx))
+        return layer_forward(ctx, m, m, b, level, j, x, training, rng, out);
+    recompute_layer u = {m, b, level, j, training, {{0}}, rng};
+    if (rng)
+        u.rng = *rng;
+    return nat_recompute(ctx, recompute_layer_fn, &u, sizeof u, x, b->norm1.weight, out);
 }
 
 static void part_done(const nat_model *m, const char *part)
@@ -286,7 +327,7 @@ nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool tra
         const bool release = !nat_ctx_grad_enabled(ctx);
         const int64_t mark = nat_ctx_mark(ctx);
         for (int j = 0; j < lv->depth; j++) {
-            nat_status s = layer_forward(ctx, m, &lv->blocks[j], i, j, h, training, rng, &h);
+            nat_status s = run_layer(ctx, m, &lv->blocks[j], i, j, h, training, rng, &h);
             if (s == NAT_OK && release)
                 s = nat_ctx_release_since(ctx, mark, h);
             if (s != NAT_OK)
