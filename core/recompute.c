@@ -60,7 +60,8 @@ nat_status nat_recompute(nat_ctx *ctx, nat_recompute_fn fn, void *user, size_t u
     st->fn = fn;
     st->precision = nat_ctx_precision(ctx);
     st->user_size = user_size;
-    memcpy(st + 1, user, user_size);
+    if (user_size) /* user may be NULL then */
+        memcpy(st + 1, user, user_size);
     const int64_t mark = nat_ctx_mark(ctx);
     const bool grad_was = nat_ctx_set_grad_enabled(ctx, false);
     nat_tensor *out = NULL;

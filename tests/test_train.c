@@ -28,6 +28,7 @@
 #include "train/config.h"
 #include "train/train_checkpoint.h"
 #include "train/train_loop.h"
+#include "train/train_replicas.h"
 #include "train/train_schedule.h"
 #include "train/train_signal.h"
 
@@ -361,6 +362,154 @@ START_TEST(sigint_checkpoint_and_exact_resume)
 }
 END_TEST
 
+/* nat_replicas_step over 3 copies (shards of 3, 2, 2 images) gives the gradient of every parameter and the
+ * loss of one backward over the whole batch of 7, up to float rounding; mul scales the gradients. */
+START_TEST(replicas_sum_the_whole_batch_gradient)
+{
+    nat_model_desc d = nat_model_desc_default();
+    snprintf(d.name, sizeof d.name, "replicas_test");
+    d.in_chans = 1, d.num_classes = 4, d.img_size = 12, d.embed_dim = 8, d.num_levels = 2;
+    const int depths[4] = {1, 1, 1, 1}, heads[4] = {1, 2, 2, 2};
+    memcpy(d.depths, depths, sizeof depths);
+    memcpy(d.heads, heads, sizeof heads);
+    d.kernel_size = 3, d.patch_stride = 2, d.drop_path_rate = 0.0f, d.seed = 3;
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    nat_rng rng;
+    nat_rng_seed(&rng, 8);
+    enum { N = 7 };
+    float x[N * 144];
+    int32_t labels[N];
+    for (int i = 0; i < N * 144; i++)
+        x[i] = nat_rng_normal(&rng);
+    for (int i = 0; i < N; i++)
+        labels[i] = i % 4;
+    nat_batch b = {.n = N, .c = 1, .h = 12, .w = 12, .x = x, .labels = labels, .classes = 4, .lam = 1};
+    /* one backward over the batch */
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    nat_tensor *xt, *logits, *loss;
+    const int64_t xs[4] = {N, 1, 12, 12};
+    TH_OK(nat_ctx_empty(ctx, &xt, NAT_F32, 4, xs));
+    memcpy(nat_tensor_f32(xt), x, sizeof x);
+    TH_OK(nat_model_forward(m, ctx, xt, true, &rng, &logits));
+    TH_OK(nat_cross_entropy(ctx, logits, labels, 0.1f, &loss));
+    const float whole = nat_tensor_f32(loss)[0];
+    TH_OK(nat_backward(ctx, loss));
+    nat_ctx_reset(ctx);
+    const nat_param_list *pl = nat_model_params(m);
+    int64_t total = 0;
+    for (int i = 0; i < pl->count; i++)
+        total += nat_tensor_numel(pl->items[i].tensor);
+    float *ref = malloc(sizeof(float) * (size_t)total);
+    int64_t off = 0;
+    for (int i = 0; i < pl->count; i++) {
+        const int64_t n = nat_tensor_numel(pl->items[i].tensor);
+        memcpy(ref + off, nat_tensor_f32(pl->items[i].tensor->grad), sizeof(float) * (size_t)n);
+        off += n;
+    }
+    /* the same over three copies, gradients doubled by mul */
+    nat_model_zero_grad(m);
+    nat_replicas R;
+    TH_OK(nat_replicas_init(&R, m, ctx, 3));
+    float split;
+    TH_OK(nat_replicas_step(&R, &b, 0.1f, &rng, 2.0f, &split));
+    ck_assert_msg(fabsf(split - whole) <= 1e-6f * fabsf(whole), "loss %.9g over 3 copies, %.9g whole", (double)split,
+                  (double)whole);
+    off = 0;
+    double worst = 0, scale = 0;
+    for (int i = 0; i < pl->count; i++) {
+        const float *g = nat_tensor_f32(pl->items[i].tensor->grad);
+        const int64_t n = nat_tensor_numel(pl->items[i].tensor);
+        for (int64_t e = 0; e < n; e++) {
+            worst = fmax(worst, fabs((double)g[e] - 2.0 * ref[off + e]));
+            scale = fmax(scale, fabs(2.0 * ref[off + e]));
+        }
+        off += n;
+    }
+    ck_assert_msg(scale > 0 && worst <= 1e-5 * scale, "gradients over 3 copies differ by %.3g (max |g| %.3g)", worst,
+                  scale);
+    nat_replicas_free(&R);
+    nat_ctx_free(ctx);
+    nat_model_free(m);
+    free(ref);
+}
+END_TEST
+
+/* train.replicas = 2: two single-threaded copies of the model share each micro-batch. The losses are the
+ * same bits on a second run and after a SIGINT + resume; without drop-path the first step's loss is the
+ * single-copy run's up to float rounding, and the run stays close to it. */
+START_TEST(replicas_deterministic_resumable_and_close)
+{
+    make_dir();
+    write_idx("train", 96, 12, 1);
+    write_idx("t10k", 40, 12, 2);
+    FILE *quiet = devnull();
+    nat_config c;
+    nat_train_result res;
+    recorder a = {0}, a2 = {0}, b = {.raise_at = STOP_AT}, r = {0}, one = {0}, two = {0};
+    nat_train_opts o;
+    const char *runs[2] = {"ra", "ra2"};
+    recorder *recs[2] = {&a, &a2};
+    for (int k = 0; k < 2; k++) {
+        tiny_config(&c, runs[k]);
+        TH_OK(nat_config_set(&c, "train.replicas=2"));
+        o = (nat_train_opts){.on_step = record, .user = recs[k], .out = quiet, .progress = quiet};
+        TH_OK(nat_train(&c, &o, &res));
+        ck_assert_int_eq(res.steps, RUN_STEPS);
+    }
+    for (int s = 1; s <= RUN_STEPS; s++)
+        ck_assert_msg(a.loss[s] == a2.loss[s], "step %d: loss %.9g, then %.9g", s, a.loss[s], a2.loss[s]);
+    /* interrupted and resumed */
+    nat_train_signals_install();
+    tiny_config(&c, "rb");
+    TH_OK(nat_config_set(&c, "train.replicas=2"));
+    o = (nat_train_opts){.on_step = record, .user = &b, .stop = nat_train_stop_flag(), .out = quiet, .progress = quiet};
+    TH_OK(nat_train(&c, &o, &res));
+    ck_assert(res.interrupted);
+    for (int s = 1; s <= STOP_AT; s++)
+        r.loss[s] = b.loss[s];
+    char run_b[128];
+    snprintf(run_b, sizeof run_b, "%s/rb", dir);
+    o = (nat_train_opts){.resume = run_b, .on_step = record, .user = &r, .out = quiet, .progress = quiet};
+    TH_OK(nat_train(&c, &o, &res));
+    ck_assert_int_eq(res.steps, RUN_STEPS);
+    for (int s = 1; s <= RUN_STEPS; s++)
+        ck_assert_msg(a.loss[s] == r.loss[s], "step %d after resuming at %d: loss %.9g vs %.9g", s, STOP_AT, r.loss[s],
+                      a.loss[s]);
+    /* the copies did run: with drop-path one copy's losses are not those of two */
+    recorder single = {0};
+    tiny_config(&c, "rs");
+    o = (nat_train_opts){.on_step = record, .user = &single, .out = quiet, .progress = quiet};
+    TH_OK(nat_train(&c, &o, &res));
+    int differ = 0;
+    for (int s = 1; s <= RUN_STEPS; s++)
+        differ += single.loss[s] != a.loss[s];
+    ck_assert_msg(differ > 0, "train.replicas = 2 gave exactly the single-copy losses: the copies did not run");
+    /* against one copy, without drop-path (the copies draw their own masks) */
+    const char *assign[2] = {"train.replicas=1", "train.replicas=2"};
+    recorder *cmp[2] = {&one, &two};
+    const char *cruns[2] = {"r1", "r2"};
+    for (int k = 0; k < 2; k++) {
+        tiny_config(&c, cruns[k]);
+        TH_OK(nat_config_set(&c, "model.drop_path=0"));
+        TH_OK(nat_config_set(&c, assign[k]));
+        o = (nat_train_opts){.on_step = record, .user = cmp[k], .out = quiet, .progress = quiet};
+        TH_OK(nat_train(&c, &o, &res));
+    }
+    ck_assert_msg(fabs(one.loss[1] - two.loss[1]) <= 1e-5 * fabs(one.loss[1]), "first step: loss %.9g with 2 copies, %.9g with one",
+                  two.loss[1], one.loss[1]);
+    for (int s = 2; s <= RUN_STEPS; s++)
+        ck_assert_msg(fabs(one.loss[s] - two.loss[s]) <= 1e-3 * fabs(one.loss[s]),
+                      "step %d: loss %.9g with 2 copies, %.9g with one", s, two.loss[s], one.loss[s]);
+    /* out of range */
+    tiny_config(&c, "rx");
+    th_expect_error(nat_config_set(&c, "train.replicas=17"), NAT_ERR_FORMAT, "train.replicas", "out of range");
+    fclose(quiet);
+    remove_dir();
+}
+END_TEST
+
 /* ---- a short real training ---- */
 
 START_TEST(fashion_mnist_smoke)
@@ -524,6 +673,8 @@ int main(void)
         {"fashion_mnist_smoke", fashion_mnist_smoke},
         {"precision_bf16_f16_close_to_f32", precision_bf16_f16_close_to_f32},
         {"device_cuda_refused_without_device", device_cuda_refused_without_device},
+        {"replicas_sum_the_whole_batch_gradient", replicas_sum_the_whole_batch_gradient},
+        {"replicas_deterministic_resumable_and_close", replicas_deterministic_resumable_and_close},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);

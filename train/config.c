@@ -128,6 +128,9 @@ static const key_def keys[] = {
      "where the model trains and evaluates: cpu, cuda (= cuda:0) or cuda:N; no fallback to the CPU"},
     {"train", "precision", T_ENUM, OFF(train.precision), 0, 0, false, "f32|bf16|f16", "f32",
      "autocast of GEMMs, convolutions and NA: f32, bf16, or f16 (with dynamic loss scaling); weights stay f32"},
+    {"train", "replicas", T_INT, OFF(train.replicas), 1, 16, false, NULL, "1",
+     "CPU data parallelism: each micro-batch is split over N copies of the model, one thread each (for networks "
+     "too small to keep several OpenMP threads busy); gradients summed in a fixed order"},
     {"train", "recompute", T_BOOL, OFF(train.recompute), 0, 0, false, NULL, "false",
      "activation checkpointing: keep each layer's input only and recompute the layer in the backward (far less "
      "memory, about a third more time per step, the same results)"},

@@ -96,6 +96,7 @@ typedef struct nat_config {
         char device[16];          /* "cpu" or "cuda:N" (canonical; "cuda" is stored as "cuda:0") */
         char precision[8];        /* f32, bf16, f16 */
         bool recompute;           /* activation checkpointing of the NAT layers */
+        int replicas;             /* CPU data-parallel copies of the model (train_replicas.h) */
     } train;
     struct {
         char dir[NAT_CFG_STR]; /* run directory; "" = runs/<config name>-<date>-<time> */

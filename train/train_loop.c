@@ -25,6 +25,7 @@
 #include "train/train_ema.h"
 #include "train/train_eval.h"
 #include "train/train_log.h"
+#include "train/train_replicas.h"
 #include "train/train_metrics.h"
 #include "train/train_schedule.h"
 
@@ -40,6 +41,7 @@ typedef struct run {
     nat_tensor **params; /* every parameter, for clipping */
     int n_params;
     nat_ctx *ctx;
+    nat_replicas reps;     /* train.replicas > 1: data-parallel copies of the model (CPU) */
     nat_device dev;        /* train.device: parameters, optimizer state, EMA and every step live there */
     nat_precision prec;    /* train.precision: the context's autocast */
     nat_loss_scaler scaler; /* f16 only */
@@ -140,6 +142,7 @@ static void teardown(run *r)
     nat_optim_free(r->opt);
     free(r->params);
     nat_ema_free(&r->ema);
+    nat_replicas_free(&r->reps); /* before the master model and context it borrows */
     nat_model_free(r->model);
     nat_ctx_free(r->ctx);
     nat_metrics_free(&r->met);
@@ -203,6 +206,15 @@ static nat_status step(run *r, double lr, double *loss_out, double *norm_out, in
     for (int a = 0; a < accum; a++) {
         nat_batch b;
         NAT_TRY(nat_loader_next(r->train_L, &b));
+        /* f16: the loss scale multiplies every gradient, so small ones survive f16's range. */
+        const float mul = (r->prec == NAT_PREC_F16 ? nat_loss_scaler_scale(&r->scaler) : 1.0f) / (float)accum;
+        if (r->reps.n > 1) {
+            float lv;
+            NAT_TRY(nat_replicas_step(&r->reps, &b, c->aug.label_smoothing, &r->st.rng, mul, &lv));
+            loss_sum += lv;
+            *images += b.n;
+            continue;
+        }
         nat_tensor *x, *logits, *loss;
         int64_t xs[4] = {b.n, b.c, b.h, b.w};
         NAT_TRY(nat_train_upload(r->ctx, b.x, 4, xs, &x));
@@ -218,8 +230,6 @@ static nat_status step(run *r, double lr, double *loss_out, double *norm_out, in
         float lv;
         NAT_TRY(nat_train_download(loss, &lv, 1));
         loss_sum += lv;
-        /* f16: the loss scale multiplies every gradient, so small ones survive f16's range. */
-        float mul = (r->prec == NAT_PREC_F16 ? nat_loss_scaler_scale(&r->scaler) : 1.0f) / (float)accum;
         if (mul != 1.0f)
             NAT_TRY(nat_scale(r->ctx, loss, mul, &loss));
         NAT_TRY(nat_backward(r->ctx, loss));
@@ -281,6 +291,8 @@ static nat_status setup(run *r, nat_train_result *res)
     NAT_TRY(make_optimizer(r));
     NAT_TRY(nat_ctx_new(&r->ctx, r->dev));
     nat_ctx_set_precision(r->ctx, r->prec);
+    if (c->train.replicas > 1)
+        NAT_TRY(nat_replicas_init(&r->reps, r->model, r->ctx, c->train.replicas));
     nat_loss_scaler_init(&r->scaler, 0, 0);
     NAT_TRY(nat_metrics_init(&r->met, classes));
     NAT_TRY(nat_train_loader_new(c, r->train_ds, true, &r->train_L));
@@ -370,9 +382,13 @@ static nat_status setup(run *r, nat_train_result *res)
             (long long)nat_dataset_count(r->test_ds), (long long)r->spe, (long long)eff_batch, (long long)r->total);
     if (r->stop_at < r->total)
         fprintf(out, " (this run stops at %lld)", (long long)r->stop_at);
-    fprintf(out, "\noptim %s: lr %.3g (warm-up %lld steps from %.3g, cosine to %.3g), weight decay %g; threads %d\n",
+    fprintf(out, "\noptim %s: lr %.3g (warm-up %lld steps from %.3g, cosine to %.3g), weight decay %g; threads %d",
             c->optim.name, r->sched.lr, (long long)r->sched.warmup_steps, r->sched.warmup_lr, r->sched.min_lr,
             (double)c->optim.weight_decay, omp_get_max_threads());
+    if (r->reps.n > 1)
+        fprintf(out, " (training: %d data-parallel replicas of one thread each, %lld-%lld images per shard)", r->reps.n,
+                (long long)(c->train.batch_size / r->reps.n), (long long)((c->train.batch_size + r->reps.n - 1) / r->reps.n));
+    fprintf(out, "\n");
     fprintf(out, "device %s, precision %s%s\n", nat_device_name(r->dev), c->train.precision,
             r->prec == NAT_PREC_F16 ? " (dynamic loss scaling from 65536)"
             : r->prec == NAT_PREC_BF16 ? " (GEMM/conv operands in bf16, f32 accumulation and weights)"
