@@ -142,6 +142,59 @@ NA_HD void na_quad_reduce(float *v, int vs, int is_max)
 #endif
 }
 
+/* ---- fragment helpers ---- */
+
+/* B fragments (16 x 8) of every lane from a 16-bit matrix stored m[n * stride + k]: B(k0 + kk, n0 + nn). */
+NA_HD void na_v3_ldb(uint32_t (*b)[2], const uint16_t *NA_RESTRICT m, int stride, int n0, int k0, int lane0)
+{
+    for (int L = 0; L < NA_NL; L++)
+        for (int i = 0; i < 2; i++) {
+            int kk, nn;
+            na_mma_b_rc(lane0 + L, 2 * i, &kk, &nn); /* elements 2i, 2i+1: rows kk, kk + 1 */
+            const uint16_t *p = m + (n0 + nn) * stride + k0 + kk;
+            b[L][i] = na_pack2(p[0], p[1]);
+        }
+}
+
+/* A fragments of every 16-channel step for 16 rows of src[n * D + c] (rows g and g + 8 of each lane:
+ * indices n[L][0], n[L][1]; -1 gives zeros). */
+NA_HD void na_v3_lda_rows(uint32_t (*a)[NA_V3_DMAX / 16][4], const uint16_t *NA_RESTRICT src,
+                          const int64_t (*n)[2], int lane0, int D)
+{
+    for (int L = 0; L < NA_NL; L++) {
+        NA_UNROLL
+        for (int s = 0; s < NA_V3_DMAX / 16; s++) {
+            if (s * 16 < D) {
+                uint16_t x[8];
+                for (int e = 0; e < 8; e++) {
+                    int r, c;
+                    na_mma_a_rc(lane0 + L, e, &r, &c);
+                    const int64_t row = n[L][(e >> 1) & 1]; /* r = g + 8 * ((e >> 1) & 1) */
+                    x[e] = row >= 0 ? src[row * D + s * 16 + c] : (uint16_t)0;
+                }
+                for (int i = 0; i < 4; i++)
+                    a[L][s][i] = na_pack2(x[2 * i], x[2 * i + 1]);
+            }
+        }
+    }
+}
+
+/* The A fragment of one 16-wide k step from the f32 accumulators of two 8-column C tiles (rounded to
+ * the operand type): A element e = C element (e & 3) of tile e / 4 (checked by v3_fragment_maps). */
+NA_HD void na_v3_c2a(uint32_t (*a)[4], float (*c)[2][4], int f16)
+{
+    for (int L = 0; L < NA_NL; L++) {
+        uint16_t h[2][4];
+        for (int nt = 0; nt < 2; nt++)
+            for (int e = 0; e < 4; e++)
+                h[nt][e] = na_half_bits(c[L][nt][e], f16);
+        a[L][0] = na_pack2(h[0][0], h[0][1]);
+        a[L][1] = na_pack2(h[0][2], h[0][3]);
+        a[L][2] = na_pack2(h[1][0], h[1][1]);
+        a[L][3] = na_pack2(h[1][2], h[1][3]);
+    }
+}
+
 /* ---- plan and per-warp state ---- */
 
 /* v3's tiles (na_v2_plan's tq / ntile / nblocks; hmax and smem_bytes unused). Returns 1 when v3
@@ -171,49 +224,46 @@ typedef struct na_v3_warp {
                                                                   halo, valid keys, rpb index of key 0 */
 } na_v3_warp;
 
+/* Rows g and g + 8 of every lane of warp `warp` in a query tile: the query index (-1: past the tile)
+ * and, per axis, its window's start in halo coordinates, its valid keys and the rpb index of its key 0. */
+NA_HD void na_v3_query_rows(const na_geom *g, const na_v2_tile *t, int warp, int64_t (*n)[2], int (*off)[2][2],
+                            int (*cnt)[2][2], int (*rpb0)[2][2], int lane0)
+{
+    const int nqt = t->nq[0] * t->nq[1];
+    for (int L = 0; L < NA_NL; L++)
+        for (int h = 0; h < 2; h++) {
+            const int qi = 16 * warp + ((lane0 + L) >> 2) + 8 * h;
+            n[L][h] = -1;
+            for (int a = 0; a < 2; a++)
+                off[L][h][a] = cnt[L][h][a] = rpb0[L][h][a] = 0;
+            if (qi < nqt) {
+                na_win w[3];
+                n[L][h] = na_v2_query(g, t, qi, w);
+                for (int a = 0; a < 2; a++) {
+                    off[L][h][a] = (w[1 + a].key0 - t->grp[a]) / g->dilation[1 + a] - t->hs[a];
+                    cnt[L][h][a] = w[1 + a].n;
+                    rpb0[L][h][a] = w[1 + a].rpb0;
+                }
+            }
+        }
+}
+
 /* Warp `warp` of the block: its queries, their windows and their Q fragments (from global memory). */
 NA_HD void na_v3_warp_init(const na_geom *g, const na_v2_tile *t, const uint16_t *NA_RESTRICT q, int f16, int warp,
                            na_v3_warp *W, int lane0, int D)
 {
-    const int nqt = t->nq[0] * t->nq[1];
+    na_v3_query_rows(g, t, warp, W->n, W->off, W->cnt, W->rpb0, lane0);
     for (int L = 0; L < NA_NL; L++) {
-        const int lane = lane0 + L;
         for (int h = 0; h < 2; h++) {
-            const int qi = 16 * warp + (lane >> 2) + 8 * h;
             W->m[L][h] = -INFINITY;
             W->l[L][h] = 0.0f;
-            W->n[L][h] = -1;
-            for (int a = 0; a < 2; a++)
-                W->off[L][h][a] = W->cnt[L][h][a] = W->rpb0[L][h][a] = 0;
-            if (qi < nqt) {
-                na_win w[3];
-                W->n[L][h] = na_v2_query(g, t, qi, w);
-                for (int a = 0; a < 2; a++) {
-                    W->off[L][h][a] = (w[1 + a].key0 - t->grp[a]) / g->dilation[1 + a] - t->hs[a];
-                    W->cnt[L][h][a] = w[1 + a].n;
-                    W->rpb0[L][h][a] = w[1 + a].rpb0;
-                }
-            }
         }
         NA_UNROLL
         for (int j = 0; j < NA_V3_DMAX / 8; j++)
             for (int e = 0; e < 4; e++)
                 W->o[L][j][e] = 0.0f;
-        NA_UNROLL
-        for (int s = 0; s < NA_V3_DMAX / 16; s++) {
-            if (s * 16 < D) {
-                uint16_t x[8];
-                for (int e = 0; e < 8; e++) {
-                    int r, c;
-                    na_mma_a_rc(lane, e, &r, &c);
-                    const int64_t n = W->n[L][(e >> 1) & 1]; /* row r = g + 8 * ((e >> 1) & 1) */
-                    x[e] = n >= 0 ? q[n * D + s * 16 + c] : (uint16_t)0;
-                }
-                for (int i = 0; i < 4; i++)
-                    W->qa[L][s][i] = na_pack2(x[2 * i], x[2 * i + 1]);
-            }
-        }
     }
+    na_v3_lda_rows(W->qa, q, (const int64_t(*)[2])W->n, lane0, D);
     (void)f16;
 }
 
@@ -225,24 +275,42 @@ NA_HD int64_t na_v3_halo_index(const na_geom *g, const na_v2_tile *t, int h)
            (t->hs[1] + hx) * g->dilation[2] + t->grp[1];
 }
 
+/* Load rows [pb, pb + NA_V3_PIECE) of the tile's halo of two [B, heads, *spatial, D] arrays a and b into
+ * shared memory, each row-major (a_rows, b_rows: row stride D + NA_V3_PAD) and/or transposed (a_cols,
+ * b_cols: [c * NA_V3_VS + j]) — the layouts the mma B fragments read; NULL skips one. Zeros past the
+ * halo. */
+NA_HD void na_v3_load_pair(const na_geom *g, const na_v2_tile *t, const uint16_t *NA_RESTRICT a,
+                           const uint16_t *NA_RESTRICT b, int pb, uint16_t *NA_RESTRICT a_rows,
+                           uint16_t *NA_RESTRICT b_rows, uint16_t *NA_RESTRICT a_cols, uint16_t *NA_RESTRICT b_cols,
+                           int tid, int nthreads, int D)
+{
+    const int nh = t->he[0] * t->he[1], kst = D + NA_V3_PAD;
+    for (int e = tid; e < NA_V3_PIECE * D; e += nthreads) {
+        const int j = e / D, c = e - j * D, hr = pb + j;
+        uint16_t av = 0, bv = 0;
+        if (hr < nh) {
+            const int64_t at = na_v3_halo_index(g, t, hr) * D + c;
+            av = a[at];
+            bv = b[at];
+        }
+        if (a_rows)
+            a_rows[j * kst + c] = av;
+        if (b_rows)
+            b_rows[j * kst + c] = bv;
+        if (a_cols)
+            a_cols[c * NA_V3_VS + j] = av;
+        if (b_cols)
+            b_cols[c * NA_V3_VS + j] = bv;
+    }
+}
+
 /* Load: halo keys [pb, pb + NA_V3_PIECE) of k into ks[j*(D + NA_V3_PAD) + c] and of v into
  * vts[c*NA_V3_VS + j] (zeros past the halo). */
 NA_HD void na_v3_load_body(const na_geom *g, const na_v2_tile *t, const uint16_t *NA_RESTRICT k,
                            const uint16_t *NA_RESTRICT v, int pb, uint16_t *NA_RESTRICT ks, uint16_t *NA_RESTRICT vts,
                            int tid, int nthreads, int D)
 {
-    const int nh = t->he[0] * t->he[1], kst = D + NA_V3_PAD;
-    for (int e = tid; e < NA_V3_PIECE * D; e += nthreads) {
-        const int j = e / D, c = e - j * D, hk = pb + j;
-        uint16_t kv = 0, vv = 0;
-        if (hk < nh) {
-            const int64_t at = na_v3_halo_index(g, t, hk) * D + c;
-            kv = k[at];
-            vv = v[at];
-        }
-        ks[j * kst + c] = kv;
-        vts[c * NA_V3_VS + j] = vv;
-    }
+    na_v3_load_pair(g, t, k, v, pb, ks, 0, 0, vts, tid, nthreads, D);
 }
 
 /* One piece of halo keys [pb, pb + NA_V3_PIECE) for warp W: S, mask, online softmax, O += P V. */
@@ -265,13 +333,7 @@ NA_HD void na_v3_piece(const na_geom *g, const na_v2_tile *t, int f16, const uin
             if (st * 16 < D) {
                 NA_UNROLL
                 for (int nt = 0; nt < 2; nt++) {
-                    for (int L = 0; L < NA_NL; L++)
-                        for (int i = 0; i < 2; i++) {
-                            int kk, nn;
-                            na_mma_b_rc(lane0 + L, 2 * i, &kk, &nn); /* elements 2i, 2i+1: adjacent channels */
-                            const uint16_t *row = ks + (cb + nt * 8 + nn) * kst + st * 16 + kk;
-                            b[L][i] = na_pack2(row[0], row[1]);
-                        }
+                    na_v3_ldb(b, ks, kst, cb + nt * 8, st * 16, lane0);
                     na_mma16816(f16, &s[0][nt][0], 8, &W->qa[0][st][0], (NA_V3_DMAX / 16) * 4, &b[0][0], 2);
                 }
             }
@@ -327,7 +389,8 @@ NA_HD void na_v3_piece(const na_geom *g, const na_v2_tile *t, int f16, const uin
                     W->l[L][h] += p;
                     ph[nt][e] = na_half_bits(p, f16);
                 }
-            /* A element e of the 16-key step = C element (e & 3) of 8-key tile e / 4 */
+            /* A element e of the 16-key step = C element (e & 3) of 8-key tile e / 4 (na_v3_c2a's map,
+             * inline: rounding after the loop kept all of S live and made the D 32 kernel spill) */
             pa[L][0] = na_pack2(ph[0][0], ph[0][1]);
             pa[L][1] = na_pack2(ph[0][2], ph[0][3]);
             pa[L][2] = na_pack2(ph[1][0], ph[1][1]);
@@ -337,13 +400,7 @@ NA_HD void na_v3_piece(const na_geom *g, const na_v2_tile *t, int f16, const uin
         NA_UNROLL
         for (int j = 0; j < NA_V3_DMAX / 8; j++) {
             if (j * 8 < D) {
-                for (int L = 0; L < NA_NL; L++)
-                    for (int i = 0; i < 2; i++) {
-                        int kk, nn;
-                        na_mma_b_rc(lane0 + L, 2 * i, &kk, &nn);
-                        const uint16_t *col = vts + (j * 8 + nn) * NA_V3_VS + cb + kk;
-                        b[L][i] = na_pack2(col[0], col[1]);
-                    }
+                na_v3_ldb(b, vts, NA_V3_VS, j * 8, cb, lane0);
                 na_mma16816(f16, &W->o[0][j][0], (NA_V3_DMAX / 8) * 4, &pa[0][0], 4, &b[0][0], 2);
             }
         }

@@ -30,59 +30,6 @@
 
 #include "layers/natten/na_cuda_v3.h"
 
-/* ---- fragment helpers ---- */
-
-/* B fragments (16 x 8) of every lane from a 16-bit matrix stored m[n * stride + k]: B(k0 + kk, n0 + nn). */
-NA_HD void na_v3_ldb(uint32_t (*b)[2], const uint16_t *NA_RESTRICT m, int stride, int n0, int k0, int lane0)
-{
-    for (int L = 0; L < NA_NL; L++)
-        for (int i = 0; i < 2; i++) {
-            int kk, nn;
-            na_mma_b_rc(lane0 + L, 2 * i, &kk, &nn); /* elements 2i, 2i+1: rows kk, kk + 1 */
-            const uint16_t *p = m + (n0 + nn) * stride + k0 + kk;
-            b[L][i] = na_pack2(p[0], p[1]);
-        }
-}
-
-/* A fragments of every 16-channel step for 16 rows of src[n * D + c] (rows g and g + 8 of each lane:
- * indices n[L][0], n[L][1]; -1 gives zeros). */
-NA_HD void na_v3_lda_rows(uint32_t (*a)[NA_V3_DMAX / 16][4], const uint16_t *NA_RESTRICT src,
-                          const int64_t (*n)[2], int lane0, int D)
-{
-    for (int L = 0; L < NA_NL; L++) {
-        NA_UNROLL
-        for (int s = 0; s < NA_V3_DMAX / 16; s++) {
-            if (s * 16 < D) {
-                uint16_t x[8];
-                for (int e = 0; e < 8; e++) {
-                    int r, c;
-                    na_mma_a_rc(lane0 + L, e, &r, &c);
-                    const int64_t row = n[L][(e >> 1) & 1]; /* r = g + 8 * ((e >> 1) & 1) */
-                    x[e] = row >= 0 ? src[row * D + s * 16 + c] : (uint16_t)0;
-                }
-                for (int i = 0; i < 4; i++)
-                    a[L][s][i] = na_pack2(x[2 * i], x[2 * i + 1]);
-            }
-        }
-    }
-}
-
-/* The A fragment of one 16-wide k step from the f32 accumulators of two 8-column C tiles (rounded to
- * the operand type): A element e = C element (e & 3) of tile e / 4 (checked by v3_fragment_maps). */
-NA_HD void na_v3_c2a(uint32_t (*a)[4], float (*c)[2][4], int f16)
-{
-    for (int L = 0; L < NA_NL; L++) {
-        uint16_t h[2][4];
-        for (int nt = 0; nt < 2; nt++)
-            for (int e = 0; e < 4; e++)
-                h[nt][e] = na_half_bits(c[L][nt][e], f16);
-        a[L][0] = na_pack2(h[0][0], h[0][1]);
-        a[L][1] = na_pack2(h[0][2], h[0][3]);
-        a[L][2] = na_pack2(h[1][0], h[1][1]);
-        a[L][3] = na_pack2(h[1][2], h[1][3]);
-    }
-}
-
 /* s[nt] += A1 * M1^T and dp[nt] += A2 * M2^T over the head dim for the 16 columns [cb, cb + 16) (two 8-wide
  * tiles nt), M1 and M2 row-major with stride kst: the two products every backward step starts with. */
 NA_HD void na_v3_two_products(int f16, float (*s)[2][4], float (*dp)[2][4], uint32_t (*a1)[NA_V3_DMAX / 16][4],
@@ -122,27 +69,12 @@ NA_HD void na_v3q_warp_init(const na_geom *g, const na_v2_tile *t, const uint16_
                             const uint16_t *NA_RESTRICT dout, const float *NA_RESTRICT lse,
                             const float *NA_RESTRICT delta, int warp, na_v3q_warp *W, int lane0, int D)
 {
-    const int nqt = t->nq[0] * t->nq[1];
+    na_v3_query_rows(g, t, warp, W->n, W->off, W->cnt, W->rpb0, lane0);
     for (int L = 0; L < NA_NL; L++) {
-        const int lane = lane0 + L;
         for (int h = 0; h < 2; h++) {
-            const int qi = 16 * warp + (lane >> 2) + 8 * h;
-            W->n[L][h] = -1;
-            W->lse[L][h] = W->delta[L][h] = 0.0f;
-            for (int a = 0; a < 2; a++)
-                W->off[L][h][a] = W->cnt[L][h][a] = W->rpb0[L][h][a] = 0;
-            if (qi < nqt) {
-                na_win w[3];
-                const int64_t n = na_v2_query(g, t, qi, w);
-                W->n[L][h] = n;
-                W->lse[L][h] = lse[n];
-                W->delta[L][h] = delta[n];
-                for (int a = 0; a < 2; a++) {
-                    W->off[L][h][a] = (w[1 + a].key0 - t->grp[a]) / g->dilation[1 + a] - t->hs[a];
-                    W->cnt[L][h][a] = w[1 + a].n;
-                    W->rpb0[L][h][a] = w[1 + a].rpb0;
-                }
-            }
+            const int64_t n = W->n[L][h];
+            W->lse[L][h] = n >= 0 ? lse[n] : 0.0f;
+            W->delta[L][h] = n >= 0 ? delta[n] : 0.0f;
         }
         NA_UNROLL
         for (int j = 0; j < NA_V3_DMAX / 8; j++)
@@ -159,19 +91,7 @@ NA_HD void na_v3q_load_body(const na_geom *g, const na_v2_tile *t, const uint16_
                             const uint16_t *NA_RESTRICT v, int pb, uint16_t *NA_RESTRICT ks,
                             uint16_t *NA_RESTRICT vs, uint16_t *NA_RESTRICT kts, int tid, int nthreads, int D)
 {
-    const int nh = t->he[0] * t->he[1], kst = D + NA_V3_PAD;
-    for (int e = tid; e < NA_V3_PIECE * D; e += nthreads) {
-        const int j = e / D, c = e - j * D, hk = pb + j;
-        uint16_t kv = 0, vv = 0;
-        if (hk < nh) {
-            const int64_t at = na_v3_halo_index(g, t, hk) * D + c;
-            kv = k[at];
-            vv = v[at];
-        }
-        ks[j * kst + c] = kv;
-        vs[j * kst + c] = vv;
-        kts[c * NA_V3_VS + j] = kv;
-    }
+    na_v3_load_pair(g, t, k, v, pb, ks, vs, kts, 0, tid, nthreads, D);
 }
 
 /* One piece of halo keys for warp W: S, dP, mask, dS (stored to ds[n * K + slot] when ds != NULL),
@@ -313,20 +233,8 @@ NA_HD void na_v3k_load_body(const na_geom *g, const na_v2_tile *t, const uint16_
                             uint16_t *NA_RESTRICT dos, uint16_t *NA_RESTRICT qts, uint16_t *NA_RESTRICT dots,
                             na_v3k_query *NA_RESTRICT qi, int tid, int nthreads, int D)
 {
-    const int nh = t->he[0] * t->he[1], kst = D + NA_V3_PAD;
-    for (int e = tid; e < NA_V3_PIECE * D; e += nthreads) {
-        const int j = e / D, c = e - j * D, hq = pb + j;
-        uint16_t qv = 0, gv = 0;
-        if (hq < nh) {
-            const int64_t at = na_v3_halo_index(g, t, hq) * D + c;
-            qv = q[at];
-            gv = dout[at];
-        }
-        qs[j * kst + c] = qv;
-        dos[j * kst + c] = gv;
-        qts[c * NA_V3_VS + j] = qv;
-        dots[c * NA_V3_VS + j] = gv;
-    }
+    const int nh = t->he[0] * t->he[1];
+    na_v3_load_pair(g, t, q, dout, pb, qs, dos, qts, dots, tid, nthreads, D);
     for (int j = tid; j < NA_V3_PIECE; j += nthreads) {
         const int hq = pb + j;
         na_v3k_query x;
