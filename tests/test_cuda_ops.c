@@ -43,24 +43,14 @@ static void run_on(nat_device dev, op_fn f, const void *user, int n_in, nat_tens
     }
     nat_ctx *ctx;
     TH_OK(nat_ctx_new(&ctx, dev));
-    nat_tensor *y, *r, *prod, *loss;
+    nat_tensor *y;
     TH_OK(f(ctx, x, user, &y));
-    nat_rng rng;
-    nat_rng_seed(&rng, seed);
-    nat_tensor *rh = th_randn(&rng, y->ndim, y->shape, 1.0f, false);
-    TH_OK(nat_tensor_to(ctx, rh, dev, &r));
-    TH_OK(nat_mul(ctx, y, r, &prod));
-    TH_OK(nat_sum(ctx, prod, &loss));
     *out_v = host_values(y);
     *out_n = nat_tensor_numel(y);
-    float *l = host_values(loss);
-    *loss_v = l[0];
-    free(l);
-    TH_OK(nat_backward(ctx, loss));
+    *loss_v = th_backward_random_projection(ctx, y, dev, seed);
     for (int i = 0; i < n_in; i++)
         grads[i] = x[i]->grad ? host_values(x[i]->grad) : NULL;
     nat_ctx_free(ctx);
-    nat_tensor_free(rh);
     for (int i = 0; i < n_in; i++)
         nat_tensor_free(x[i]);
 }

@@ -1297,23 +1297,16 @@ static void run_on(nat_device dev, op_fn f, const nat_na_params *p, int n_in, na
     }
     nat_ctx *ctx;
     TH_OK(nat_ctx_new(&ctx, dev));
-    nat_tensor *y, *r, *prod, *loss;
+    nat_tensor *y;
     TH_OK(f(ctx, x, p, &y));
-    nat_rng rng;
-    nat_rng_seed(&rng, 77);
-    nat_tensor *rh = th_randn(&rng, y->ndim, y->shape, 1.0f, false);
-    TH_OK(nat_tensor_to(ctx, rh, dev, &r));
-    TH_OK(nat_mul(ctx, y, r, &prod));
-    TH_OK(nat_sum(ctx, prod, &loss));
     *out_v = host_values(y);
     *out_n = nat_tensor_numel(y);
-    TH_OK(nat_backward(ctx, loss));
+    th_backward_random_projection(ctx, y, dev, 77);
     for (int i = 0; i < n_in; i++) {
         ck_assert_msg(x[i]->grad != NULL, "input %d got no gradient on %s", i, nat_device_name(dev));
         grads[i] = host_values(x[i]->grad);
     }
     nat_ctx_free(ctx);
-    nat_tensor_free(rh);
     for (int i = 0; i < n_in; i++)
         nat_tensor_free(x[i]);
 }

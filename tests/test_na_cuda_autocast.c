@@ -106,23 +106,16 @@ static void run_at(nat_device dev, int prec, const ac_case *c, nat_tensor **in, 
     TH_OK(nat_ctx_new(&ctx, dev));
     if (prec >= 0)
         nat_ctx_set_precision(ctx, (nat_precision)prec);
-    nat_tensor *out, *r, *prod, *loss;
+    nat_tensor *out;
     TH_OK(run_op(ctx, x, c, &out));
-    nat_rng rng;
-    nat_rng_seed(&rng, 99);
-    nat_tensor *rh = th_randn(&rng, out->ndim, out->shape, 1.0f, false);
-    TH_OK(nat_tensor_to(ctx, rh, dev, &r));
-    TH_OK(nat_mul(ctx, out, r, &prod));
-    TH_OK(nat_sum(ctx, prod, &loss));
     *y = host_copy(out);
     *ny = nat_tensor_numel(out);
-    TH_OK(nat_backward(ctx, loss));
+    th_backward_random_projection(ctx, out, dev, 99);
     for (int i = 0; i < n_in; i++) {
         ck_assert_msg(x[i]->grad != NULL, "%s: input %d got no gradient", c->name, i);
         grads[i] = host_copy(x[i]->grad);
     }
     nat_ctx_free(ctx);
-    nat_tensor_free(rh);
     for (int i = 0; i < n_in; i++)
         nat_tensor_free(x[i]);
 }

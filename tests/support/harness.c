@@ -1,6 +1,8 @@
 /* tests/support/harness.c — see harness.h. */
 #include "support/harness.h"
 
+#include "nat/cuda.h" /* nat_tensor_to */
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,4 +168,20 @@ int th_run_suite(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? 0 : 1;
+}
+
+float th_backward_random_projection(nat_ctx *ctx, nat_tensor *y, nat_device dev, uint64_t seed)
+{
+    nat_rng rng;
+    nat_rng_seed(&rng, seed);
+    nat_tensor *rh = th_randn(&rng, y->ndim, y->shape, 1.0f, false), *r, *prod, *loss, *lh;
+    TH_OK(nat_tensor_to(ctx, rh, dev, &r));
+    TH_OK(nat_mul(ctx, y, r, &prod));
+    TH_OK(nat_sum(ctx, prod, &loss));
+    TH_OK(nat_tensor_to(NULL, loss, NAT_CPU, &lh)); /* persistent: ctx may run on another device */
+    const float value = nat_tensor_f32(lh)[0];
+    TH_OK(nat_backward(ctx, loss));
+    nat_tensor_free(lh);
+    nat_tensor_free(rh);
+    return value;
 }

@@ -30,6 +30,10 @@ void th_assert_close_f(const float *got, const float *want, int64_t n, double to
 /* Asserts `got == want` and that the thread's error message contains s1 and (when not NULL) s2. */
 void th_expect_error(nat_status got, nat_status want, const char *s1, const char *s2);
 
+/* Backward of loss = sum(y * r), r ~ N(0, 1) from `seed`, made on y's device `dev`: every input of y
+ * gets the gradient of a random projection of y (asserts each step succeeds). Returns the loss. */
+float th_backward_random_projection(nat_ctx *ctx, nat_tensor *y, nat_device dev, uint64_t seed);
+
 /* Builds the op's output from `inputs` in ctx. */
 typedef nat_status (*th_fn)(nat_ctx *ctx, nat_tensor **inputs, void *user, nat_tensor **out);
 
