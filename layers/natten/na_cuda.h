@@ -162,6 +162,11 @@ typedef struct na_geom {
  * partials, then the partials in order. Queued on the device's stream. */
 nat_status na_cuda_drpb_reduce(int device, const na_geom *g, const float *src, float *drpb);
 
+/* delta[n] = d_out[n] . out[n] (f32) for every query: the first pass of the fused backwards (v1, v3);
+ * queued on the device's stream; `name` goes into launch errors. */
+nat_status na_cuda_delta(int device, const na_geom *g, const float *d_out, const float *out, float *delta,
+                         const char *name);
+
 /* bits of x[0..n) in the 2-byte type (f16 != 0: float16, else bfloat16), queued (na_cuda_tc.cu). */
 nat_status na_cuda_to_half(int device, int f16, const float *x, uint16_t *y, int64_t n);
 

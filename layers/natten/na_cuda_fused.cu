@@ -54,7 +54,7 @@ nat_status queue_backward(int device, const na_geom &g, const float *q, const fl
 {
     NAT_CUDA_ENTER(device);
     const int64_t nq = g.nquery, nt = na_fused_chunks(&g) * nq;
-    NAT_TRY(na_launch(hb->stream, "na_cuda_fused_backward delta (v1)", FusedDelta{g, d_out, out, delta}, nq));
+    NAT_TRY(na_cuda_delta(device, &g, d_out, out, delta, "na_cuda_fused_backward delta (v1)"));
     NAT_TRY(na_launch(hb->stream, "na_cuda_fused_backward dq (v1)",
                       FusedDq{g, q, k, v, rpb, lse, delta, d_out, dq, ds}, nt));
     return na_launch(hb->stream, "na_cuda_fused_backward dk/dv (v1)",
@@ -62,6 +62,13 @@ nat_status queue_backward(int device, const na_geom &g, const float *q, const fl
 }
 
 } // namespace
+
+extern "C" nat_status na_cuda_delta(int device, const na_geom *g, const float *d_out, const float *out, float *delta,
+                                    const char *name)
+{
+    NAT_CUDA_ENTER(device);
+    return na_launch(hb->stream, name, FusedDelta{*g, d_out, out, delta}, g->nquery);
+}
 
 extern "C" nat_status na_cuda_fused_forward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
                                             const int64_t *spatial, int64_t dim, const float *q, const float *k,

@@ -139,6 +139,13 @@ nat_status na_cuda_round(int device, int f16, const float *x, float *y, int64_t 
     return no_cuda("na_cuda_round", device);
 }
 
+nat_status na_cuda_delta(int device, const na_geom *g, const float *d_out, const float *out, float *delta,
+                         const char *name)
+{
+    (void)g, (void)d_out, (void)out, (void)delta, (void)name;
+    return no_cuda("na_cuda_delta", device);
+}
+
 nat_status na_cuda_to_half(int device, int f16, const float *x, uint16_t *y, int64_t n)
 {
     (void)f16, (void)x, (void)y, (void)n;

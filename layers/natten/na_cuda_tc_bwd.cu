@@ -71,13 +71,6 @@ __global__ void __launch_bounds__(NA_V3_THREADS)
     }
 }
 
-struct Delta { /* delta[n] = d_out[n] . out[n] in f32 (v1's body) */
-    na_geom g;
-    const float *d_out, *out;
-    float *delta;
-    __device__ void operator()(int64_t i) const { na_fused_delta_body(&g, d_out, out, delta, i); }
-};
-
 } // namespace
 
 extern "C" nat_status na_cuda_fused_backward_v3(int device, int f16, const nat_na_params *p, int64_t batch,
@@ -112,7 +105,7 @@ extern "C" nat_status na_cuda_fused_backward_v3(int device, int f16, const nat_n
     float *delta = (float *)scratch;
     uint16_t *dout16 = (uint16_t *)(scratch + b_delta);
     float *ds = drpb ? (float *)(scratch + b_delta + b_do) : nullptr;
-    nat_status s = na_launch(hb->stream, "na_cuda_fused_backward delta (v3)", Delta{g, d_out, out, delta}, nq);
+    nat_status s = na_cuda_delta(device, &g, d_out, out, delta, "na_cuda_fused_backward delta (v3)");
     if (s == NAT_OK)
         s = na_cuda_to_half(device, f16, d_out, dout16, nqd);
     if (s == NAT_OK) {
