@@ -505,6 +505,11 @@ START_TEST(replicas_deterministic_resumable_and_close)
     /* out of range */
     tiny_config(&c, "rx");
     th_expect_error(nat_config_set(&c, "train.replicas=17"), NAT_ERR_FORMAT, "train.replicas", "out of range");
+    /* CPU only: nat-train refuses it before any data or model is made, naming the file */
+    TH_OK(nat_config_set(&c, "train.replicas=2"));
+    TH_OK(nat_config_set(&c, "train.device=cuda"));
+    o = (nat_train_opts){.out = quiet, .progress = quiet};
+    th_expect_error(nat_train(&c, &o, &res), NAT_ERR_FORMAT, "config tiny.cfg: train.replicas = 2", "train.device = cuda:0");
     fclose(quiet);
     remove_dir();
 }

@@ -272,6 +272,11 @@ static nat_status setup(run *r, nat_train_result *res)
     if (c->train.threads > 0)
         omp_set_num_threads(c->train.threads);
     NAT_TRY(nat_config_resolve(c));
+    if (c->train.replicas > 1 && strcmp(c->train.device, "cpu") != 0) /* before any data or model is made */
+        return nat_error(NAT_ERR_FORMAT,
+                         "config %s: train.replicas = %d splits batches over model copies on the CPU; with train.device = "
+                         "%s set train.replicas = 1",
+                         c->source[0] ? c->source : "(defaults)", c->train.replicas, c->train.device);
     /* Before anything is built: a device that is not there is the first error, not the last. */
     NAT_TRY(nat_train_device(c, &r->dev));
     r->prec = nat_config_precision(c);
