@@ -24,6 +24,7 @@ cmake --install build --prefix "$prefix" >/dev/null
 cmake -S examples -B "$prefix/build-examples" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/build-examples" -j"$jobs"
 LD_LIBRARY_PATH="$prefix/lib" "$prefix/build-examples/embed_na"
+LD_LIBRARY_PATH="$prefix/lib" "$prefix/build-examples/train_mlp" --epochs 1 --limit 2048
 # The pkg-config route too, as a plain C program would use it.
 cc -o "$prefix/embed_na_pc" examples/embed_na.c $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs nat) -lm
 LD_LIBRARY_PATH="$prefix/lib" "$prefix/embed_na_pc"

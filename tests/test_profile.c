@@ -1,4 +1,4 @@
-/* tests/test_profile.c — what nat-profile measures with (train/profile.h) and the model switches it
+/* tests/test_profile.c — what nat-profile measures with (bench/profile.h) and the model switches it
  * uses:
  *  - the NA implementations of nat_model_set_na_impl (unfused, gather) give the fused path's logits and
  *    gradients; the gather ops' gradients by finite differences;
@@ -18,7 +18,7 @@
 #include "nat/model.h"
 #include "nat/ops.h"
 #include "support/harness.h"
-#include "train/profile.h"
+#include "bench/profile.h"
 
 static nat_model_desc tiny_desc(void)
 {

@@ -19,6 +19,8 @@ void nat_progress_start(nat_progress *p, FILE *out, long total_steps, int every)
 void nat_progress_update(nat_progress *p, long step, int epoch, double loss, double lr, double images_per_s);
 /* Ends the line (newline on a terminal). */
 void nat_progress_end(nat_progress *p);
+/* Monotonic wall clock in seconds (training, evaluation and the benchmarks time with it). */
+double nat_wall_now(void);
 /* Formats seconds as "1h02m", "3m05s" or "12s". */
 void nat_format_duration(double seconds, char *buf, size_t cap);
 

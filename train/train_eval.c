@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/bench.h" /* nat_bench_now */
+#include "train/progress.h" /* nat_wall_now */
 #include "train/train_device.h"
 
 static nat_status run(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
@@ -47,7 +47,7 @@ static nat_status run(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *me
 nat_status nat_evaluate(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
                         double *seconds, bool *complete)
 {
-    double t0 = nat_bench_now();
+    double t0 = nat_wall_now();
     bool done = true;
     nat_metrics_reset(met);
     bool grad = nat_ctx_set_grad_enabled(ctx, false);
@@ -55,7 +55,7 @@ nat_status nat_evaluate(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *
     nat_ctx_reset(ctx);
     nat_ctx_set_grad_enabled(ctx, grad);
     if (seconds)
-        *seconds = nat_bench_now() - t0;
+        *seconds = nat_wall_now() - t0;
     if (complete)
         *complete = done;
     return s;

@@ -17,7 +17,7 @@
 #include "nat/model.h"
 #include "nat/ops.h"
 #include "nat/optim.h"
-#include "train/bench.h" /* nat_bench_now */
+#include "train/progress.h" /* nat_wall_now */
 #include "train/progress.h"
 #include "train/train_checkpoint.h"
 #include "train/train_data.h"
@@ -421,15 +421,15 @@ static nat_status train(run *r, nat_train_result *res)
     const int64_t start = r->st.step;
     nat_progress prog;
     nat_progress_start(&prog, r->o->progress ? r->o->progress : stderr, (long)(r->stop_at - start), c->log.print_every);
-    double smooth = 0, smooth_w = 0, win_t = nat_bench_now(), win_img = 0, rate = 0;
+    double smooth = 0, smooth_w = 0, win_t = nat_wall_now(), win_img = 0, rate = 0;
     bool stopped = false;
     while (r->st.step < r->stop_at) {
-        double t0 = nat_bench_now(), lr = nat_lr_at(&r->sched, r->st.step), loss, norm;
+        double t0 = nat_wall_now(), lr = nat_lr_at(&r->sched, r->st.step), loss, norm;
         int64_t images;
         NAT_TRY(step(r, lr, &loss, &norm, &images));
         r->st.step++;
         r->st.images += images;
-        double now = nat_bench_now(), dt = now - t0;
+        double now = nat_wall_now(), dt = now - t0;
         r->st.elapsed += dt;
         win_img += (double)images;
         if (now - win_t >= 1.0 || rate == 0) {
@@ -497,7 +497,7 @@ nat_status nat_train(nat_config *cfg, const nat_train_opts *opts, nat_train_resu
     r.o = opts ? opts : &none;
     r.out = r.o->out ? r.o->out : stdout;
     r.last_ckpt_step = -1;
-    double t0 = nat_bench_now();
+    double t0 = nat_wall_now();
     nat_status s = setup(&r, &res);
     if (s == NAT_OK && !r.o->dry_run)
         s = train(&r, &res);
@@ -510,7 +510,7 @@ nat_status nat_train(nat_config *cfg, const nat_train_opts *opts, nat_train_resu
         FILE *out = r.out;
         char t1[32], t2[32];
         nat_format_duration(res.seconds, t1, sizeof t1);
-        nat_format_duration(nat_bench_now() - t0, t2, sizeof t2);
+        nat_format_duration(nat_wall_now() - t0, t2, sizeof t2);
         nat_mem_stats ms = nat_mem_get_stats(r.dev);
         fprintf(out, "summary: %lld/%lld steps (%.2f epochs), %lld images in %s of training (%.0f img/s), this run %s wall; "
                 "peak memory %.0f MiB",

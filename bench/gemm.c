@@ -1,4 +1,4 @@
-/* train/bench_gemm.c — nat-bench gemm: OpenBLAS sgemm GFLOP/s, our CPU roofline.
+/* bench/gemm.c — nat-bench gemm: OpenBLAS sgemm GFLOP/s, our CPU roofline.
  * Square sizes show the peak; the NAT-shaped ones (tokens × channels of NAT-Mini's levels at 224²,
  * batch 8) show what the model's linear layers can expect. Prints thread counts so a mismatch between
  * OpenMP and OpenBLAS pools (4 threads on 2 cores) shows at once. */
@@ -9,7 +9,8 @@
 #include <string.h>
 
 #include "nat/alloc.h"
-#include "train/bench.h"
+#include "bench/bench.h"
+#include "train/progress.h" /* nat_wall_now */
 
 int openblas_get_num_threads(void);
 
@@ -26,9 +27,9 @@ static double bench_one(int M, int N, int K, int reps)
     double *t = malloc((size_t)reps * sizeof *t);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N); /* warm-up */
     for (int r = 0; r < reps; r++) {
-        double t0 = nat_bench_now();
+        double t0 = nat_wall_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
-        t[r] = nat_bench_now() - t0;
+        t[r] = nat_wall_now() - t0;
     }
     double med = nat_bench_median(t, reps);
     free(t);

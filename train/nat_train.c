@@ -1,4 +1,4 @@
-/* train/main_train.c — nat-train: trains a NAT classifier as a config describes (train/config.h,
+/* train/nat_train.c — nat-train: trains a NAT classifier as a config describes (train/config.h,
  * docs/configs.md, docs/training.md). Exit status: 0 done, 1 error, 2 bad command line or config,
  * 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint. */
 #include <stdio.h>

@@ -1,9 +1,9 @@
-/* train/main_profile.c — nat-profile: how fast and how big a NAT / DiNAT (or the same skeleton with
+/* bench/nat_profile.c — nat-profile: how fast and how big a NAT / DiNAT (or the same skeleton with
  * Swin's window attention) runs here.
  *
  *   nat-profile --model NAME|--config FILE --mode train|infer [--batch N] [--res R] [--steps S] [--csv FILE]
  *       one run per (model, mode, --na-impl, --attention): median images/s, allocator peak and RSS,
- *       GMACs, model FLOP utilisation against the sgemm roofline, a per-layer table (train/profile.h)
+ *       GMACs, model FLOP utilisation against the sgemm roofline, a per-layer table (bench/profile.h)
  *   nat-profile --sweep [--csv FILE]      every variant, train and infer, one CSV row per run
  *   nat-profile --model NAME|all [--params] [--flops] [--forward]
  *       analytic counts per level (nat_model_desc_count: fvcore's conventions, as NAT's paper used),
@@ -26,9 +26,10 @@
 #include "core/cuda_raw.h" /* nat_cuda_built */
 #include "nat/model.h"
 #include "nat/ops.h"
-#include "train/bench.h"
+#include "bench/bench.h"
+#include "train/progress.h" /* nat_wall_now */
 #include "train/config.h"
-#include "train/profile.h"
+#include "bench/profile.h"
 
 #define MAX_LIST 16
 
@@ -282,7 +283,7 @@ typedef struct part_clock {
 static void on_part(void *user, const char *part)
 {
     part_clock *pc = user;
-    double now = nat_bench_now();
+    double now = nat_wall_now();
     if (pc->n < MAX_PARTS) {
         pc->names[pc->n] = part;
         pc->dt[pc->n++] = now - pc->last;
@@ -325,7 +326,7 @@ static int time_forward(const options *o, const nat_model_desc *d)
         nat_tensor *logits;
         size_t base = nat_mem_get_stats(NAT_CPU).current;
         nat_mem_reset_peak(NAT_CPU);
-        double t0 = nat_bench_now();
+        double t0 = nat_wall_now();
         pc.n = 0;
         pc.last = t0;
         if (nat_model_forward(m, ctx, x, false, NULL, &logits) != NAT_OK) {
@@ -333,7 +334,7 @@ static int time_forward(const options *o, const nat_model_desc *d)
             free(t);
             goto done;
         }
-        double dt = nat_bench_now() - t0;
+        double dt = nat_wall_now() - t0;
         if (r >= 0) {
             t[r] = dt;
             for (int p = 0; p < pc.n; p++)

@@ -1,4 +1,4 @@
-/* train/main_bench.c — nat-bench: micro-benchmarks that print medians and ratios.
+/* bench/nat_bench.c — nat-bench: micro-benchmarks that print medians and ratios.
  *   nat-bench gemm     sgemm GFLOP/s (the CPU roofline)
  *   nat-bench conv2d   conv2d forward/backward GFLOP/s
  *   nat-bench na2d     neighborhood attention (see nat-bench na2d --help)
@@ -7,8 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "train/bench.h"
-#include "train/bench_data.h"
+#include "bench/bench.h"
 
 static void usage(FILE *f)
 {

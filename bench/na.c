@@ -1,4 +1,4 @@
-/* train/bench_na.c — nat-bench na2d: times 2-D neighborhood attention (with rpb, non-causal) on
+/* bench/na.c — nat-bench na2d: times 2-D neighborhood attention (with rpb, non-causal) on
  * q, k, v [B, heads, S, S, D], median over reps after a warm-up.
  *
  * Implementations:
@@ -15,7 +15,6 @@
  * gathered buffers) are allocated inside the timed region, as an autograd op would, and the peak is
  * reset just before it, so peak_mib = inputs + outputs + what the implementation holds at its worst.
  */
-#include "train/bench_na.h"
 
 #include <cblas.h> /* cblas_sgemm (gather) */
 #include <math.h>
@@ -29,7 +28,8 @@
 #include "layers/natten/na_ref.h"
 #include "nat/alloc.h"
 #include "nat/rng.h"
-#include "train/bench.h"
+#include "bench/bench.h"
+#include "train/progress.h" /* nat_wall_now */
 
 int openblas_get_num_threads(void);
 
@@ -449,9 +449,9 @@ static nat_status bench_run(const bench_cfg *cfg, bench_result *res)
     if (st == NAT_OK) {
         nat_mem_reset_peak(NAT_CPU);
         for (int r = 0; r < cfg->reps && st == NAT_OK; r++) {
-            double t0 = nat_bench_now();
+            double t0 = nat_wall_now();
             st = run_once(&c);
-            t[r] = nat_bench_now() - t0;
+            t[r] = nat_wall_now() - t0;
         }
     }
     if (st == NAT_OK) {

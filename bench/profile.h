@@ -1,4 +1,4 @@
-/* train/profile.h — nat-profile's measurement core: one run (a model, a batch, a resolution, train or
+/* bench/profile.h — nat-profile's measurement core: one run (a model, a batch, a resolution, train or
  * inference, an NA implementation) timed over several steps, with the allocator's peak, the process's
  * RSS, GMACs, model FLOP utilisation against a GEMM roofline, and a per-layer table whose rows add up
  * to the step they were taken from; and the CSV row nat-profile --csv appends.

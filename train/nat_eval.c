@@ -1,4 +1,4 @@
-/* train/main_eval.c — nat-eval: evaluates a checkpoint (a nat-train checkpoint, or weights saved by
+/* train/nat_eval.c — nat-eval: evaluates a checkpoint (a nat-train checkpoint, or weights saved by
  * nat_model_save) on a dataset split and prints top-1 and top-5 accuracy, the loss, per-class accuracy,
  * the confusion matrix and images/s. The network comes from the checkpoint's nat.* metadata; the data
  * and evaluation settings from --config, else the checkpoint's stored config, else the defaults, with

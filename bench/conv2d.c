@@ -1,4 +1,4 @@
-/* train/bench_conv2d.c — nat-bench conv2d: median GFLOP/s of nat_conv2d forward and forward+backward on
+/* bench/conv2d.c — nat-bench conv2d: median GFLOP/s of nat_conv2d forward and forward+backward on
  * NAT's convolution shapes, next to one sgemm of the same M·N·K run in the same process (the ceiling an
  * im2col conv can reach on this machine; the ratio is the price of im2col, col2im and the per-sample split).
  *
@@ -15,7 +15,8 @@
 
 #include "nat/autograd.h"
 #include "nat/ops.h"
-#include "train/bench.h"
+#include "bench/bench.h"
+#include "train/progress.h" /* nat_wall_now */
 
 typedef struct conv_case {
     const char *key, *what;
@@ -40,9 +41,9 @@ static double sgemm_gflops(int M, int N, int K, int reps)
             B[i] = (float)(i % 5) * 0.1f;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
         for (int r = 0; r < reps; r++) {
-            double t0 = nat_bench_now();
+            double t0 = nat_wall_now();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
-            t[r] = nat_bench_now() - t0;
+            t[r] = nat_wall_now() - t0;
         }
         g = 2.0 * M * N * K / nat_bench_median(t, reps) * 1e-9;
     }
@@ -88,12 +89,12 @@ static nat_status run_case(const conv_case *c, int64_t batch, int reps, conv_res
         nat_set_requires_grad(b, pass == 1);
         for (int r = -1; r < reps && s == NAT_OK; r++) {
             nat_tensor *y;
-            double t0 = nat_bench_now();
+            double t0 = nat_wall_now();
             s = nat_conv2d(ctx, x, w, b, c->s, c->s, c->p, c->p, &y);
             if (s == NAT_OK && pass == 1)
                 s = nat_backward_from(ctx, y, g);
             if (r >= 0)
-                t[r] = nat_bench_now() - t0;
+                t[r] = nat_wall_now() - t0;
             nat_ctx_reset(ctx);
         }
         if (s == NAT_OK) {

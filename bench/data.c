@@ -1,4 +1,4 @@
-/* train/bench_data.c — nat-bench data: images/s the loader delivers, on two workloads.
+/* bench/data.c — nat-bench data: images/s the loader delivers, on two workloads.
  *
  *  - Fashion-MNIST train (Debian's package), 1x28x28, random crop 28 with padding 4 + horizontal flip,
  *    batch 128 — the small-image case, where per-batch overheads show;
@@ -22,8 +22,8 @@
 #include <stb_image_write.h> /* stbi_write_jpg (Debian's libstb) */
 
 #include "nat/data.h"
-#include "train/bench.h"
-#include "train/bench_data.h"
+#include "bench/bench.h"
+#include "train/progress.h" /* nat_wall_now */
 
 typedef struct bench_cfg {
     int reps, mnist_batches, folder_images, folder_epochs;
@@ -41,7 +41,7 @@ static nat_status measure(const nat_dataset *ds, nat_loader_opts o, int64_t batc
     nat_status s = NAT_OK;
     for (int r = 0; r < reps && s == NAT_OK; r++) {
         o.seed = (uint64_t)r;
-        double t0 = nat_bench_now();
+        double t0 = nat_wall_now();
         nat_loader *L;
         s = nat_loader_new(ds, &o, &L);
         if (s != NAT_OK)
@@ -52,7 +52,7 @@ static nat_status measure(const nat_dataset *ds, nat_loader_opts o, int64_t batc
             s = nat_loader_next(L, &b);
             images += b.n;
         }
-        v[r] = (double)images / (nat_bench_now() - t0);
+        v[r] = (double)images / (nat_wall_now() - t0);
         nat_loader_free(L);
     }
     if (s == NAT_OK)
@@ -213,14 +213,14 @@ int nat_bench_data(int argc, char **argv)
     double jpeg_bytes = 0.0;
     const char *dir = cfg.folder;
     if (!dir) {
-        double t0 = nat_bench_now();
+        double t0 = nat_wall_now();
         if (make_folder(cfg.folder_images, root, sizeof root, &jpeg_bytes) != NAT_OK) {
             if (root[0])
                 nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
             return fail("writing the JPEG folder");
         }
         printf("(wrote %d JPEGs of 224x224, %.1f KB each, in %.1f s)\n", cfg.folder_images, jpeg_bytes / 1024.0,
-               nat_bench_now() - t0);
+               nat_wall_now() - t0);
         dir = root;
     }
     nat_status s = nat_dataset_open_folder(dir, 3, &ds);

@@ -1,4 +1,4 @@
-/* train/profile_report.c — nat-profile's output: the summary, the per-layer table and the CSV row
+/* bench/profile_report.c — nat-profile's output: the summary, the per-layer table and the CSV row
  * (columns in nat_profile_csv_header; docs/profile.md describes each). */
 #define _POSIX_C_SOURCE 200809L
 #include <omp.h> /* omp_get_max_threads */
@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "train/profile.h"
+#include "bench/profile.h"
 
 #define MIB (1024.0 * 1024.0)
 

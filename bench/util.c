@@ -1,16 +1,7 @@
-/* train/bench_util.c — wall clock and medians for the benchmarks (see train/bench.h). */
-#define _POSIX_C_SOURCE 199309L
+/* bench/util.c — medians for the benchmarks (see bench/bench.h). */
 #include <stdlib.h>
-#include <time.h>
 
-#include "train/bench.h"
-
-double nat_bench_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench/bench.h"
 
 static int cmp_double(const void *a, const void *b)
 {

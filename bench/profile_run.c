@@ -1,5 +1,5 @@
-/* train/profile_run.c — one nat-profile run: build, warm up, time steps, trace steps for the per-layer
- * table, read the allocator and the process's RSS (see train/profile.h). */
+/* bench/profile_run.c — one nat-profile run: build, warm up, time steps, trace steps for the per-layer
+ * table, read the allocator and the process's RSS (see bench/profile.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h> /* cblas_sgemm (the roofline) */
 #include <stdio.h>
@@ -10,8 +10,9 @@
 #include "nat/model.h"
 #include "nat/ops.h"
 #include "nat/optim.h"
-#include "train/bench.h"
-#include "train/profile.h"
+#include "bench/bench.h"
+#include "train/progress.h" /* nat_wall_now */
+#include "bench/profile.h"
 
 #define MAX_EVENTS 1024
 
@@ -63,9 +64,9 @@ double nat_profile_measure_roofline(void)
         for (size_t i = 0; i < (size_t)n * n; i++)
             a[i] = b[i] = (float)(i % 7) * 0.1f;
         for (int r = 0; r < 4; r++) {
-            double t0 = nat_bench_now();
+            double t0 = nat_wall_now();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-            double g = 2.0 * n * n * (double)n / (nat_bench_now() - t0) / 1e9;
+            double g = 2.0 * n * n * (double)n / (nat_wall_now() - t0) / 1e9;
             if (r > 0 && g > best)
                 best = g;
         }
@@ -95,7 +96,7 @@ static void on_event(void *user, const nat_model_part_event *ev)
         if (l->dev.kind == NAT_DEV_CUDA)
             (void)nat_cuda_synchronize(l->dev.index);
         l->ev[l->n] = *ev;
-        l->t[l->n] = nat_bench_now();
+        l->t[l->n] = nat_wall_now();
         l->mem[l->n] = nat_mem_get_stats(l->dev).current;
         l->n++;
     }
@@ -195,7 +196,7 @@ static double now(const runner *r)
 {
     if (r->o->dev.kind == NAT_DEV_CUDA)
         (void)nat_cuda_synchronize(r->o->dev.index); /* an error shows up in the next op */
-    return nat_bench_now();
+    return nat_wall_now();
 }
 
 static nat_status step(runner *r, step_marks *mk)
