@@ -5,6 +5,7 @@
  * (a failed save leaves the old file as it was and no temporary file behind). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nat/half.h"
 #include "nat/safetensors.h"
 #include "support/harness.h"
 
@@ -408,6 +410,62 @@ START_TEST(reads_bf16_f16_f64)
     ck_assert_float_eq(v[0], 1.5f);
     ck_assert_float_eq(v[1], -2.25f);
     ck_assert_float_eq(v[2], 3e-5f);
+    nat_st_close(f);
+    remove_dir(dir);
+}
+END_TEST
+
+/* Reads of 2- and 8-byte dtypes are converted through a fixed-size buffer, chunk by chunk: tensors of
+ * several chunks whose every value depends on its index catch a wrong chunk offset or a short last
+ * chunk. The values are exact in their dtypes, so any mismatch is an indexing error. */
+static float f16_value(int64_t i) { return (float)(i % 2047) * ((i / 2047) % 2 ? -1.0f : 1.0f); }
+static float bf16_value(int64_t i) { return (float)(i % 255 + 1) * ldexpf(1.0f, (int)((i / 255) % 16) - 8); }
+static double f64_value(int64_t i) { return (double)i + 0.25; }
+
+START_TEST(reads_large_half_and_double_tensors)
+{
+    make_dir();
+    enum { NH = 100003, NB = 70007, ND = 20011 };
+    const size_t bytes = 2 * NH + 2 * NB + 8 * (size_t)ND;
+    unsigned char *data = malloc(bytes), *o = data;
+    for (int64_t i = 0; i < NH; i++, o += 2) {
+        uint16_t h = nat_f32_to_f16_bits(f16_value(i));
+        o[0] = (unsigned char)h, o[1] = (unsigned char)(h >> 8);
+    }
+    for (int64_t i = 0; i < NB; i++, o += 2) {
+        uint16_t h = nat_f32_to_bf16_bits(bf16_value(i));
+        o[0] = (unsigned char)h, o[1] = (unsigned char)(h >> 8);
+    }
+    for (int64_t i = 0; i < ND; i++, o += 8) {
+        double d = f64_value(i);
+        uint64_t u;
+        memcpy(&u, &d, 8);
+        for (int b = 0; b < 8; b++)
+            o[b] = (unsigned char)(u >> (8 * b));
+    }
+    char json[512];
+    snprintf(json, sizeof json,
+             "{\"h\":{\"dtype\":\"F16\",\"shape\":[%d],\"data_offsets\":[0,%d]},"
+             "\"bf\":{\"dtype\":\"BF16\",\"shape\":[7,%d],\"data_offsets\":[%d,%d]},"
+             "\"d\":{\"dtype\":\"F64\",\"shape\":[%d],\"data_offsets\":[%d,%zu]}}",
+             NH, 2 * NH, NB / 7, 2 * NH, 2 * NH + 2 * NB, ND, 2 * NH + 2 * NB, bytes);
+    const char *path = in_dir("large.safetensors");
+    write_st(path, strlen(json), json, data, bytes);
+    free(data);
+    nat_st_file *f = open_ok(path);
+    float *v = malloc(NH * sizeof *v);
+    int64_t bad = 0;
+    TH_OK(nat_st_read_f32(f, "h", v, NH));
+    for (int64_t i = 0; i < NH; i++)
+        bad += v[i] != f16_value(i);
+    TH_OK(nat_st_read_f32(f, "bf", v, NB));
+    for (int64_t i = 0; i < NB; i++)
+        bad += v[i] != bf16_value(i);
+    TH_OK(nat_st_read_f32(f, "d", v, ND));
+    for (int64_t i = 0; i < ND; i++)
+        bad += v[i] != (float)f64_value(i);
+    ck_assert_msg(bad == 0, "%" PRId64 " values read back wrong", bad);
+    free(v);
     nat_st_close(f);
     remove_dir(dir);
 }
@@ -1006,6 +1064,7 @@ int main(void)
     CASE(metadata_roundtrip);
     CASE(header_layout);
     CASE(reads_bf16_f16_f64);
+    CASE(reads_large_half_and_double_tensors);
     CASE(missing_file_is_io_error);
     CASE(truncated_files);
     CASE(absurd_header_length);

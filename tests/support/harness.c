@@ -1,4 +1,5 @@
 /* tests/support/harness.c — see harness.h. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "support/harness.h"
 
 #include "nat/cuda.h" /* nat_tensor_to */
@@ -160,6 +161,12 @@ void th_gradcheck(const char *what, th_fn f, void *user, int n_inputs, nat_tenso
     ck_assert_msg(e >= 0, "%s: gradient check could not run: %s", what, nat_error_message());
     ck_assert_msg(e <= tol, "%s: gradient check error %.3g > tolerance %.3g", what, e, tol);
 }
+
+/* Check reads CK_DEFAULT_TIMEOUT when a test case is created, before main's first line could set it:
+ * this runs at load time so a suite started by hand gets the same 120 s per case as under ctest
+ * (tests/CMakeLists.txt), not Check's 4 s, which sanitizer and training cases exceed. An explicit
+ * setting in the environment wins. */
+__attribute__((constructor)) static void th_default_timeout(void) { setenv("CK_DEFAULT_TIMEOUT", "120", 0); }
 
 int th_run_suite(Suite *s)
 {
