@@ -27,6 +27,7 @@
 #include "support/harness.h"
 #include "train/config.h"
 #include "train/train_checkpoint.h"
+#include "train/train_ema.h"
 #include "train/train_loop.h"
 #include "train/train_replicas.h"
 #include "train/train_schedule.h"
@@ -228,6 +229,78 @@ static void record(void *user, int64_t step, double loss)
         raise(SIGINT);
 }
 
+/* The EMA against its formula, warm-up included: after update t (0-based), ema = d_t·ema + (1-d_t)·w with
+ * d_t = min(decay, (1+t)/(10+t)); the weights change between updates, so a wrong decay, a missing
+ * warm-up or a skipped parameter shows. The reference runs in double. */
+START_TEST(ema_update_follows_its_formula)
+{
+    nat_model_desc d = nat_model_desc_default();
+    d.embed_dim = 8, d.num_levels = 2, d.depths[0] = d.depths[1] = 1, d.heads[0] = 1, d.heads[1] = 2;
+    d.kernel_size = 3, d.img_size = 16, d.in_chans = 1, d.num_classes = 3;
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    const nat_param_list *pl = nat_model_params(m);
+    int64_t total = nat_param_list_numel(pl);
+    double *ref = malloc((size_t)total * sizeof *ref);
+    for (int i = 0, o = 0; i < pl->count; o += (int)nat_tensor_numel(pl->items[i].tensor), i++)
+        for (int64_t j = 0; j < nat_tensor_numel(pl->items[i].tensor); j++)
+            ref[o + j] = nat_tensor_f32(pl->items[i].tensor)[j];
+    nat_ema e;
+    const float decay = 0.6f; /* reached at t = 4: (1+4)/(10+4) = 0.357 < 0.6 < (1+t)/(10+t) for t >= 13 */
+    TH_OK(nat_ema_init(&e, m, decay));
+    for (int t = 0; t < 20; t++) {
+        double dt = fmin((double)decay, (1.0 + t) / (10.0 + t));
+        for (int i = 0, o = 0; i < pl->count; o += (int)nat_tensor_numel(pl->items[i].tensor), i++) {
+            float *w = nat_tensor_f32(pl->items[i].tensor);
+            for (int64_t j = 0; j < nat_tensor_numel(pl->items[i].tensor); j++) {
+                w[j] = sinf(0.37f * (float)(t + 1) + 0.011f * (float)(o + j)); /* new weights each step */
+                ref[o + j] = dt * ref[o + j] + (1.0 - dt) * w[j];
+            }
+        }
+        TH_OK(nat_ema_update(&e, m));
+        ck_assert_int_eq(e.updates, t + 1);
+        const nat_param_list *el = nat_model_params(e.model);
+        double worst = 0;
+        for (int i = 0, o = 0; i < el->count; o += (int)nat_tensor_numel(el->items[i].tensor), i++)
+            for (int64_t j = 0; j < nat_tensor_numel(el->items[i].tensor); j++)
+                worst = fmax(worst, fabs(nat_tensor_f32(el->items[i].tensor)[j] - ref[o + j]));
+        ck_assert_msg(worst < 1e-6, "update %d: EMA off its formula by %g", t, worst);
+    }
+    nat_ema_free(&e);
+    nat_model_free(m);
+    free(ref);
+}
+END_TEST
+
+/* Every ema.* tensor of two checkpoints, bit for bit. */
+static void assert_same_ema(const char *pa, const char *pb)
+{
+    nat_st_file *fa, *fb;
+    TH_OK(nat_st_open(&fa, pa));
+    TH_OK(nat_st_open(&fb, pb));
+    int compared = 0;
+    for (int i = 0; i < nat_st_count(fa); i++) {
+        const char *name = nat_st_name(fa, i);
+        if (strncmp(name, "ema.", 4) != 0)
+            continue;
+        int nd;
+        int64_t shape[8], n = 1;
+        TH_OK(nat_st_info(fa, i, NULL, &nd, shape));
+        for (int a = 0; a < nd; a++)
+            n *= shape[a];
+        float *va = malloc((size_t)n * sizeof *va), *vb = malloc((size_t)n * sizeof *vb);
+        TH_OK(nat_st_read_f32(fa, name, va, n));
+        TH_OK(nat_st_read_f32(fb, name, vb, n));
+        ck_assert_msg(memcmp(va, vb, (size_t)n * sizeof *va) == 0, "%s differs between %s and %s", name, pa, pb);
+        free(va);
+        free(vb);
+        compared++;
+    }
+    ck_assert_int_gt(compared, 10);
+    nat_st_close(fa);
+    nat_st_close(fb);
+}
+
 static void tiny_config(nat_config *c, const char *run)
 {
     char text[1400];
@@ -346,6 +419,11 @@ START_TEST(sigint_checkpoint_and_exact_resume)
                       a.loss[s]);
     ck_assert_double_eq(res.top1, top1);
     ck_assert_double_eq(res.ema_top1, ema_top1);
+    /* The averaged weights themselves, not only their accuracy on 40 images. */
+    char final_a[256], final_b[256];
+    snprintf(final_a, sizeof final_a, "%s/a/ckpt-%08d.safetensors", dir, RUN_STEPS);
+    snprintf(final_b, sizeof final_b, "%s/b/ckpt-%08d.safetensors", dir, RUN_STEPS);
+    assert_same_ema(final_a, final_b);
 
     /* The resumed run's CSV reads as one run: a header and one row per step. */
     char p[256], line[256];
@@ -674,6 +752,7 @@ int main(void)
     } cases[] = {
         {"model_patch_stride_and_levels", model_patch_stride_and_levels},
         {"lr_schedule_warmup_cosine", lr_schedule_warmup_cosine},
+        {"ema_update_follows_its_formula", ema_update_follows_its_formula},
         {"sigint_checkpoint_and_exact_resume", sigint_checkpoint_and_exact_resume},
         {"fashion_mnist_smoke", fashion_mnist_smoke},
         {"precision_bf16_f16_close_to_f32", precision_bf16_f16_close_to_f32},
