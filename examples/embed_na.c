@@ -49,7 +49,7 @@ int main(void)
     double sum = 0;
     for (int i = 0; i < B * H * W * C; i++)
         sum += fabs(y[i]);
-    printf("embed_na: NeighborhoodAttention2D dim %d heads %d kernel %d on [%d, %d, %d, %d]: mean |y| = %.6f\n", C, HEADS,
+    printf("embed_na: NeighborhoodAttention2D dim %d heads %d kernel %d on [%d, %d, %d, %d]: mean |y| = %.6e\n", C, HEADS,
            K, B, H, W, C, sum / (B * H * W * C));
 
     nat_ctx_free(ctx);

@@ -23,6 +23,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: nat-eval --checkpoint FILE [--config FILE] [--set section.key=value ...] [--ema] [--split test|train]\n"
+            "       nat-eval --checkpoint FILE [--ema] --export WEIGHTS\n"
             "Evaluates a checkpoint: top-1 and top-5 accuracy, loss, per-class accuracy, the confusion matrix and\n"
             "images/s.\n"
             "  --checkpoint FILE       a nat-train checkpoint (or run directory: its newest checkpoint), or a\n"
@@ -33,6 +34,9 @@ static void usage(FILE *f)
             "                          --set train.eval_batch_size=64 --set data.test_limit=1000\n"
             "  --ema                   evaluate the EMA weights stored in a training checkpoint\n"
             "  --split test|train      which split (default test)\n"
+            "  --export FILE           write the weights (the model's, or the EMA's with --ema) as a plain weights\n"
+            "                          file, which nat_model_load and examples/classify read, and exit\n"
+            "                          without evaluating\n"
             "  --help                  this text\n"
             "Threads: train.threads or OMP_NUM_THREADS.\n");
 }
@@ -63,7 +67,7 @@ static nat_status load_weights(nat_model *m, nat_st_file *f, bool ema)
 int main(int argc, char **argv)
 {
     nat_train_passive_omp(argv);
-    const char *ckpt = NULL, *config = NULL, *split = "test";
+    const char *ckpt = NULL, *config = NULL, *split = "test", *export_path = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
     int n_sets = 0;
     bool ema = false;
@@ -77,7 +81,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--ema")) {
             ema = true;
-        } else if (!strcmp(a, "--checkpoint") || !strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--split")) {
+        } else if (!strcmp(a, "--checkpoint") || !strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--split") ||
+                   !strcmp(a, "--export")) {
             if (!next) {
                 fprintf(stderr, "nat-eval: %s needs a value (try --help)\n", a);
                 free(sets);
@@ -89,6 +94,8 @@ int main(int argc, char **argv)
                 config = next;
             else if (!strcmp(a, "--set"))
                 sets[n_sets++] = next;
+            else if (!strcmp(a, "--export"))
+                export_path = next;
             else
                 split = next;
             i++;
@@ -142,8 +149,24 @@ int main(int argc, char **argv)
     nat_ctx *ctx = NULL;
     nat_metrics met = {0};
     nat_model_desc d;
-    if (nat_st_open(&f, path) || nat_model_desc_read(f, &d) || nat_model_new(&m, &d) || load_weights(m, f, ema) ||
-        nat_model_to(m, dev)) {
+    if (nat_st_open(&f, path) || nat_model_desc_read(f, &d) || nat_model_new(&m, &d) || load_weights(m, f, ema)) {
+        rc = fail(NULL);
+        goto done;
+    }
+    if (export_path) {
+        /* Provenance in the file's metadata: which checkpoint, which weights, which step. */
+        const char *step = nat_st_metadata(f, "train.step");
+        const char *keys[3] = {"source", "source.weights", "source.step"};
+        const char *vals[3] = {path, ema ? "ema" : "model", step ? step : "0"};
+        if (nat_model_save(m, export_path, 3, keys, vals)) {
+            rc = fail(export_path);
+            goto done;
+        }
+        printf("nat-eval: wrote the %s weights of %s (%.3fM parameters) to %s\n", ema ? "EMA" : "model", path,
+               (double)nat_model_param_count(m) / 1e6, export_path);
+        goto done;
+    }
+    if (nat_model_to(m, dev)) {
         rc = fail(NULL);
         goto done;
     }
