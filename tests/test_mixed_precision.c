@@ -765,9 +765,9 @@ int main(void)
     }
     /* The GPU case only where it can run; it needs CUDA initialised in this process (no fork). */
     if (!nat_cuda_built()) {
-        printf("SKIPPED gpu_vs_cpu_emulation: nat was built without CUDA; no GPU case ran (the CPU cases run)\n");
+        th_skip_case("gpu_vs_cpu_emulation", "nat was built without CUDA; no GPU case ran (the CPU cases run)");
     } else if (nat_cuda_device_count() == 0) {
-        printf("SKIPPED gpu_vs_cpu_emulation: no CUDA device present; no GPU case ran (the CPU cases run)\n");
+        th_skip_case("gpu_vs_cpu_emulation", "no CUDA device present; no GPU case ran (the CPU cases run)");
     } else {
         setenv("CK_FORK", "no", 1);
         TCase *tc = tcase_create("gpu_vs_cpu_emulation");

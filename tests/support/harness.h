@@ -54,5 +54,11 @@ void th_gradcheck(const char *what, th_fn f, void *user, int n_inputs, nat_tenso
 
 /* Runs a suite with CK_ENV-style selection (CK_RUN_CASE=<case> reruns one case) and returns the exit code. */
 int th_run_suite(Suite *s);
+/* Leaves a case out of the suite and prints why ("SKIPPED case: reason"); th_run_suite then returns 77
+ * (ctest: Skipped, never Passed) when every case that ran passed. Call from main, before running. */
+void th_skip_case(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether Fashion-MNIST (Debian's dataset-fashion-mnist) is readable at `dir`; when it is not, the case
+ * `name` is skipped with the path it looked for. */
+bool th_need_fashion_mnist(const char *name, const char *dir);
 
 #endif
