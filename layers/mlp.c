@@ -5,10 +5,10 @@
 #include "nat/layers.h"
 #include "nat/ops.h"
 
-nat_status nat_mlp_init(nat_mlp *m, int in_features, int hidden_features, int out_features, float drop, float std,
-                        nat_rng *rng)
+nat_status nat_mlp_layer_init(nat_mlp_layer *m, int in_features, int hidden_features, int out_features, float drop, float std,
+                              nat_rng *rng)
 {
-    *m = (nat_mlp){0};
+    *m = (nat_mlp_layer){0};
     if (!(drop >= 0.0f && drop < 1.0f))
         return nat_error(NAT_ERR_INVALID_ARG, "mlp: drop %g must be in [0, 1)", (double)drop);
     m->drop = drop;
@@ -16,14 +16,14 @@ nat_status nat_mlp_init(nat_mlp *m, int in_features, int hidden_features, int ou
     if (s == NAT_OK)
         s = nat_linear_layer_init(&m->fc2, hidden_features, out_features, true, std, rng);
     if (s != NAT_OK) {
-        nat_mlp_free(m);
+        nat_mlp_layer_free(m);
         return nat_error_context(s, "mlp %d -> %d -> %d", in_features, hidden_features, out_features);
     }
     return NAT_OK;
 }
 
-nat_status nat_mlp_forward(nat_ctx *ctx, const nat_mlp *m, nat_tensor *x, bool training, nat_rng *rng,
-                           nat_tensor **out)
+nat_status nat_mlp_layer_forward(nat_ctx *ctx, const nat_mlp_layer *m, nat_tensor *x, bool training, nat_rng *rng,
+                                 nat_tensor **out)
 {
     nat_tensor *h;
     NAT_TRY(nat_linear_layer_forward(ctx, &m->fc1, x, &h));
@@ -33,7 +33,7 @@ nat_status nat_mlp_forward(nat_ctx *ctx, const nat_mlp *m, nat_tensor *x, bool t
     return nat_dropout(ctx, h, m->drop, training, rng, out);
 }
 
-nat_status nat_mlp_params(const nat_mlp *m, nat_param_list *l, const char *prefix)
+nat_status nat_mlp_layer_params(const nat_mlp_layer *m, nat_param_list *l, const char *prefix)
 {
     char p[256];
     snprintf(p, sizeof p, "%s%sfc1", prefix ? prefix : "", prefix && *prefix ? "." : "");
@@ -42,7 +42,7 @@ nat_status nat_mlp_params(const nat_mlp *m, nat_param_list *l, const char *prefi
     return nat_linear_layer_params(&m->fc2, l, p);
 }
 
-void nat_mlp_free(nat_mlp *m)
+void nat_mlp_layer_free(nat_mlp_layer *m)
 {
     nat_linear_layer_free(&m->fc1);
     nat_linear_layer_free(&m->fc2);

@@ -368,7 +368,7 @@ nat_status nat_window_attention(nat_ctx *ctx, nat_tensor *qkv, nat_tensor *table
 
 /* ---- the module ---- */
 
-nat_status nat_window_attn_init(nat_window_attn_layer *m, const nat_window_attn_desc *d, float std, nat_rng *rng)
+nat_status nat_window_attn_layer_init(nat_window_attn_layer *m, const nat_window_attn_desc *d, float std, nat_rng *rng)
 {
     *m = (nat_window_attn_layer){0};
     if (d->dim < 1 || d->heads < 1 || d->dim % d->heads)
@@ -386,14 +386,14 @@ nat_status nat_window_attn_init(nat_window_attn_layer *m, const nat_window_attn_
     if (s == NAT_OK)
         s = nat_linear_layer_init(&m->proj, d->dim, d->dim, true, std, rng);
     if (s != NAT_OK) {
-        nat_window_attn_free(m);
+        nat_window_attn_layer_free(m);
         return nat_error_context(s, "window attention (dim %d, heads %d, window %d)", d->dim, d->heads, d->window);
     }
     return NAT_OK;
 }
 
-nat_status nat_window_attn_forward(nat_ctx *ctx, const nat_window_attn_layer *m, nat_tensor *x, bool training,
-                                   nat_rng *rng, nat_tensor **out)
+nat_status nat_window_attn_layer_forward(nat_ctx *ctx, const nat_window_attn_layer *m, nat_tensor *x, bool training,
+                                         nat_rng *rng, nat_tensor **out)
 {
     const nat_window_attn_desc *d = &m->desc;
     if (x->ndim != 4 || x->shape[3] != d->dim || x->shape[1] < 1 || x->shape[2] < 1) {
@@ -418,7 +418,7 @@ nat_status nat_window_attn_forward(nat_ctx *ctx, const nat_window_attn_layer *m,
     return nat_dropout(ctx, w, d->proj_drop, training, rng, out);
 }
 
-nat_status nat_window_attn_params(const nat_window_attn_layer *m, nat_param_list *l, const char *prefix)
+nat_status nat_window_attn_layer_params(const nat_window_attn_layer *m, nat_param_list *l, const char *prefix)
 {
     char p[256];
     const char *pre = prefix ? prefix : "", *dot = prefix && *prefix ? "." : "";
@@ -429,7 +429,7 @@ nat_status nat_window_attn_params(const nat_window_attn_layer *m, nat_param_list
     return nat_linear_layer_params(&m->proj, l, p);
 }
 
-void nat_window_attn_free(nat_window_attn_layer *m)
+void nat_window_attn_layer_free(nat_window_attn_layer *m)
 {
     nat_linear_layer_free(&m->qkv);
     nat_tensor_free(m->table);

@@ -243,12 +243,12 @@ END_TEST
 
 static nat_status f_mlp(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
 {
-    return nat_mlp_forward(ctx, u, in[0], false, NULL, out);
+    return nat_mlp_layer_forward(ctx, u, in[0], false, NULL, out);
 }
 
 static nat_status f_mlp_ops(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
 {
-    const nat_mlp *m = u;
+    const nat_mlp_layer *m = u;
     nat_tensor *h;
     NAT_TRY(nat_linear(ctx, in[0], m->fc1.weight, m->fc1.bias, &h));
     NAT_TRY(nat_gelu(ctx, h, &h));
@@ -260,13 +260,13 @@ START_TEST(mlp_vs_composition)
     single_thread();
     nat_rng rng;
     nat_rng_seed(&rng, 4);
-    nat_mlp mlp;
-    TH_OK(nat_mlp_init(&mlp, 4, 12, 4, 0.0f, 0.0f, &rng));
+    nat_mlp_layer mlp;
+    TH_OK(nat_mlp_layer_init(&mlp, 4, 12, 4, 0.0f, 0.0f, &rng));
     fill_randn(&rng, mlp.fc1.bias, 0.5f);
     fill_randn(&rng, mlp.fc2.bias, 0.5f);
     nat_param_list l;
     nat_param_list_init(&l);
-    TH_OK(nat_mlp_params(&mlp, &l, "mlp"));
+    TH_OK(nat_mlp_layer_params(&mlp, &l, "mlp"));
     const char *names[4] = {"mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
     ck_assert_int_eq(l.count, 4);
     for (int i = 0; i < 4; i++)
@@ -283,7 +283,7 @@ START_TEST(mlp_vs_composition)
     free(b);
     th_gradcheck("mlp (x, fc1, fc2)", f_mlp, &mlp, 5, in, 1e-2, 3e-3);
     nat_param_list_clear(&l);
-    nat_mlp_free(&mlp);
+    nat_mlp_layer_free(&mlp);
     nat_tensor_free(x);
 }
 END_TEST

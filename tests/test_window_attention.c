@@ -59,7 +59,7 @@ static void make_wa(const wa_case *c, uint64_t seed, nat_window_attn_layer *m, n
     nat_rng rng;
     nat_rng_seed(&rng, seed);
     nat_window_attn_desc d = {c->C, c->heads, c->window, c->shift, c->qkv_bias, 0.0f, 0.0f};
-    TH_OK(nat_window_attn_init(m, &d, 0.0f, &rng));
+    TH_OK(nat_window_attn_layer_init(m, &d, 0.0f, &rng));
     fill_randn(&rng, m->qkv.weight, 0.6f);
     if (m->qkv.bias)
         fill_randn(&rng, m->qkv.bias, 0.4f);
@@ -138,7 +138,7 @@ static void ref_module(const wa_case *c, const nat_window_attn_layer *m, const n
 
 static nat_status f_wa(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
 {
-    return nat_window_attn_forward(ctx, u, in[0], false, NULL, out);
+    return nat_window_attn_layer_forward(ctx, u, in[0], false, NULL, out);
 }
 
 START_TEST(module_vs_reference)
@@ -151,7 +151,7 @@ START_TEST(module_vs_reference)
     nat_tensor *y;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
     nat_ctx_set_grad_enabled(ctx, false);
-    TH_OK(nat_window_attn_forward(ctx, &m, x, false, NULL, &y));
+    TH_OK(nat_window_attn_layer_forward(ctx, &m, x, false, NULL, &y));
     ck_assert_int_eq(nat_tensor_numel(y), nat_tensor_numel(x));
     int64_t n = nat_tensor_numel(y);
     double *want = malloc(sizeof *want * (size_t)n);
@@ -162,7 +162,7 @@ START_TEST(module_vs_reference)
     free(got);
     free(want);
     nat_ctx_free(ctx);
-    nat_window_attn_free(&m);
+    nat_window_attn_layer_free(&m);
     nat_tensor_free(x);
 }
 END_TEST
@@ -183,7 +183,7 @@ START_TEST(module_gradcheck)
     char what[96];
     snprintf(what, sizeof what, "window attention %s (x, table, qkv, proj)", c->name);
     th_gradcheck(what, f_wa, &m, m.qkv.bias ? 6 : 5, in, 5e-3, 4e-3);
-    nat_window_attn_free(&m);
+    nat_window_attn_layer_free(&m);
     nat_tensor_free(x);
 }
 END_TEST
@@ -384,19 +384,19 @@ START_TEST(errors)
     nat_rng_seed(&rng, 1);
     nat_window_attn_layer m;
     nat_window_attn_desc d = {8, 3, 4, 2, true, 0.0f, 0.0f};
-    th_expect_error(nat_window_attn_init(&m, &d, 0.02f, &rng), NAT_ERR_INVALID_ARG, "3 heads do not divide dim 8", NULL);
+    th_expect_error(nat_window_attn_layer_init(&m, &d, 0.02f, &rng), NAT_ERR_INVALID_ARG, "3 heads do not divide dim 8", NULL);
     d.heads = 2, d.shift = 4;
-    th_expect_error(nat_window_attn_init(&m, &d, 0.02f, &rng), NAT_ERR_INVALID_ARG, "shift 4", NULL);
+    th_expect_error(nat_window_attn_layer_init(&m, &d, 0.02f, &rng), NAT_ERR_INVALID_ARG, "shift 4", NULL);
     d.shift = 2;
-    TH_OK(nat_window_attn_init(&m, &d, 0.02f, &rng));
+    TH_OK(nat_window_attn_layer_init(&m, &d, 0.02f, &rng));
     nat_ctx *ctx;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
     int64_t xs[4] = {1, 8, 8, 6};
     nat_tensor *x = th_randn(&rng, 4, xs, 1.0f, false), *y;
-    th_expect_error(nat_window_attn_forward(ctx, &m, x, false, NULL, &y), NAT_ERR_SHAPE, "[1, 8, 8, 6]", "[B, H, W, 8]");
+    th_expect_error(nat_window_attn_layer_forward(ctx, &m, x, false, NULL, &y), NAT_ERR_SHAPE, "[1, 8, 8, 6]", "[B, H, W, 8]");
     nat_tensor_free(x);
     nat_ctx_free(ctx);
-    nat_window_attn_free(&m);
+    nat_window_attn_layer_free(&m);
     nat_model_desc md = tiny_window_desc();
     md.attn_drop = 0.1f;
     nat_model *mm;

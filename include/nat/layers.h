@@ -121,19 +121,19 @@ nat_status nat_drop_path_layer_forward(nat_ctx *ctx, const nat_drop_path_layer *
 
 /* ---- Mlp: fc1 -> GELU -> dropout -> fc2 -> dropout (timm's Mlp, as NAT uses it) ---- */
 
-typedef struct nat_mlp {
+typedef struct nat_mlp_layer {
     nat_linear_layer fc1, fc2;
     float drop;
-} nat_mlp;
+} nat_mlp_layer;
 
 /* in -> hidden -> out (NAT: hidden = (int)(mlp_ratio·C), out = in). */
-nat_status nat_mlp_init(nat_mlp *m, int in_features, int hidden_features, int out_features, float drop, float std,
-                        nat_rng *rng);
-nat_status nat_mlp_forward(nat_ctx *ctx, const nat_mlp *m, nat_tensor *x, bool training, nat_rng *rng,
-                           nat_tensor **out);
+nat_status nat_mlp_layer_init(nat_mlp_layer *m, int in_features, int hidden_features, int out_features, float drop, float std,
+                              nat_rng *rng);
+nat_status nat_mlp_layer_forward(nat_ctx *ctx, const nat_mlp_layer *m, nat_tensor *x, bool training, nat_rng *rng,
+                                 nat_tensor **out);
 /* fc1.weight, fc1.bias, fc2.weight, fc2.bias. */
-nat_status nat_mlp_params(const nat_mlp *m, nat_param_list *l, const char *prefix);
-void nat_mlp_free(nat_mlp *m);
+nat_status nat_mlp_layer_params(const nat_mlp_layer *m, nat_param_list *l, const char *prefix);
+void nat_mlp_layer_free(nat_mlp_layer *m);
 
 /* ---- NeighborhoodAttention 1-D / 2-D / 3-D (NATTEN's module) ---- */
 
@@ -234,13 +234,13 @@ typedef struct nat_window_attn_layer {
     nat_linear_layer proj; /* C -> C */
 } nat_window_attn_layer;
 
-nat_status nat_window_attn_init(nat_window_attn_layer *m, const nat_window_attn_desc *d, float std, nat_rng *rng);
+nat_status nat_window_attn_layer_init(nat_window_attn_layer *m, const nat_window_attn_desc *d, float std, nat_rng *rng);
 /* x [B, H, W, C] (H, W >= 1) -> [B, H, W, C]. */
-nat_status nat_window_attn_forward(nat_ctx *ctx, const nat_window_attn_layer *m, nat_tensor *x, bool training,
-                                   nat_rng *rng, nat_tensor **out);
+nat_status nat_window_attn_layer_forward(nat_ctx *ctx, const nat_window_attn_layer *m, nat_tensor *x, bool training,
+                                         nat_rng *rng, nat_tensor **out);
 /* relative_position_bias_table, qkv.weight, qkv.bias, proj.weight, proj.bias. */
-nat_status nat_window_attn_params(const nat_window_attn_layer *m, nat_param_list *l, const char *prefix);
-void nat_window_attn_free(nat_window_attn_layer *m);
+nat_status nat_window_attn_layer_params(const nat_window_attn_layer *m, nat_param_list *l, const char *prefix);
+void nat_window_attn_layer_free(nat_window_attn_layer *m);
 
 /* The steps of the module as ops, for tests and other layers:
  * x [B, H, W, C] -> windows [B·nW, ws², C] (steps 2-4: padded tokens are zeros). */

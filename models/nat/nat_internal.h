@@ -11,7 +11,7 @@ typedef struct nat_block_layer {
     nat_layernorm_layer norm1, norm2;
     nat_na_layer attn;              /* NAT_ATTN_NEIGHBORHOOD */
     nat_window_attn_layer wattn;    /* NAT_ATTN_WINDOW */
-    nat_mlp mlp;
+    nat_mlp_layer mlp;
     nat_tensor *gamma1, *gamma2; /* [dim] layer scale, or NULL */
     float drop_path;
 } nat_block_layer;

@@ -36,7 +36,7 @@ static nat_status build_layer(nat_block_layer *b, const nat_model_desc *d, int l
         int ws = d->window_size > 0 ? d->window_size : 7;
         nat_window_attn_desc wd = {dim, d->heads[level], ws, j % 2 ? ws / 2 : 0, d->qkv_bias,
                                    d->qk_scale > 0.0f ? d->qk_scale : 0.0f, d->drop};
-        NAT_TRY(nat_window_attn_init(&b->wattn, &wd, INIT_STD, rng));
+        NAT_TRY(nat_window_attn_layer_init(&b->wattn, &wd, INIT_STD, rng));
     } else {
         nat_na_layer_desc nd = nat_na_layer_desc_make(2, dim, d->heads[level], d->kernel_size,
                                                       nat_model_desc_dilation(d, level, j));
@@ -47,7 +47,7 @@ static nat_status build_layer(nat_block_layer *b, const nat_model_desc *d, int l
         NAT_TRY(nat_na_layer_init(&b->attn, &nd, INIT_STD, rng));
     }
     NAT_TRY(nat_layernorm_layer_init(&b->norm2, dim, LN_EPS));
-    return nat_mlp_init(&b->mlp, dim, (int)((float)dim * d->mlp_ratio), dim, d->drop, INIT_STD, rng);
+    return nat_mlp_layer_init(&b->mlp, dim, (int)((float)dim * d->mlp_ratio), dim, d->drop, INIT_STD, rng);
 }
 
 static void free_layer(nat_block_layer *b)
@@ -56,9 +56,9 @@ static void free_layer(nat_block_layer *b)
     nat_tensor_free(b->gamma2);
     nat_layernorm_layer_free(&b->norm1);
     nat_na_layer_free(&b->attn);
-    nat_window_attn_free(&b->wattn);
+    nat_window_attn_layer_free(&b->wattn);
     nat_layernorm_layer_free(&b->norm2);
-    nat_mlp_free(&b->mlp);
+    nat_mlp_layer_free(&b->mlp);
 }
 
 static nat_status layer_params(const nat_block_layer *b, nat_param_list *l, const char *prefix)
@@ -72,13 +72,13 @@ static nat_status layer_params(const nat_block_layer *b, nat_param_list *l, cons
     NAT_TRY(nat_layernorm_layer_params(&b->norm1, l, p));
     snprintf(p, sizeof p, "%s.attn", prefix);
     if (b->wattn.table)
-        NAT_TRY(nat_window_attn_params(&b->wattn, l, p));
+        NAT_TRY(nat_window_attn_layer_params(&b->wattn, l, p));
     else
         NAT_TRY(nat_na_layer_params(&b->attn, l, p));
     snprintf(p, sizeof p, "%s.norm2", prefix);
     NAT_TRY(nat_layernorm_layer_params(&b->norm2, l, p));
     snprintf(p, sizeof p, "%s.mlp", prefix);
-    return nat_mlp_params(&b->mlp, l, p);
+    return nat_mlp_layer_params(&b->mlp, l, p);
 }
 
 static nat_status list_params(nat_model *m)
@@ -248,7 +248,7 @@ static nat_status layer_forward(nat_ctx *ctx, const nat_model *m, const nat_mode
     NAT_TRY(nat_layernorm_layer_forward(ctx, &b->norm1, x, &h));
     NAT_TRY(trace_part(tm, ctx, NAT_PART_NORM1, level, j, &h));
     if (b->wattn.table)
-        NAT_TRY(nat_window_attn_forward(ctx, &b->wattn, h, training, rng, &h));
+        NAT_TRY(nat_window_attn_layer_forward(ctx, &b->wattn, h, training, rng, &h));
     else if (m->na_impl != NAT_NA_IMPL_FUSED)
         NAT_TRY(nat_na_layer_forward_impl(ctx, &b->attn, h, training, rng, m->na_impl, &h));
     else
@@ -257,7 +257,7 @@ static nat_status layer_forward(nat_ctx *ctx, const nat_model *m, const nat_mode
     NAT_TRY(trace_part(tm, ctx, NAT_PART_ATTN, level, j, &x));
     NAT_TRY(nat_layernorm_layer_forward(ctx, &b->norm2, x, &h));
     NAT_TRY(trace_part(tm, ctx, NAT_PART_NORM2, level, j, &h));
-    NAT_TRY(nat_mlp_forward(ctx, &b->mlp, h, training, rng, &h));
+    NAT_TRY(nat_mlp_layer_forward(ctx, &b->mlp, h, training, rng, &h));
     NAT_TRY(residual(ctx, x, h, b->gamma2, b->drop_path, training, rng, out));
     return trace_part(tm, ctx, NAT_PART_MLP, level, j, out);
 }
