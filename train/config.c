@@ -640,6 +640,11 @@ nat_status nat_config_parse_string(nat_config *c, const char *text, const char *
     parse_ctx *p = calloc(1, sizeof *p);
     if (!p)
         return nat_error(NAT_ERR_OOM, "config %s: out of memory", name);
+    if (name != c->source && strlen(name) >= sizeof c->source) { /* a cut name would be a different file */
+        free(p);
+        return nat_error(NAT_ERR_INVALID_ARG, "config %.80s...: the path is longer than %zu characters", name,
+                         sizeof c->source - 1);
+    }
     if (name != c->source)
         snprintf(c->source, sizeof c->source, "%s", name);
     p->c = c;

@@ -3,6 +3,7 @@
 #include "train/train_checkpoint.h"
 
 #include <dirent.h>
+#include <signal.h> /* kill(pid, 0): is the process alive */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -74,8 +75,8 @@ nat_status nat_checkpoint_save(const char *path, const nat_model *m, const nat_o
     if (s == NAT_OK)
         s = nat_st_writer_save(w, path);
     nat_st_writer_free(w);
-    if (s != NAT_OK)
-        return nat_error_context(s, "checkpoint %s", path);
+    if (s != NAT_OK) /* the writer's messages name the file already: not twice */
+        return strstr(nat_error_message(), path) ? nat_error_context(s, "checkpoint") : nat_error_context(s, "checkpoint %s", path);
     return NAT_OK;
 }
 
@@ -229,9 +230,10 @@ nat_status nat_checkpoint_read_config(const char *path, char **text)
     return st;
 }
 
-void nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step)
+bool nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step)
 {
-    snprintf(buf, cap, "%s/ckpt-%08" PRId64 ".safetensors", dir, step);
+    int n = snprintf(buf, cap, "%s/ckpt-%08" PRId64 ".safetensors", dir, step);
+    return n >= 0 && (size_t)n < cap;
 }
 
 nat_status nat_checkpoint_link_last(const char *dir, const char *path)
@@ -308,7 +310,10 @@ nat_status nat_checkpoint_resolve(const char *path, char *buf, size_t cap)
     if (stat(path, &sb) != 0)
         return nat_error(NAT_ERR_IO, "checkpoint %s: %s", path, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) {
-        snprintf(buf, cap, "%s", path);
+        int len = snprintf(buf, cap, "%s", path);
+        if (len < 0 || (size_t)len >= cap)
+            return nat_error(NAT_ERR_INVALID_ARG, "checkpoint %.80s...: the path is %d characters, longer than %zu",
+                             path, len, cap - 1);
         return NAT_OK;
     }
     int64_t *steps;
@@ -318,7 +323,67 @@ nat_status nat_checkpoint_resolve(const char *path, char *buf, size_t cap)
         free(steps);
         return nat_error(NAT_ERR_IO, "checkpoint: directory %s holds no ckpt-*.safetensors", path);
     }
-    nat_checkpoint_path(buf, cap, path, steps[n - 1]);
+    bool fits = nat_checkpoint_path(buf, cap, path, steps[n - 1]);
     free(steps);
+    if (!fits)
+        return nat_error(NAT_ERR_INVALID_ARG, "checkpoint directory %.80s...: the checkpoint's path is longer than %zu",
+                         path, cap - 1);
     return NAT_OK;
+}
+
+/* The pid of a temporary file's name (<anything>.tmp.<pid> or .last.safetensors.<pid>), or 0. */
+static long tmp_pid(const char *name)
+{
+    const char *tail = NULL;
+    if (!strncmp(name, ".last.safetensors.", 18))
+        tail = name + 18;
+    else if ((tail = strstr(name, ".tmp.")))
+        tail += 5;
+    if (!tail || !*tail)
+        return 0;
+    char *end;
+    long pid = strtol(tail, &end, 10);
+    return *end || pid <= 0 ? 0 : pid;
+}
+
+nat_status nat_checkpoint_remove_stale(const char *dir, FILE *out)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return nat_error(NAT_ERR_IO, "run directory %s: cannot read: %s", dir, strerror(errno));
+    for (struct dirent *e; (e = readdir(d));) {
+        long pid = tmp_pid(e->d_name);
+        /* kill(pid, 0) fails with ESRCH only when no such process exists (EPERM: alive, someone else's). */
+        if (!pid || !(kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+            continue;
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name); /* dir < NAT_CFG_STR, a name < 256: fits */
+        if (unlink(p) == 0 && out)
+            fprintf(out, "note: removed %s, left by process %ld, which is gone\n", p, pid);
+    }
+    closedir(d);
+    return NAT_OK;
+}
+
+nat_status nat_checkpoint_clear_run(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return nat_error(NAT_ERR_IO, "run directory %s: cannot read: %s", dir, strerror(errno));
+    nat_status s = NAT_OK;
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *n = e->d_name;
+        size_t len = strlen(n);
+        bool ours = (!strncmp(n, "ckpt-", 5) && len > 17 && !strcmp(n + len - 12, ".safetensors")) ||
+                    !strcmp(n, "last.safetensors") || !strcmp(n, "train_log.csv") || !strcmp(n, "eval_log.csv") ||
+                    !strcmp(n, "config.cfg");
+        if (!ours)
+            continue;
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", dir, n);
+        if (unlink(p) != 0 && s == NAT_OK)
+            s = nat_error(NAT_ERR_IO, "--overwrite: cannot remove %s: %s", p, strerror(errno));
+    }
+    closedir(d);
+    return s;
 }
