@@ -831,6 +831,70 @@ START_TEST(log_write_errors_are_reported)
 }
 END_TEST
 
+/* Resume and nat-eval --ema read optimizer and EMA tensors unchecked: a NaN in the AdamW moments went
+ * on to ruin the run, and an EMA tensor of transposed shape (same element count) loaded. */
+START_TEST(optimizer_and_ema_tensors_checked_like_weights)
+{
+    make_dir();
+    nat_model_desc d = nat_model_desc_default();
+    snprintf(d.name, sizeof d.name, "small");
+    d.in_chans = 1, d.num_classes = 3, d.img_size = 8, d.embed_dim = 8, d.kernel_size = 3, d.mlp_ratio = 2;
+    d.num_levels = 1, d.patch_stride = 2, d.depths[0] = 1, d.heads[0] = 1;
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    nat_ema ema = {0};
+    TH_OK(nat_ema_init(&ema, m, 0.9f));
+    nat_optim_config oc = nat_optim_adamw_config(0.9f, 0.999f, 1e-8f);
+    nat_optim *opt;
+    TH_OK(nat_optim_new(&opt, &oc));
+    const nat_param_list *l = nat_model_params(m);
+    nat_tensor **ps = malloc((size_t)l->count * sizeof *ps);
+    for (int i = 0; i < l->count; i++)
+        ps[i] = l->items[i].tensor;
+    TH_OK(nat_optim_add_group(opt, ps, l->count, 0.01f));
+    ck_assert_int_gt(nat_optim_state_count(opt), 0);
+    const char *name;
+    nat_tensor *t;
+    TH_OK(nat_optim_state_get(opt, 0, &name, &t));
+    nat_tensor_f32(t)[0] = NAN;
+    nat_train_state st = {.best_top1 = -1};
+    char path[160];
+    snprintf(path, sizeof path, "%s/nan.safetensors", dir);
+    TH_OK(nat_checkpoint_save(path, m, opt, &ema, &st, ""));
+    nat_tensor_f32(t)[0] = 0;
+    th_expect_error(nat_checkpoint_load(path, m, opt, &ema, &st), NAT_ERR_FORMAT, "non-finite", name);
+
+    /* A checkpoint whose ema.head.weight is [classes, dim] transposed: refused by nat-eval --ema. */
+    nat_st_writer *w;
+    TH_OK(nat_st_writer_new(&w));
+    TH_OK(nat_model_write(m, w));
+    for (int i = 0; i < l->count; i++) {
+        char key[300];
+        snprintf(key, sizeof key, "ema.%s", l->items[i].name);
+        nat_tensor *e = l->items[i].tensor, *tr = NULL;
+        if (!strcmp(l->items[i].name, "head.weight")) {
+            int64_t sh[2] = {e->shape[1], e->shape[0]};
+            TH_OK(nat_tensor_new(&tr, NAT_F32, NAT_CPU, 2, sh));
+            e = tr;
+        }
+        TH_OK(nat_st_writer_add(w, key, e));
+        nat_tensor_free(tr);
+    }
+    snprintf(path, sizeof path, "%s/ema.safetensors", dir);
+    TH_OK(nat_st_writer_save(w, path));
+    nat_st_writer_free(w);
+    nat_st_file *f;
+    TH_OK(nat_st_open(&f, path));
+    th_expect_error(nat_checkpoint_read_weights(m, f, true), NAT_ERR_SHAPE, "ema.head.weight", "[8, 3]");
+    nat_st_close(f);
+    free(ps);
+    nat_optim_free(opt);
+    nat_ema_free(&ema);
+    nat_model_free(m);
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -850,6 +914,7 @@ int main(void)
         {"long_paths_are_errors_not_cut", long_paths_are_errors_not_cut},
         {"resume_removes_stale_tmp_and_duplicate_eval_rows", resume_removes_stale_tmp_and_duplicate_eval_rows},
         {"log_write_errors_are_reported", log_write_errors_are_reported},
+        {"optimizer_and_ema_tensors_checked_like_weights", optimizer_and_ema_tensors_checked_like_weights},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);

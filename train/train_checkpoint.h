@@ -46,6 +46,9 @@ nat_status nat_checkpoint_save(const char *path, const nat_model *m, const nat_o
  * against the file's shapes; errors name the tensor and the file (after an error the objects may be partly
  * restored: do not train on). */
 nat_status nat_checkpoint_load(const char *path, nat_model *m, nat_optim *opt, nat_ema *ema, nat_train_state *st);
+/* Reads a checkpoint's model weights into m: its own names, or with ema the "ema." copies of a training
+ * checkpoint (nat-eval --ema). */
+nat_status nat_checkpoint_read_weights(nat_model *m, nat_st_file *f, bool ema);
 /* The config text stored in a checkpoint (malloc'ed, owned by the caller); NAT_ERR_FORMAT when the file
  * has none (a plain weights file). */
 nat_status nat_checkpoint_read_config(const char *path, char **text);
