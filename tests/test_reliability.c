@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "support/harness.h"
+#include "nat/model.h"
+#include "nat/safetensors.h"
 #include "train/train_metrics.h"
 
 /* Ties and NaN used to count as correct: no other logit is *strictly* greater than a tied or NaN label
@@ -41,6 +43,64 @@ START_TEST(metrics_ties_are_wrong_and_nan_is_an_error)
 }
 END_TEST
 
+/* Size products overflowed (UB) where a tensor's size is computed: shape [2^62 + 1, 4] gave a tensor of
+ * 4 elements; checkpoint metadata reached them too (nat.dilations = 99999999 asked for ~1.8e19 bytes), and
+ * metadata integers were cut to int (nat.embed_dim = 4294967312 became 16). */
+START_TEST(size_overflow_and_metadata_ranges)
+{
+    nat_tensor *t = NULL;
+    int64_t big[2] = {((int64_t)1 << 62) + 1, 4};
+    th_expect_error(nat_tensor_new(&t, NAT_F32, NAT_CPU, 2, big), NAT_ERR_INVALID_ARG, "overflow", NULL);
+    ck_assert_ptr_null(t);
+    int64_t big2[3] = {(int64_t)1 << 31, (int64_t)1 << 31, (int64_t)1 << 2}; /* 2^64 elements */
+    th_expect_error(nat_tensor_new(&t, NAT_F32, NAT_CPU, 3, big2), NAT_ERR_INVALID_ARG, "overflow", NULL);
+    int64_t bytes[1] = {(int64_t)1 << 62}; /* the count fits, its bytes do not */
+    th_expect_error(nat_tensor_new(&t, NAT_F32, NAT_CPU, 1, bytes), NAT_ERR_INVALID_ARG, "overflow", NULL);
+
+    nat_model_desc d = nat_model_desc_default();
+    snprintf(d.name, sizeof d.name, "small");
+    d.in_chans = 1, d.num_classes = 3, d.img_size = 8, d.embed_dim = 8, d.kernel_size = 3, d.mlp_ratio = 2;
+    d.num_levels = 1, d.patch_stride = 2, d.depths[0] = 1, d.heads[0] = 1;
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/nat_test_rel_XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    static const struct {
+        const char *key, *value, *want;
+    } bad[] = {
+        {"nat.embed_dim", "4294967312", "nat.embed_dim"},
+        {"nat.num_classes", "-4294967293", "nat.num_classes"},
+        {"nat.dilations", "99999999", "dilation 99999999"},
+        {"nat.depths", "4294967297", "nat.depths"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        nat_st_writer *w;
+        TH_OK(nat_st_writer_new(&w));
+        TH_OK(nat_model_write(m, w));
+        TH_OK(nat_st_writer_set_metadata(w, bad[i].key, bad[i].value));
+        TH_OK(nat_st_writer_save(w, path));
+        nat_st_writer_free(w);
+        nat_st_file *f;
+        TH_OK(nat_st_open(&f, path));
+        nat_model_desc back;
+        nat_status s = nat_model_desc_read(f, &back);
+        nat_model *m2 = NULL;
+        if (s == NAT_OK) /* what a caller does next: it must fail cleanly, not overflow */
+            s = nat_model_new(&m2, &back);
+        nat_model_free(m2);
+        ck_assert_msg(s != NAT_OK, "%s = %s was accepted (embed_dim %d)", bad[i].key, bad[i].value, back.embed_dim);
+        ck_assert_msg(strstr(nat_error_message(), bad[i].want), "%s = %s: message '%s'", bad[i].key, bad[i].value,
+                      nat_error_message());
+        nat_st_close(f);
+    }
+    unlink(path);
+    nat_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reliability");
@@ -49,6 +109,7 @@ int main(void)
         const TTest *test;
     } cases[] = {
         {"metrics_ties_are_wrong_and_nan_is_an_error", metrics_ties_are_wrong_and_nan_is_an_error},
+        {"size_overflow_and_metadata_ranges", size_overflow_and_metadata_ranges},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);
