@@ -7,9 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <stb_image_write.h>
+
 #include "support/harness.h"
+#include "nat/data.h"
 #include "nat/model.h"
 #include "nat/safetensors.h"
 #include "train/train_metrics.h"
@@ -101,6 +105,71 @@ START_TEST(size_overflow_and_metadata_ranges)
 }
 END_TEST
 
+/* Writes a w x h gray PNG (via stb_image_write) to path. */
+static void write_png(const char *path, int w, int h)
+{
+    unsigned char *px = calloc((size_t)w * h, 1);
+    ck_assert_ptr_nonnull(px);
+    ck_assert(stbi_write_png(path, w, h, 1, px, w));
+    free(px);
+}
+
+/* Sets the width and height in a PNG's IHDR (bytes 16..23; stb_image does not check the CRC). */
+static void patch_png_size(const char *path, uint32_t w, uint32_t h)
+{
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    unsigned char b[8] = {w >> 24, w >> 16, w >> 8, w, h >> 24, h >> 16, h >> 8, h};
+    ck_assert_int_eq(fseek(f, 16, SEEK_SET), 0);
+    ck_assert_int_eq(fwrite(b, 1, 8, f), 8);
+    fclose(f);
+}
+
+/* An 18000 x 18000 PNG of under 1 MB was decoded (~6 GB per loader worker) and aborted the run even in
+ * non-strict mode: the size is read from the header first, and a larger image than the limit is a
+ * format error the loader can skip. */
+START_TEST(image_size_bomb_refused_before_decoding)
+{
+    char root[64], p[160];
+    snprintf(root, sizeof root, "/tmp/nat_test_rel_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(root));
+    snprintf(p, sizeof p, "%s/cls", root);
+    ck_assert_int_eq(mkdir(p, 0777), 0);
+    snprintf(p, sizeof p, "%s/cls/a_small.png", root);
+    write_png(p, 16, 16);
+    snprintf(p, sizeof p, "%s/cls/b_bomb.png", root);
+    write_png(p, 64, 64);
+    patch_png_size(p, 18000, 18000);
+    int64_t old = nat_data_set_max_pixels(1000 * 1000);
+    nat_dataset *ds;
+    TH_OK(nat_dataset_open_folder(root, 3, &ds));
+    nat_image im = {0};
+    int32_t y;
+    TH_OK(nat_dataset_get(ds, 0, &im, &y));
+    th_expect_error(nat_dataset_get(ds, 1, &im, &y), NAT_ERR_FORMAT, "18000x18000", "max_pixels");
+    /* A truncated JPEG is named as such (it was reported as "bad png sig"). */
+    snprintf(p, sizeof p, "%s/cls/c_trunc.jpg", root);
+    {
+        unsigned char px[64 * 64 * 3] = {0};
+        ck_assert(stbi_write_jpg(p, 64, 64, 3, px, 90));
+        struct stat sb;
+        ck_assert_int_eq(stat(p, &sb), 0);
+        ck_assert_int_eq(truncate(p, sb.st_size / 2), 0);
+    }
+    nat_dataset_free(ds);
+    TH_OK(nat_dataset_open_folder(root, 3, &ds));
+    nat_status s = nat_dataset_get(ds, 2, &im, &y);
+    ck_assert_int_ne(s, NAT_OK);
+    ck_assert_msg(strstr(nat_error_message(), "JPEG"), "truncated JPEG reported as: %s", nat_error_message());
+    nat_data_set_max_pixels(old);
+    nat_image_free(&im);
+    nat_dataset_free(ds);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reliability");
@@ -110,6 +179,7 @@ int main(void)
     } cases[] = {
         {"metrics_ties_are_wrong_and_nan_is_an_error", metrics_ties_are_wrong_and_nan_is_an_error},
         {"size_overflow_and_metadata_ranges", size_overflow_and_metadata_ranges},
+        {"image_size_bomb_refused_before_decoding", image_size_bomb_refused_before_decoding},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -86,6 +86,8 @@ static const key_def keys[] = {
     {"data", "std", T_FLOATS, OFF(data.std), 1e-6, 1e3, false, NULL, "", "normalisation std per channel; empty = the dataset's usual constants"},
     {"data", "strict", T_BOOL, OFF(data.strict), 0, 0, false, NULL, "false",
      "an unreadable or corrupt image stops the run instead of being skipped with a warning"},
+    {"data", "max_pixels", T_I64, OFF(data.max_pixels), 1, BIG, false, NULL, "67108864",
+     "largest image (width x height, read from its header before decoding) an image folder decodes; larger ones are skipped as corrupt (strict: an error)"},
     /* [aug] */
     {"aug", "crop", T_ENUM, OFF(aug.crop), 0, 0, false, "random_crop|random_resized_crop|none", "random_crop",
      "training crop: pad + random window, torchvision's RandomResizedCrop, or none (folders need a crop)"},
