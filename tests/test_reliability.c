@@ -16,6 +16,8 @@
 #include "nat/data.h"
 #include "nat/model.h"
 #include "nat/safetensors.h"
+#include "train/config.h"
+#include "train/train_loop.h"
 #include "train/train_metrics.h"
 
 /* Ties and NaN used to count as correct: no other logit is *strictly* greater than a tied or NaN label
@@ -170,6 +172,70 @@ START_TEST(image_size_bomb_refused_before_decoding)
 }
 END_TEST
 
+/* Makes root/<split>/<class>/img.png for each class named in the comma-separated list. */
+static void make_split(const char *root, const char *split, const char *classes)
+{
+    char p[300], list[200];
+    snprintf(list, sizeof list, "%s", classes);
+    snprintf(p, sizeof p, "%s/%s", root, split);
+    mkdir(p, 0777);
+    for (char *save, *c = strtok_r(list, ",", &save); c; c = strtok_r(NULL, ",", &save)) {
+        snprintf(p, sizeof p, "%s/%s/%s", root, split, c);
+        ck_assert_int_eq(mkdir(p, 0777), 0);
+        snprintf(p, sizeof p, "%s/%s/%s/img.png", root, split, c);
+        write_png(p, 16, 16);
+    }
+}
+
+static nat_status train_folder(const char *root, const char *train, const char *val, FILE *out)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s/train %s/val", root, root);
+    ck_assert_int_eq(system(cmd), 0);
+    make_split(root, "train", train);
+    make_split(root, "val", val);
+    char text[600];
+    snprintf(text, sizeof text,
+             "[model]\nembed_dim = 8\ndepths = 1\nheads = 1\nkernel_size = 3\nmlp_ratio = 2\npatch_stride = 2\n"
+             "[data]\nformat = folder\nroot = %s\nimg_size = 8\nworkers = 0\n"
+             "[train]\nepochs = 1\nbatch_size = 1\nthreads = 1\n[log]\ndir = %s/run\n",
+             root, root);
+    nat_config c;
+    nat_config_defaults(&c);
+    TH_OK(nat_config_parse_string(&c, text, "folder.cfg"));
+    nat_train_opts o = {.out = out, .progress = out, .dry_run = true};
+    nat_train_result res;
+    return nat_train(&c, &o, &res);
+}
+
+/* val/{aardvark,cat} against train/{cat,dog} was evaluated with mismatched labels (exit 0); a different
+ * class count failed only after training. Both are refused before training, naming both lists; a single
+ * class (top-1 trivially 100%) is warned about. */
+START_TEST(train_val_class_lists_compared_before_training)
+{
+    char root[64];
+    snprintf(root, sizeof root, "/tmp/nat_test_rel_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(root));
+    FILE *out = tmpfile();
+    ck_assert_ptr_nonnull(out);
+    nat_status s = train_folder(root, "cat,dog", "aardvark,cat", out);
+    ck_assert_msg(s != NAT_OK, "train {cat,dog} with val {aardvark,cat} was accepted");
+    th_expect_error(s, NAT_ERR_FORMAT, "aardvark, cat", "cat, dog");
+    th_expect_error(train_folder(root, "cat,dog", "cat,dog,emu", out), NAT_ERR_FORMAT, "cat, dog, emu", "cat, dog");
+    TH_OK(train_folder(root, "cat,dog", "cat,dog", out));
+    TH_OK(train_folder(root, "cat", "cat", out));
+    char text[8192] = "";
+    rewind(out);
+    size_t n = fread(text, 1, sizeof text - 1, out);
+    text[n] = 0;
+    ck_assert_msg(strstr(text, "warning: one class"), "no warning for a one-class dataset");
+    fclose(out);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reliability");
@@ -180,6 +246,7 @@ int main(void)
         {"metrics_ties_are_wrong_and_nan_is_an_error", metrics_ties_are_wrong_and_nan_is_an_error},
         {"size_overflow_and_metadata_ranges", size_overflow_and_metadata_ranges},
         {"image_size_bomb_refused_before_decoding", image_size_bomb_refused_before_decoding},
+        {"train_val_class_lists_compared_before_training", train_val_class_lists_compared_before_training},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -95,6 +95,41 @@ static void default_dir(const run *r, char *buf, size_t cap)
     snprintf(buf, cap, "runs/%s-%s", stem, when);
 }
 
+/* "a, b, c" of a dataset's class names (the first 12, then how many more). */
+static void class_list(const nat_dataset *ds, char *buf, size_t cap)
+{
+    int n = nat_dataset_classes(ds);
+    size_t at = 0;
+    buf[0] = 0;
+    for (int k = 0; k < n && at < cap; k++) {
+        int w = k < 12 ? snprintf(buf + at, cap - at, "%s%s", k ? ", " : "", nat_dataset_class_name(ds, k))
+                       : snprintf(buf + at, cap - at, " ... (%d more)", n - k);
+        if (w < 0 || k >= 12)
+            break;
+        at += (size_t)w;
+    }
+}
+
+/* The evaluation split must have the training split's classes, in the same order: labels are indices,
+ * so val/{aardvark,cat} against train/{cat,dog} would be scored against the wrong classes, and a
+ * different count failed only after training. Checked before anything is trained. */
+static nat_status same_classes(const nat_dataset *train, const nat_dataset *test)
+{
+    int n = nat_dataset_classes(train);
+    bool same = n == nat_dataset_classes(test);
+    for (int k = 0; same && k < n; k++)
+        same = !strcmp(nat_dataset_class_name(train, k), nat_dataset_class_name(test, k));
+    if (same)
+        return NAT_OK;
+    char a[600], b[600];
+    class_list(train, a, sizeof a);
+    class_list(test, b, sizeof b);
+    return nat_error(NAT_ERR_FORMAT,
+                     "data: the evaluation split %s has %d classes (%s) but the training split %s has %d (%s); they must "
+                     "be the same folders",
+                     nat_dataset_name(test), nat_dataset_classes(test), b, nat_dataset_name(train), n, a);
+}
+
 /* Locks the run directory for the life of the run (flock on the directory itself: released by the
  * kernel when the process ends, however it ends), then makes sure a new run does not write over an
  * old one: a non-empty directory needs resume or overwrite. */
@@ -321,7 +356,11 @@ static nat_status setup(run *r, nat_train_result *res)
     NAT_TRY(nat_train_open_dataset(c, NAT_SPLIT_TRAIN, &r->train_ds));
     NAT_TRY(nat_train_open_dataset(c, NAT_SPLIT_TEST, &r->test_ds));
     NAT_TRY(nat_train_resolve_data(c, r->train_ds));
+    NAT_TRY(same_classes(r->train_ds, r->test_ds));
     int ch, classes = nat_dataset_classes(r->train_ds);
+    if (classes == 1)
+        fprintf(out, "warning: one class in %s: every prediction is that class, so accuracy is trivially 100%%\n",
+                nat_dataset_name(r->train_ds));
     nat_dataset_shape(r->train_ds, &ch, NULL, NULL);
     nat_model_desc d;
     NAT_TRY(nat_config_model_desc(c, ch, classes, c->data.img_size, &d));
