@@ -236,6 +236,25 @@ START_TEST(train_val_class_lists_compared_before_training)
 }
 END_TEST
 
+/* A data.root with non-UTF-8 bytes went into the checkpoint header as is: JSON that other safetensors
+ * readers refuse. The writer refuses it, and --set (which skips the config file's UTF-8 check) too. */
+START_TEST(checkpoint_metadata_must_be_utf8)
+{
+    nat_st_writer *w;
+    TH_OK(nat_st_writer_new(&w));
+    th_expect_error(nat_st_writer_set_metadata(w, "train.config", "[data]\nroot = /data/caf\xe9\n"), NAT_ERR_INVALID_ARG,
+                    "train.config", "UTF-8");
+    th_expect_error(nat_st_writer_set_metadata(w, "k\xff", "v"), NAT_ERR_INVALID_ARG, "UTF-8", NULL);
+    TH_OK(nat_st_writer_set_metadata(w, "train.config", "[data]\nroot = /data/caf\xc3\xa9\n"));
+    nat_st_writer_free(w);
+    nat_config c;
+    nat_config_defaults(&c);
+    th_expect_error(nat_config_set(&c, "data.root=/data/caf\xe9"), NAT_ERR_FORMAT, "UTF-8", NULL);
+    ck_assert_int_eq(nat_utf8_invalid_at("ok \xe2\x82\xac"), -1);
+    ck_assert_int_eq(nat_utf8_invalid_at("ab\xed\xa0\x80"), 2); /* a UTF-16 surrogate */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reliability");
@@ -247,6 +266,7 @@ int main(void)
         {"size_overflow_and_metadata_ranges", size_overflow_and_metadata_ranges},
         {"image_size_bomb_refused_before_decoding", image_size_bomb_refused_before_decoding},
         {"train_val_class_lists_compared_before_training", train_val_class_lists_compared_before_training},
+        {"checkpoint_metadata_must_be_utf8", checkpoint_metadata_must_be_utf8},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);

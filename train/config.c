@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 
 #include "nat/data.h"
+#include "nat/safetensors.h" /* nat_utf8_invalid_at */
 
 typedef enum ktype { T_INT, T_I64, T_U64, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_INTS, T_FLOATS, T_DEVICE } ktype;
 
@@ -608,33 +609,14 @@ static int handler(void *user, const char *section, const char *name, const char
     return 1;
 }
 
-/* The 1-based line of the first byte sequence of text that is not UTF-8 (stray continuation bytes,
- * truncated, overlong or surrogate encodings, code points past U+10FFFF), or 0 when all of it is. */
+/* The 1-based line of the first byte sequence of text that is not UTF-8, or 0 when all of it is. */
 static int utf8_bad_line(const char *text)
 {
+    int64_t at = nat_utf8_invalid_at(text);
     int line = 1;
-    for (const unsigned char *q = (const unsigned char *)text; *q;) {
-        unsigned c = *q;
-        if (c < 0x80) {
-            line += c == '\n';
-            q++;
-            continue;
-        }
-        int more = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
-        if (more < 0)
-            return line;
-        unsigned cp = c & (0x3fu >> more);
-        for (int k = 1; k <= more; k++) {
-            if ((q[k] & 0xc0) != 0x80)
-                return line;
-            cp = cp << 6 | (q[k] & 0x3fu);
-        }
-        static const unsigned min[4] = {0, 0x80, 0x800, 0x10000};
-        if (cp < min[more] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return line;
-        q += more + 1;
-    }
-    return 0;
+    for (int64_t i = 0; i < at; i++)
+        line += text[i] == '\n';
+    return at < 0 ? 0 : line;
 }
 
 nat_status nat_config_parse_string(nat_config *c, const char *text, const char *name)
@@ -718,6 +700,8 @@ nat_status nat_config_load(nat_config *c, const char *path)
 
 nat_status nat_config_set(nat_config *c, const char *assignment)
 {
+    if (nat_utf8_invalid_at(assignment) >= 0) /* as in a config file: checkpoints store the values as JSON */
+        return nat_error(NAT_ERR_FORMAT, "--set %s: not valid UTF-8 text", assignment);
     const char *eq = strchr(assignment, '=');
     char key[128];
     if (!eq || (size_t)(eq - assignment) >= sizeof key)
