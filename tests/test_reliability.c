@@ -63,10 +63,7 @@ START_TEST(size_overflow_and_metadata_ranges)
     int64_t bytes[1] = {(int64_t)1 << 62}; /* the count fits, its bytes do not */
     th_expect_error(nat_tensor_new(&t, NAT_F32, NAT_CPU, 1, bytes), NAT_ERR_INVALID_ARG, "overflow", NULL);
 
-    nat_model_desc d = nat_model_desc_default();
-    snprintf(d.name, sizeof d.name, "small");
-    d.in_chans = 1, d.num_classes = 3, d.img_size = 8, d.embed_dim = 8, d.kernel_size = 3, d.mlp_ratio = 2;
-    d.num_levels = 1, d.patch_stride = 2, d.depths[0] = 1, d.heads[0] = 1;
+    nat_model_desc d = th_tiny_nat_desc();
     nat_model *m;
     TH_OK(nat_model_new(&m, &d));
     char path[64];
@@ -257,22 +254,12 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("reliability");
-    const struct {
-        const char *name;
-        const TTest *test;
-    } cases[] = {
+    const th_case cases[] = {
         {"metrics_ties_are_wrong_and_nan_is_an_error", metrics_ties_are_wrong_and_nan_is_an_error},
         {"size_overflow_and_metadata_ranges", size_overflow_and_metadata_ranges},
         {"image_size_bomb_refused_before_decoding", image_size_bomb_refused_before_decoding},
         {"train_val_class_lists_compared_before_training", train_val_class_lists_compared_before_training},
         {"checkpoint_metadata_must_be_utf8", checkpoint_metadata_must_be_utf8},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, 120);
-        suite_add_tcase(s, tc);
-    }
-    return th_run_suite(s);
+    return th_run_cases("reliability", cases, sizeof cases / sizeof *cases, 120);
 }

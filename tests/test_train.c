@@ -671,6 +671,29 @@ END_TEST
 
 /* ---- misuse and bad input (docs/reliability.md) ---- */
 
+/* A fresh dir holding the small IDX train and test sets; returns a FILE for quiet output. */
+static FILE *idx_run_dir(void)
+{
+    make_dir();
+    write_idx("train", 96, 12, 1);
+    write_idx("t10k", 40, 12, 2);
+    return devnull();
+}
+
+static void quick_config(nat_config *c, const char *run, int max_steps);
+
+/* idx_run_dir, then a run of `steps` steps into dir/run with o's output quiet; returns the quiet FILE. */
+static FILE *first_run(const char *run, int steps, nat_train_opts *o)
+{
+    FILE *quiet = idx_run_dir();
+    *o = (nat_train_opts){.out = quiet, .progress = quiet};
+    nat_config c;
+    nat_train_result res;
+    quick_config(&c, run, steps);
+    TH_OK(nat_train(&c, o, &res));
+    return quiet;
+}
+
 static void quick_config(nat_config *c, const char *run, int max_steps)
 {
     tiny_config(c, run);
@@ -684,15 +707,10 @@ static void quick_config(nat_config *c, const char *run, int max_steps)
  * the old run's) deleted the new run's own checkpoints; two processes with one --out clobbered each other. */
 START_TEST(run_dir_not_empty_refused_locked_overwrite)
 {
-    make_dir();
-    write_idx("train", 96, 12, 1);
-    write_idx("t10k", 40, 12, 2);
-    FILE *quiet = devnull();
+    nat_train_opts o;
+    FILE *quiet = first_run("r", 6, &o);
     nat_config c;
     nat_train_result res;
-    nat_train_opts o = {.out = quiet, .progress = quiet};
-    quick_config(&c, "r", 6);
-    TH_OK(nat_train(&c, &o, &res));
     ck_assert_int_eq(count_files("r", "ckpt-"), 2); /* steps 3 and 6 */
 
     quick_config(&c, "r", 3);
@@ -730,15 +748,12 @@ END_TEST
 /* --out longer than the path buffer was cut silently and the run went elsewhere. */
 START_TEST(long_paths_are_errors_not_cut)
 {
-    make_dir();
+    FILE *quiet = idx_run_dir();
     char out[700];
     int n = snprintf(out, sizeof out, "%s/", dir);
     while (n < 600)
         out[n++] = 'd';
     out[n] = 0;
-    write_idx("train", 96, 12, 1);
-    write_idx("t10k", 40, 12, 2);
-    FILE *quiet = devnull();
     nat_config c;
     tiny_config(&c, "x");
     nat_train_opts o = {.out_dir = out, .out = quiet, .progress = quiet, .dry_run = true};
@@ -765,15 +780,10 @@ END_TEST
  * final evaluation's rows made the resumed run write those rows twice. */
 START_TEST(resume_removes_stale_tmp_and_duplicate_eval_rows)
 {
-    make_dir();
-    write_idx("train", 96, 12, 1);
-    write_idx("t10k", 40, 12, 2);
-    FILE *quiet = devnull();
+    nat_train_opts o;
+    FILE *quiet = first_run("h", 3, &o);
     nat_config c;
     nat_train_result res;
-    nat_train_opts o = {.out = quiet, .progress = quiet};
-    quick_config(&c, "h", 3);
-    TH_OK(nat_train(&c, &o, &res));
     pid_t dead = fork();
     if (dead == 0)
         _exit(0);
@@ -836,10 +846,7 @@ END_TEST
 START_TEST(optimizer_and_ema_tensors_checked_like_weights)
 {
     make_dir();
-    nat_model_desc d = nat_model_desc_default();
-    snprintf(d.name, sizeof d.name, "small");
-    d.in_chans = 1, d.num_classes = 3, d.img_size = 8, d.embed_dim = 8, d.kernel_size = 3, d.mlp_ratio = 2;
-    d.num_levels = 1, d.patch_stride = 2, d.depths[0] = 1, d.heads[0] = 1;
+    nat_model_desc d = th_tiny_nat_desc();
     nat_model *m;
     TH_OK(nat_model_new(&m, &d));
     nat_ema ema = {0};
