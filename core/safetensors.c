@@ -867,10 +867,41 @@ static nat_status writer_add_host(nat_st_writer *w, const char *name, const nat_
     return NAT_OK;
 }
 
+int64_t nat_utf8_invalid_at(const char *s)
+{
+    static const unsigned min[4] = {0, 0x80, 0x800, 0x10000}; /* smallest code point of each length */
+    for (const unsigned char *q = (const unsigned char *)s; *q;) {
+        unsigned c = *q;
+        if (c < 0x80) {
+            q++;
+            continue;
+        }
+        int more = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+        if (more < 0)
+            return (int64_t)(q - (const unsigned char *)s);
+        unsigned cp = c & (0x3fu >> more);
+        for (int k = 1; k <= more; k++) {
+            if ((q[k] & 0xc0) != 0x80) /* also stops at the NUL: q[k] is never read past it */
+                return (int64_t)(q - (const unsigned char *)s);
+            cp = cp << 6 | (q[k] & 0x3fu);
+        }
+        if (cp < min[more] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return (int64_t)(q - (const unsigned char *)s);
+        q += more + 1;
+    }
+    return -1;
+}
+
 nat_status nat_st_writer_set_metadata(nat_st_writer *w, const char *key, const char *value)
 {
     if (!w || !key || !value)
         return nat_error(NAT_ERR_INVALID_ARG, "nat_st_writer_set_metadata: NULL writer, key or value");
+    /* The header is JSON: bytes that are not UTF-8 (a Latin-1 data.root) make it unreadable elsewhere. */
+    int64_t bad_key = nat_utf8_invalid_at(key), bad = nat_utf8_invalid_at(value);
+    if (bad_key >= 0 || bad >= 0)
+        return nat_error(NAT_ERR_INVALID_ARG, "safetensors writer: metadata '%.60s' has a %s that is not UTF-8 (byte %lld)",
+                         bad_key >= 0 ? "(bad key)" : key, bad_key >= 0 ? "key" : "value",
+                         (long long)(bad_key >= 0 ? bad_key : bad));
     char *v = strdup(value);
     if (!v)
         return nat_error(NAT_ERR_OOM, "safetensors writer: out of memory");

@@ -56,9 +56,18 @@ nat_status nat_check_dims(int ndim, const int64_t *shape, const char *what)
     if (ndim < 0 || ndim > NAT_MAX_DIMS)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %d dimensions requested; nat tensors have at most %d", what, ndim,
                          NAT_MAX_DIMS);
-    for (int d = 0; d < ndim; d++)
+    /* The element count, checked: an overflowing product (UB) gave a tensor of a few elements for shape
+     * [2^62 + 1, 4]. At most 2^60 elements, so the byte count of any dtype (<= 8 bytes) fits too. */
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) {
         if (shape[d] < 0)
             return nat_error(NAT_ERR_INVALID_ARG, "%s: negative size %" PRId64 " in dimension %d", what, shape[d], d);
+        if (__builtin_mul_overflow(n, shape[d], &n) || n > ((int64_t)1 << 60)) {
+            char b[160];
+            return nat_error(NAT_ERR_INVALID_ARG, "%s: shape %s overflows (more than 2^60 elements)", what,
+                             nat_dims_str(ndim, shape, b, sizeof b));
+        }
+    }
     return NAT_OK;
 }
 

@@ -8,6 +8,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,10 @@ static nat_status scan_class(folder_set *s, const char *dir, int32_t label, int 
     return st;
 }
 
+static _Atomic int64_t max_pixels = NAT_DEFAULT_MAX_PIXELS; /* read by loader workers: atomic */
+
+int64_t nat_data_set_max_pixels(int64_t n) { return atomic_exchange(&max_pixels, n); }
+
 static nat_status folder_get(void *user, int64_t i, nat_image *img, int32_t *label)
 {
     const folder_set *s = user;
@@ -165,11 +170,27 @@ static nat_status folder_get(void *user, int64_t i, nat_image *img, int32_t *lab
     FILE *f = fopen(path, "rb");
     if (!f)
         return nat_error(NAT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* The format by its first bytes, for messages: stb_image's own reason is that of the last decoder it
+     * tried, so a truncated JPEG came out as "bad png sig". */
+    unsigned char magic[4] = {0};
+    size_t got = fread(magic, 1, sizeof magic, f);
+    rewind(f);
+    const char *kind = got >= 3 && magic[0] == 0xff && magic[1] == 0xd8 && magic[2] == 0xff ? "JPEG"
+                       : got == 4 && !memcmp(magic, "\x89PNG", 4)                            ? "PNG"
+                                                                                            : "image";
     int w = 0, h = 0, n = 0;
+    /* The size from the header before decoding: a small file can declare a huge image. */
+    const int64_t limit = atomic_load(&max_pixels);
+    if (stbi_info_from_file(f, &w, &h, &n) && (int64_t)w * (int64_t)h > limit) {
+        fclose(f);
+        return nat_error(NAT_ERR_FORMAT, "%s: the %s is %dx%d = %lld pixels, more than data.max_pixels = %lld", path,
+                         kind, w, h, (long long)w * h, (long long)limit);
+    }
     unsigned char *px = stbi_load_from_file(f, &w, &h, &n, s->channels);
     fclose(f);
     if (!px)
-        return nat_error(NAT_ERR_FORMAT, "%s: cannot decode image: %s", path, stbi_failure_reason());
+        return nat_error(NAT_ERR_FORMAT, "%s: cannot decode the %s (truncated or corrupt?): %s", path, kind,
+                         stbi_failure_reason());
     nat_status st = nat_image_reserve(img, s->channels, h, w);
     if (st == NAT_OK) {
         const int C = s->channels;

@@ -229,6 +229,64 @@ START_TEST(docs_list_every_key)
 }
 END_TEST
 
+/* inih reads at most INI_MAX_LINE (200) bytes per line and parsed the rest of a longer line as a new
+ * line, so a long comment could set a key; a NUL byte ended the file silently. */
+START_TEST(long_lines_nul_and_bad_utf8)
+{
+    char text[2048];
+    char pad[400];
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    /* 199 characters of comment, then what inih took for the next line. */
+    snprintf(text, sizeof text, "[train]\n# %.*sepochs = 7\nbatch_size = 16\n", 197, pad);
+    nat_config c;
+    nat_config_defaults(&c);
+    const char *p = write_cfg(text);
+    TH_OK(nat_config_load(&c, p));
+    unlink(p);
+    ck_assert_msg(c.train.epochs != 7, "a comment set train.epochs = %d", c.train.epochs);
+    nat_config d;
+    nat_config_defaults(&d);
+    ck_assert_int_eq(c.train.epochs, d.train.epochs);
+    ck_assert_int_eq(c.train.batch_size, 16);
+
+    /* A long value (a deep path) is read whole, with an inline comment after it. */
+    char root[400];
+    snprintf(root, sizeof root, "/data/%.*s/set", 300, pad);
+    snprintf(text, sizeof text, "[data]\nformat = folder\nroot = %s ; the images\n[train]\nepochs = 3\n", root);
+    nat_config_defaults(&c);
+    TH_OK(nat_config_parse_string(&c, text, "long.cfg"));
+    ck_assert_str_eq(c.data.root, root);
+    ck_assert_int_eq(c.train.epochs, 3);
+    snprintf(text, sizeof text, "[data]\nroot = %s%s\n", pad, pad); /* longer than the field: an error, not a cut */
+    nat_config_defaults(&c);
+    th_expect_error(nat_config_parse_string(&c, text, "long.cfg"), NAT_ERR_FORMAT, "long.cfg:2:", "data.root");
+
+    /* A NUL byte: an error naming its line, not the end of the file. */
+    static const char nul[] = "[train]\nepochs = 2\n# \0\nbatch_size = 16\n";
+    snprintf(tmp_path, sizeof tmp_path, "/tmp/nat_test_cfg_XXXXXX");
+    int fd = mkstemp(tmp_path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, nul, sizeof nul - 1), (ssize_t)(sizeof nul - 1));
+    close(fd);
+    char where[96];
+    snprintf(where, sizeof where, "%s:3:", tmp_path);
+    nat_config_defaults(&c);
+    th_expect_error(nat_config_load(&c, tmp_path), NAT_ERR_FORMAT, where, "NUL");
+    unlink(tmp_path);
+
+    /* Invalid UTF-8 (a Latin-1 byte, an overlong encoding): an error naming the line. */
+    expect_line_error("[data]\nformat = folder\nroot = /data/caf\xe9\n", 3, "UTF-8");
+    expect_line_error("[train]\n# \xc0\xaf\n", 2, "UTF-8");
+    nat_config_defaults(&c);
+    TH_OK(nat_config_parse_string(&c, "[data]\n# caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\n", "utf8.cfg"));
+
+    /* A directory given as the config: say so. */
+    nat_config_defaults(&c);
+    th_expect_error(nat_config_load(&c, "/tmp"), NAT_ERR_IO, "/tmp", "is a directory");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -238,7 +296,7 @@ int main(void)
     } cases[] = {
         {"defaults_round_trip", defaults_round_trip}, {"errors_name_file_and_line", errors_name_file_and_line},
         {"resolve_from_variant", resolve_from_variant}, {"shipped_configs", shipped_configs},
-        {"docs_list_every_key", docs_list_every_key},
+        {"docs_list_every_key", docs_list_every_key}, {"long_lines_nul_and_bad_utf8", long_lines_nul_and_bad_utf8},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -12,13 +12,16 @@
  *    run's, and the f16 run's loss scaler saved in and restored from its checkpoint;
  *  - train.device = cuda on a machine (or build) without CUDA: an early error naming the key, no run. */
 #define _XOPEN_SOURCE 700
+#include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "nat/cuda.h"
@@ -28,6 +31,7 @@
 #include "train/config.h"
 #include "train/train_checkpoint.h"
 #include "train/train_ema.h"
+#include "train/train_log.h"
 #include "train/train_loop.h"
 #include "train/train_replicas.h"
 #include "train/train_schedule.h"
@@ -744,6 +748,239 @@ START_TEST(device_cuda_refused_without_device)
 }
 END_TEST
 
+/* ---- misuse and bad input (docs/reliability.md) ---- */
+
+/* A fresh dir holding the small IDX train and test sets; returns a FILE for quiet output. */
+static FILE *idx_run_dir(void)
+{
+    make_dir();
+    write_idx("train", 96, 12, 1);
+    write_idx("t10k", 40, 12, 2);
+    return devnull();
+}
+
+static void quick_config(nat_config *c, const char *run, int max_steps);
+
+/* idx_run_dir, then a run of `steps` steps into dir/run with o's output quiet; returns the quiet FILE. */
+static FILE *first_run(const char *run, int steps, nat_train_opts *o)
+{
+    FILE *quiet = idx_run_dir();
+    *o = (nat_train_opts){.out = quiet, .progress = quiet};
+    nat_config c;
+    nat_train_result res;
+    quick_config(&c, run, steps);
+    TH_OK(nat_train(&c, o, &res));
+    return quiet;
+}
+
+static void quick_config(nat_config *c, const char *run, int max_steps)
+{
+    tiny_config(c, run);
+    char set[64];
+    snprintf(set, sizeof set, "train.max_steps=%d", max_steps);
+    TH_OK(nat_config_set(c, set));
+    TH_OK(nat_config_set(c, "data.workers=0"));
+}
+
+/* A new run into an old run's directory overwrote its logs, and pruning (which keeps the highest steps,
+ * the old run's) deleted the new run's own checkpoints; two processes with one --out clobbered each other. */
+START_TEST(run_dir_not_empty_refused_locked_overwrite)
+{
+    nat_train_opts o;
+    FILE *quiet = first_run("r", 6, &o);
+    nat_config c;
+    nat_train_result res;
+    ck_assert_int_eq(count_files("r", "ckpt-"), 2); /* steps 3 and 6 */
+
+    quick_config(&c, "r", 3);
+    nat_status s = nat_train(&c, &o, &res);
+    ck_assert_msg(s != NAT_OK, "a second new run into %s/r succeeded", dir);
+    th_expect_error(s, NAT_ERR_INVALID_ARG, "is not empty", "--overwrite");
+
+    /* Another process holds the run directory: a clear error, even with overwrite. */
+    char rd[128];
+    snprintf(rd, sizeof rd, "%s/r", dir);
+    int fd = open(rd, O_RDONLY | O_DIRECTORY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+    o.overwrite = true;
+    quick_config(&c, "r", 3);
+    th_expect_error(nat_train(&c, &o, &res), NAT_ERR_IO, "in use by another", rd);
+    close(fd);
+
+    /* Overwrite: the old run's checkpoints go; last.safetensors points at the new run's. */
+    quick_config(&c, "r", 3);
+    TH_OK(nat_train(&c, &o, &res));
+    ck_assert_int_eq(count_files("r", "ckpt-"), 1);
+    char last[160];
+    snprintf(last, sizeof last, "%s/r/last.safetensors", dir);
+    ck_assert_msg(access(last, R_OK) == 0, "%s dangles", last);
+    nat_st_file *f;
+    TH_OK(nat_st_open(&f, last));
+    ck_assert_str_eq(nat_st_metadata(f, "train.step"), "3");
+    nat_st_close(f);
+    fclose(quiet);
+    remove_dir();
+}
+END_TEST
+
+/* --out longer than the path buffer was cut silently and the run went elsewhere. */
+START_TEST(long_paths_are_errors_not_cut)
+{
+    FILE *quiet = idx_run_dir();
+    char out[700];
+    int n = snprintf(out, sizeof out, "%s/", dir);
+    while (n < 600)
+        out[n++] = 'd';
+    out[n] = 0;
+    nat_config c;
+    tiny_config(&c, "x");
+    nat_train_opts o = {.out_dir = out, .out = quiet, .progress = quiet, .dry_run = true};
+    nat_train_result res;
+    th_expect_error(nat_train(&c, &o, &res), NAT_ERR_INVALID_ARG, "longer than", NULL);
+    /* An existing file named by a long path: refused, not cut to another name. */
+    char file[160], longp[800];
+    snprintf(file, sizeof file, "%s/ckpt.safetensors", dir);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    n = snprintf(longp, sizeof longp, "%s", dir);
+    while (n < 640)
+        n += snprintf(longp + n, sizeof longp - (size_t)n, "/.");
+    snprintf(longp + n, sizeof longp - (size_t)n, "/ckpt.safetensors");
+    char buf[NAT_CFG_STR + 64];
+    th_expect_error(nat_checkpoint_resolve(longp, buf, sizeof buf), NAT_ERR_INVALID_ARG, "longer than", NULL);
+    fclose(quiet);
+    remove_dir();
+}
+END_TEST
+
+/* A kill left ckpt-*.tmp.PID files behind for good, and one after the last checkpoint but before the
+ * final evaluation's rows made the resumed run write those rows twice. */
+START_TEST(resume_removes_stale_tmp_and_duplicate_eval_rows)
+{
+    nat_train_opts o;
+    FILE *quiet = first_run("h", 3, &o);
+    nat_config c;
+    nat_train_result res;
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    ck_assert_int_gt(dead, 0);
+    waitpid(dead, NULL, 0);
+    char stale[200], live[200];
+    snprintf(stale, sizeof stale, "%s/h/ckpt-00000002.safetensors.tmp.%ld", dir, (long)dead);
+    snprintf(live, sizeof live, "%s/h/ckpt-00000002.safetensors.tmp.%ld", dir, (long)getppid());
+    FILE *f = fopen(stale, "w");
+    FILE *g = fopen(live, "w");
+    ck_assert(f && g);
+    fclose(f);
+    fclose(g);
+
+    /* The run had finished; resuming it evaluates step 3 again (as after a kill during that evaluation). */
+    char rd[128];
+    snprintf(rd, sizeof rd, "%s/h", dir);
+    quick_config(&c, "h", 3);
+    o.resume = rd;
+    TH_OK(nat_train(&c, &o, &res));
+    ck_assert_msg(access(stale, F_OK) != 0, "stale %s is still there", stale);
+    ck_assert_msg(access(live, F_OK) == 0, "%s of a live process was removed", live);
+    char p[160], line[256];
+    snprintf(p, sizeof p, "%s/h/eval_log.csv", dir);
+    f = fopen(p, "r");
+    ck_assert_ptr_nonnull(f);
+    int at3 = 0;
+    while (fgets(line, sizeof line, f))
+        at3 += strncmp(line, "3,", 2) == 0;
+    fclose(f);
+    ck_assert_msg(at3 == 2, "eval_log.csv has %d rows of step 3, expected 2 (model and ema)", at3);
+    fclose(quiet);
+    remove_dir();
+}
+END_TEST
+
+/* CSV log rows on a full device were lost without a word (exit 0, empty logs). */
+START_TEST(log_write_errors_are_reported)
+{
+    make_dir();
+    nat_train_log log;
+    TH_OK(nat_train_log_open(&log, dir, -1, -1));
+    fclose(log.steps);
+    log.steps = fopen("/dev/full", "w");
+    ck_assert_ptr_nonnull(log.steps);
+    th_expect_error(nat_train_log_step(&log, 1, 0.1, 2.0, 1e-3, 1.0, 100, 1, 1), NAT_ERR_IO, "train_log.csv",
+                    "No space left");
+    fclose(log.evals);
+    log.evals = fopen("/dev/full", "w");
+    ck_assert_ptr_nonnull(log.evals);
+    th_expect_error(nat_train_log_eval(&log, 1, 0.1, "model", 10, 50, 90, 1.5, 0.1), NAT_ERR_IO, "eval_log.csv",
+                    "No space left");
+    nat_train_log_close(&log);
+    remove_dir();
+}
+END_TEST
+
+/* Resume and nat-eval --ema read optimizer and EMA tensors unchecked: a NaN in the AdamW moments went
+ * on to ruin the run, and an EMA tensor of transposed shape (same element count) loaded. */
+START_TEST(optimizer_and_ema_tensors_checked_like_weights)
+{
+    make_dir();
+    nat_model_desc d = th_tiny_nat_desc();
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    nat_ema ema = {0};
+    TH_OK(nat_ema_init(&ema, m, 0.9f));
+    nat_optim_config oc = nat_optim_adamw_config(0.9f, 0.999f, 1e-8f);
+    nat_optim *opt;
+    TH_OK(nat_optim_new(&opt, &oc));
+    const nat_param_list *l = nat_model_params(m);
+    nat_tensor **ps = malloc((size_t)l->count * sizeof *ps);
+    for (int i = 0; i < l->count; i++)
+        ps[i] = l->items[i].tensor;
+    TH_OK(nat_optim_add_group(opt, ps, l->count, 0.01f));
+    ck_assert_int_gt(nat_optim_state_count(opt), 0);
+    const char *name;
+    nat_tensor *t;
+    TH_OK(nat_optim_state_get(opt, 0, &name, &t));
+    nat_tensor_f32(t)[0] = NAN;
+    nat_train_state st = {.best_top1 = -1};
+    char path[160];
+    snprintf(path, sizeof path, "%s/nan.safetensors", dir);
+    TH_OK(nat_checkpoint_save(path, m, opt, &ema, &st, ""));
+    nat_tensor_f32(t)[0] = 0;
+    th_expect_error(nat_checkpoint_load(path, m, opt, &ema, &st), NAT_ERR_FORMAT, "non-finite", name);
+
+    /* A checkpoint whose ema.head.weight is [classes, dim] transposed: refused by nat-eval --ema. */
+    nat_st_writer *w;
+    TH_OK(nat_st_writer_new(&w));
+    TH_OK(nat_model_write(m, w));
+    for (int i = 0; i < l->count; i++) {
+        char key[300];
+        snprintf(key, sizeof key, "ema.%s", l->items[i].name);
+        nat_tensor *e = l->items[i].tensor, *tr = NULL;
+        if (!strcmp(l->items[i].name, "head.weight")) {
+            int64_t sh[2] = {e->shape[1], e->shape[0]};
+            TH_OK(nat_tensor_new(&tr, NAT_F32, NAT_CPU, 2, sh));
+            e = tr;
+        }
+        TH_OK(nat_st_writer_add(w, key, e));
+        nat_tensor_free(tr);
+    }
+    snprintf(path, sizeof path, "%s/ema.safetensors", dir);
+    TH_OK(nat_st_writer_save(w, path));
+    nat_st_writer_free(w);
+    nat_st_file *f;
+    TH_OK(nat_st_open(&f, path));
+    th_expect_error(nat_checkpoint_read_weights(m, f, true), NAT_ERR_SHAPE, "ema.head.weight", "[8, 3]");
+    nat_st_close(f);
+    free(ps);
+    nat_optim_free(opt);
+    nat_ema_free(&ema);
+    nat_model_free(m);
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -760,6 +997,11 @@ int main(void)
         {"device_cuda_refused_without_device", device_cuda_refused_without_device},
         {"replicas_sum_the_whole_batch_gradient", replicas_sum_the_whole_batch_gradient},
         {"replicas_deterministic_resumable_and_close", replicas_deterministic_resumable_and_close},
+        {"run_dir_not_empty_refused_locked_overwrite", run_dir_not_empty_refused_locked_overwrite},
+        {"long_paths_are_errors_not_cut", long_paths_are_errors_not_cut},
+        {"resume_removes_stale_tmp_and_duplicate_eval_rows", resume_removes_stale_tmp_and_duplicate_eval_rows},
+        {"log_write_errors_are_reported", log_write_errors_are_reported},
+        {"optimizer_and_ema_tensors_checked_like_weights", optimizer_and_ema_tensors_checked_like_weights},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         if (cases[i].test == fashion_mnist_smoke && !th_need_fashion_mnist(cases[i].name, NAT_FASHION_MNIST_DIR))

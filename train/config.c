@@ -5,7 +5,14 @@
  * libinih does the INI syntax. Its handler is not told the line number, so the text is fed to it through
  * ini_parse_stream with a reader that counts lines: when the handler runs, the reader has just delivered
  * the line of that key. The reader also checks [section] headers, which reach no handler call when the
- * section is empty. */
+ * section is empty.
+ *
+ * inih reads a line into a fixed buffer (INI_MAX_LINE, 200 bytes in Debian's build) and parses what does
+ * not fit as a new line, so a long comment could set a key. The reader therefore never hands it more
+ * than fits: a longer comment goes over as a bare ";", and a longer "key = value" as "key =" with the
+ * value kept aside for the handler (which strips an inline comment and blanks as inih would). Before
+ * parsing, the text is checked to be UTF-8 (a config is text; other bytes are an error naming the line),
+ * and nat_config_load refuses a NUL byte, which would end the C string early and drop the rest. */
 #define _POSIX_C_SOURCE 200809L
 #include "train/config.h"
 
@@ -17,8 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h> /* strcasecmp */
+#include <sys/stat.h>
 
 #include "nat/data.h"
+#include "nat/safetensors.h" /* nat_utf8_invalid_at */
 
 typedef enum ktype { T_INT, T_I64, T_U64, T_FLOAT, T_BOOL, T_STR, T_ENUM, T_INTS, T_FLOATS, T_DEVICE } ktype;
 
@@ -78,6 +87,8 @@ static const key_def keys[] = {
     {"data", "std", T_FLOATS, OFF(data.std), 1e-6, 1e3, false, NULL, "", "normalisation std per channel; empty = the dataset's usual constants"},
     {"data", "strict", T_BOOL, OFF(data.strict), 0, 0, false, NULL, "false",
      "an unreadable or corrupt image stops the run instead of being skipped with a warning"},
+    {"data", "max_pixels", T_I64, OFF(data.max_pixels), 1, BIG, false, NULL, "67108864",
+     "largest image (width x height, read from its header before decoding) an image folder decodes; larger ones are skipped as corrupt (strict: an error)"},
     /* [aug] */
     {"aug", "crop", T_ENUM, OFF(aug.crop), 0, 0, false, "random_crop|random_resized_crop|none", "random_crop",
      "training crop: pad + random window, torchvision's RandomResizedCrop, or none (folders need a crop)"},
@@ -467,6 +478,8 @@ typedef struct parse_ctx {
     uint8_t seen[N_KEYS];
     int err_line;     /* first error of ours, 0 = none */
     char err[768];
+    int long_line;    /* the line whose value is long_value (too long for inih's buffer); 0 = none */
+    char *long_value; /* malloc'ed raw text after the '=' or ':' of that line */
 } parse_ctx;
 
 static void fail_at(parse_ctx *p, int line, const char *fmt, const char *a, const char *b, const char *c)
@@ -479,6 +492,40 @@ static void fail_at(parse_ctx *p, int line, const char *fmt, const char *a, cons
     snprintf(p->err, sizeof p->err, "%s:%d: %s", p->name, line, msg);
 }
 
+/* A line too long for inih's buffer of num bytes (starting at text, len bytes without the newline) goes
+ * over shortened into str: see the file comment. */
+static void shorten_long_line(parse_ctx *p, const char *text, size_t len, char *str, int num)
+{
+    snprintf(str, (size_t)num, ";\n"); /* a comment, or harmless filler after an error */
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\t'))
+        i++;
+    if (i < len && strchr(INI_START_COMMENT_PREFIXES, text[i]))
+        return;
+    /* The separator, as inih finds it: the first '=' or ':' before an inline comment (";" after a blank). */
+    size_t sep = i;
+    while (sep < len && text[sep] != '=' && text[sep] != ':' &&
+           !(text[sep] == ';' && sep > 0 && isspace((unsigned char)text[sep - 1])))
+        sep++;
+    if (i == len || text[i] == '[' || sep >= len || text[sep] == ';' || sep + 3 > (size_t)num) {
+        char n[24], head[48];
+        snprintf(n, sizeof n, "%zu", len);
+        snprintf(head, sizeof head, "%.40s", text + i);
+        fail_at(p, p->line, "a line of %s characters that is not 'key = value' with a short key ('%s...')%s", n, head,
+                "");
+        return;
+    }
+    free(p->long_value);
+    if (!(p->long_value = malloc(len - sep))) {
+        fail_at(p, p->line, "out of memory for a long line%s%s%s", "", "", "");
+        return;
+    }
+    memcpy(p->long_value, text + sep + 1, len - sep - 1);
+    p->long_value[len - sep - 1] = 0;
+    p->long_line = p->line;
+    snprintf(str, (size_t)num, "%.*s\n", (int)(sep + 1), text);
+}
+
 /* fgets over the text, counting lines and checking section headers. */
 static char *reader(char *str, int num, void *stream)
 {
@@ -487,6 +534,14 @@ static char *reader(char *str, int num, void *stream)
         return NULL;
     if (p->at_line_start)
         p->line++;
+    const char *line = p->text + p->pos, *nl = strchr(line, '\n');
+    size_t line_len = nl ? (size_t)(nl - line) : strlen(line);
+    if (line_len + 2 > (size_t)num) { /* with its newline and NUL it does not fit */
+        p->pos += line_len + (nl ? 1 : 0);
+        p->at_line_start = true;
+        shorten_long_line(p, line, line_len, str, num);
+        return str;
+    }
     int n = 0;
     while (n < num - 1 && p->text[p->pos]) {
         char ch = p->text[p->pos++];
@@ -535,6 +590,15 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     p->seen[k] = 1;
     char err[400];
+    if (p->long_line == p->line && p->long_value) { /* the whole value of a long line, as inih would give it */
+        char *v = p->long_value;
+        for (char *q = v; *q; q++)
+            if (*q == ';' && q > v && isspace((unsigned char)q[-1])) {
+                *q = 0;
+                break;
+            }
+        value = trim(v);
+    }
     if (!set_value(p->c, &keys[k], value, err, sizeof err)) {
         char key[96];
         snprintf(key, sizeof key, "%s.%s", section, name);
@@ -545,18 +609,40 @@ static int handler(void *user, const char *section, const char *name, const char
     return 1;
 }
 
+/* The 1-based line of the first byte sequence of text that is not UTF-8, or 0 when all of it is. */
+static int utf8_bad_line(const char *text)
+{
+    int64_t at = nat_utf8_invalid_at(text);
+    int line = 1;
+    for (int64_t i = 0; i < at; i++)
+        line += text[i] == '\n';
+    return at < 0 ? 0 : line;
+}
+
 nat_status nat_config_parse_string(nat_config *c, const char *text, const char *name)
 {
     parse_ctx *p = calloc(1, sizeof *p);
     if (!p)
         return nat_error(NAT_ERR_OOM, "config %s: out of memory", name);
+    if (name != c->source && strlen(name) >= sizeof c->source) { /* a cut name would be a different file */
+        free(p);
+        return nat_error(NAT_ERR_INVALID_ARG, "config %.80s...: the path is longer than %zu characters", name,
+                         sizeof c->source - 1);
+    }
     if (name != c->source)
         snprintf(c->source, sizeof c->source, "%s", name);
     p->c = c;
     p->name = name;
     p->text = text;
     p->at_line_start = true;
+    int bad_line = utf8_bad_line(text);
+    if (bad_line) {
+        free(p);
+        return nat_error(NAT_ERR_FORMAT, "config %s:%d: not valid UTF-8 text (a config is UTF-8; other bytes, e.g. "
+                         "Latin-1, are refused)", name, bad_line);
+    }
     int r = ini_parse_stream(reader, p, handler, p);
+    free(p->long_value);
     nat_status s = NAT_OK;
     if (p->err_line && (r <= 0 || p->err_line <= r))
         s = nat_error(NAT_ERR_FORMAT, "config %s", p->err);
@@ -574,6 +660,11 @@ nat_status nat_config_load(nat_config *c, const char *path)
     FILE *f = fopen(path, "rb");
     if (!f)
         return nat_error(NAT_ERR_IO, "config %s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) { /* fopen accepts one; fread then fails */
+        fclose(f);
+        return nat_error(NAT_ERR_IO, "config %s: is a directory, not a config file", path);
+    }
     size_t cap = 4096, n = 0;
     char *text = malloc(cap);
     for (size_t got; text && (got = fread(text + n, 1, cap - n - 1, f)) > 0;) {
@@ -594,6 +685,14 @@ nat_status nat_config_load(nat_config *c, const char *path)
         return nat_error(NAT_ERR_IO, "config %s: read error", path);
     }
     text[n] = 0;
+    const char *nul = memchr(text, 0, n);
+    if (nul) { /* the text is handed on as a C string: it would end here and the rest be dropped */
+        int line = 1;
+        for (const char *q = text; q < nul; q++)
+            line += *q == '\n';
+        free(text);
+        return nat_error(NAT_ERR_FORMAT, "config %s:%d: a NUL byte (a config is text)", path, line);
+    }
     nat_status s = nat_config_parse_string(c, text, path);
     free(text);
     return s;
@@ -601,6 +700,8 @@ nat_status nat_config_load(nat_config *c, const char *path)
 
 nat_status nat_config_set(nat_config *c, const char *assignment)
 {
+    if (nat_utf8_invalid_at(assignment) >= 0) /* as in a config file: checkpoints store the values as JSON */
+        return nat_error(NAT_ERR_FORMAT, "--set %s: not valid UTF-8 text", assignment);
     const char *eq = strchr(assignment, '=');
     char key[128];
     if (!eq || (size_t)(eq - assignment) >= sizeof key)

@@ -58,6 +58,7 @@ typedef struct nat_config {
         int workers;
         nat_cfg_floats mean, std; /* empty = the dataset's usual constants */
         bool strict;             /* an unreadable image is an error rather than skipped */
+        int64_t max_pixels;      /* larger images (by their header) are not decoded: skipped, or strict an error */
     } data;
     struct {
         char crop[32];   /* random_crop, random_resized_crop, none */

@@ -47,23 +47,6 @@ static int fail(const char *what)
     return 1;
 }
 
-/* Loads the weights: the model's own names, or with ema the "ema." copies of a training checkpoint. */
-static nat_status load_weights(nat_model *m, nat_st_file *f, bool ema)
-{
-    if (!ema)
-        return nat_model_read(m, f, false);
-    const nat_param_list *l = nat_model_params(m);
-    for (int i = 0; i < l->count; i++) {
-        char key[300];
-        snprintf(key, sizeof key, "ema.%s", l->items[i].name);
-        if (nat_st_find(f, key) < 0)
-            return nat_error(NAT_ERR_FORMAT, "checkpoint %s holds no EMA weights ('%s' is missing; was train.ema on?)",
-                             nat_st_path(f), key);
-        NAT_TRY(nat_st_read_f32(f, key, nat_tensor_f32(l->items[i].tensor), nat_tensor_numel(l->items[i].tensor)));
-    }
-    return NAT_OK;
-}
-
 int main(int argc, char **argv)
 {
     nat_train_passive_omp(argv);
@@ -149,7 +132,7 @@ int main(int argc, char **argv)
     nat_ctx *ctx = NULL;
     nat_metrics met = {0};
     nat_model_desc d;
-    if (nat_st_open(&f, path) || nat_model_desc_read(f, &d) || nat_model_new(&m, &d) || load_weights(m, f, ema)) {
+    if (nat_st_open(&f, path) || nat_model_desc_read(f, &d) || nat_model_new(&m, &d) || nat_checkpoint_read_weights(m, f, ema)) {
         rc = fail(NULL);
         goto done;
     }

@@ -26,7 +26,9 @@ static void usage(FILE *f)
             "                          checkpoint); losses continue exactly as in an uninterrupted run. Without\n"
             "                          CONFIG the checkpoint's own config is used\n"
             "  --out DIR               run directory (default: log.dir, else the resumed checkpoint's\n"
-            "                          directory, else runs/<config name>-<date>-<time>)\n"
+            "                          directory, else runs/<config name>-<date>-<time>). A new run refuses a\n"
+            "                          directory that is not empty, and one another nat-train is using\n"
+            "  --overwrite             a new run replaces the checkpoints and logs of an old run in --out\n"
             "  --dry-run               resolve the config, open the data, build the model, print the plan; no training\n"
             "  --keys                  list every config key with its default and meaning\n"
             "  --help                  this text\n"
@@ -40,7 +42,7 @@ int main(int argc, char **argv)
     const char *config = NULL, *resume = NULL, *out = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
     int n_sets = 0;
-    bool dry = false;
+    bool dry = false, overwrite = false;
     if (!sets)
         return 1;
     for (int i = 1; i < argc; i++) {
@@ -56,6 +58,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--dry-run")) {
             dry = true;
+        } else if (!strcmp(a, "--overwrite")) {
+            overwrite = true;
         } else if (!strcmp(a, "--set") || !strcmp(a, "--resume") || !strcmp(a, "--out")) {
             if (!next) {
                 fprintf(stderr, "nat-train: %s needs a value (try --help)\n", a);
@@ -114,7 +118,8 @@ int main(int argc, char **argv)
     }
 
     nat_train_signals_install();
-    nat_train_opts o = {.resume = resume, .out_dir = out, .stop = nat_train_stop_flag(), .dry_run = dry};
+    nat_train_opts o = {
+        .resume = resume, .out_dir = out, .stop = nat_train_stop_flag(), .dry_run = dry, .overwrite = overwrite};
     nat_train_result res;
     s = nat_train(&cfg, &o, &res);
     if (s != NAT_OK) {

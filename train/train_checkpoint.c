@@ -3,6 +3,7 @@
 #include "train/train_checkpoint.h"
 
 #include <dirent.h>
+#include <signal.h> /* kill(pid, 0): is the process alive */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -74,8 +75,8 @@ nat_status nat_checkpoint_save(const char *path, const nat_model *m, const nat_o
     if (s == NAT_OK)
         s = nat_st_writer_save(w, path);
     nat_st_writer_free(w);
-    if (s != NAT_OK)
-        return nat_error_context(s, "checkpoint %s", path);
+    if (s != NAT_OK) /* the writer's messages name the file already: not twice */
+        return strstr(nat_error_message(), path) ? nat_error_context(s, "checkpoint") : nat_error_context(s, "checkpoint %s", path);
     return NAT_OK;
 }
 
@@ -111,32 +112,69 @@ static nat_status need_f64(const nat_st_file *f, const char *key, double *out)
     return NAT_OK;
 }
 
-/* Reads tensor `name` of the file into t, which must have the file's shape exactly. */
-static nat_status read_into(nat_st_file *f, const char *name, nat_tensor *t)
+/* Reads n tensors named prefix + names[i] (or "" when names is NULL: their own names in keys) into
+ * tensors[i] with the checks model weights get (nat_st_load_into): the file's shape exactly, a float
+ * dtype, and every value finite, all checked before any tensor is written. A NaN in the AdamW moments
+ * or an EMA tensor of transposed shape is an error naming the tensor, not a silently ruined run. */
+static nat_status load_checked(nat_st_file *f, const char *prefix, const char *const *names, nat_tensor **tensors,
+                               int n)
 {
-    int i = nat_st_find(f, name);
-    if (i < 0)
-        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: tensor '%s' is missing", nat_st_path(f), name);
-    int ndim;
-    int64_t shape[NAT_MAX_DIMS];
-    NAT_TRY(nat_st_info(f, i, NULL, &ndim, shape));
-    bool same = ndim == t->ndim;
-    for (int d = 0; same && d < ndim; d++)
-        same = shape[d] == t->shape[d];
-    if (!same) {
-        char a[96], b[96];
-        return nat_error(NAT_ERR_SHAPE, "checkpoint %s: tensor '%s' is %s, expected %s", nat_st_path(f), name,
-                         nat_dims_str(ndim, shape, a, sizeof a), nat_shape_str(t, b, sizeof b));
+    char **keys = calloc((size_t)n + 1, sizeof *keys);
+    nat_status s = keys ? NAT_OK : nat_error(NAT_ERR_OOM, "checkpoint %s: out of memory", nat_st_path(f));
+    for (int i = 0; s == NAT_OK && i < n; i++) {
+        size_t len = strlen(prefix) + strlen(names[i]) + 1;
+        if (!(keys[i] = malloc(len)))
+            s = nat_error(NAT_ERR_OOM, "checkpoint %s: out of memory", nat_st_path(f));
+        else
+            snprintf(keys[i], len, "%s%s", prefix, names[i]);
     }
-    if (t->device.kind == NAT_DEV_CPU)
-        return nat_st_read_f32(f, name, nat_tensor_f32(t), nat_tensor_numel(t));
-    /* A device tensor: read on the host, then one explicit copy. */
-    nat_tensor *h;
-    NAT_TRY(nat_tensor_new(&h, NAT_F32, NAT_CPU, t->ndim, t->shape));
-    nat_status s = nat_st_read_f32(f, name, nat_tensor_f32(h), nat_tensor_numel(h));
     if (s == NAT_OK)
-        s = nat_tensor_copy(t, h);
-    nat_tensor_free(h);
+        s = nat_st_load_into(f, tensors, (const char **)keys, n, 0);
+    for (int i = 0; keys && i < n; i++)
+        free(keys[i]);
+    free(keys);
+    return s;
+}
+
+/* The optimizer state tensors, or the parameters of a model, as name and tensor arrays (malloc'ed). */
+static nat_status optim_lists(const nat_optim *opt, const char ***names, nat_tensor ***tensors, int *n)
+{
+    *n = nat_optim_state_count(opt);
+    *names = calloc((size_t)*n + 1, sizeof **names);
+    *tensors = calloc((size_t)*n + 1, sizeof **tensors);
+    if (!*names || !*tensors)
+        return nat_error(NAT_ERR_OOM, "checkpoint: out of memory");
+    for (int i = 0; i < *n; i++)
+        NAT_TRY(nat_optim_state_get(opt, i, &(*names)[i], &(*tensors)[i]));
+    return NAT_OK;
+}
+
+static nat_status param_lists(const nat_model *m, const char ***names, nat_tensor ***tensors, int *n)
+{
+    const nat_param_list *l = nat_model_params(m);
+    *n = l->count;
+    *names = calloc((size_t)*n + 1, sizeof **names);
+    *tensors = calloc((size_t)*n + 1, sizeof **tensors);
+    if (!*names || !*tensors)
+        return nat_error(NAT_ERR_OOM, "checkpoint: out of memory");
+    for (int i = 0; i < *n; i++) {
+        (*names)[i] = l->items[i].name;
+        (*tensors)[i] = l->items[i].tensor;
+    }
+    return NAT_OK;
+}
+
+/* Loads the optimizer state (ema NULL) or the EMA model's parameters ("ema." names). */
+static nat_status load_group(nat_st_file *f, const nat_optim *opt, const nat_model *ema)
+{
+    const char **names = NULL;
+    nat_tensor **tensors = NULL;
+    int n = 0;
+    nat_status s = ema ? param_lists(ema, &names, &tensors, &n) : optim_lists(opt, &names, &tensors, &n);
+    if (s == NAT_OK)
+        s = load_checked(f, ema ? "ema." : "optim.", names, tensors, n);
+    free(names);
+    free(tensors);
     return s;
 }
 
@@ -176,23 +214,12 @@ static nat_status load_all(nat_st_file *f, nat_model *m, nat_optim *opt, nat_ema
     /* The metadata is all read: now the tensors (on an error some objects may already be restored; the
      * caller gives up on them). */
     NAT_TRY(nat_model_read(m, f, false));
-    for (int i = 0; i < nat_optim_state_count(opt); i++) {
-        const char *name;
-        nat_tensor *ts;
-        NAT_TRY(nat_optim_state_get(opt, i, &name, &ts));
-        char key[256];
-        snprintf(key, sizeof key, "optim.%s", name);
-        NAT_TRY(read_into(f, key, ts));
-    }
+    NAT_TRY(load_group(f, opt, NULL));
     NAT_TRY(nat_optim_set_step_count(opt, optim_steps));
     if (ema && ema->model) {
         const nat_param_list *l = nat_model_params(ema->model), *lm = nat_model_params(m);
         if (nat_st_metadata(f, "train.ema_updates")) {
-            for (int i = 0; i < l->count; i++) {
-                char key[300];
-                snprintf(key, sizeof key, "ema.%s", l->items[i].name);
-                NAT_TRY(read_into(f, key, l->items[i].tensor));
-            }
+            NAT_TRY(load_group(f, NULL, ema->model));
             NAT_TRY(need_i64(f, "train.ema_updates", &ema->updates));
         } else {
             for (int i = 0; i < l->count; i++)
@@ -213,6 +240,19 @@ nat_status nat_checkpoint_load(const char *path, nat_model *m, nat_optim *opt, n
     return s;
 }
 
+nat_status nat_checkpoint_read_weights(nat_model *m, nat_st_file *f, bool ema)
+{
+    if (!ema)
+        return nat_model_read(m, f, false);
+    const nat_param_list *l = nat_model_params(m);
+    char key[300];
+    snprintf(key, sizeof key, "ema.%s", l->count ? l->items[0].name : "");
+    if (l->count && nat_st_find(f, key) < 0)
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s holds no EMA weights ('%s' is missing; was train.ema on?)",
+                         nat_st_path(f), key);
+    return load_group(f, NULL, m); /* the same shape and finite checks as the model's own weights */
+}
+
 nat_status nat_checkpoint_read_config(const char *path, char **text)
 {
     *text = NULL;
@@ -229,9 +269,10 @@ nat_status nat_checkpoint_read_config(const char *path, char **text)
     return st;
 }
 
-void nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step)
+bool nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step)
 {
-    snprintf(buf, cap, "%s/ckpt-%08" PRId64 ".safetensors", dir, step);
+    int n = snprintf(buf, cap, "%s/ckpt-%08" PRId64 ".safetensors", dir, step);
+    return n >= 0 && (size_t)n < cap;
 }
 
 nat_status nat_checkpoint_link_last(const char *dir, const char *path)
@@ -308,7 +349,10 @@ nat_status nat_checkpoint_resolve(const char *path, char *buf, size_t cap)
     if (stat(path, &sb) != 0)
         return nat_error(NAT_ERR_IO, "checkpoint %s: %s", path, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) {
-        snprintf(buf, cap, "%s", path);
+        int len = snprintf(buf, cap, "%s", path);
+        if (len < 0 || (size_t)len >= cap)
+            return nat_error(NAT_ERR_INVALID_ARG, "checkpoint %.80s...: the path is %d characters, longer than %zu",
+                             path, len, cap - 1);
         return NAT_OK;
     }
     int64_t *steps;
@@ -318,7 +362,67 @@ nat_status nat_checkpoint_resolve(const char *path, char *buf, size_t cap)
         free(steps);
         return nat_error(NAT_ERR_IO, "checkpoint: directory %s holds no ckpt-*.safetensors", path);
     }
-    nat_checkpoint_path(buf, cap, path, steps[n - 1]);
+    bool fits = nat_checkpoint_path(buf, cap, path, steps[n - 1]);
     free(steps);
+    if (!fits)
+        return nat_error(NAT_ERR_INVALID_ARG, "checkpoint directory %.80s...: the checkpoint's path is longer than %zu",
+                         path, cap - 1);
     return NAT_OK;
+}
+
+/* The pid of a temporary file's name (<anything>.tmp.<pid> or .last.safetensors.<pid>), or 0. */
+static long tmp_pid(const char *name)
+{
+    const char *tail = NULL;
+    if (!strncmp(name, ".last.safetensors.", 18))
+        tail = name + 18;
+    else if ((tail = strstr(name, ".tmp.")))
+        tail += 5;
+    if (!tail || !*tail)
+        return 0;
+    char *end;
+    long pid = strtol(tail, &end, 10);
+    return *end || pid <= 0 ? 0 : pid;
+}
+
+nat_status nat_checkpoint_remove_stale(const char *dir, FILE *out)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return nat_error(NAT_ERR_IO, "run directory %s: cannot read: %s", dir, strerror(errno));
+    for (struct dirent *e; (e = readdir(d));) {
+        long pid = tmp_pid(e->d_name);
+        /* kill(pid, 0) fails with ESRCH only when no such process exists (EPERM: alive, someone else's). */
+        if (!pid || !(kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+            continue;
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name); /* dir < NAT_CFG_STR, a name < 256: fits */
+        if (unlink(p) == 0 && out)
+            fprintf(out, "note: removed %s, left by process %ld, which is gone\n", p, pid);
+    }
+    closedir(d);
+    return NAT_OK;
+}
+
+nat_status nat_checkpoint_clear_run(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return nat_error(NAT_ERR_IO, "run directory %s: cannot read: %s", dir, strerror(errno));
+    nat_status s = NAT_OK;
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *n = e->d_name;
+        size_t len = strlen(n);
+        bool ours = (!strncmp(n, "ckpt-", 5) && len > 17 && !strcmp(n + len - 12, ".safetensors")) ||
+                    !strcmp(n, "last.safetensors") || !strcmp(n, "train_log.csv") || !strcmp(n, "eval_log.csv") ||
+                    !strcmp(n, "config.cfg");
+        if (!ours)
+            continue;
+        char p[1200];
+        snprintf(p, sizeof p, "%s/%s", dir, n);
+        if (unlink(p) != 0 && s == NAT_OK)
+            s = nat_error(NAT_ERR_IO, "--overwrite: cannot remove %s: %s", p, strerror(errno));
+    }
+    closedir(d);
+    return s;
 }

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "nat/data.h"
 #include "nat/model.h"
@@ -45,17 +46,28 @@ nat_status nat_checkpoint_save(const char *path, const nat_model *m, const nat_o
  * against the file's shapes; errors name the tensor and the file (after an error the objects may be partly
  * restored: do not train on). */
 nat_status nat_checkpoint_load(const char *path, nat_model *m, nat_optim *opt, nat_ema *ema, nat_train_state *st);
+/* Reads a checkpoint's model weights into m: its own names, or with ema the "ema." copies of a training
+ * checkpoint (nat-eval --ema). */
+nat_status nat_checkpoint_read_weights(nat_model *m, nat_st_file *f, bool ema);
 /* The config text stored in a checkpoint (malloc'ed, owned by the caller); NAT_ERR_FORMAT when the file
  * has none (a plain weights file). */
 nat_status nat_checkpoint_read_config(const char *path, char **text);
 
-/* dir/ckpt-<step>.safetensors */
-void nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step);
+/* dir/ckpt-<step>.safetensors; false (buf then holds a cut path: do not use it) when it does not fit. */
+bool nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step);
 /* Points dir/last.safetensors at `path` (atomically: a temporary link renamed over it). */
 nat_status nat_checkpoint_link_last(const char *dir, const char *path);
 /* Deletes all but the newest `keep` ckpt-*.safetensors of dir (keep 0: none deleted). */
 nat_status nat_checkpoint_prune(const char *dir, int keep);
-/* path may name a checkpoint or a run directory; a directory gives its newest ckpt-*.safetensors. */
+/* path may name a checkpoint or a run directory; a directory gives its newest ckpt-*.safetensors. A
+ * result longer than cap - 1 is NAT_ERR_INVALID_ARG (never cut to another name). */
 nat_status nat_checkpoint_resolve(const char *path, char *buf, size_t cap);
+/* Removes the temporary files a killed run left in dir (<file>.tmp.<pid> of a checkpoint being written,
+ * .last.safetensors.<pid> of last.safetensors being replaced) whose process is gone, noting each on
+ * out (may be NULL). Those of a live process stay. */
+nat_status nat_checkpoint_remove_stale(const char *dir, FILE *out);
+/* Removes what a run writes into dir (checkpoints, last.safetensors, the CSV logs, config.cfg): an
+ * explicit overwrite of an old run. Other files stay. */
+nat_status nat_checkpoint_clear_run(const char *dir);
 
 #endif

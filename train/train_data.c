@@ -25,6 +25,7 @@ nat_status nat_train_open_dataset(const nat_config *c, nat_split split, nat_data
 {
     *out = NULL;
     nat_dataset *ds;
+    nat_data_set_max_pixels(c->data.max_pixels); /* before any image is decoded */
     nat_status st = nat_dataset_open(c->data.format, c->data.root, split, &ds);
     if (st != NAT_OK) {
         if (!strcmp(c->data.format, "fashion-mnist") && !strcmp(c->data.root, NAT_FASHION_MNIST_DIR))

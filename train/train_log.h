@@ -14,15 +14,18 @@
 
 typedef struct nat_train_log {
     FILE *steps, *evals;
+    char steps_path[1024], evals_path[1024]; /* for messages */
 } nat_train_log;
 
-/* Opens (creates) both files in dir. resume_step < 0: a new run (files truncated); otherwise rows past
- * resume_step are dropped and new rows are appended. */
-nat_status nat_train_log_open(nat_train_log *log, const char *dir, int64_t resume_step);
-void nat_train_log_step(nat_train_log *log, int64_t step, double epoch, double loss, double lr, double grad_norm,
+/* Opens (creates) both files in dir. resume_step < 0: a new run (files truncated); otherwise rows of
+ * train_log.csv past resume_step and of eval_log.csv past eval_keep are dropped and new rows are
+ * appended. */
+nat_status nat_train_log_open(nat_train_log *log, const char *dir, int64_t resume_step, int64_t eval_keep);
+/* Write errors (a full disk) are returned, naming the file and the system's reason. */
+nat_status nat_train_log_step(nat_train_log *log, int64_t step, double epoch, double loss, double lr, double grad_norm,
                         double images_per_s, double mem_mib, double peak_mib);
-void nat_train_log_eval(nat_train_log *log, int64_t step, double epoch, const char *weights, int64_t images, double top1,
+nat_status nat_train_log_eval(nat_train_log *log, int64_t step, double epoch, const char *weights, int64_t images, double top1,
                         double top5, double loss, double seconds);
-void nat_train_log_close(nat_train_log *log);
+nat_status nat_train_log_close(nat_train_log *log);
 
 #endif

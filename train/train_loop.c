@@ -9,8 +9,12 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h> /* flock */
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "nat/alloc.h"
 #include "nat/data.h"
@@ -49,6 +53,7 @@ typedef struct run {
     nat_train_log log;
     char *config_text;
     char dir[NAT_CFG_STR];
+    int dir_lock;          /* the run directory, open and flock'ed for the life of the run; -1: none */
     char last_ckpt[NAT_CFG_STR + 64];
     int64_t last_ckpt_step;
     int64_t spe, total, stop_at; /* steps per epoch, planned steps, last step of this run */
@@ -88,6 +93,72 @@ static void default_dir(const run *r, char *buf, size_t cap)
     localtime_r(&now, &tm);
     strftime(when, sizeof when, "%Y%m%d-%H%M%S", &tm);
     snprintf(buf, cap, "runs/%s-%s", stem, when);
+}
+
+/* "a, b, c" of a dataset's class names (the first 12, then how many more). */
+static void class_list(const nat_dataset *ds, char *buf, size_t cap)
+{
+    int n = nat_dataset_classes(ds);
+    size_t at = 0;
+    buf[0] = 0;
+    for (int k = 0; k < n && at < cap; k++) {
+        int w = k < 12 ? snprintf(buf + at, cap - at, "%s%s", k ? ", " : "", nat_dataset_class_name(ds, k))
+                       : snprintf(buf + at, cap - at, " ... (%d more)", n - k);
+        if (w < 0 || k >= 12)
+            break;
+        at += (size_t)w;
+    }
+}
+
+/* The evaluation split must have the training split's classes, in the same order: labels are indices,
+ * so val/{aardvark,cat} against train/{cat,dog} would be scored against the wrong classes, and a
+ * different count failed only after training. Checked before anything is trained. */
+static nat_status same_classes(const nat_dataset *train, const nat_dataset *test)
+{
+    int n = nat_dataset_classes(train);
+    bool same = n == nat_dataset_classes(test);
+    for (int k = 0; same && k < n; k++)
+        same = !strcmp(nat_dataset_class_name(train, k), nat_dataset_class_name(test, k));
+    if (same)
+        return NAT_OK;
+    char a[600], b[600];
+    class_list(train, a, sizeof a);
+    class_list(test, b, sizeof b);
+    return nat_error(NAT_ERR_FORMAT,
+                     "data: the evaluation split %s has %d classes (%s) but the training split %s has %d (%s); they must "
+                     "be the same folders",
+                     nat_dataset_name(test), nat_dataset_classes(test), b, nat_dataset_name(train), n, a);
+}
+
+/* Locks the run directory for the life of the run (flock on the directory itself: released by the
+ * kernel when the process ends, however it ends), then makes sure a new run does not write over an
+ * old one: a non-empty directory needs resume or overwrite. */
+static nat_status claim_dir(run *r, bool resuming)
+{
+    r->dir_lock = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r->dir_lock < 0)
+        return nat_error(NAT_ERR_IO, "run directory %s: cannot open: %s", r->dir, strerror(errno));
+    if (flock(r->dir_lock, LOCK_EX | LOCK_NB) != 0)
+        return nat_error(NAT_ERR_IO, "run directory %s is in use by another nat-train process (%s); give another --out",
+                         r->dir, errno == EWOULDBLOCK ? "it holds the directory's lock" : strerror(errno));
+    if (resuming)
+        return NAT_OK;
+    DIR *d = opendir(r->dir);
+    if (!d)
+        return nat_error(NAT_ERR_IO, "run directory %s: cannot read: %s", r->dir, strerror(errno));
+    char first[256] = "";
+    for (struct dirent *e; !first[0] && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            snprintf(first, sizeof first, "%s", e->d_name);
+    closedir(d);
+    if (!first[0])
+        return NAT_OK;
+    if (r->o->overwrite)
+        return nat_checkpoint_clear_run(r->dir);
+    return nat_error(NAT_ERR_INVALID_ARG,
+                     "run directory %s is not empty (it holds %s): continue that run with --resume %s, choose another "
+                     "--out (or log.dir), or pass --overwrite to replace its checkpoints and logs",
+                     r->dir, first, r->dir);
 }
 
 static nat_status save_text(const char *path, const char *text)
@@ -134,7 +205,9 @@ static nat_status make_optimizer(run *r)
 
 static void teardown(run *r)
 {
-    nat_train_log_close(&r->log);
+    nat_train_log_close(&r->log); /* on an error path: the first error is the one reported */
+    if (r->dir_lock >= 0)
+        close(r->dir_lock); /* releases the flock */
     nat_loader_free(r->train_L);
     nat_loader_free(r->test_L);
     nat_dataset_free(r->train_ds);
@@ -183,7 +256,7 @@ static nat_status evaluate(run *r, nat_train_result *res, bool *complete)
                 epoch, (long long)r->st.step, which ? "ema" : "model", t1, t5, loss, (long long)r->met.n, secs,
                 (double)r->met.n / (secs > 0 ? secs : 1e-9));
         fflush(out);
-        nat_train_log_eval(&r->log, r->st.step, epoch, which ? "ema" : "model", r->met.n, t1, t5, loss, secs);
+        NAT_TRY(nat_train_log_eval(&r->log, r->st.step, epoch, which ? "ema" : "model", r->met.n, t1, t5, loss, secs));
         if (t1 > r->st.best_top1)
             r->st.best_top1 = t1;
         if (res && which == 0) {
@@ -283,7 +356,11 @@ static nat_status setup(run *r, nat_train_result *res)
     NAT_TRY(nat_train_open_dataset(c, NAT_SPLIT_TRAIN, &r->train_ds));
     NAT_TRY(nat_train_open_dataset(c, NAT_SPLIT_TEST, &r->test_ds));
     NAT_TRY(nat_train_resolve_data(c, r->train_ds));
+    NAT_TRY(same_classes(r->train_ds, r->test_ds));
     int ch, classes = nat_dataset_classes(r->train_ds);
+    if (classes == 1)
+        fprintf(out, "warning: one class in %s: every prediction is that class, so accuracy is trivially 100%%\n",
+                nat_dataset_name(r->train_ds));
     nat_dataset_shape(r->train_ds, &ch, NULL, NULL);
     nat_model_desc d;
     NAT_TRY(nat_config_model_desc(c, ch, classes, c->data.img_size, &d));
@@ -323,11 +400,13 @@ static nat_status setup(run *r, nat_train_result *res)
     char resume_path[NAT_CFG_STR + 64] = "";
     if (r->o->resume)
         NAT_TRY(nat_checkpoint_resolve(r->o->resume, resume_path, sizeof resume_path));
-    if (r->o->out_dir)
-        snprintf(r->dir, sizeof r->dir, "%s", r->o->out_dir);
-    else if (c->log.dir[0])
-        snprintf(r->dir, sizeof r->dir, "%s", c->log.dir);
-    else if (resume_path[0]) { /* the checkpoint's directory */
+    const char *given = r->o->out_dir ? r->o->out_dir : c->log.dir[0] ? c->log.dir : NULL;
+    if (given) { /* a cut path would send the run elsewhere */
+        int n = snprintf(r->dir, sizeof r->dir, "%s", given);
+        if (n < 0 || (size_t)n >= sizeof r->dir)
+            return nat_error(NAT_ERR_INVALID_ARG, "run directory %.60s...: the path is %d characters, longer than %zu",
+                             given, n, sizeof r->dir - 1);
+    } else if (resume_path[0]) { /* the checkpoint's directory */
         int n = snprintf(r->dir, sizeof r->dir, "%s", resume_path);
         if (n < 0 || (size_t)n >= sizeof r->dir)
             return nat_error(NAT_ERR_INVALID_ARG, "--resume %s: the path is longer than %zu characters (give --out)",
@@ -406,10 +485,15 @@ static nat_status setup(run *r, nat_train_result *res)
         return NAT_OK;
 
     NAT_TRY(mkdirs(r->dir));
+    NAT_TRY(claim_dir(r, resume_path[0] != 0));
+    NAT_TRY(nat_checkpoint_remove_stale(r->dir, out));
     char path[NAT_CFG_STR + 32];
     snprintf(path, sizeof path, "%s/config.cfg", r->dir);
     NAT_TRY(save_text(path, r->config_text));
-    NAT_TRY(nat_train_log_open(&r->log, r->dir, resume_path[0] ? r->st.step : -1));
+    /* The resumed step's evaluation rows stay, unless this run evaluates that step again (the final
+     * evaluation, after the last checkpoint): then a kill between the two would leave them twice. */
+    int64_t eval_keep = r->st.step < r->stop_at ? r->st.step : r->st.step - 1;
+    NAT_TRY(nat_train_log_open(&r->log, r->dir, resume_path[0] ? r->st.step : -1, resume_path[0] ? eval_keep : -1));
     nat_loader_state pos = position(r, r->st.step);
     return nat_loader_set_state(r->train_L, &pos);
 }
@@ -445,8 +529,8 @@ static nat_status train(run *r, nat_train_result *res)
         const double epoch = (double)s / (double)r->spe;
         if (s % c->log.csv_every == 0 || s == r->stop_at) {
             nat_mem_stats ms = nat_mem_get_stats(r->dev);
-            nat_train_log_step(&r->log, s, epoch, loss, lr, norm, (double)images / dt, (double)ms.current / 1048576.0,
-                               (double)ms.peak / 1048576.0);
+            NAT_TRY(nat_train_log_step(&r->log, s, epoch, loss, lr, norm, (double)images / dt,
+                                       (double)ms.current / 1048576.0, (double)ms.peak / 1048576.0));
         }
         nat_progress_update(&prog, (long)(s - start), (int)((s - 1) / r->spe) + 1, smooth_w > 0 ? smooth / smooth_w : loss,
                             lr, rate);
@@ -497,10 +581,13 @@ nat_status nat_train(nat_config *cfg, const nat_train_opts *opts, nat_train_resu
     r.o = opts ? opts : &none;
     r.out = r.o->out ? r.o->out : stdout;
     r.last_ckpt_step = -1;
+    r.dir_lock = -1;
     double t0 = nat_wall_now();
     nat_status s = setup(&r, &res);
     if (s == NAT_OK && !r.o->dry_run)
         s = train(&r, &res);
+    if (s == NAT_OK) /* the logs' last buffered bytes reach the disk here: a full one is an error */
+        s = nat_train_log_close(&r.log);
     res.steps = r.st.step;
     res.total_steps = r.total;
     res.best_top1 = r.st.best_top1;

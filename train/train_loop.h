@@ -32,6 +32,10 @@ typedef struct nat_train_opts {
     FILE *out;      /* config, summaries, evaluations; NULL: stdout */
     FILE *progress; /* the live progress line; NULL: stderr */
     bool dry_run;   /* build everything, print the config and the plan, train nothing */
+    /* A new run (no resume) into a run directory that is not empty is refused, so an old run's logs and
+     * checkpoints are not lost (nor taken for the new run's by pruning); overwrite deletes the old run's
+     * checkpoints and logs instead (nat-train --overwrite). */
+    bool overwrite;
 } nat_train_opts;
 
 typedef struct nat_train_result {

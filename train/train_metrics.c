@@ -1,6 +1,8 @@
 /* train/train_metrics.c — see train/train_metrics.h. The loss is log-sum-exp minus the label's logit,
- * in double. A sample counts as correct within k when fewer than k classes score strictly higher than
- * its label (ties go to the label; with real-valued logits they practically never happen). */
+ * in double. A sample counts as correct within k when fewer than k other classes score higher than or
+ * the same as its label: a tie counts as wrong, so a dead (zeroed) head scores 0%, not 100%. A
+ * non-finite logit is an error: NaN compares false with everything, so it would otherwise count as
+ * correct and turn the loss into nan unnoticed. */
 #include "train/train_metrics.h"
 
 #include <math.h>
@@ -41,11 +43,16 @@ nat_status nat_metrics_add(nat_metrics *m, const float *logits, const int32_t *l
         int best = 0, above = 0;
         double mx = l[0];
         for (int c = 0; c < C; c++) {
+            if (!isfinite(l[c]))
+                return nat_error(NAT_ERR_INVALID_ARG,
+                                 "metrics: sample %lld of the batch has a non-finite logit (%g) for class %d (diverged or "
+                                 "corrupt weights?)",
+                                 (long long)i, (double)l[c], c);
             if (l[c] > l[best])
                 best = c;
             if (l[c] > mx)
                 mx = l[c];
-            if (l[c] > l[y])
+            if (c != y && l[c] >= l[y])
                 above++;
         }
         double se = 0;

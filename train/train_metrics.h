@@ -20,7 +20,10 @@ typedef struct nat_metrics {
 nat_status nat_metrics_init(nat_metrics *m, int classes);
 void nat_metrics_reset(nat_metrics *m);
 void nat_metrics_free(nat_metrics *m);
-/* Adds n samples: logits [n, classes] row-major, labels [n]. Labels out of range are an error. */
+/* Adds n samples: logits [n, classes] row-major, labels [n]. A sample is correct within k when fewer
+ * than k other classes score >= its label's logit (ties count as wrong). Labels out of range and
+ * non-finite logits are errors (NAT_ERR_INVALID_ARG; the evaluation is void, so callers stop). The
+ * confusion matrix's prediction is the lowest-index class of the highest logit. */
 nat_status nat_metrics_add(nat_metrics *m, const float *logits, const int32_t *labels, int64_t n);
 
 double nat_metrics_top1(const nat_metrics *m); /* percent */

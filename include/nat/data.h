@@ -100,6 +100,13 @@ nat_status nat_dataset_open_cifar100(const char *dir, nat_split split, bool coar
  * dir is NAT_ERR_IO; a dir without class folders, or a class folder without images, is NAT_ERR_FORMAT
  * naming it. Only paths are read here: images are decoded by nat_dataset_get. */
 nat_status nat_dataset_open_folder(const char *dir, int channels, nat_dataset **out);
+/* The largest image (width x height, from the file's header, before decoding) an image folder decodes;
+ * a larger one is NAT_ERR_FORMAT naming its size, so the loader skips it (or, strict, stops): a small
+ * file can declare a huge image (an 18000 x 18000 PNG of 945 KB decodes to ~1 GB of bytes and ~4 GB of
+ * floats). Process-wide, for datasets opened before or after; returns the previous value. Default
+ * NAT_DEFAULT_MAX_PIXELS. */
+#define NAT_DEFAULT_MAX_PIXELS 67108864LL /* 8192 x 8192 */
+int64_t nat_data_set_max_pixels(int64_t max_pixels);
 
 /* One entry point for configs. format is "mnist", "fashion-mnist" (path: the IDX directory),
  * "cifar10", "cifar100", "cifar100-coarse" (path: the directory of .bin files) or "folder" (path/train

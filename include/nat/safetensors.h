@@ -40,8 +40,12 @@ nat_status nat_st_writer_new(nat_st_writer **out);
  * tensor, or a CUDA tensor (copied to the host first: the file is the same); it is borrowed for the
  * call only. Names must be unique and not "__metadata__". */
 nat_status nat_st_writer_add(nat_st_writer *w, const char *name, const nat_tensor *t);
-/* Sets a metadata string (copied); setting a key again replaces its value. */
+/* Sets a metadata string (copied); setting a key again replaces its value. Keys and values must be UTF-8
+ * (the header is JSON, which other readers parse strictly): other bytes are NAT_ERR_INVALID_ARG. */
 nat_status nat_st_writer_set_metadata(nat_st_writer *w, const char *key, const char *value);
+/* The byte offset of the first sequence of s that is not UTF-8 (stray continuation bytes, truncated,
+ * overlong or surrogate encodings, code points past U+10FFFF), or -1 when s is all UTF-8. */
+int64_t nat_utf8_invalid_at(const char *s);
 /* Writes everything added so far to `path`, crash-safe: the data goes to "<path>.tmp.<pid>", is
  * flushed and fsynced, then renamed over `path`, and the directory is fsynced. On failure the
  * temporary file is removed and an existing `path` is left as it was. The writer stays usable. */

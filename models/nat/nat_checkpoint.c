@@ -3,7 +3,9 @@
  * which network it holds (nat_model_desc_read rebuilds the description from them). Loading is strict
  * through nat_st_load_into: a missing, extra or mis-shaped tensor is an error naming it and the file,
  * and nothing changes on error. */
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,9 +137,13 @@ static nat_status meta_int(const nat_st_file *f, const char *key, int *out)
     const char *s;
     NAT_TRY(meta(f, key, &s));
     char *end;
-    long v = strtol(s, &end, 10);
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
     if (end == s || *end)
         return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata %s = '%s' is not an integer", nat_st_path(f), key, s);
+    /* Range-checked, not cut: 4294967312 must not become 16. */
+    if (errno == ERANGE || v < INT_MIN || v > INT_MAX)
+        return nat_error(NAT_ERR_FORMAT, "checkpoint %s: metadata %s = '%s' is out of range", nat_st_path(f), key, s);
     *out = (int)v;
     return NAT_OK;
 }
@@ -162,8 +168,9 @@ static int parse_ints(const char **s, int *v, int max)
     const char *p = *s;
     for (;;) {
         char *end;
-        long x = strtol(p, &end, 10);
-        if (end == p || n == max)
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || n == max || errno == ERANGE || x < INT_MIN || x > INT_MAX) /* not cut to int */
             return -1;
         v[n++] = (int)x;
         p = end;

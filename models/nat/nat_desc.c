@@ -91,10 +91,15 @@ static bool prob_ok(float p) { return p >= 0.0f && p < 1.0f; }
 nat_status nat_model_desc_check(const nat_model_desc *d)
 {
     const char *n = d->name[0] ? d->name : "custom";
-    if (d->in_chans < 1)
-        return nat_error(NAT_ERR_INVALID_ARG, "model %s: in_chans %d must be >= 1", n, d->in_chans);
-    if (d->num_classes < 1)
-        return nat_error(NAT_ERR_INVALID_ARG, "model %s: num_classes %d must be >= 1", n, d->num_classes);
+    /* Upper bounds too: a description can come from a file's metadata, and sizes computed from absurd
+     * values (embed_dim << level, kernel_size * dilation padding, (2k - 1)² biases) must not overflow. */
+    if (d->in_chans < 1 || d->in_chans > 4096)
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: in_chans %d must be in 1..4096", n, d->in_chans);
+    if (d->num_classes < 1 || d->num_classes > (1 << 24))
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: num_classes %d must be in 1..%d", n, d->num_classes, 1 << 24);
+    if (d->img_size > 16384 || d->embed_dim > 8192 || d->kernel_size > 63)
+        return nat_error(NAT_ERR_INVALID_ARG, "model %s: img_size %d / embed_dim %d / kernel_size %d exceed 16384 / 8192 / 63",
+                         n, d->img_size, d->embed_dim, d->kernel_size);
     if (d->num_levels < 0 || d->num_levels > NAT_MODEL_LEVELS)
         return nat_error(NAT_ERR_INVALID_ARG, "model %s: num_levels %d must be in 1..%d (0 means %d)", n, d->num_levels,
                          NAT_MODEL_LEVELS, NAT_MODEL_LEVELS);
@@ -123,9 +128,11 @@ nat_status nat_model_desc_check(const nat_model_desc *d)
             return nat_error(NAT_ERR_INVALID_ARG, "model %s: mlp_ratio %g gives an empty Mlp at level %d (dim %d)", n,
                              (double)d->mlp_ratio, i, dim);
         for (int j = 0; j < d->depths[i]; j++)
-            if (d->dilations[i][j] < 0)
-                return nat_error(NAT_ERR_INVALID_ARG, "model %s: dilation %d of layer %d at level %d must be >= 1 (0 means 1)",
-                                 n, d->dilations[i][j], j, i);
+            if (d->dilations[i][j] < 0 || d->dilations[i][j] > 16384 / d->kernel_size)
+                return nat_error(NAT_ERR_INVALID_ARG,
+                                 "model %s: dilation %d of layer %d at level %d must be in 1..%d (0 means 1; kernel size x "
+                                 "dilation at most 16384)",
+                                 n, d->dilations[i][j], j, i, 16384 / d->kernel_size);
     }
     if (!prob_ok(d->drop_path_rate))
         return nat_error(NAT_ERR_INVALID_ARG, "model %s: drop_path_rate %g must be in [0, 1)", n, (double)d->drop_path_rate);

@@ -207,6 +207,27 @@ int th_run_suite(Suite *s)
     return th_skipped ? 77 : 0;
 }
 
+nat_model_desc th_tiny_nat_desc(void)
+{
+    nat_model_desc d = nat_model_desc_default();
+    snprintf(d.name, sizeof d.name, "small");
+    d.in_chans = 1, d.num_classes = 3, d.img_size = 8, d.embed_dim = 8, d.kernel_size = 3, d.mlp_ratio = 2;
+    d.num_levels = 1, d.patch_stride = 2, d.depths[0] = 1, d.heads[0] = 1;
+    return d;
+}
+
+int th_run_cases(const char *suite, const th_case *cases, size_t n, double timeout)
+{
+    Suite *s = suite_create(suite);
+    for (size_t i = 0; i < n; i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_test(tc, cases[i].test);
+        tcase_set_timeout(tc, timeout);
+        suite_add_tcase(s, tc);
+    }
+    return th_run_suite(s);
+}
+
 float th_backward_random_projection(nat_ctx *ctx, nat_tensor *y, nat_device dev, uint64_t seed)
 {
     nat_rng rng;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "nat/autograd.h"
+#include "nat/model.h"
 #include "nat/ops.h"
 #include "nat/rng.h"
 
@@ -33,6 +34,10 @@ void th_expect_error(nat_status got, nat_status want, const char *s1, const char
 /* Backward of loss = sum(y * r), r ~ N(0, 1) from `seed`, made on y's device `dev`: every input of y
  * gets the gradient of a random projection of y (asserts each step succeeds). Returns the loss. */
 float th_backward_random_projection(nat_ctx *ctx, nat_tensor *y, nat_device dev, uint64_t seed);
+
+/* A tiny NAT description (1 level of 1 block, dim 8, kernel 3, 3 classes of 8 x 8 one-channel images)
+ * for tests of checkpoints and metadata. */
+nat_model_desc th_tiny_nat_desc(void);
 
 /* Builds the op's output from `inputs` in ctx. */
 typedef nat_status (*th_fn)(nat_ctx *ctx, nat_tensor **inputs, void *user, nat_tensor **out);
@@ -60,5 +65,12 @@ void th_skip_case(const char *name, const char *fmt, ...) __attribute__((format(
 /* Whether Fashion-MNIST (Debian's dataset-fashion-mnist) is readable at `dir`; when it is not, the case
  * `name` is skipped with the path it looked for. */
 bool th_need_fashion_mnist(const char *name, const char *dir);
+
+/* A named test case; th_run_cases makes one TCase per entry (timeout in seconds) and runs them as th_run_suite. */
+typedef struct th_case {
+    const char *name;
+    const TTest *test;
+} th_case;
+int th_run_cases(const char *suite, const th_case *cases, size_t n, double timeout);
 
 #endif
