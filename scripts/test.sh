@@ -3,6 +3,7 @@
 # then builds and runs it once more under AddressSanitizer + UndefinedBehaviorSanitizer.
 # This is the README's test command and what CI runs (.ci/run).
 #   NAT_SKIP_SANITIZE=1  skip the sanitizer pass (quicker local runs)
+#   NAT_FUZZ_SECONDS=N   seconds per fuzzer (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,4 +41,6 @@ if [ "${NAT_SKIP_SANITIZE:-0}" != "1" ]; then
   LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
     ctest --test-dir build-sanitize --output-on-failure
 fi
+echo "== fuzzers (libFuzzer, ASan + UBSan), ${NAT_FUZZ_SECONDS:-30} s each =="
+bash scripts/fuzz.sh "${NAT_FUZZ_SECONDS:-30}"
 echo "== all tests passed =="
