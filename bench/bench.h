@@ -1,7 +1,7 @@
 /* bench/bench.h — entry points of nat-bench's benchmarks and the helpers they share.
  * Each run function takes (argc, argv) with argv[0] the benchmark's name ("gemm", "conv2d", "na2d",
  * "data") and returns an exit code (0, or non-zero after printing what was wrong). The wall clock is
- * train/progress.h's nat_wall_now. */
+ * train/train.h's nat_wall_now. */
 #ifndef NAT_BENCH_BENCH_H
 #define NAT_BENCH_BENCH_H
 

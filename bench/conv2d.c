@@ -16,7 +16,7 @@
 #include "nat/autograd.h"
 #include "nat/ops.h"
 #include "bench/bench.h"
-#include "train/progress.h" /* nat_wall_now */
+#include "train/train.h"
 
 typedef struct conv_case {
     const char *key, *what;

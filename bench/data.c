@@ -23,7 +23,7 @@
 
 #include "nat/data.h"
 #include "bench/bench.h"
-#include "train/progress.h" /* nat_wall_now */
+#include "train/train.h"
 
 typedef struct bench_cfg {
     int reps, mnist_batches, folder_images, folder_epochs;

@@ -10,7 +10,7 @@
 
 #include "nat/alloc.h"
 #include "bench/bench.h"
-#include "train/progress.h" /* nat_wall_now */
+#include "train/train.h"
 
 int openblas_get_num_threads(void);
 

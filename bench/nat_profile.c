@@ -27,8 +27,7 @@
 #include "nat/model.h"
 #include "nat/ops.h"
 #include "bench/bench.h"
-#include "train/progress.h" /* nat_wall_now */
-#include "train/config.h"
+#include "train/train.h"
 #include "bench/profile.h"
 
 #define MAX_LIST 16
@@ -55,7 +54,7 @@ static void usage(FILE *f)
             "utilisation against the sgemm roofline and a per-layer table of time and memory. See docs/profile.md.\n"
             "Runs:\n"
             "  --model LIST     nat_mini, nat_tiny, nat_small, nat_base, dinat_mini, dinat_tiny, dinat_small, dinat_base\n"
-            "  --config FILE    the [model] section of a nat-train config (train/config.h) instead of --model\n"
+            "  --config FILE    the [model] section of a nat-train config (docs/configs.md) instead of --model\n"
             "  --mode LIST      train (forward, loss, backward, AdamW step), infer (forward, no gradients), or both\n"
             "  --batch N        images per step (default 8; 1 with --forward)\n"
             "  --res R          input height and width (default 224)\n"

@@ -11,7 +11,7 @@
 #include "nat/ops.h"
 #include "nat/optim.h"
 #include "bench/bench.h"
-#include "train/progress.h" /* nat_wall_now */
+#include "train/train.h"
 #include "bench/profile.h"
 
 #define MAX_EVENTS 1024

@@ -1,4 +1,4 @@
-/* tests/test_config.c — nat-train's configs (train/config.h): defaults, the INI round trip, strict errors
+/* tests/test_config.c — nat-train's configs (train/train.h, section config): defaults, the INI round trip, strict errors
  * with file and line (unknown section and key, bad and out-of-range values, duplicates, syntax, a missing
  * file), --set overrides, resolution against the model variant, the shipped configs, and that
  * docs/configs.md documents every key. */
@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "support/harness.h"
-#include "train/config.h"
+#include "train/train.h"
 
 static char tmp_path[64];
 

@@ -18,9 +18,7 @@
 #include "nat/idx.h"
 #include "nat/model.h"
 #include "nat/safetensors.h"
-#include "train/config.h"
-#include "train/train_loop.h"
-#include "train/train_metrics.h"
+#include "train/train.h"
 
 /* Ties and NaN used to count as correct: no other logit is *strictly* greater than a tied or NaN label
  * logit, so a zeroed head scored top-1 100%. */

@@ -28,14 +28,7 @@
 #include "nat/model.h"
 #include "nat/safetensors.h"
 #include "support/harness.h"
-#include "train/config.h"
-#include "train/train_checkpoint.h"
-#include "train/train_ema.h"
-#include "train/train_log.h"
-#include "train/train_loop.h"
-#include "train/train_replicas.h"
-#include "train/train_schedule.h"
-#include "train/train_signal.h"
+#include "train/train.h"
 
 /* ---- fixtures ---- */
 

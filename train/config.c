@@ -1,4 +1,4 @@
-/* train/config.c — see train/config.h. One table describes every key (section, name, type, place in
+/* train/config.c — see train/train.h (section config). One table describes every key (section, name, type, place in
  * nat_config, range, default, one-line doc): defaults, parsing, printing, diffs and the key listing all
  * come from it, so a new key is one line here plus its row in docs/configs.md (a test checks that).
  *
@@ -14,7 +14,7 @@
  * parsing, the text is checked to be UTF-8 (a config is text; other bytes are an error naming the line),
  * and nat_config_load refuses a NUL byte, which would end the C string early and drop the rest. */
 #define _POSIX_C_SOURCE 200809L
-#include "train/config.h"
+#include "train/train.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -10,14 +10,7 @@
 
 #include "nat/model.h"
 #include "nat/safetensors.h"
-#include "train/config.h"
-#include "train/train_checkpoint.h"
-#include "train/train_data.h"
-#include "train/train_device.h"
-#include "train/train_eval.h"
-#include "train/train_env.h"
-#include "train/train_metrics.h"
-#include "train/train_signal.h"
+#include "train/train.h"
 
 static void usage(FILE *f)
 {

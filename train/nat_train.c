@@ -1,15 +1,11 @@
-/* train/nat_train.c — nat-train: trains a NAT classifier as a config describes (train/config.h,
+/* train/nat_train.c — nat-train: trains a NAT classifier as a config describes (train/train.h,
  * docs/configs.md, docs/training.md). Exit status: 0 done, 1 error, 2 bad command line or config,
  * 130 / 143 stopped by SIGINT / SIGTERM after writing a checkpoint. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/config.h"
-#include "train/train_checkpoint.h"
-#include "train/train_env.h"
-#include "train/train_loop.h"
-#include "train/train_signal.h"
+#include "train/train.h"
 
 static void usage(FILE *f)
 {

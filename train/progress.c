@@ -1,6 +1,6 @@
-/* train/progress.c — see train/progress.h. */
+/* train/progress.c — see train/train.h (section progress). */
 #define _POSIX_C_SOURCE 200809L
-#include "train/progress.h"
+#include "train/train.h"
 
 #include <time.h>
 #include <unistd.h>

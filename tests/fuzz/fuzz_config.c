@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "fuzz_util.h"
-#include "train/config.h"
+#include "train/train.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,6 +1,6 @@
-/* train/train_signal.c — see train/train_signal.h. */
+/* train/signal.c — see train/train.h (section signal). */
 #define _POSIX_C_SOURCE 200809L
-#include "train/train_signal.h"
+#include "train/train.h"
 
 #include <string.h>
 #include <unistd.h>

@@ -1,9 +1,9 @@
-/* train/train_metrics.c — see train/train_metrics.h. The loss is log-sum-exp minus the label's logit,
+/* train/metrics.c — see train/train.h (section metrics). The loss is log-sum-exp minus the label's logit,
  * in double. A sample counts as correct within k when fewer than k other classes score higher than or
  * the same as its label: a tie counts as wrong, so a dead (zeroed) head scores 0%, not 100%. A
  * non-finite logit is an error: NaN compares false with everything, so it would otherwise count as
  * correct and turn the loss into nan unnoticed. */
-#include "train/train_metrics.h"
+#include "train/train.h"
 
 #include <math.h>
 #include <stdlib.h>

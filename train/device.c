@@ -1,5 +1,5 @@
-/* train/train_device.c — see train/train_device.h. */
-#include "train/train_device.h"
+/* train/device.c — see train/train.h (section device). */
+#include "train/train.h"
 
 #include <string.h>
 

@@ -1,6 +1,6 @@
-/* train/train_env.c — see train/train_env.h. */
+/* train/env.c — see train/train.h (section env). */
 #define _POSIX_C_SOURCE 200809L
-#include "train/train_env.h"
+#include "train/train.h"
 
 #include <stdlib.h>
 #include <unistd.h>

@@ -1,12 +1,10 @@
-/* train/train_eval.c — see train/train_eval.h. On a CUDA context each batch is copied to the device and
+/* train/eval.c — see train/train.h (section eval). On a CUDA context each batch is copied to the device and
  * the logits back to the host for the metrics. */
-#include "train/train_eval.h"
+#include "train/train.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/progress.h" /* nat_wall_now */
-#include "train/train_device.h"
 
 static nat_status run(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
                       bool *complete)

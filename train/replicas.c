@@ -1,5 +1,5 @@
-/* train/train_replicas.c — see train/train_replicas.h. */
-#include "train/train_replicas.h"
+/* train/replicas.c — see train/train.h (section replicas). */
+#include "train/train.h"
 
 #include <omp.h>
 #include <pthread.h>

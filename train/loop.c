@@ -1,7 +1,7 @@
-/* train/train_loop.c — see train/train_loop.h. The run is a struct `run` built by setup() and torn down
+/* train/loop.c — see train/train.h (section loop). The run is a struct `run` built by setup() and torn down
  * by teardown(), so every exit path frees everything (the tests run under ASan). */
 #define _POSIX_C_SOURCE 200809L
-#include "train/train_loop.h"
+#include "train/train.h"
 
 #include <errno.h>
 #include <float.h>
@@ -21,17 +21,6 @@
 #include "nat/model.h"
 #include "nat/ops.h"
 #include "nat/optim.h"
-#include "train/progress.h" /* nat_wall_now */
-#include "train/progress.h"
-#include "train/train_checkpoint.h"
-#include "train/train_data.h"
-#include "train/train_device.h"
-#include "train/train_ema.h"
-#include "train/train_eval.h"
-#include "train/train_log.h"
-#include "train/train_replicas.h"
-#include "train/train_metrics.h"
-#include "train/train_schedule.h"
 
 typedef struct run {
     nat_config *cfg;

@@ -1,6 +1,6 @@
-/* train/train_checkpoint.c — see train/train_checkpoint.h. */
+/* train/checkpoint.c — see train/train.h (section checkpoint). */
 #define _POSIX_C_SOURCE 200809L
-#include "train/train_checkpoint.h"
+#include "train/train.h"
 
 #include <dirent.h>
 #include <signal.h> /* kill(pid, 0): is the process alive */

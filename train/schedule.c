@@ -1,5 +1,5 @@
-/* train/train_schedule.c — see train/train_schedule.h. */
-#include "train/train_schedule.h"
+/* train/schedule.c — see train/train.h (section schedule). */
+#include "train/train.h"
 
 #include <math.h>
 

@@ -1,6 +1,6 @@
-/* train/train_data.c — see train/train_data.h. A limited split is a nat_dataset of callbacks over the
+/* train/data.c — see train/train.h (section data). A limited split is a nat_dataset of callbacks over the
  * first N samples of the full one, keeping its class names. */
-#include "train/train_data.h"
+#include "train/train.h"
 
 #include <stdlib.h>
 #include <string.h>

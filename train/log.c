@@ -1,7 +1,7 @@
-/* train/train_log.c — see train/train_log.h. Every write is checked (fprintf, fflush, fclose): rows lost
+/* train/log.c — see train/train.h (section log). Every write is checked (fprintf, fflush, fclose): rows lost
  * on a full disk are an error naming the file, not a silent exit 0 with empty logs. */
 #define _POSIX_C_SOURCE 200809L
-#include "train/train_log.h"
+#include "train/train.h"
 
 #include <errno.h>
 #include <stdbool.h>

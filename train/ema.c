@@ -1,7 +1,7 @@
-/* train/train_ema.c — see train/train_ema.h. Parameters are matched by position: both models come from
+/* train/ema.c — see train/train.h (section ema). Parameters are matched by position: both models come from
  * one description, so their parameter lists have the same names, order and shapes. The average lives on
  * the source model's device and is updated there (nat_params_ema_update). */
-#include "train/train_ema.h"
+#include "train/train.h"
 
 #include <string.h>
 
