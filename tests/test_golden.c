@@ -28,16 +28,22 @@
 static const char *const DATA_NAMES[] = {"input", "labels", "logits", "loss"};
 #define N_DATA_NAMES ((int)(sizeof DATA_NAMES / sizeof *DATA_NAMES))
 
-static const char *golden_path(void)
+/* The golden files, each a case of make_nat_golden.py: kernel 3 with dilation 2 on odd maps, padded
+ * levels and layer scale; kernel 7 with DiNAT's dilations 8 and 4 (L mod d != 0). Every case below runs
+ * on each (the loop index _i). */
+static const char *const GOLDEN_FILES[] = {"nat_golden.safetensors", "nat_golden_k7_dilated.safetensors"};
+#define N_GOLDEN ((int)(sizeof GOLDEN_FILES / sizeof *GOLDEN_FILES))
+
+static const char *golden_path(int which)
 {
     static char p[1024];
     const char *dir = getenv("NAT_TEST_DATA");
     if (dir && *dir) {
-        snprintf(p, sizeof p, "%s/nat_golden.safetensors", dir);
+        snprintf(p, sizeof p, "%s/%s", dir, GOLDEN_FILES[which]);
     } else { /* tests/data next to this source file (CMake compiles it by absolute path) */
         const char *slash = strrchr(__FILE__, '/');
         int len = slash ? (int)(slash - __FILE__) + 1 : 0;
-        snprintf(p, sizeof p, "%.*sdata/nat_golden.safetensors", len, __FILE__);
+        snprintf(p, sizeof p, "%.*sdata/%s", len, __FILE__, GOLDEN_FILES[which]);
     }
     return p;
 }
@@ -104,19 +110,21 @@ static nat_model_desc golden_desc(const nat_st_file *f)
     ck_assert_int_eq(parse_ints("input_size", meta(f, "input_size"), hw, 2), 2);
     d.img_size = hw[0];
     d.embed_dim = meta_int(f, "embed_dim");
-    ck_assert_int_eq(parse_ints("depths", meta(f, "depths"), d.depths, NAT_MODEL_LEVELS), NAT_MODEL_LEVELS);
-    ck_assert_int_eq(parse_ints("num_heads", meta(f, "num_heads"), d.heads, NAT_MODEL_LEVELS), NAT_MODEL_LEVELS);
+    /* The number of levels is the length of depths, as in PyTorch's NAT. */
+    d.num_levels = parse_ints("depths", meta(f, "depths"), d.depths, NAT_MODEL_LEVELS);
+    ck_assert_int_ge(d.num_levels, 1);
+    ck_assert_int_eq(parse_ints("num_heads", meta(f, "num_heads"), d.heads, NAT_MODEL_LEVELS), d.num_levels);
     d.kernel_size = meta_int(f, "kernel_size");
     /* "1,2;1,2;1,2;1": one comma list per level */
     char dil[512];
     snprintf(dil, sizeof dil, "%s", meta(f, "dilations"));
     char *save = NULL, *tok = strtok_r(dil, ";", &save);
-    for (int i = 0; i < NAT_MODEL_LEVELS; i++) {
-        ck_assert_msg(tok != NULL, "metadata dilations: fewer than %d levels", NAT_MODEL_LEVELS);
+    for (int i = 0; i < d.num_levels; i++) {
+        ck_assert_msg(tok != NULL, "metadata dilations: fewer than %d levels", d.num_levels);
         ck_assert_int_eq(parse_ints("dilations", tok, d.dilations[i], NAT_MODEL_MAX_DEPTH), d.depths[i]);
         tok = strtok_r(NULL, ";", &save);
     }
-    ck_assert_msg(tok == NULL, "metadata dilations: more than %d levels", NAT_MODEL_LEVELS);
+    ck_assert_msg(tok == NULL, "metadata dilations: more than %d levels", d.num_levels);
     d.mlp_ratio = meta_float(f, "mlp_ratio");
     d.layer_scale = meta_float(f, "layer_scale");
     ck_assert_msg(meta_float(f, "drop_path_rate") == 0.0f, "the golden step has no stochastic depth");
@@ -215,10 +223,10 @@ static void check_names_match(nat_st_file *f, const nat_model *m)
 }
 
 /* Opens the file, builds the model, checks the names and loads the parameters and data. */
-static void golden_open(golden *g)
+static void golden_open(golden *g, int which)
 {
     memset(g, 0, sizeof *g);
-    nat_status s = nat_st_open(&g->f, golden_path());
+    nat_status s = nat_st_open(&g->f, golden_path(which));
     ck_assert_msg(s == NAT_OK, "cannot open the golden file (set NAT_TEST_DATA to tests/data): %s",
                   nat_error_message());
     nat_model_desc d = golden_desc(g->f);
@@ -287,7 +295,7 @@ static double check_grads(golden *g, const char **worst_name)
 START_TEST(golden_step)
 {
     golden g;
-    golden_open(&g);
+    golden_open(&g, _i);
     nat_ctx *ctx;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
     nat_model_zero_grad(g.m);
@@ -315,7 +323,7 @@ END_TEST
 START_TEST(golden_inference)
 {
     golden g;
-    golden_open(&g);
+    golden_open(&g, _i);
     nat_ctx *ctx;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
     nat_ctx_set_grad_enabled(ctx, false);
@@ -334,7 +342,7 @@ END_TEST
 START_TEST(golden_micro_batches)
 {
     golden g;
-    golden_open(&g);
+    golden_open(&g, _i);
     nat_ctx *ctx;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
     nat_model_zero_grad(g.m);
@@ -369,7 +377,7 @@ END_TEST
 START_TEST(golden_checkpoint_round_trip)
 {
     golden g;
-    golden_open(&g);
+    golden_open(&g, _i);
     const char *keep = getenv("NAT_GOLDEN_SAVE");
     char path[256];
     snprintf(path, sizeof path, "/tmp/nat_golden_ckpt_%ld.safetensors", (long)getpid());
@@ -413,7 +421,7 @@ END_TEST
 START_TEST(golden_strict_errors)
 {
     golden g;
-    golden_open(&g);
+    golden_open(&g, _i);
     /* the golden file also holds data and gradients: a strict load names an extra tensor */
     nat_status s = nat_model_read(g.m, g.f, true);
     ck_assert_int_eq(s, NAT_ERR_FORMAT);
@@ -437,14 +445,17 @@ START_TEST(golden_strict_errors)
     ck_assert_msg(strstr(nat_error_message(), "gamma"), "message '%s' does not name a gamma", nat_error_message());
     nat_model_free(m2);
 
-    /* one more layer in level 3: levels.3.blocks.1.* are missing from the file */
+    /* one more layer in the last level: its blocks.<depth>.* are missing from the file */
     d = *nat_model_get_desc(g.m);
-    d.depths[3] += 1;
+    const int last = d.num_levels - 1;
+    char missing[64];
+    snprintf(missing, sizeof missing, "levels.%d.blocks.%d.", last, d.depths[last]);
+    d.depths[last] += 1;
     TH_OK(nat_model_new(&m2, &d));
     s = nat_model_read(m2, g.f, false);
     ck_assert_int_eq(s, NAT_ERR_FORMAT);
-    ck_assert_msg(strstr(nat_error_message(), "levels.3.blocks.1."), "message '%s' does not name the missing tensor",
-                  nat_error_message());
+    ck_assert_msg(strstr(nat_error_message(), missing), "message '%s' does not name the missing tensor %s*",
+                  nat_error_message(), missing);
     nat_model_free(m2);
 
     /* a wider head: the shape error names the tensor */
@@ -464,11 +475,11 @@ int main(void)
     Suite *s = suite_create("golden");
     TCase *tc = tcase_create("nat_vs_pytorch");
     tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, golden_step);
-    tcase_add_test(tc, golden_inference);
-    tcase_add_test(tc, golden_micro_batches);
-    tcase_add_test(tc, golden_checkpoint_round_trip);
-    tcase_add_test(tc, golden_strict_errors);
+    tcase_add_loop_test(tc, golden_step, 0, N_GOLDEN);
+    tcase_add_loop_test(tc, golden_inference, 0, N_GOLDEN);
+    tcase_add_loop_test(tc, golden_micro_batches, 0, N_GOLDEN);
+    tcase_add_loop_test(tc, golden_checkpoint_round_trip, 0, N_GOLDEN);
+    tcase_add_loop_test(tc, golden_strict_errors, 0, N_GOLDEN);
     suite_add_tcase(s, tc);
     return th_run_suite(s);
 }

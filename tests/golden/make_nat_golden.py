@@ -2,8 +2,14 @@
 tests/test_golden.c: a narrow NAT/DiNAT classifier's parameters, an input batch and labels, and the
 float64 logits, label-smoothed cross-entropy loss and every parameter gradient computed by PyTorch.
 
-Run from the repository root with Debian's PyTorch (apt-get install python3-torch):
-    /usr/bin/python3 tests/golden/make_nat_golden.py [output path]
+Run from the repository root with any PyTorch (Debian's python3-torch, or the virtual environment
+scripts/torch-venv.sh makes):
+    python3 tests/golden/make_nat_golden.py [--case default|k7_dilated] [output path]
+
+Two cases: `default` (tests/data/nat_golden.safetensors, described below) and `k7_dilated`
+(tests/data/nat_golden_k7_dilated.safetensors): NAT's kernel 7 with DiNAT's large dilations, 8 on a
+58x59 token map and 4 on 29x30 (L mod d != 0 on both axes), one input channel, narrow channels so the
+file stays small.
 
 The network covers what the C model must get right: H != W everywhere, odd feature maps with
 dilation 2 (L mod d != 0), a level whose map is smaller than kernel x dilation (4x3 < 3x2: zero-padded
@@ -39,6 +45,21 @@ CONFIG = dict(
     layer_scale=0.5,
     num_classes=10,
 )
+CASES = {
+    "default": (CONFIG, 2, 20240607, os.path.join("tests", "data", "nat_golden.safetensors")),
+    "k7_dilated": (dict(
+        in_chans=1,
+        input_size=(232, 236),  # tokens 58x59 (dilation 8: 7*8 = 56), then 29x30 (dilation 4: 28)
+        embed_dim=8,
+        depths=(2, 2),
+        num_heads=(1, 2),  # head dim 8
+        kernel_size=7,
+        dilations=((1, 8), (1, 4)),
+        mlp_ratio=2.0,
+        layer_scale=0.5,
+        num_classes=5,
+    ), 1, 20261201, os.path.join("tests", "data", "nat_golden_k7_dilated.safetensors")),
+}
 BATCH = 2
 LABEL_SMOOTHING = 0.1
 SEED = 20240607
@@ -82,7 +103,15 @@ def rel(a, b):
 
 
 def main():
-    out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join("tests", "data", "nat_golden.safetensors")
+    global CONFIG, BATCH, SEED
+    args = sys.argv[1:]
+    case = "default"
+    if len(args) >= 2 and args[0] == "--case":
+        case, args = args[1], args[2:]
+    if case not in CASES:
+        sys.exit(f"make_nat_golden.py: unknown case '{case}' (one of {', '.join(CASES)})")
+    CONFIG, BATCH, SEED, default_out = CASES[case]
+    out_path = args[0] if args else default_out
     t0 = time.time()
     worst = nat_torch.self_test()
     print(f"na2d vs brute force (NATTEN's original index formulas): max rel diff {worst:.2g}")
@@ -140,7 +169,7 @@ def main():
         "seed": str(SEED),
         "torch_version": torch.__version__,
         "generator": "tests/golden/make_nat_golden.py",
-        "regenerate": "/usr/bin/python3 tests/golden/make_nat_golden.py  (Debian python3-torch; from the repo root)",
+        "regenerate": f"python3 tests/golden/make_nat_golden.py --case {case}  (with PyTorch; from the repo root)",
     }
     nat_torch.save_safetensors(out_path, tensors, meta)
 
