@@ -1,5 +1,5 @@
-/* tests/test_na_cpu.c — neighborhood attention on the CPU: the fast fp32 kernels (na_cpu.h) against the
- * double-precision reference (na_ref.h) on sweeps over ndim, lengths, kernel, dilation, causal masks, rpb,
+/* tests/test_na_cpu.c — neighborhood attention on the CPU: the fast fp32 kernels (cpu/na_cpu.h) against the
+ * double-precision reference (tests/ref/na_ref.h) on sweeps over ndim, lengths, kernel, dilation, causal masks, rpb,
  * batch, heads and head dim; fused against unfused; finite-difference checks of the reference backward;
  * the window rules on hand-worked examples; validation messages.
  *
@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_params.h"
-#include "layers/natten/na_ref.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "layers/natten/na_problem.h"
+#include "tests/ref/na_ref.h"
 #include "nat/rng.h"
 #include "nat/status.h"
 #include "support/na_cases.h" /* the sweep (shared with test_na_cuda.c), its data, na_rel_err */
@@ -377,7 +377,7 @@ START_TEST(test_sweep_coverage)
 END_TEST
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Windows on hand-worked 1-D and 2-D examples (DESIGN.md §2), for both implementations               */
+/* Windows on hand-worked 1-D and 2-D examples (docs/design.md §2), for both implementations               */
 
 /* With D = 1, q = 1, k[j] = j, scale 1 and no rpb the logit of a slot is its key index (or -inf when
  * masked); with k = 0 and rpb[r] = r it is the rpb index. */

@@ -1,18 +1,18 @@
-/* tests/test_na_cuda.c — neighborhood attention's CUDA kernels (layers/natten/na_cuda.h).
+/* tests/test_na_cuda.c — neighborhood attention's CUDA kernels (layers/natten/cuda/na_cuda.h).
  *
  * Host part, on every build and machine (suite "na_cuda_host"):
- *  - the window arithmetic the kernels use (na_cuda_body.h: window start, valid keys, rpb index, inverse
+ *  - the window arithmetic the kernels use (cuda/body.h: window start, valid keys, rpb index, inverse
  *    neighbourhood, slot of a key) against the double reference's windows (na_ref_qk), exhaustively over
  *    kernel sizes 3..21, dilations 1..4, every length from k*d to 3*k*d + 3, causal and not;
  *  - the kernels' own per-thread bodies run on the host, thread index by thread index ("emulated"), on
  *    the sweep of tests/test_na_cpu.c, against na_ref_* (and na_cpu_*): qk, av, both backwards, fused
  *    forward and backward, drpb — fp32 within 1e-4 relative;
- *  - v2 (tiled, na_cuda_v2.h) emulated block by block — tile, then per channel chunk the shared-memory
+ *  - v2 (tiled, cuda/tiled.h) emulated block by block — tile, then per channel chunk the shared-memory
  *    load for every thread and the compute for every thread, then the stores — with shared memory
  *    sized by the plan and refilled with NaN before each load (a read outside the loaded halo shows):
  *    qk, av and both backwards on the sweep (falling back to v0 where v2 does not apply, as the
  *    dispatcher does; most 1-D/2-D cases do apply), 1e-4;
- *  - v3 (tensor cores, na_cuda_v3.h / na_cuda_v3b.h) emulated warp by warp with the host model of
+ *  - v3 (tensor cores, cuda/tensorcore.h / cuda/tensorcore_bwd.h) emulated warp by warp with the host model of
  *    mma.sync (fragments interpreted through the coordinate functions, 16-bit inputs, f32 products and
  *    sums) and of the quad shuffles: the fused forward, and the backward's dq and dk/dv kernels (dq, dk,
  *    dv, drpb), on the sweep's 1-D/2-D cases with head dims 32 and 64, bf16 and f16, against the double
@@ -41,10 +41,10 @@
 #include <string.h>
 
 #include "core/ops_cuda.h"                /* nat_cuda_memcpy: raw device buffers */
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_cuda_body.h"   /* the kernels' bodies, run here on the host */
-#include "layers/natten/na_cuda_v3b.h"    /* v3's forward and backward warp bodies (and v2's via them) */
-#include "layers/natten/na_ref.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "layers/natten/cuda/body.h"   /* the kernels' bodies, run here on the host */
+#include "layers/natten/cuda/tensorcore_bwd.h"    /* v3's forward and backward warp bodies (and v2's via them) */
+#include "tests/ref/na_ref.h"
 #include "nat/cuda.h"
 #include "nat/natten.h"
 #include "support/harness.h"
@@ -101,7 +101,7 @@ static float *garbage(int64_t n, float v)
 #define CASE_ARGS(c, p) &(p), (c)->batch, (c)->heads, (c)->len, (c)->dim
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Implementations under test, behind na_cpu.h's signatures (host pointers in and out)               */
+/* Implementations under test, behind cpu/na_cpu.h's signatures (host pointers in and out)               */
 
 typedef struct na_impl {
     const char *name;

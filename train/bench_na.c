@@ -25,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_ref.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "tests/ref/na_ref.h"
 #include "nat/alloc.h"
 #include "nat/rng.h"
 #include "train/bench.h"
@@ -118,7 +118,7 @@ static void softmax_backward_rows(const float *w, float *g, int64_t rows, int64_
 
 /* ---- gather (legacy) ---- */
 
-/* Window start (first key) and rpb index of key 0 of query i on one axis (DESIGN.md §2, non-causal). */
+/* Window start (first key) and rpb index of key 0 of query i on one axis (docs/design.md §2, non-causal). */
 static void gather_window(int64_t i, int64_t L, int k, int d, int64_t *key0, int64_t *rpb0)
 {
     int64_t g = i % d, p = i / d, lg = (L - g + d - 1) / d, s = p - k / 2;

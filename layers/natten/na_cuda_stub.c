@@ -1,9 +1,9 @@
-/* layers/natten/na_cuda_stub.c — stand-ins for the kernel lab's .cu files (na_cuda_naive.cu, na_cuda_fused.cu,
- * na_cuda_tiled.cu, na_cuda_tc.cu, na_cuda_tc_bwd.cu, na_cuda_dispatch.cu) in a build without
- * CUDA: every entry point of na_cuda.h exists and returns NAT_ERR_UNSUPPORTED "nat was built without
+/* layers/natten/na_cuda_stub.c — stand-ins for the kernel lab's .cu files (cuda/naive.cu, cuda/fused.cu,
+ * cuda/tiled.cu, cuda/tensorcore_fwd.cu, cuda/tensorcore_bwd.cu, cuda/dispatch.cu) in a build without
+ * CUDA: every entry point of cuda/na_cuda.h exists and returns NAT_ERR_UNSUPPORTED "nat was built without
  * CUDA", so na_ops.c needs no #ifdef. Compiled only when NAT_CUDA is off (CMake drops *_stub.c from CUDA
  * builds). */
-#include "layers/natten/na_cuda.h"
+#include "layers/natten/cuda/na_cuda.h"
 
 #define NO_CUDA "nat was built without CUDA (configure with -DNAT_CUDA=ON on a machine with nvcc)"
 

@@ -1,5 +1,5 @@
 /* layers/natten/na_ops.c — neighborhood attention as autograd ops (include/nat/natten.h) over the fast
- * CPU kernels of na_cpu.c or, when the context runs on a CUDA device, the CUDA kernels of na_cuda.h
+ * CPU kernels of cpu/na_cpu.c or, when the context runs on a CUDA device, the CUDA kernels of cuda/na_cuda.h
  * (nat_na_qk / nat_na_av: v0 or the tiled v2, chosen by measurement; nat_na: the fused v1, or under
  * autocast the tensor-core v3 where it applies — layers/natten/dev/README.md). Checks the tensor shapes
  * against each other and the descriptor, makes strided inputs dense (on their device), records the
@@ -22,8 +22,8 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_cuda.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "layers/natten/cuda/na_cuda.h"
 #include "nat/half.h" /* nat_round_array */
 #include "nat/natten.h"
 

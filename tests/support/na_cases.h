@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "layers/natten/na_params.h"
+#include "layers/natten/na_problem.h"
 #include "nat/rng.h"
 
 typedef struct na_case {

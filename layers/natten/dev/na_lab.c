@@ -1,11 +1,11 @@
 /* layers/natten/dev/na_lab.c — the NA kernel lab's benchmark (executable `na-lab`): every kernel version
- * of layers/natten/na_cuda.h, validated and timed on one device.
+ * of layers/natten/cuda/na_cuda.h, validated and timed on one device.
  *
  * For each problem — NAT-Mini's four levels at batch 128 (56², 28², 14², 7² maps with 2, 4, 8, 16
  * heads; head dim 32; kernel 7; rpb), one 256² map with 4 heads of 64 channels at kernel 13, a 3-D
  * problem — and each (op, version):
  *   1. validation: the version on the same problem at batch --vbatch (default 2: the same tiles and
- *      blocks per image, a smaller grid) against the fp32 CPU kernels (na_cpu.h) on the same inputs,
+ *      blocks per image, a smaller grid) against the fp32 CPU kernels (cpu/na_cpu.h) on the same inputs,
  *      max |gpu - cpu| / max |cpu| <= 1e-4 (v3: against the CPU kernels on the bf16 / f16-rounded inputs,
  *      2e-2);
  *   2. timing at the full batch: one warm-up, then --reps runs (default 10), each after writing a
@@ -27,8 +27,8 @@
 #include <time.h>
 
 #include "core/ops_cuda.h" /* nat_cuda_memcpy, nat_cuda_fill */
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_cuda.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "layers/natten/cuda/na_cuda.h"
 #include "layers/natten/na_half.h"
 #include "nat/nat.h"
 #include "nat/cuda.h"

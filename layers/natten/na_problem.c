@@ -1,6 +1,6 @@
-/* layers/natten/na_check.c — validation of neighborhood-attention descriptors against a problem size,
- * the rpb shape, and the 3-D view of a problem that the kernels work on (see na_params.h). */
-#include "layers/natten/na_params.h"
+/* layers/natten/na_problem.c — validation of neighborhood-attention descriptors against a problem size,
+ * the rpb shape, and the 3-D view of a problem that the kernels work on (see na_problem.h). */
+#include "layers/natten/na_problem.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,13 +1,13 @@
-/* layers/natten/na_cuda_tc_bwd.cu — kernel lab v3, backward: the fused neighborhood-attention backward on
+/* layers/natten/cuda/tensorcore_bwd.cu — kernel lab v3, backward: the fused neighborhood-attention backward on
  * tensor cores (mma.sync m16n8k16, bfloat16 or float16 operands, f32 accumulation), 1-D and 2-D, head
  * dim 32 or 64: delta, then a dq kernel over query tiles and a dk/dv kernel over key tiles, then (with
  * drpb) v1's fixed-order reduction of the dS the dq kernel stored. No atomics.
  *
- * Idea and host model: na_cuda_v3b.h (each kernel below is its block sequence with __syncthreads
+ * Idea and host model: cuda/tensorcore_bwd.h (each kernel below is its block sequence with __syncthreads
  * between the shared-memory loads and the warps' compute). Needs sm_80 or newer. Layouts and
- * conventions: na_cuda.h.
+ * conventions: cuda/na_cuda.h.
  */
-#include "layers/natten/na_cuda_v3b.h"
+#include "layers/natten/cuda/tensorcore_bwd.h"
 
 namespace {
 

@@ -1,18 +1,18 @@
-/* layers/natten/na_cuda_naive.cu — kernel lab v0: naive neighborhood-attention kernels (fp32, 1-D/2-D/3-D
+/* layers/natten/cuda/naive.cu — kernel lab v0: naive neighborhood-attention kernels (fp32, 1-D/2-D/3-D
  * through the 3-D view), the GPU reference every faster version is checked against. Also the
  * deterministic drpb reduction the fused backward shares.
  *
  * Idea (v0): one thread per output element, grid-stride; each thread recomputes its query's window (or
- * its key's inverse neighbourhood) from DESIGN.md §2 and loops over it in a fixed order. No shared
+ * its key's inverse neighbourhood) from docs/design.md §2 and loops over it in a fixed order. No shared
  * memory, no atomics: dk and dv are gathered per key over its inverse neighbourhood, drpb is a two-pass
  * reduction in double (per (head, rpb entry, 64-pixel block) partials, then the partials in order).
- * The bodies live in na_cuda_body.h, where tests/test_na_cuda.c also runs them on the host.
+ * The bodies live in cuda/body.h, where tests/test_na_cuda.c also runs them on the host.
  *
- * Layouts and conventions: na_cuda.h. Work per op is that of the CPU reference; nothing is tuned.
- * Entry points na_cuda_*_v0; na_cuda_dispatch.cu decides when they run (always where v2 does not apply,
+ * Layouts and conventions: cuda/na_cuda.h. Work per op is that of the CPU reference; nothing is tuned.
+ * Entry points na_cuda_*_v0; cuda/dispatch.cu decides when they run (always where v2 does not apply,
  * or with NAT_NA_KERNEL=v0).
  */
-#include "layers/natten/na_cuda_body.h"
+#include "layers/natten/cuda/body.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
-/* layers/natten/na_cpu.c — fast CPU neighborhood attention (fp32): qk, av, their backwards, fused
- * forward and fused backward, for 1-D, 2-D and 3-D. Layouts and conventions: na_cpu.h.
+/* layers/natten/cpu/na_cpu.c — fast CPU neighborhood attention (fp32): qk, av, their backwards, fused
+ * forward and fused backward, for 1-D, 2-D and 3-D. Layouts and conventions: cpu/na_cpu.h.
  *
  * How it works.
  *  - A query is handled whole. Its valid window slots are listed (row offsets into k/v, slot, rpb
@@ -26,11 +26,11 @@
  *    ring would be too large or there are fewer work items than threads, the fallback recomputes P and
  *    dS per key instead (pass B then costs two more dot products per pair).
  *
- * Every problem is seen as 3-D (na_params.h). Windows are coded here from DESIGN.md §2, independently
+ * Every problem is seen as 3-D (na_problem.h). Windows are coded here from docs/design.md §2, independently
  * of the reference that the tests compare against. AVX-512 or AVX2+FMA intrinsics when the compiler
  * targets them, plain (auto-vectorised) loops otherwise.
  */
-#include "layers/natten/na_cpu.h"
+#include "layers/natten/cpu/na_cpu.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -620,7 +620,7 @@ typedef struct na_thread {
 } na_thread;
 
 /* Inverse neighbourhood of key index y: the queries lo, lo + d, ... below hi whose window holds it
- * (DESIGN.md §2). */
+ * (docs/design.md §2). */
 static void axis_inverse(int64_t y, int64_t L, int k, int d, int causal, int64_t *lo, int64_t *hi)
 {
     const int64_t kd = (int64_t)k * d;
@@ -633,7 +633,7 @@ static void axis_inverse(int64_t y, int64_t L, int k, int d, int causal, int64_t
     }
 }
 
-/* Window of index i (DESIGN.md §2): start s in the dilation sub-grid, clamped inward (non-causal) or
+/* Window of index i (docs/design.md §2): start s in the dilation sub-grid, clamped inward (non-causal) or
  * trailing (causal). */
 static void axis_tables(na_fast *f, int a)
 {

@@ -1,5 +1,5 @@
-/* layers/natten/na_params.h — internal: the neighborhood-attention descriptor, its validation and the
- * per-axis window arithmetic shared by the reference (na_ref.c) and the fast CPU kernels (na_cpu*.c).
+/* layers/natten/na_problem.h — internal: the neighborhood-attention descriptor, its validation and the
+ * per-axis window arithmetic shared by the reference (tests/ref/na_ref.c) and the fast CPU kernels (na_cpu*.c).
  *
  * Layouts (all contiguous, row-major):
  *   q, k, v, out and their gradients   [B, heads, *spatial, D]
@@ -8,21 +8,21 @@
  *   rpb (relative positional bias)     [heads, 2k0-1 (, 2k1-1 (, 2k2-1))]   optional (NULL)
  *   lse (log-sum-exp of the logits)    [B, heads, *spatial]
  *
- * Window rules (DESIGN.md §2, NATTEN's): per axis of length L, kernel k (odd), dilation d, the query i
+ * Window rules (docs/design.md §2, NATTEN's): per axis of length L, kernel k (odd), dilation d, the query i
  * lives in dilation group g = i mod d at position p = i div d of a sub-grid of length
  * Lg = (L - g + d - 1) div d; its k keys are (s + t)*d + g, t = 0..k-1, with
  *   non-causal  s = clamp(p - k/2, 0, Lg - k)
  *   causal      s = max(p - k + 1, 0) and key t valid only when s + t <= p
  * and the rpb index of key t is (k - 1) + s + t - p.
  *
- * The reference and the fast kernels each code these rules themselves (na_ref.c from DESIGN.md, na_cpu.c
+ * The reference and the fast kernels each code these rules themselves (tests/ref/na_ref.c from DESIGN.md, cpu/na_cpu.c
  * for speed), so the tests compare two independent readings of them.
  *
  * Inside the kernels every problem is seen as 3-D: a 1-D or 2-D problem gets leading axes of length 1
  * with kernel 1 and dilation 1 (one key, rpb extent 1), which the same formulas handle exactly.
  */
-#ifndef NAT_NA_PARAMS_H
-#define NAT_NA_PARAMS_H
+#ifndef NAT_NA_PROBLEM_H
+#define NAT_NA_PROBLEM_H
 
 #include <stdint.h>
 

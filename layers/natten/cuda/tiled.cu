@@ -1,14 +1,14 @@
-/* layers/natten/na_cuda_tiled.cu — kernel lab v2: tiled neighborhood attention for the unfused ops (fp32,
+/* layers/natten/cuda/tiled.cu — kernel lab v2: tiled neighborhood attention for the unfused ops (fp32,
  * 1-D and 2-D): qk logits, av, and the per-query halves of their backwards (qk backward's dq, av
  * backward's d_attn); the per-key halves (dk, dv) and drpb stay v0's.
  *
  * Idea (v2): a block takes a tile of queries in one dilation group and loads the haloed key (value)
  * tile covering all their windows into shared memory once, 32 channels at a time; every (query, slot)
  * or (query, channel) output of the tile is then computed from shared memory. The bodies and the plan
- * (tile sizes, halo bounds, when v2 applies) are in na_cuda_v2.h, where tests/test_na_cuda.c runs them
- * on the host block by block in the same phase order. Layouts and conventions: na_cuda.h.
+ * (tile sizes, halo bounds, when v2 applies) are in cuda/tiled.h, where tests/test_na_cuda.c runs them
+ * on the host block by block in the same phase order. Layouts and conventions: cuda/na_cuda.h.
  */
-#include "layers/natten/na_cuda_v2.h"
+#include "layers/natten/cuda/tiled.h"
 
 namespace {
 

@@ -1,13 +1,13 @@
-/* layers/natten/na_cuda_tc.cu — kernel lab v3: the fused neighborhood-attention forward on tensor cores
+/* layers/natten/cuda/tensorcore_fwd.cu — kernel lab v3: the fused neighborhood-attention forward on tensor cores
  * (mma.sync m16n8k16, bfloat16 or float16 operands, f32 accumulation, online softmax, lse saved), 1-D
  * and 2-D, head dim 32 or 64; and the autocast helpers (f32 -> rounded f32, f32 -> 2-byte bits).
  *
- * Idea and host model: na_cuda_v3.h (the kernel below is its block sequence with __syncthreads between
+ * Idea and host model: cuda/tensorcore.h (the kernel below is its block sequence with __syncthreads between
  * the shared-memory load and the warps' compute). Needs sm_80 or newer (mma.sync with bf16). The
- * backward (na_cuda_tc_bwd.cu) rebuilds the weights from this kernel's lse. Layouts and conventions:
- * na_cuda.h.
+ * backward (cuda/tensorcore_bwd.cu) rebuilds the weights from this kernel's lse. Layouts and conventions:
+ * cuda/na_cuda.h.
  */
-#include "layers/natten/na_cuda_v3.h"
+#include "layers/natten/cuda/tensorcore.h"
 
 namespace {
 

@@ -1,8 +1,8 @@
-/* layers/natten/na_cuda_v3.h — kernel lab v3: the fused forward on tensor cores (bf16 / f16 operands, f32
+/* layers/natten/cuda/tensorcore.h — kernel lab v3: the fused forward on tensor cores (bf16 / f16 operands, f32
  * accumulation), 1-D and 2-D, head dim 32 or 64, written once for the device and for a host model.
  *
  * Idea (v3): FlashAttention-2 over a neighbourhood. A block of 4 warps takes a tile of 64 queries in one
- * dilation group (8x8 in 2-D, 64 in 1-D; v2's tiles, na_cuda_v2.h) and streams the tile's halo of keys
+ * dilation group (8x8 in 2-D, 64 in 1-D; v2's tiles, cuda/tiled.h) and streams the tile's halo of keys
  * and values (the union of its windows) through shared memory in pieces of 64 keys (K row-major, V
  * transposed so both B operands are pairs of adjacent 16-bit values). Each warp owns 16 queries: per 16
  * halo keys it computes S = Q K^T with mma.sync m16n8k16 (f32 accumulators), scales, adds rpb, masks
@@ -23,15 +23,15 @@
  * __shfl_xor_sync; host: over lanes 4q..4q+3). A block is na_v2_tile_at, na_v3_warp_init per warp, then
  * per piece the load body for every thread and na_v3_piece for every warp (the kernel's two
  * __syncthreads sit between them), then na_v3_store per warp. tests/test_na_cuda.c runs that sequence
- * on the host; na_cuda_tc.cu runs it on the device.
+ * on the host; cuda/tensorcore_fwd.cu runs it on the device.
  *
  * Layouts: q, k, v [B, heads, *spatial, D] as 16-bit bits (bfloat16, or float16 when f16 != 0); rpb,
- * out, lse as na_cuda.h. Plain C11 and CUDA C++.
+ * out, lse as cuda/na_cuda.h. Plain C11 and CUDA C++.
  */
 #ifndef NAT_NA_CUDA_V3_H
 #define NAT_NA_CUDA_V3_H
 
-#include "layers/natten/na_cuda_v2.h"
+#include "layers/natten/cuda/tiled.h"
 #include "layers/natten/na_half.h"
 
 #define NA_V3_WARPS 4

@@ -1,8 +1,8 @@
-/* layers/natten/na_cuda_dispatch.cu — which NA kernel version runs (kernel lab, dev/README.md).
+/* layers/natten/cuda/dispatch.cu — which NA kernel version runs (kernel lab, dev/README.md).
  *
  * na_cuda_qk / av / qk_backward / av_backward choose between v0 (naive) and v2 (tiled, 1-D/2-D when
  * its tiles fit); na_cuda_fused_forward_autocast and na_cuda_fused_backward_autocast between v3 (tensor
- * cores, bf16/f16 operands) and v1 on the rounded f32 values. The f32 fused op has one version (v1, na_cuda_fused.cu).
+ * cores, bf16/f16 operands) and v1 on the rounded f32 values. The f32 fused op has one version (v1, cuda/fused.cu).
  *
  * Choice, in order:
  *  1. NAT_NA_KERNEL=v0|v1|v2|v3 in the environment forces that version wherever it applies (read on
@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers/natten/na_cuda_v3.h"
+#include "layers/natten/cuda/tensorcore.h"
 
 namespace {
 

@@ -1,24 +1,24 @@
-/* layers/natten/na_cuda.h — neighborhood attention on CUDA (fp32 and, under autocast, bf16/f16 operands;
+/* layers/natten/cuda/na_cuda.h — neighborhood attention on CUDA (fp32 and, under autocast, bf16/f16 operands;
  * 1-D/2-D/3-D): the C interface of the kernel lab (layers/natten/dev/README.md):
- *   v0 na_cuda_naive.cu   naive, one thread per output element (the GPU reference)
- *   v1 na_cuda_fused.cu   fused forward/backward, fp32
- *   v2 na_cuda_tiled.cu   shared-memory tiles of keys/values for the unfused 1-D/2-D ops, fp32
- *   v3 na_cuda_tc.cu      fused forward on tensor cores (mma.sync m16n8k16, bf16/f16, f32 accumulation)
- *      na_cuda_tc_bwd.cu  fused backward on tensor cores (dq over query tiles, dk/dv over key tiles)
- *   na_cuda_dispatch.cu   na_cuda_qk / av / qk_backward / av_backward and the autocast forward: which
+ *   v0 cuda/naive.cu   naive, one thread per output element (the GPU reference)
+ *   v1 cuda/fused.cu   fused forward/backward, fp32
+ *   v2 cuda/tiled.cu   shared-memory tiles of keys/values for the unfused 1-D/2-D ops, fp32
+ *   v3 cuda/tensorcore_fwd.cu      fused forward on tensor cores (mma.sync m16n8k16, bf16/f16, f32 accumulation)
+ *      cuda/tensorcore_bwd.cu  fused backward on tensor cores (dq over query tiles, dk/dv over key tiles)
+ *   cuda/dispatch.cu   na_cuda_qk / av / qk_backward / av_backward and the autocast forward: which
  *                         version runs (NAT_NA_KERNEL=v0|v1|v2|v3 forces one; otherwise, where several
  *                         apply, each is timed on the first call per (device, shape, dtype, op) and the
  *                         fastest is cached)
  * In a build without CUDA, na_cuda_stub.c provides every entry point and each returns
  * NAT_ERR_UNSUPPORTED "nat was built without CUDA".
  *
- * Each function has the arguments of its na_cpu.h twin (same layouts, same semantics, same validation
+ * Each function has the arguments of its cpu/na_cpu.h twin (same layouts, same semantics, same validation
  * and messages), with the CUDA ordinal `device` first and device pointers:
  *   q, k, v, out, d_out, dq, dk, dv   [B, heads, *spatial, D]
  *   attn / d_attn                     [B, heads, *spatial, K]   K = prod(kernel), row-major slots
  *   rpb / drpb                        [heads, 2k0-1, ...]       NULL = no bias / no bias gradient
  *   lse                               [B, heads, *spatial]
- * All contiguous, all on `device`, none overlapping another. Conventions (those of na_cpu.h):
+ * All contiguous, all on `device`, none overlapping another. Conventions (those of cpu/na_cpu.h):
  *  - outputs are overwritten, never accumulated into; masked (causal) slots get -inf logits and zero
  *    gradients;
  *  - dk and dv are gathered over each key's inverse neighbourhood and drpb is a fixed-order two-pass
@@ -39,10 +39,10 @@
 extern "C" {
 #endif
 
-#include "layers/natten/na_params.h" /* na_problem, na_validate (a C header without its own guards) */
+#include "layers/natten/na_problem.h" /* na_problem, na_validate (a C header without its own guards) */
 #include "nat/status.h"
 
-/* ---- dispatched entry points (na_cuda_dispatch.cu): v0 or v2 ---- */
+/* ---- dispatched entry points (cuda/dispatch.cu): v0 or v2 ---- */
 
 /* attn = scale * q.k[key] + rpb[slot] (logits, before softmax). rpb may be NULL. */
 nat_status na_cuda_qk(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
@@ -75,7 +75,7 @@ nat_status na_cuda_av_backward_v0(int device, const nat_na_params *p, int64_t ba
                                   const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
                                   const float *v, float *d_attn, float *dv);
 
-/* v2 (na_cuda_tiled.cu): 1-D and 2-D problems whose tiles fit (na_v2_plan); otherwise
+/* v2 (cuda/tiled.cu): 1-D and 2-D problems whose tiles fit (na_v2_plan); otherwise
  * NAT_ERR_UNSUPPORTED "... v2 does not apply ...". The backwards tile the per-query half (dq; d_attn)
  * and keep v0's per-key gathers (dk; dv) and drpb reduction. */
 nat_status na_cuda_qk_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
@@ -89,7 +89,7 @@ nat_status na_cuda_av_backward_v2(int device, const nat_na_params *p, int64_t ba
                                   const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
                                   const float *v, float *d_attn, float *dv);
 
-/* ---- v1: fused kernels (na_cuda_fused.cu) ---- */
+/* ---- v1: fused kernels (cuda/fused.cu) ---- */
 
 /* Online softmax over each query's window, no [.., K] buffer: writes out and lse. */
 nat_status na_cuda_fused_forward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
@@ -103,7 +103,7 @@ nat_status na_cuda_fused_backward(int device, const nat_na_params *p, int64_t ba
                                   const float *v, const float *rpb, const float *out, const float *lse,
                                   const float *d_out, float *dq, float *dk, float *dv, float *drpb);
 
-/* ---- autocast (na_cuda_tc.cu, na_cuda_dispatch.cu) ---- */
+/* ---- autocast (cuda/tensorcore_fwd.cu, cuda/dispatch.cu) ---- */
 
 /* y[i] = x[i] rounded to float16 (f16 != 0) or bfloat16, kept as float (na_half.h's rounding). */
 nat_status na_cuda_round(int device, int f16, const float *x, float *y, int64_t n);
@@ -145,7 +145,7 @@ nat_status na_cuda_fused_forward_v3(int device, int f16, const nat_na_params *p,
 
 /* A validated problem as the kernels see it: always 3-D (na_problem's view: a 1-D or 2-D problem has
  * leading axes of length 1 with kernel 1), sizes in int where they index one axis or one head. Passed
- * to kernels by value. Filled by na_geom_init (na_cuda_body.h). */
+ * to kernels by value. Filled by na_geom_init (cuda/body.h). */
 typedef struct na_geom {
     int len[3], kernel[3], dilation[3], causal[3];
     int rpb_ext[3]; /* 2*kernel - 1 */
@@ -167,7 +167,7 @@ nat_status na_cuda_drpb_reduce(int device, const na_geom *g, const float *src, f
 nat_status na_cuda_delta(int device, const na_geom *g, const float *d_out, const float *out, float *delta,
                          const char *name);
 
-/* bits of x[0..n) in the 2-byte type (f16 != 0: float16, else bfloat16), queued (na_cuda_tc.cu). */
+/* bits of x[0..n) in the 2-byte type (f16 != 0: float16, else bfloat16), queued (cuda/tensorcore_fwd.cu). */
 nat_status na_cuda_to_half(int device, int f16, const float *x, uint16_t *y, int64_t n);
 
 /* v0's per-key gather (na_gather_body) over the whole problem, queued on the device's stream: dk of

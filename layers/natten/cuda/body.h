@@ -1,15 +1,15 @@
-/* layers/natten/na_cuda_body.h — the NA CUDA kernels' per-thread bodies and the window arithmetic they
- * use, written once as __host__ __device__ code: na_cuda_naive.cu and na_cuda_fused.cu wrap each body
+/* layers/natten/cuda/body.h — the NA CUDA kernels' per-thread bodies and the window arithmetic they
+ * use, written once as __host__ __device__ code: cuda/naive.cu and cuda/fused.cu wrap each body
  * in a grid-stride kernel (na_launch, at the end), and tests/test_na_cuda.c runs the very same bodies
- * on the host, thread index by thread index, against the double reference (na_ref.h) — so the index
+ * on the host, thread index by thread index, against the double reference (tests/ref/na_ref.h) — so the index
  * arithmetic and the maths of every kernel are checked on machines without a GPU. Keep the bodies
  * free of shared memory, warp intrinsics and synchronisation, or the host run stops meaning anything;
  * the cooperative versions keep the property with host models of their own: v2 (shared-memory tiles)
- * in na_cuda_v2.h, v3 (tensor cores) in na_cuda_v3.h.
+ * in cuda/tiled.h, v3 (tensor cores) in cuda/tensorcore.h.
  *
  * A body computes one output element (or one query's chunk of NA_FCH head-dim channels) from its
  * thread index `idx`; the index space of each kernel is given next to its body. Layouts are those of
- * na_cuda.h; every problem is 3-D (na_geom). Windows follow DESIGN.md §2 (per axis, inside the dilation
+ * cuda/na_cuda.h; every problem is 3-D (na_geom). Windows follow docs/design.md §2 (per axis, inside the dilation
  * group; see na_axis_window / na_axis_inverse).
  *
  * Plain C11 and CUDA C++ at once: no C++ features above the `__CUDACC__` section, no VLAs.
@@ -21,7 +21,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "layers/natten/na_cuda.h"
+#include "layers/natten/cuda/na_cuda.h"
 
 #ifdef __CUDACC__
 #define NA_HD static __host__ __device__ __forceinline__
@@ -93,7 +93,7 @@ static inline int64_t na_fused_chunks(const na_geom *g) { return (g->dim + NA_FC
 /* Partial sums per (head, rpb entry) in the drpb reduction. */
 static inline int64_t na_drpb_chunks(const na_geom *g) { return (g->npix + NA_DRPB_CHUNK - 1) / NA_DRPB_CHUNK; }
 
-/* ---- window arithmetic (DESIGN.md §2), one axis ---- */
+/* ---- window arithmetic (docs/design.md §2), one axis ---- */
 
 typedef struct na_win {
     int key0; /* index of key t = 0: s*d + g */
@@ -177,7 +177,7 @@ NA_HD float na_dot(const float *NA_RESTRICT a, const float *NA_RESTRICT b, int n
 }
 
 /* ================================================================================================
- * v0 — naive kernels (na_cuda_naive.cu): one thread per output element, windows recomputed by every
+ * v0 — naive kernels (cuda/naive.cu): one thread per output element, windows recomputed by every
  * thread, no shared memory. The GPU reference the faster versions are checked against.
  * ================================================================================================ */
 
@@ -301,7 +301,7 @@ NA_HD void na_drpb_final_body(const na_geom *g, const double *NA_RESTRICT part, 
 }
 
 /* ================================================================================================
- * v1 — fused kernels (na_cuda_fused.cu): one thread per (query, chunk of NA_FCH channels); the
+ * v1 — fused kernels (cuda/fused.cu): one thread per (query, chunk of NA_FCH channels); the
  * thread's channels live in registers. Forward: online softmax over the window (running max and sum,
  * rescaled when the max grows), so no [.., K] buffer; lse saved. Backward: delta = rowsum(d_out * out)
  * first; then per query dq (recomputing each weight from lse) and, only when drpb is wanted, dS into a

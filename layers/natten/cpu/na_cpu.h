@@ -1,8 +1,8 @@
-/* layers/natten/na_cpu.h — fast CPU neighborhood-attention kernels (1-D, 2-D, 3-D) on raw fp32 pointers.
- * Same arguments and semantics as the double-precision reference (na_ref.h), in float; the lead's
- * autograd ops wrap them.
+/* layers/natten/cpu/na_cpu.h — fast CPU neighborhood-attention kernels (1-D, 2-D, 3-D) on raw fp32 pointers.
+ * Same arguments and semantics as the double-precision test oracle (tests/ref/na_ref.h), in float; the
+ * autograd ops of layers/natten/na_ops.c wrap them.
  *
- * Layouts (contiguous, row-major; see na_params.h): q, k, v, out, d_out, dq, dk, dv [B, heads, *spatial, D];
+ * Layouts (contiguous, row-major; see na_problem.h): q, k, v, out, d_out, dq, dk, dv [B, heads, *spatial, D];
  * attn / d_attn [B, heads, *spatial, K], K = prod(kernel), row-major slot order over the kernel axes;
  * rpb / drpb [heads, 2k0-1, ...] (NULL = no bias); lse [B, heads, *spatial].
  *
@@ -22,7 +22,7 @@
 
 #include <stdint.h>
 
-#include "layers/natten/na_params.h"
+#include "layers/natten/na_problem.h"
 #include "nat/status.h"
 
 #ifdef __cplusplus

@@ -1,4 +1,4 @@
-/* layers/natten/na_cuda_fused.cu — kernel lab v1: fused neighborhood attention (fp32, 1-D/2-D/3-D), forward
+/* layers/natten/cuda/fused.cu — kernel lab v1: fused neighborhood attention (fp32, 1-D/2-D/3-D), forward
  * and backward, what nat_na calls on a CUDA device.
  *
  * Idea (v1): one thread per (query, chunk of 32 head-dim channels), the chunk's accumulators in
@@ -13,10 +13,10 @@
  * recomputes two dot products per (key, query) pair; k/v rows are read per thread through L1 (no
  * shared-memory tiles); the dS scratch is N*K floats while the backward runs.
  *
- * The bodies live in na_cuda_body.h, where tests/test_na_cuda.c also runs them on the host.
- * Layouts and conventions: na_cuda.h.
+ * The bodies live in cuda/body.h, where tests/test_na_cuda.c also runs them on the host.
+ * Layouts and conventions: cuda/na_cuda.h.
  */
-#include "layers/natten/na_cuda_body.h"
+#include "layers/natten/cuda/body.h"
 
 namespace {
 

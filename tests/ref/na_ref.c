@@ -1,17 +1,17 @@
-/* layers/natten/na_ref.c — reference neighborhood attention, written from DESIGN.md §2 alone (the window
+/* tests/ref/na_ref.c — reference neighborhood attention, written from docs/design.md §2 alone (the window
  * and inverse-neighbourhood rules are coded here again on purpose, independently of the fast kernels).
  * Double precision, plain loops, one query or one key at a time. Every problem is viewed as 3-D
  * (na_problem): a 1-D or 2-D problem has leading axes of length 1 with kernel 1, which have exactly one
- * key and one rpb entry. Layouts and conventions: see na_ref.h.
+ * key and one rpb entry. Layouts and conventions: see tests/ref/na_ref.h.
  */
-#include "layers/natten/na_ref.h"
+#include "tests/ref/na_ref.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "nat/alloc.h"
 
-/* Per-axis window of query index i (DESIGN.md §2): keys key0 + t*d, t = 0..k-1; rpb index rpb0 + t. */
+/* Per-axis window of query index i (docs/design.md §2): keys key0 + t*d, t = 0..k-1; rpb index rpb0 + t. */
 static void axis_window(int64_t i, int64_t L, int k, int d, int causal, int64_t *key0, int64_t *rpb0)
 {
     int64_t r = k / 2;
@@ -32,7 +32,7 @@ static void axis_window(int64_t i, int64_t L, int k, int d, int causal, int64_t 
     *rpb0 = (k - 1) + s - p;
 }
 
-/* Per-axis inverse neighbourhood of key index y: queries q0, q0 + d, ... below q1 (DESIGN.md §2). */
+/* Per-axis inverse neighbourhood of key index y: queries q0, q0 + d, ... below q1 (docs/design.md §2). */
 static void axis_inverse(int64_t y, int64_t L, int k, int d, int causal, int64_t *q0, int64_t *q1)
 {
     int64_t r = k / 2;
