@@ -336,7 +336,7 @@ static uint16_t *to_half(const float *x, int64_t n, int f16)
 {
     uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
     for (int64_t i = 0; i < n; i++)
-        h[i] = na_half_bits(x[i], f16);
+        h[i] = half_from_f32(x[i], f16);
     return h;
 }
 
@@ -393,7 +393,7 @@ static nat_status emu3_bwd(int f16, const nat_na_params *p, int64_t B, int64_t H
         na_fused_delta_body(&g, d_out, out, delta, i);
     uint16_t *dout16 = malloc(sizeof(uint16_t) * (size_t)(nq * dim));
     for (int64_t i = 0; i < nq * dim; i++)
-        dout16[i] = na_half_bits(d_out[i], f16);
+        dout16[i] = half_from_f32(d_out[i], f16);
     const size_t nrow = (size_t)NA_V3_PIECE * (size_t)(dim + NA_V3_PAD), ncol = (size_t)dim * NA_V3_VS;
     uint16_t *s1 = malloc(sizeof(uint16_t) * nrow), *s2 = malloc(sizeof(uint16_t) * nrow);
     uint16_t *s3 = malloc(sizeof(uint16_t) * ncol), *s4 = malloc(sizeof(uint16_t) * ncol);
@@ -474,7 +474,7 @@ static int run_v3(int on_device, const na_case *c0, int64_t D, int f16, int bwd)
         float *x[3] = {dt.q, dt.k, dt.v};
         double *xd[3] = {dt.qd, dt.kd, dt.vd};
         for (int j = 0; j < 3; j++) {
-            x[j][i] = f16 ? na_round_f16(x[j][i]) : na_round_bf16(x[j][i]);
+            x[j][i] = f16 ? half_round_f16(x[j][i]) : half_round_bf16(x[j][i]);
             xd[j][i] = x[j][i];
         }
     }
@@ -1073,33 +1073,33 @@ START_TEST(v3_fragment_maps)
 }
 END_TEST
 
-/* na_half.h: round to nearest even, ties, subnormals, overflow, NaN. */
+/* core/half.h: round to nearest even, ties, subnormals, overflow, NaN. */
 START_TEST(half_rounding)
 {
-    ck_assert_uint_eq(na_bf16_bits(1.0f), 0x3f80);
-    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f808000u)), 0x3f80); /* tie, even stays */
-    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f818000u)), 0x3f82); /* tie, odd rounds up */
-    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f808001u)), 0x3f81);
-    ck_assert(isnan(na_round_bf16(NAN)));
-    ck_assert_uint_eq(na_f16_bits(1.0f), 0x3c00);
-    ck_assert_uint_eq(na_f16_bits(65504.0f), 0x7bff);
-    ck_assert_uint_eq(na_f16_bits(65519.0f), 0x7bff);
-    ck_assert_uint_eq(na_f16_bits(65520.0f), 0x7c00);
-    ck_assert_uint_eq(na_f16_bits(-1e9f), 0xfc00);
-    ck_assert_uint_eq(na_f16_bits(5.9604644775390625e-8f), 0x0001);      /* 2^-24 */
-    ck_assert_uint_eq(na_f16_bits(2.98023223876953125e-8f), 0x0000);     /* 2^-25: tie to even 0 */
-    ck_assert_uint_eq(na_f16_bits(8.940696716308594e-8f), 0x0002);       /* 1.5 * 2^-24: tie to even 2 */
-    ck_assert_uint_eq(na_f16_bits(6.103515625e-05f), 0x0400);            /* 2^-14 */
-    ck_assert_uint_eq(na_f16_bits(na_bits_f32(0x3f801000u)), 0x3c00);    /* tie at the 10th bit, even */
-    ck_assert_uint_eq(na_f16_bits(na_bits_f32(0x3f803000u)), 0x3c02);
-    ck_assert(isnan(na_round_f16(NAN)));
+    ck_assert_uint_eq(half_f32_to_bf16(1.0f), 0x3f80);
+    ck_assert_uint_eq(half_f32_to_bf16(half_bits_f32(0x3f808000u)), 0x3f80); /* tie, even stays */
+    ck_assert_uint_eq(half_f32_to_bf16(half_bits_f32(0x3f818000u)), 0x3f82); /* tie, odd rounds up */
+    ck_assert_uint_eq(half_f32_to_bf16(half_bits_f32(0x3f808001u)), 0x3f81);
+    ck_assert(isnan(half_round_bf16(NAN)));
+    ck_assert_uint_eq(half_f32_to_f16(1.0f), 0x3c00);
+    ck_assert_uint_eq(half_f32_to_f16(65504.0f), 0x7bff);
+    ck_assert_uint_eq(half_f32_to_f16(65519.0f), 0x7bff);
+    ck_assert_uint_eq(half_f32_to_f16(65520.0f), 0x7c00);
+    ck_assert_uint_eq(half_f32_to_f16(-1e9f), 0xfc00);
+    ck_assert_uint_eq(half_f32_to_f16(5.9604644775390625e-8f), 0x0001);      /* 2^-24 */
+    ck_assert_uint_eq(half_f32_to_f16(2.98023223876953125e-8f), 0x0000);     /* 2^-25: tie to even 0 */
+    ck_assert_uint_eq(half_f32_to_f16(8.940696716308594e-8f), 0x0002);       /* 1.5 * 2^-24: tie to even 2 */
+    ck_assert_uint_eq(half_f32_to_f16(6.103515625e-05f), 0x0400);            /* 2^-14 */
+    ck_assert_uint_eq(half_f32_to_f16(half_bits_f32(0x3f801000u)), 0x3c00);    /* tie at the 10th bit, even */
+    ck_assert_uint_eq(half_f32_to_f16(half_bits_f32(0x3f803000u)), 0x3c02);
+    ck_assert(isnan(half_round_f16(NAN)));
     /* every f16 value survives the round trip; every bf16 too */
     for (uint32_t h = 0; h < 0x10000u; h++) {
         if (((h >> 10) & 0x1f) == 0x1f && (h & 0x3ff))
             continue; /* NaNs */
-        ck_assert_uint_eq(na_f16_bits(na_f16_f32((uint16_t)h)), h);
-        if (!isnan(na_bf16_f32((uint16_t)h)))
-            ck_assert_uint_eq(na_bf16_bits(na_bf16_f32((uint16_t)h)), h);
+        ck_assert_uint_eq(half_f32_to_f16(half_f16_to_f32((uint16_t)h)), h);
+        if (!isnan(half_bf16_to_f32((uint16_t)h)))
+            ck_assert_uint_eq(half_f32_to_bf16(half_bf16_to_f32((uint16_t)h)), h);
     }
     /* the rounding is to the nearest: the neighbours of x's rounding are farther from x */
     nat_rng r;
@@ -1107,11 +1107,11 @@ START_TEST(half_rounding)
     for (int i = 0; i < 20000; i++) {
         float x;
         nat_rng_fill_normal(&r, &x, 1, 0.0f, i % 2 ? 1e-5f : 100.0f);
-        const uint16_t h = na_f16_bits(x);
-        const double e = fabs((double)na_f16_f32(h) - x);
-        ck_assert(e <= fabs((double)na_f16_f32((uint16_t)(h + 1)) - x));
+        const uint16_t h = half_f32_to_f16(x);
+        const double e = fabs((double)half_f16_to_f32(h) - x);
+        ck_assert(e <= fabs((double)half_f16_to_f32((uint16_t)(h + 1)) - x));
         if ((h & 0x7fff) != 0)
-            ck_assert(e <= fabs((double)na_f16_f32((uint16_t)(h - 1)) - x));
+            ck_assert(e <= fabs((double)half_f16_to_f32((uint16_t)(h - 1)) - x));
     }
 }
 END_TEST

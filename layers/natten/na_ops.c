@@ -8,7 +8,7 @@
  * fused op saves only out and the log-sum-exp.
  *
  * Autocast (nat_ctx_precision BF16 / F16): the operands of the products (q, k, v; attn, v) are rounded
- * to bfloat16 / float16 (to nearest even: nat_round_array on the CPU, na_half.h on a device) into f32
+ * to bfloat16 / float16 (to nearest even: nat_round_array on the CPU, core/half.h on a device) into f32
  * step tensors, and the ops run on the rounded values with f32 accumulation; rpb, outputs and
  * gradients stay f32, and the gradients flow to the unrounded inputs unchanged (straight through the
  * rounding). On the CPU that is the whole emulation: the f32 kernels on the rounded values. On CUDA

@@ -105,7 +105,7 @@ nat_status na_cuda_fused_backward(int device, const nat_na_params *p, int64_t ba
 
 /* ---- autocast (cuda/tensorcore_fwd.cu, cuda/dispatch.cu) ---- */
 
-/* y[i] = x[i] rounded to float16 (f16 != 0) or bfloat16, kept as float (na_half.h's rounding). */
+/* y[i] = x[i] rounded to float16 (f16 != 0) or bfloat16, kept as float (core/half.h's rounding). */
 nat_status na_cuda_round(int device, int f16, const float *x, float *y, int64_t n);
 
 /* The fused forward under autocast: q, k, v hold values already rounded to the 2-byte type (f16 != 0:

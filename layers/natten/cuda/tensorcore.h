@@ -32,7 +32,7 @@
 #define NAT_NA_CUDA_V3_H
 
 #include "layers/natten/cuda/tiled.h"
-#include "layers/natten/na_half.h"
+#include "core/half.h"
 
 #define NA_V3_WARPS 4
 #define NA_V3_THREADS (32 * NA_V3_WARPS)
@@ -98,11 +98,11 @@ NA_HD void na_mma16816(int f16, float *c, int cs, const uint32_t *a, int as, con
     for (int L = 0; L < 32; L++) {
         for (int e = 0; e < 8; e++) {
             na_mma_a_rc(L, e, &r, &k);
-            A[r][k] = na_half_f32((uint16_t)(a[L * as + e / 2] >> (16 * (e & 1))), f16);
+            A[r][k] = half_to_f32((uint16_t)(a[L * as + e / 2] >> (16 * (e & 1))), f16);
         }
         for (int e = 0; e < 4; e++) {
             na_mma_b_rc(L, e, &k, &r);
-            B[k][r] = na_half_f32((uint16_t)(b[L * bs + e / 2] >> (16 * (e & 1))), f16);
+            B[k][r] = half_to_f32((uint16_t)(b[L * bs + e / 2] >> (16 * (e & 1))), f16);
             na_mma_c_rc(L, e, &r, &k);
             C[r][k] = c[L * cs + e];
         }
@@ -187,7 +187,7 @@ NA_HD void na_v3_c2a(uint32_t (*a)[4], float (*c)[2][4], int f16)
         uint16_t h[2][4];
         for (int nt = 0; nt < 2; nt++)
             for (int e = 0; e < 4; e++)
-                h[nt][e] = na_half_bits(c[L][nt][e], f16);
+                h[nt][e] = half_from_f32(c[L][nt][e], f16);
         a[L][0] = na_pack2(h[0][0], h[0][1]);
         a[L][1] = na_pack2(h[0][2], h[0][3]);
         a[L][2] = na_pack2(h[1][0], h[1][1]);
@@ -387,7 +387,7 @@ NA_HD void na_v3_piece(const na_geom *g, const na_v2_tile *t, int f16, const uin
                     const int h = e >> 1;
                     const float p = s[L][nt][e] == -INFINITY ? 0.0f : NA_EXPF(s[L][nt][e] - W->m[L][h]);
                     W->l[L][h] += p;
-                    ph[nt][e] = na_half_bits(p, f16);
+                    ph[nt][e] = half_from_f32(p, f16);
                 }
             /* A element e of the 16-key step = C element (e & 3) of 8-key tile e / 4 (na_v3_c2a's map,
              * inline: rounding after the loop kept all of S live and made the D 32 kernel spill) */

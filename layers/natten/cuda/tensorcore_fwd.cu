@@ -42,14 +42,14 @@ struct Round { /* y = x rounded to the 2-byte type, as float */
     const float *x;
     float *y;
     int f16;
-    __device__ void operator()(int64_t i) const { y[i] = f16 ? na_round_f16(x[i]) : na_round_bf16(x[i]); }
+    __device__ void operator()(int64_t i) const { y[i] = f16 ? half_round_f16(x[i]) : half_round_bf16(x[i]); }
 };
 
 struct ToHalf { /* y = bits of x in the 2-byte type */
     const float *x;
     uint16_t *y;
     int f16;
-    __device__ void operator()(int64_t i) const { y[i] = na_half_bits(x[i], f16); }
+    __device__ void operator()(int64_t i) const { y[i] = half_from_f32(x[i], f16); }
 };
 
 } // namespace

@@ -29,7 +29,7 @@
 #include "core/ops_cuda.h" /* nat_cuda_memcpy, nat_cuda_fill */
 #include "layers/natten/cpu/na_cpu.h"
 #include "layers/natten/cuda/na_cuda.h"
-#include "layers/natten/na_half.h"
+#include "core/half.h"
 #include "nat/nat.h"
 #include "nat/cuda.h"
 
@@ -234,9 +234,9 @@ static double validate(int op, int ver, prob *P)
     if ((op == FWD || op == BWD) && ver >= 3) { /* the CPU kernels on the rounded inputs */
         rq = malloc(sizeof(float) * (size_t)n), rk = malloc(sizeof(float) * (size_t)n), rv = malloc(sizeof(float) * (size_t)n);
         for (int64_t i = 0; i < n; i++) {
-            rq[i] = ver == 4 ? na_round_f16(q[i]) : na_round_bf16(q[i]);
-            rk[i] = ver == 4 ? na_round_f16(k[i]) : na_round_bf16(k[i]);
-            rv[i] = ver == 4 ? na_round_f16(v[i]) : na_round_bf16(v[i]);
+            rq[i] = ver == 4 ? half_round_f16(q[i]) : half_round_bf16(q[i]);
+            rk[i] = ver == 4 ? half_round_f16(k[i]) : half_round_bf16(k[i]);
+            rv[i] = ver == 4 ? half_round_f16(v[i]) : half_round_bf16(v[i]);
         }
         q = rq, k = rk, v = rv;
     }
