@@ -99,6 +99,7 @@ static float *garbage(int64_t n, float v)
 }
 
 #define CASE_ARGS(c, p) &(p), (c)->batch, (c)->heads, (c)->len, (c)->dim
+#define CASE_PB(c, p) na_case_problem((c), &(p)) /* what the fast CPU kernels take */
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Implementations under test, behind cpu/na_cpu.h's signatures (host pointers in and out)               */
@@ -748,7 +749,7 @@ static void run_qk(const na_impl *im, const na_case *c)
     float *a = garbage(dt.natt, 1e3f), *ac = fbuf(dt.natt);
     double *ar = dbuf(dt.natt);
     EXPECT_OK(na_ref_qk(CASE_ARGS(c, p), dt.qd, dt.kd, c->rpb ? dt.rpbd : NULL, ar), c);
-    EXPECT_OK(na_cpu_qk(CASE_ARGS(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, ac), c);
+    EXPECT_OK(na_cpu_qk(CASE_PB(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, ac), c);
     EXPECT_OK(im->qk(CASE_ARGS(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, a), c);
     expect_close(im->name, "qk logits", a, ar, dt.natt, c);
     expect_close_f(im->name, "qk logits", a, ac, dt.natt, c);
@@ -764,7 +765,7 @@ static void run_av(const na_impl *im, const na_case *c)
     float *o = garbage(dt.nqkv, 1e3f), *oc = fbuf(dt.nqkv);
     double *orf = dbuf(dt.nqkv);
     EXPECT_OK(na_ref_av(CASE_ARGS(c, p), dt.attd, dt.vd, orf), c);
-    EXPECT_OK(na_cpu_av(CASE_ARGS(c, p), dt.att, dt.v, oc), c);
+    EXPECT_OK(na_cpu_av(CASE_PB(c, p), dt.att, dt.v, oc), c);
     EXPECT_OK(im->av(CASE_ARGS(c, p), dt.att, dt.v, o), c);
     expect_close(im->name, "av out", o, orf, dt.nqkv, c);
     expect_close_f(im->name, "av out", o, oc, dt.nqkv, c);
@@ -781,7 +782,7 @@ static void run_qk_bwd(const na_impl *im, const na_case *c)
     float *dqc = fbuf(dt.nqkv), *dkc = fbuf(dt.nqkv), *drc = fbuf(dt.nrpb);
     double *dqr = dbuf(dt.nqkv), *dkr = dbuf(dt.nqkv), *drr = dbuf(dt.nrpb);
     EXPECT_OK(na_ref_qk_backward(CASE_ARGS(c, p), dt.g_attd, dt.qd, dt.kd, dqr, dkr, c->rpb ? drr : NULL), c);
-    EXPECT_OK(na_cpu_qk_backward(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, dqc, dkc, c->rpb ? drc : NULL), c);
+    EXPECT_OK(na_cpu_qk_backward(CASE_PB(c, p), dt.g_att, dt.q, dt.k, dqc, dkc, c->rpb ? drc : NULL), c);
     EXPECT_OK(im->qk_bwd(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, dq, dk, c->rpb ? dr : NULL), c);
     expect_close(im->name, "qk_backward dq", dq, dqr, dt.nqkv, c);
     expect_close(im->name, "qk_backward dk", dk, dkr, dt.nqkv, c);
@@ -803,7 +804,7 @@ static void run_av_bwd(const na_impl *im, const na_case *c)
     float *da = garbage(dt.natt, 1e3f), *dv = garbage(dt.nqkv, 1e3f), *dac = fbuf(dt.natt), *dvc = fbuf(dt.nqkv);
     double *dar = dbuf(dt.natt), *dvr = dbuf(dt.nqkv);
     EXPECT_OK(na_ref_av_backward(CASE_ARGS(c, p), dt.g_outd, dt.attd, dt.vd, dar, dvr), c);
-    EXPECT_OK(na_cpu_av_backward(CASE_ARGS(c, p), dt.g_out, dt.att, dt.v, dac, dvc), c);
+    EXPECT_OK(na_cpu_av_backward(CASE_PB(c, p), dt.g_out, dt.att, dt.v, dac, dvc), c);
     EXPECT_OK(im->av_bwd(CASE_ARGS(c, p), dt.g_out, dt.att, dt.v, da, dv), c);
     expect_close(im->name, "av_backward d_attn", da, dar, dt.natt, c);
     expect_close(im->name, "av_backward dv", dv, dvr, dt.nqkv, c);
@@ -827,7 +828,7 @@ static void run_fused_fwd(const na_impl *im, const na_case *c)
     float *o = garbage(dt.nqkv, 1e3f), *l = garbage(dt.nlse, 1e3f), *oc = fbuf(dt.nqkv), *lc = fbuf(dt.nlse);
     double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
     EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, c->rpb ? dt.rpbd : NULL, orf, lr), c);
-    EXPECT_OK(na_cpu_fused_forward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, oc, lc), c);
+    EXPECT_OK(na_cpu_fused_forward(CASE_PB(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, oc, lc), c);
     EXPECT_OK(im->fused_fwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, o, l), c);
     expect_close(im->name, "fused_forward out", o, orf, dt.nqkv, c);
     expect_close(im->name, "fused_forward lse", l, lr, dt.nlse, c);
@@ -857,7 +858,7 @@ static void run_fused_bwd(const na_impl *im, const na_case *c)
     float *dqc = fbuf(n), *dkc = fbuf(n), *dvc = fbuf(n), *drc = fbuf(dt.nrpb);
     EXPECT_OK(na_ref_fused_backward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, rpbd, orf, lr, dt.g_outd, dqr, dkr, dvr,
                                     c->rpb ? drr : NULL), c);
-    EXPECT_OK(na_cpu_fused_backward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dqc, dkc, dvc,
+    EXPECT_OK(na_cpu_fused_backward(CASE_PB(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dqc, dkc, dvc,
                                     c->rpb ? drc : NULL), c);
     EXPECT_OK(im->fused_bwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dq, dk, dv,
                             c->rpb ? dr : NULL), c);

@@ -33,13 +33,8 @@ nat_na_params nat_na_params_make(int ndim, int kernel, int dilation)
     return p;
 }
 
-/* Problem sizes read off q-shaped tensors [B, heads, *spatial, D]. */
-typedef struct na_sizes {
-    int64_t batch, heads, spatial[3], dim;
-} na_sizes;
-
-static nat_status check_qshape(const nat_na_params *p, const nat_tensor *t, const char *op, const char *arg,
-                               na_sizes *sz)
+/* Checks that a q-shaped tensor [B, heads, *spatial, D] has the descriptor's rank. */
+static nat_status check_qshape(const nat_na_params *p, const nat_tensor *t, const char *op, const char *arg)
 {
     if (p->ndim < 1 || p->ndim > 3)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: ndim %d (1, 2 or 3 spatial axes)", op, p->ndim);
@@ -49,12 +44,14 @@ static nat_status check_qshape(const nat_na_params *p, const nat_tensor *t, cons
                          nat_shape_str(t, b, sizeof b), p->ndim + 3,
                          p->ndim == 1 ? "L" : p->ndim == 2 ? "H, W" : "T, H, W");
     }
-    sz->batch = t->shape[0];
-    sz->heads = t->shape[1];
-    for (int a = 0; a < p->ndim; a++)
-        sz->spatial[a] = t->shape[2 + a];
-    sz->dim = t->shape[t->ndim - 1];
     return NAT_OK;
+}
+
+/* The problem of q-shaped t under p, validated once here (na_problem_init): the kernels trust it. */
+static nat_status make_problem(const nat_na_params *p, const nat_tensor *t, int has_rpb, const char *op,
+                               na_problem *pb)
+{
+    return na_problem_init(pb, p, t->shape[0], t->shape[1], t->shape + 2, t->shape[t->ndim - 1], has_rpb, op);
 }
 
 static nat_status check_same(const nat_tensor *a, const nat_tensor *b, const char *op, const char *na, const char *nb)
@@ -94,6 +91,9 @@ static int64_t n_keys(const nat_na_params *p)
     return K;
 }
 
+/* The CUDA entry points still take the descriptor and the sizes one by one (the CPU kernels take pb). */
+#define CUDA_ARGS(pb) &(pb).params, (pb).batch, (pb).heads, (pb).spatial, (pb).dim
+
 /* Keeps a copy of the descriptor in a node (its f/i slots). */
 static void save_params(nat_node *node, const nat_na_params *p)
 {
@@ -116,9 +116,11 @@ static nat_na_params load_params(const nat_node *node)
     return p;
 }
 
-static nat_status sizes_of_node(const nat_na_params *p, const nat_tensor *q, na_sizes *sz)
+/* A backward's problem: the forward's, validated when the forward ran. */
+static void problem_of_node(const nat_node *node, const nat_tensor *q, na_problem *pb)
 {
-    return check_qshape(p, q, "na", "q", sz);
+    const nat_na_params p = load_params(node);
+    na_problem_fill(pb, &p, q->shape[0], q->shape[1], q->shape + 2, q->shape[q->ndim - 1]);
 }
 
 /* A step tensor shaped like `like`, uninitialised (kernels overwrite). */
@@ -155,10 +157,9 @@ static nat_status autocast_round(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 
 static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
-    nat_na_params p = load_params(node);
     nat_tensor *q = node->saved[0], *k = node->saved[1], *rpb_in = node->in[2];
-    na_sizes sz;
-    NAT_TRY(sizes_of_node(&p, q, &sz));
+    na_problem pb;
+    problem_of_node(node, q, &pb);
     nat_tensor *gd, *dq, *dk, *drpb = NULL;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, q, &dq));
@@ -167,11 +168,11 @@ static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        NAT_TRY(na_cuda_qk_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd),
+        NAT_TRY(na_cuda_qk_backward(dev, CUDA_ARGS(pb), nat_tensor_f32(gd),
                                     nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
                                     drpb ? nat_tensor_f32(drpb) : NULL));
     else
-        NAT_TRY(na_cpu_qk_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(q),
+        NAT_TRY(na_cpu_qk_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(q),
                                    nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
                                    drpb ? nat_tensor_f32(drpb) : NULL));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
@@ -189,14 +190,14 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
     const char *op = "na_qk";
     NAT_TRY(nat_check_f32_dev(ctx, q, op, "q"));
     NAT_TRY(nat_check_f32_dev(ctx, k, op, "k"));
-    na_sizes sz;
-    NAT_TRY(check_qshape(p, q, op, "q", &sz));
+    na_problem pb;
+    NAT_TRY(check_qshape(p, q, op, "q"));
     NAT_TRY(check_same(q, k, op, "q", "k"));
-    if (rpb) {
+    if (rpb)
         NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
-        NAT_TRY(na_validate(p, sz.batch, sz.heads, sz.spatial, sz.dim, 1, op));
-        NAT_TRY(check_rpb(p, rpb, sz.heads, op));
-    }
+    NAT_TRY(make_problem(p, q, rpb != NULL, op, &pb));
+    if (rpb)
+        NAT_TRY(check_rpb(p, rpb, pb.heads, op));
     nat_tensor *qd, *kd, *rd = NULL, *a;
     NAT_TRY(nat_dense(ctx, q, &qd));
     NAT_TRY(nat_dense(ctx, k, &kd));
@@ -210,10 +211,10 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
     NAT_TRY(nat_ctx_empty(ctx, &a, NAT_F32, q->ndim, shape));
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        NAT_TRY(na_cuda_qk(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+        NAT_TRY(na_cuda_qk(dev, CUDA_ARGS(pb), nat_tensor_f32(qd), nat_tensor_f32(kd),
                            rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
     else
-        NAT_TRY(na_cpu_qk(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+        NAT_TRY(na_cpu_qk(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
                           rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
     nat_node *node;
     nat_tensor *ins[3] = {q, k, rpb};
@@ -232,20 +233,19 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
 
 static nat_status av_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
-    nat_na_params p = load_params(node);
     nat_tensor *a = node->saved[0], *v = node->saved[1];
-    na_sizes sz;
-    NAT_TRY(sizes_of_node(&p, v, &sz));
+    na_problem pb;
+    problem_of_node(node, v, &pb);
     nat_tensor *gd, *da, *dv;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, a, &da));
     NAT_TRY(empty_like(ctx, v, &dv));
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        NAT_TRY(na_cuda_av_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd),
+        NAT_TRY(na_cuda_av_backward(dev, CUDA_ARGS(pb), nat_tensor_f32(gd),
                                     nat_tensor_f32(a), nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
     else
-        NAT_TRY(na_cpu_av_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(a),
+        NAT_TRY(na_cpu_av_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(a),
                                    nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], da));
     return nat_grad_accumulate(ctx, node->in[1], dv);
@@ -258,8 +258,7 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
     const char *op = "na_av";
     NAT_TRY(nat_check_f32_dev(ctx, attn, op, "attn"));
     NAT_TRY(nat_check_f32_dev(ctx, v, op, "v"));
-    na_sizes sz;
-    NAT_TRY(check_qshape(p, v, op, "v", &sz));
+    NAT_TRY(check_qshape(p, v, op, "v"));
     int64_t want[NAT_MAX_DIMS];
     memcpy(want, v->shape, sizeof want);
     want[v->ndim - 1] = n_keys(p);
@@ -272,6 +271,8 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
                          nat_shape_str(attn, g, sizeof g), nat_shape_str(v, w, sizeof w), p->kernel[0],
                          nat_dims_str(v->ndim, want, w, sizeof w));
     }
+    na_problem pb;
+    NAT_TRY(make_problem(p, v, 0, op, &pb));
     nat_tensor *ad, *vd, *y;
     NAT_TRY(nat_dense(ctx, attn, &ad));
     NAT_TRY(nat_dense(ctx, v, &vd));
@@ -280,10 +281,10 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
     NAT_TRY(empty_like(ctx, v, &y));
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        NAT_TRY(na_cuda_av(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(ad), nat_tensor_f32(vd),
+        NAT_TRY(na_cuda_av(dev, CUDA_ARGS(pb), nat_tensor_f32(ad), nat_tensor_f32(vd),
                            nat_tensor_f32(y)));
     else
-        NAT_TRY(na_cpu_av(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(ad), nat_tensor_f32(vd),
+        NAT_TRY(na_cpu_av(&pb, nat_tensor_f32(ad), nat_tensor_f32(vd),
                           nat_tensor_f32(y)));
     nat_node *node;
     nat_tensor *ins[2] = {attn, v};
@@ -302,11 +303,10 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
 
 static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
-    nat_na_params p = load_params(node);
     nat_tensor *q = node->saved[0], *k = node->saved[1], *v = node->saved[2], *rpb = node->saved[3],
                *out = node->saved[4], *lse = node->saved[5], *rpb_in = node->in[3];
-    na_sizes sz;
-    NAT_TRY(sizes_of_node(&p, q, &sz));
+    na_problem pb;
+    problem_of_node(node, q, &pb);
     nat_tensor *gd, *dq, *dk, *dv, *drpb = NULL;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, q, &dq));
@@ -317,20 +317,19 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     int dev = nat_ctx_cuda_index(ctx);
     const nat_precision prec = (nat_precision)node->i[7]; /* the forward's: autocast rounds the same way */
     if (dev >= 0 && prec != NAT_PREC_F32)
-        NAT_TRY(na_cuda_fused_backward_autocast(dev, prec == NAT_PREC_F16, &p, sz.batch, sz.heads, sz.spatial,
-                                                sz.dim, nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(v),
+        NAT_TRY(na_cuda_fused_backward_autocast(dev, prec == NAT_PREC_F16, CUDA_ARGS(pb), nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(v),
                                                 rpb ? nat_tensor_f32(rpb) : NULL, nat_tensor_f32(out),
                                                 nat_tensor_f32(lse), nat_tensor_f32(gd), nat_tensor_f32(dq),
                                                 nat_tensor_f32(dk), nat_tensor_f32(dv),
                                                 drpb ? nat_tensor_f32(drpb) : NULL));
     else if (dev >= 0)
-        NAT_TRY(na_cuda_fused_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q),
+        NAT_TRY(na_cuda_fused_backward(dev, CUDA_ARGS(pb), nat_tensor_f32(q),
                                        nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
                                        nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
                                        nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
                                        drpb ? nat_tensor_f32(drpb) : NULL));
     else
-        NAT_TRY(na_cpu_fused_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q),
+        NAT_TRY(na_cpu_fused_backward(&pb, nat_tensor_f32(q),
                                       nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
                                       nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
                                       nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
@@ -352,15 +351,15 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
     NAT_TRY(nat_check_f32_dev(ctx, q, op, "q"));
     NAT_TRY(nat_check_f32_dev(ctx, k, op, "k"));
     NAT_TRY(nat_check_f32_dev(ctx, v, op, "v"));
-    na_sizes sz;
-    NAT_TRY(check_qshape(p, q, op, "q", &sz));
+    na_problem pb;
+    NAT_TRY(check_qshape(p, q, op, "q"));
     NAT_TRY(check_same(q, k, op, "q", "k"));
     NAT_TRY(check_same(q, v, op, "q", "v"));
-    if (rpb) {
+    if (rpb)
         NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
-        NAT_TRY(na_validate(p, sz.batch, sz.heads, sz.spatial, sz.dim, 1, op));
-        NAT_TRY(check_rpb(p, rpb, sz.heads, op));
-    }
+    NAT_TRY(make_problem(p, q, rpb != NULL, op, &pb));
+    if (rpb)
+        NAT_TRY(check_rpb(p, rpb, pb.heads, op));
     nat_tensor *qd, *kd, *vd, *rd = NULL, *y, *lse;
     NAT_TRY(nat_dense(ctx, q, &qd));
     NAT_TRY(nat_dense(ctx, k, &kd));
@@ -375,16 +374,16 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
     int dev = nat_ctx_cuda_index(ctx);
     const nat_precision prec = nat_ctx_precision(ctx);
     if (dev >= 0 && prec != NAT_PREC_F32)
-        NAT_TRY(na_cuda_fused_forward_autocast(dev, prec == NAT_PREC_F16, p, sz.batch, sz.heads, sz.spatial, sz.dim,
+        NAT_TRY(na_cuda_fused_forward_autocast(dev, prec == NAT_PREC_F16, CUDA_ARGS(pb),
                                                nat_tensor_f32(qd), nat_tensor_f32(kd), nat_tensor_f32(vd),
                                                rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
                                                nat_tensor_f32(lse)));
     else if (dev >= 0)
-        NAT_TRY(na_cuda_fused_forward(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd),
+        NAT_TRY(na_cuda_fused_forward(dev, CUDA_ARGS(pb), nat_tensor_f32(qd),
                                       nat_tensor_f32(kd), nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL,
                                       nat_tensor_f32(y), nat_tensor_f32(lse)));
     else
-        NAT_TRY(na_cpu_fused_forward(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+        NAT_TRY(na_cpu_fused_forward(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
                                      nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
                                      nat_tensor_f32(lse)));
     nat_node *node;

@@ -44,9 +44,12 @@ int na_rpb_shape(const nat_na_params *p, int64_t heads, int64_t *out_shape);
 /* The scale actually used: p->scale, or 1/sqrt(dim) when p->scale <= 0. */
 float na_effective_scale(const nat_na_params *p, int64_t dim);
 
-/* A problem seen as 3-D (see the header comment). Filled by na_problem_init from a validated
- * descriptor; axis 3 - ndim is the first real one. */
+/* One neighborhood-attention problem: the descriptor checked against the sizes, seen as 3-D (see the
+ * header comment; axis 3 - ndim is the first real one). Built and validated once, where an op is called
+ * (na_problem_init, layers/natten/na_ops.c), then handed by const pointer to the kernels, which trust it. */
 typedef struct na_problem {
+    nat_na_params params;    /* the descriptor as given (for the CUDA entry points, which take it) */
+    int64_t spatial[3];      /* the op's own spatial lengths, params.ndim of them */
     int64_t batch, heads, dim;
     int64_t len[3];          /* spatial lengths (1 for the added axes) */
     int kernel[3], dilation[3], causal[3];
@@ -57,7 +60,13 @@ typedef struct na_problem {
     float scale;
 } na_problem;
 
-void na_problem_init(na_problem *pb, const nat_na_params *p, int64_t batch, int64_t heads,
+/* Validates (na_validate, same messages, `opname` first) and fills *pb. Returns na_validate's status. */
+nat_status na_problem_init(na_problem *pb, const nat_na_params *p, int64_t batch, int64_t heads,
+                           const int64_t *spatial, int64_t dim, int has_rpb, const char *opname);
+
+/* Fills *pb from a descriptor already validated against these sizes (a backward rebuilding the
+ * forward's problem, the test oracle). */
+void na_problem_fill(na_problem *pb, const nat_na_params *p, int64_t batch, int64_t heads,
                      const int64_t *spatial, int64_t dim);
 
 #endif

@@ -106,7 +106,7 @@ nat_status na_ref_qk(const nat_na_params *p, int64_t batch, int64_t heads, const
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, "na_ref_qk"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim;
     FOR_EACH_QUERY(&pb, bh, pix) {
         int64_t i[3];
@@ -134,7 +134,7 @@ nat_status na_ref_av(const nat_na_params *p, int64_t batch, int64_t heads, const
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, "na_ref_av"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim;
     FOR_EACH_QUERY(&pb, bh, pix) {
         int64_t i[3];
@@ -191,7 +191,7 @@ nat_status na_ref_qk_backward(const nat_na_params *p, int64_t batch, int64_t hea
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, drpb != NULL, "na_ref_qk_backward"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim;
     const double scale = pb.scale;
     if (drpb)
@@ -226,7 +226,7 @@ nat_status na_ref_av_backward(const nat_na_params *p, int64_t batch, int64_t hea
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, "na_ref_av_backward"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim;
     FOR_EACH_QUERY(&pb, bh, pix) {
         int64_t i[3];
@@ -252,7 +252,7 @@ nat_status na_ref_fused_forward(const nat_na_params *p, int64_t batch, int64_t h
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, "na_ref_fused_forward"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, N = batch * heads * pb.npix;
     size_t bytes = sizeof(double) * (size_t)(N * K);
     double *w = NULL;
@@ -283,7 +283,7 @@ nat_status na_ref_fused_backward(const nat_na_params *p, int64_t batch, int64_t 
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL,
                         "na_ref_fused_backward"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim, N = batch * heads * pb.npix;
     size_t bytes = sizeof(double) * (size_t)(N * K);
     double *w = NULL, *g = NULL;

@@ -679,12 +679,11 @@ static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 #define NA_BTAB_MAX_BYTES ((size_t)8 << 20)
 #define NA_BTAB_MAX_SLOTS 512
 
-static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, int64_t heads,
-                            const int64_t *spatial, int64_t dim, int want_drpb, int want_ring,
-                            const float *rpb)
+static nat_status fast_init(na_fast *f, const na_problem *pb, int want_drpb, int want_ring, const float *rpb)
 {
     memset(f, 0, sizeof *f);
-    na_problem_init(&f->pb, p, batch, heads, spatial, dim);
+    f->pb = *pb;
+    const int64_t batch = pb->batch, heads = pb->heads, dim = pb->dim;
     dvec_init(&f->dv, dim);
     f->D = dim;
     f->K = f->pb.nkeys;
@@ -716,7 +715,7 @@ static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, i
     f->chunk = (f->pb.len[2] + f->nchunks - 1) / f->nchunks;
 
     /* Ring geometry; the depth is the longest inverse neighbourhood along the ring axis (< 2k). */
-    f->ring_axis = p->ndim == 3 ? 0 : 1;
+    f->ring_axis = pb->params.ndim == 3 ? 0 : 1;
     {
         const int A = f->ring_axis;
         const int64_t L = f->pb.len[A], kA = f->pb.kernel[A], dA = f->pb.dilation[A];
@@ -1465,55 +1464,31 @@ static void run_ring(const na_fast *f, const na_args *a)
  * Entry points.
  * ------------------------------------------------------------------------------------------------- */
 
-#define NA_CHECK_PTR(ptr, name, op)                                           \
-    do {                                                                      \
-        if (!(ptr))                                                           \
-            return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is NULL", op, name); \
-    } while (0)
-
-nat_status na_cpu_qk(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                     int64_t dim, const float *q, const float *k, const float *rpb, float *attn)
+nat_status na_cpu_qk(const na_problem *pb, const float *q, const float *k, const float *rpb, float *attn)
 {
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, "na_cpu_qk"));
-    NA_CHECK_PTR(q, "q", "na_cpu_qk");
-    NA_CHECK_PTR(k, "k", "na_cpu_qk");
-    NA_CHECK_PTR(attn, "attn", "na_cpu_qk");
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, rpb));
+    NAT_TRY(fast_init(&f, pb, 0, 0, rpb));
     na_args a = {.q = q, .k = k, .rpb = rpb, .o_attn = attn};
     run_lines(&f, qk_line, &a);
     fast_free(&f);
     return NAT_OK;
 }
 
-nat_status na_cpu_av(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                     int64_t dim, const float *attn, const float *v, float *out)
+nat_status na_cpu_av(const na_problem *pb, const float *attn, const float *v, float *out)
 {
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, "na_cpu_av"));
-    NA_CHECK_PTR(attn, "attn", "na_cpu_av");
-    NA_CHECK_PTR(v, "v", "na_cpu_av");
-    NA_CHECK_PTR(out, "out", "na_cpu_av");
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, NULL));
+    NAT_TRY(fast_init(&f, pb, 0, 0, NULL));
     na_args a = {.attn = attn, .v = v, .o_out = out};
     run_lines(&f, av_line, &a);
     fast_free(&f);
     return NAT_OK;
 }
 
-nat_status na_cpu_qk_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                              const int64_t *spatial, int64_t dim, const float *d_attn,
+nat_status na_cpu_qk_backward(const na_problem *pb, const float *d_attn,
                               const float *q, const float *k, float *dq, float *dk, float *drpb)
 {
-    const char *op = "na_cpu_qk_backward";
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, drpb != NULL, op));
-    NA_CHECK_PTR(d_attn, "d_attn", op);
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(dq, "dq", op);
-    NA_CHECK_PTR(dk, "dk", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL, 0, NULL));
+    NAT_TRY(fast_init(&f, pb, drpb != NULL, 0, NULL));
     na_args a = {.d_attn = d_attn, .q = q, .k = k, .o_dq = dq, .o_dk = dk};
     run_lines(&f, qk_bwd_q_line, &a);
     run_lines(&f, qk_bwd_k_line, &a);
@@ -1523,19 +1498,11 @@ nat_status na_cpu_qk_backward(const nat_na_params *p, int64_t batch, int64_t hea
     return NAT_OK;
 }
 
-nat_status na_cpu_av_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                              const int64_t *spatial, int64_t dim, const float *d_out,
+nat_status na_cpu_av_backward(const na_problem *pb, const float *d_out,
                               const float *attn, const float *v, float *d_attn, float *dv)
 {
-    const char *op = "na_cpu_av_backward";
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, op));
-    NA_CHECK_PTR(d_out, "d_out", op);
-    NA_CHECK_PTR(attn, "attn", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(d_attn, "d_attn", op);
-    NA_CHECK_PTR(dv, "dv", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, NULL));
+    NAT_TRY(fast_init(&f, pb, 0, 0, NULL));
     na_args a = {.d_out = d_out, .attn = attn, .v = v, .o_attn = d_attn, .o_dv = dv};
     run_lines(&f, av_bwd_q_line, &a);
     run_lines(&f, av_bwd_k_line, &a);
@@ -1543,43 +1510,23 @@ nat_status na_cpu_av_backward(const nat_na_params *p, int64_t batch, int64_t hea
     return NAT_OK;
 }
 
-nat_status na_cpu_fused_forward(const nat_na_params *p, int64_t batch, int64_t heads,
-                                const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cpu_fused_forward(const na_problem *pb, const float *q, const float *k,
                                 const float *v, const float *rpb, float *out, float *lse)
 {
-    const char *op = "na_cpu_fused_forward";
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, rpb));
+    NAT_TRY(fast_init(&f, pb, 0, 0, rpb));
     na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .o_out = out, .o_lse = lse};
     run_lines(&f, fused_fwd_line, &a);
     fast_free(&f);
     return NAT_OK;
 }
 
-nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const float *k,
                                  const float *v, const float *rpb, const float *out, const float *lse,
                                  const float *d_out, float *dq, float *dk, float *dv, float *drpb)
 {
-    const char *op = "na_cpu_fused_backward";
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
-    NA_CHECK_PTR(d_out, "d_out", op);
-    NA_CHECK_PTR(dq, "dq", op);
-    NA_CHECK_PTR(dk, "dk", op);
-    NA_CHECK_PTR(dv, "dv", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL, 1, rpb));
+    NAT_TRY(fast_init(&f, pb, drpb != NULL, 1, rpb));
     na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .out = out, .lse = lse, .d_out = d_out,
                  .o_dq = dq, .o_dk = dk, .o_dv = dv};
     size_t dbytes = 0;
@@ -1587,7 +1534,7 @@ nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t 
     if (f.ring) {
         run_ring(&f, &a); /* delta per query inside pass A */
     } else {
-        dbytes = sizeof(float) * (size_t)(batch * heads * f.N);
+        dbytes = sizeof(float) * (size_t)(pb->batch * pb->heads * f.N);
         nat_status st = nat_mem_alloc(NAT_CPU, dbytes, (void **)&delta);
         if (st != NAT_OK) {
             fast_free(&f);

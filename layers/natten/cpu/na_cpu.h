@@ -7,8 +7,9 @@
  * rpb / drpb [heads, 2k0-1, ...] (NULL = no bias); lse [B, heads, *spatial].
  *
  * Conventions:
- *  - Every function validates p against the sizes (na_validate) and returns its status; scratch comes
- *    from nat_mem_alloc(NAT_CPU) (NAT_ERR_OOM on failure) and is given back before returning.
+ *  - The problem comes validated (na_problem_init, called once by the op in na_ops.c) and every
+ *    pointer is non-NULL except the optional rpb / drpb: the kernels check neither again. They return
+ *    NAT_OK, or NAT_ERR_OOM when scratch (nat_mem_alloc(NAT_CPU), given back before returning) fails.
  *  - All pointers are borrowed; inputs and outputs must not overlap.
  *  - Outputs are overwritten, never accumulated into (gradient buffers need no zeroing).
  *  - Masked (causal) slots get -inf logits, zero weights and zero gradients.
@@ -30,33 +31,27 @@ extern "C" {
 #endif
 
 /* attn = scale * q.k[key] + rpb[slot] (logits, before softmax). rpb may be NULL. */
-nat_status na_cpu_qk(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                     int64_t dim, const float *q, const float *k, const float *rpb, float *attn);
+nat_status na_cpu_qk(const na_problem *pb, const float *q, const float *k, const float *rpb, float *attn);
 
 /* out = sum over slots of attn[slot] * v[key(slot)] (attn holds weights). */
-nat_status na_cpu_av(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                     int64_t dim, const float *attn, const float *v, float *out);
+nat_status na_cpu_av(const na_problem *pb, const float *attn, const float *v, float *out);
 
 /* Backward of na_cpu_qk: dq, dk and (if not NULL) drpb from d_attn. */
-nat_status na_cpu_qk_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                              const int64_t *spatial, int64_t dim, const float *d_attn,
+nat_status na_cpu_qk_backward(const na_problem *pb, const float *d_attn,
                               const float *q, const float *k, float *dq, float *dk, float *drpb);
 
 /* Backward of na_cpu_av: d_attn (zero on masked slots) and dv from d_out. */
-nat_status na_cpu_av_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                              const int64_t *spatial, int64_t dim, const float *d_out,
+nat_status na_cpu_av_backward(const na_problem *pb, const float *d_out,
                               const float *attn, const float *v, float *d_attn, float *dv);
 
 /* Fused forward (logits, softmax, weighted sum) without materialising the [.., K] weights: writes out
  * and lse. */
-nat_status na_cpu_fused_forward(const nat_na_params *p, int64_t batch, int64_t heads,
-                                const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cpu_fused_forward(const na_problem *pb, const float *q, const float *k,
                                 const float *v, const float *rpb, float *out, float *lse);
 
 /* Fused backward: rebuilds the weights from lse (FlashAttention-style, delta = rowsum(d_out * out)) and
  * writes dq, dk, dv and (if not NULL) drpb. */
-nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const float *k,
                                  const float *v, const float *rpb, const float *out, const float *lse,
                                  const float *d_out, float *dq, float *dk, float *dv, float *drpb);
 

@@ -59,7 +59,7 @@ static inline nat_status na_geom_init(na_geom *g, const nat_na_params *p, int64_
     *g = zero; /* filled on success only; defined either way */
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, has_rpb, op));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t lim = INT_MAX / 4;
     int fits = batch <= lim && heads <= lim && dim <= lim && pb.nkeys <= lim && heads * pb.rpb_size <= lim;
     for (int a = 0; a < 3; a++)

@@ -57,6 +57,7 @@ static const nat_device GPU = {NAT_DEV_CUDA, 0};
 /* One problem: device buffers (and, for validation, host copies of the inputs). */
 typedef struct prob {
     nat_na_params p;
+    na_problem pb; /* p against the sizes, validated once (what the CPU reference kernels take) */
     int64_t B, H, sp[3], D, nqkv, natt, nrpb, nlse;
     float *q, *k, *v, *rpb, *attn, *out, *lse, *dout, *dattn, *dq, *dk, *dv, *drpb;
     uint16_t *h16[2]; /* q, k, v as bf16 [0] and f16 [1] bits, 3*nqkv each */
@@ -112,6 +113,7 @@ static void prob_init(prob *P, const lab_case *c, int64_t batch, int with_host)
         K *= c->kernel;
         R *= 2 * c->kernel - 1;
     }
+    CK(na_problem_init(&P->pb, &P->p, P->B, P->H, P->sp, P->D, c->rpb, "na-lab"));
     P->nqkv = batch * c->heads * npix * c->dim;
     P->natt = batch * c->heads * npix * K;
     P->nrpb = R;
@@ -247,19 +249,19 @@ static double validate(int op, int ver, prob *P)
     float *g1, *g2, *g3, *g4 = NULL;
     switch (op) {
     case QK:
-        CK(na_cpu_qk(PA(P), q, k, hr, o1));
+        CK(na_cpu_qk(&P->pb, q, k, hr, o1));
         g1 = down(P->attn, P->natt);
         e = rel(g1, o1, P->natt);
         free(g1);
         break;
     case AV:
-        CK(na_cpu_av(PA(P), P->hattn, v, o2));
+        CK(na_cpu_av(&P->pb, P->hattn, v, o2));
         g1 = down(P->out, n);
         e = rel(g1, o2, n);
         free(g1);
         break;
     case QK_BWD:
-        CK(na_cpu_qk_backward(PA(P), P->hdattn, q, k, o2, o3, P->rpb ? o4 : NULL));
+        CK(na_cpu_qk_backward(&P->pb, P->hdattn, q, k, o2, o3, P->rpb ? o4 : NULL));
         g1 = down(P->dq, n), g2 = down(P->dk, n);
         e = fmax(rel(g1, o2, n), rel(g2, o3, n));
         if (P->rpb)
@@ -267,20 +269,20 @@ static double validate(int op, int ver, prob *P)
         free(g1), free(g2), free(g4);
         break;
     case AV_BWD:
-        CK(na_cpu_av_backward(PA(P), P->hdout, P->hattn, v, o1, o2));
+        CK(na_cpu_av_backward(&P->pb, P->hdout, P->hattn, v, o1, o2));
         g1 = down(P->dattn, P->natt), g2 = down(P->dv, n);
         e = fmax(rel(g1, o1, P->natt), rel(g2, o2, n));
         free(g1), free(g2);
         break;
     case FWD:
-        CK(na_cpu_fused_forward(PA(P), q, k, v, hr, o2, lse));
+        CK(na_cpu_fused_forward(&P->pb, q, k, v, hr, o2, lse));
         g1 = down(P->out, n), g2 = down(P->lse, P->nlse);
         e = fmax(rel(g1, o2, n), rel(g2, lse, P->nlse));
         free(g1), free(g2);
         break;
     default: {
         float *out = down(P->out, n), *l = down(P->lse, P->nlse);
-        CK(na_cpu_fused_backward(PA(P), q, k, v, hr, out, l, P->hdout, o1, o2, o3, P->rpb ? o4 : NULL));
+        CK(na_cpu_fused_backward(&P->pb, q, k, v, hr, out, l, P->hdout, o1, o2, o3, P->rpb ? o4 : NULL));
         g1 = down(P->dq, n), g2 = down(P->dk, n), g3 = down(P->dv, n);
         e = fmax(fmax(rel(g1, o1, n), rel(g2, o2, n)), rel(g3, o3, n));
         if (P->rpb)
