@@ -22,10 +22,24 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
-#include "layers/natten/cpu/na_cpu.h"
-#include "layers/natten/cuda/na_cuda.h"
-#include "nat/half.h" /* nat_round_array */
+#include "layers/natten/na_backend.h"
 #include "nat/natten.h"
+
+/* The kernels of `device`. The one place that knows whether this build has a CUDA table. */
+nat_status na_backend_get(int device, const char *op, const na_backend **out)
+{
+    *out = NULL;
+    if (device < 0)
+        *out = &na_cpu_backend;
+#ifdef NAT_WITH_CUDA
+    else
+        *out = &na_cuda_backend;
+#endif
+    if (*out)
+        return NAT_OK;
+    return nat_error(NAT_ERR_UNSUPPORTED, "%s: cannot run on cuda:%d: nat was built without CUDA (configure with "
+                     "-DNAT_CUDA=ON on a machine with nvcc)", op, device);
+}
 
 nat_na_params nat_na_params_make(int ndim, int kernel, int dilation)
 {
@@ -48,10 +62,12 @@ static nat_status check_qshape(const nat_na_params *p, const nat_tensor *t, cons
 }
 
 /* The problem of q-shaped t under p, validated once here (na_problem_init): the kernels trust it. */
-static nat_status make_problem(const nat_na_params *p, const nat_tensor *t, int has_rpb, const char *op,
-                               na_problem *pb)
+static nat_status make_problem(const nat_ctx *ctx, const nat_na_params *p, const nat_tensor *t, int has_rpb,
+                               const char *op, na_problem *pb)
 {
-    return na_problem_init(pb, p, t->shape[0], t->shape[1], t->shape + 2, t->shape[t->ndim - 1], has_rpb, op);
+    NAT_TRY(na_problem_init(pb, p, t->shape[0], t->shape[1], t->shape + 2, t->shape[t->ndim - 1], has_rpb, op));
+    pb->device = nat_ctx_cuda_index(ctx);
+    return NAT_OK;
 }
 
 static nat_status check_same(const nat_tensor *a, const nat_tensor *b, const char *op, const char *na, const char *nb)
@@ -91,9 +107,6 @@ static int64_t n_keys(const nat_na_params *p)
     return K;
 }
 
-/* The CUDA entry points still take the descriptor and the sizes one by one (the CPU kernels take pb). */
-#define CUDA_ARGS(pb) &(pb).params, (pb).batch, (pb).heads, (pb).spatial, (pb).dim
-
 /* Keeps a copy of the descriptor in a node (its f/i slots). */
 static void save_params(nat_node *node, const nat_na_params *p)
 {
@@ -117,10 +130,11 @@ static nat_na_params load_params(const nat_node *node)
 }
 
 /* A backward's problem: the forward's, validated when the forward ran. */
-static void problem_of_node(const nat_node *node, const nat_tensor *q, na_problem *pb)
+static void problem_of_node(const nat_ctx *ctx, const nat_node *node, const nat_tensor *q, na_problem *pb)
 {
     const nat_na_params p = load_params(node);
     na_problem_fill(pb, &p, q->shape[0], q->shape[1], q->shape + 2, q->shape[q->ndim - 1]);
+    pb->device = nat_ctx_cuda_index(ctx);
 }
 
 /* A step tensor shaped like `like`, uninitialised (kernels overwrite). */
@@ -144,11 +158,10 @@ static nat_status autocast_round(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
     const int64_t n = nat_tensor_numel(x);
     const float *src = nat_tensor_f32(x);
     float *dst = nat_tensor_f32(r);
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_round(dev, f16, src, dst, n));
-    else
-        nat_round_array(prec, src, dst, n); /* the GEMMs' rounding (core/half.c): one CPU definition */
+    const int dev = nat_ctx_cuda_index(ctx);
+    const na_backend *be;
+    NAT_TRY(na_backend_get(dev, "na autocast", &be));
+    NAT_TRY(be->round(dev, f16, src, dst, n));
     *out = r;
     return NAT_OK;
 }
@@ -159,20 +172,16 @@ static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
     nat_tensor *q = node->saved[0], *k = node->saved[1], *rpb_in = node->in[2];
     na_problem pb;
-    problem_of_node(node, q, &pb);
+    problem_of_node(ctx, node, q, &pb);
     nat_tensor *gd, *dq, *dk, *drpb = NULL;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, q, &dq));
     NAT_TRY(empty_like(ctx, k, &dk));
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_qk_backward(dev, CUDA_ARGS(pb), nat_tensor_f32(gd),
-                                    nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
-                                    drpb ? nat_tensor_f32(drpb) : NULL));
-    else
-        NAT_TRY(na_cpu_qk_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(q),
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_qk backward", &be));
+    NAT_TRY(be->qk_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(q),
                                    nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
                                    drpb ? nat_tensor_f32(drpb) : NULL));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
@@ -195,7 +204,7 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
     NAT_TRY(check_same(q, k, op, "q", "k"));
     if (rpb)
         NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
-    NAT_TRY(make_problem(p, q, rpb != NULL, op, &pb));
+    NAT_TRY(make_problem(ctx, p, q, rpb != NULL, op, &pb));
     if (rpb)
         NAT_TRY(check_rpb(p, rpb, pb.heads, op));
     nat_tensor *qd, *kd, *rd = NULL, *a;
@@ -209,12 +218,9 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
     memcpy(shape, q->shape, sizeof shape);
     shape[q->ndim - 1] = n_keys(p);
     NAT_TRY(nat_ctx_empty(ctx, &a, NAT_F32, q->ndim, shape));
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_qk(dev, CUDA_ARGS(pb), nat_tensor_f32(qd), nat_tensor_f32(kd),
-                           rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
-    else
-        NAT_TRY(na_cpu_qk(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_qk", &be));
+    NAT_TRY(be->qk(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
                           rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
     nat_node *node;
     nat_tensor *ins[3] = {q, k, rpb};
@@ -235,17 +241,14 @@ static nat_status av_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
     nat_tensor *a = node->saved[0], *v = node->saved[1];
     na_problem pb;
-    problem_of_node(node, v, &pb);
+    problem_of_node(ctx, node, v, &pb);
     nat_tensor *gd, *da, *dv;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, a, &da));
     NAT_TRY(empty_like(ctx, v, &dv));
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_av_backward(dev, CUDA_ARGS(pb), nat_tensor_f32(gd),
-                                    nat_tensor_f32(a), nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
-    else
-        NAT_TRY(na_cpu_av_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(a),
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_av backward", &be));
+    NAT_TRY(be->av_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(a),
                                    nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], da));
     return nat_grad_accumulate(ctx, node->in[1], dv);
@@ -272,19 +275,16 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
                          nat_dims_str(v->ndim, want, w, sizeof w));
     }
     na_problem pb;
-    NAT_TRY(make_problem(p, v, 0, op, &pb));
+    NAT_TRY(make_problem(ctx, p, v, 0, op, &pb));
     nat_tensor *ad, *vd, *y;
     NAT_TRY(nat_dense(ctx, attn, &ad));
     NAT_TRY(nat_dense(ctx, v, &vd));
     NAT_TRY(autocast_round(ctx, ad, &ad));
     NAT_TRY(autocast_round(ctx, vd, &vd));
     NAT_TRY(empty_like(ctx, v, &y));
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_av(dev, CUDA_ARGS(pb), nat_tensor_f32(ad), nat_tensor_f32(vd),
-                           nat_tensor_f32(y)));
-    else
-        NAT_TRY(na_cpu_av(&pb, nat_tensor_f32(ad), nat_tensor_f32(vd),
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_av", &be));
+    NAT_TRY(be->av(&pb, nat_tensor_f32(ad), nat_tensor_f32(vd),
                           nat_tensor_f32(y)));
     nat_node *node;
     nat_tensor *ins[2] = {attn, v};
@@ -306,7 +306,7 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     nat_tensor *q = node->saved[0], *k = node->saved[1], *v = node->saved[2], *rpb = node->saved[3],
                *out = node->saved[4], *lse = node->saved[5], *rpb_in = node->in[3];
     na_problem pb;
-    problem_of_node(node, q, &pb);
+    problem_of_node(ctx, node, q, &pb);
     nat_tensor *gd, *dq, *dk, *dv, *drpb = NULL;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, q, &dq));
@@ -314,22 +314,17 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     NAT_TRY(empty_like(ctx, v, &dv));
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
-    int dev = nat_ctx_cuda_index(ctx);
     const nat_precision prec = (nat_precision)node->i[7]; /* the forward's: autocast rounds the same way */
-    if (dev >= 0 && prec != NAT_PREC_F32)
-        NAT_TRY(na_cuda_fused_backward_autocast(dev, prec == NAT_PREC_F16, CUDA_ARGS(pb), nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(v),
-                                                rpb ? nat_tensor_f32(rpb) : NULL, nat_tensor_f32(out),
-                                                nat_tensor_f32(lse), nat_tensor_f32(gd), nat_tensor_f32(dq),
-                                                nat_tensor_f32(dk), nat_tensor_f32(dv),
-                                                drpb ? nat_tensor_f32(drpb) : NULL));
-    else if (dev >= 0)
-        NAT_TRY(na_cuda_fused_backward(dev, CUDA_ARGS(pb), nat_tensor_f32(q),
-                                       nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
-                                       nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
-                                       nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
-                                       drpb ? nat_tensor_f32(drpb) : NULL));
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_fused backward", &be));
+    if (prec != NAT_PREC_F32 && be->fused_backward_autocast)
+        NAT_TRY(be->fused_backward_autocast(&pb, prec == NAT_PREC_F16, nat_tensor_f32(q),
+                                      nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
+                                      nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
+                                      nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
+                                      drpb ? nat_tensor_f32(drpb) : NULL));
     else
-        NAT_TRY(na_cpu_fused_backward(&pb, nat_tensor_f32(q),
+        NAT_TRY(be->fused_backward(&pb, nat_tensor_f32(q),
                                       nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
                                       nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
                                       nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
@@ -357,7 +352,7 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
     NAT_TRY(check_same(q, v, op, "q", "v"));
     if (rpb)
         NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
-    NAT_TRY(make_problem(p, q, rpb != NULL, op, &pb));
+    NAT_TRY(make_problem(ctx, p, q, rpb != NULL, op, &pb));
     if (rpb)
         NAT_TRY(check_rpb(p, rpb, pb.heads, op));
     nat_tensor *qd, *kd, *vd, *rd = NULL, *y, *lse;
@@ -371,19 +366,15 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
         NAT_TRY(nat_dense(ctx, rpb, &rd));
     NAT_TRY(empty_like(ctx, q, &y));
     NAT_TRY(nat_ctx_empty(ctx, &lse, NAT_F32, q->ndim - 1, q->shape));
-    int dev = nat_ctx_cuda_index(ctx);
     const nat_precision prec = nat_ctx_precision(ctx);
-    if (dev >= 0 && prec != NAT_PREC_F32)
-        NAT_TRY(na_cuda_fused_forward_autocast(dev, prec == NAT_PREC_F16, CUDA_ARGS(pb),
-                                               nat_tensor_f32(qd), nat_tensor_f32(kd), nat_tensor_f32(vd),
-                                               rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
-                                               nat_tensor_f32(lse)));
-    else if (dev >= 0)
-        NAT_TRY(na_cuda_fused_forward(dev, CUDA_ARGS(pb), nat_tensor_f32(qd),
-                                      nat_tensor_f32(kd), nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL,
-                                      nat_tensor_f32(y), nat_tensor_f32(lse)));
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, op, &be));
+    if (prec != NAT_PREC_F32 && be->fused_forward_autocast)
+        NAT_TRY(be->fused_forward_autocast(&pb, prec == NAT_PREC_F16, nat_tensor_f32(qd), nat_tensor_f32(kd),
+                                     nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
+                                     nat_tensor_f32(lse)));
     else
-        NAT_TRY(na_cpu_fused_forward(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
+        NAT_TRY(be->fused_forward(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
                                      nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
                                      nat_tensor_f32(lse)));
     nat_node *node;

@@ -91,6 +91,7 @@ void na_problem_fill(na_problem *pb, const nat_na_params *p, int64_t batch, int6
 {
     int pad = 3 - p->ndim;
     pb->params = *p;
+    pb->device = -1;
     for (int a = 0; a < 3; a++)
         pb->spatial[a] = a < p->ndim ? spatial[a] : 1;
     pb->batch = batch;

@@ -46,9 +46,10 @@ float na_effective_scale(const nat_na_params *p, int64_t dim);
 
 /* One neighborhood-attention problem: the descriptor checked against the sizes, seen as 3-D (see the
  * header comment; axis 3 - ndim is the first real one). Built and validated once, where an op is called
- * (na_problem_init, layers/natten/na_ops.c), then handed by const pointer to the kernels, which trust it. */
+ * (na_problem_init, layers/natten/na_ops.c), then handed by const pointer to the kernels, CPU and CUDA, which trust it. */
 typedef struct na_problem {
-    nat_na_params params;    /* the descriptor as given (for the CUDA entry points, which take it) */
+    nat_na_params params;    /* the descriptor as given */
+    int device;              /* where the kernels run: -1 the CPU, else the CUDA ordinal (set by the op) */
     int64_t spatial[3];      /* the op's own spatial lengths, params.ndim of them */
     int64_t batch, heads, dim;
     int64_t len[3];          /* spatial lengths (1 for the added axes) */

@@ -48,7 +48,9 @@
 #define NA_AVX2 1
 #endif
 
+#include "layers/natten/na_backend.h"
 #include "nat/alloc.h"
+#include "nat/half.h" /* nat_round_array */
 
 #if defined(__GNUC__)
 #define NA_INLINE static inline __attribute__((always_inline))
@@ -1551,3 +1553,29 @@ nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const flo
     fast_free(&f);
     return NAT_OK;
 }
+
+/* ---------------------------------------------------------------------------------------------------
+ * The CPU table (na_backend.h). Autocast has no kernels of its own here: the ops run the f32 kernels on
+ * operands rounded with the GEMMs' rounding (nat_round_array, core/half.c), so one CPU definition.
+ * ------------------------------------------------------------------------------------------------- */
+
+static nat_status cpu_round(int device, int f16, const float *x, float *y, int64_t n)
+{
+    (void)device;
+    nat_round_array(f16 ? NAT_PREC_F16 : NAT_PREC_BF16, x, y, n);
+    return NAT_OK;
+}
+
+const na_backend na_cpu_backend = {
+    .name = "cpu",
+    .qk = na_cpu_qk,
+    .av = na_cpu_av,
+    .qk_backward = na_cpu_qk_backward,
+    .av_backward = na_cpu_av_backward,
+    .fused_forward = na_cpu_fused_forward,
+    .fused_backward = na_cpu_fused_backward,
+    .fused_forward_autocast = NULL,
+    .fused_backward_autocast = NULL,
+    .round = cpu_round,
+    .versions = NULL,
+};

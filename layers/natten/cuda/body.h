@@ -44,47 +44,39 @@
 
 /* ---- host: problem set-up ---- */
 
-#define NA_CHECK_PTR(ptr, name, op)                                             \
-    do {                                                                        \
-        if (!(ptr))                                                             \
-            return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is NULL", (op), name); \
-    } while (0)
-
-/* Validates like the CPU kernels (same messages) and fills *g. Sizes must fit in int where one axis or
- * one head is indexed (flat indices are int64). */
-static inline nat_status na_geom_init(na_geom *g, const nat_na_params *p, int64_t batch, int64_t heads,
-                                      const int64_t *spatial, int64_t dim, int has_rpb, const char *op)
+/* The kernels' int view of a validated problem (na_problem_init ran where the op was called). Only
+ * checks what is CUDA's own limit: sizes must fit in int where one axis or one head is indexed (flat
+ * indices are int64). `op` names the entry point in that message. */
+static inline nat_status na_geom_init(na_geom *g, const na_problem *pb, const char *op)
 {
     const na_geom zero = {0};
     *g = zero; /* filled on success only; defined either way */
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, has_rpb, op));
-    na_problem pb;
-    na_problem_fill(&pb, p, batch, heads, spatial, dim);
+    const int64_t batch = pb->batch, heads = pb->heads, dim = pb->dim;
     const int64_t lim = INT_MAX / 4;
-    int fits = batch <= lim && heads <= lim && dim <= lim && pb.nkeys <= lim && heads * pb.rpb_size <= lim;
+    int fits = batch <= lim && heads <= lim && dim <= lim && pb->nkeys <= lim && heads * pb->rpb_size <= lim;
     for (int a = 0; a < 3; a++)
-        fits = fits && pb.len[a] <= lim;
+        fits = fits && pb->len[a] <= lim;
     if (!fits)
         return nat_error(NAT_ERR_INVALID_ARG,
                          "%s: a size (batch %lld, heads %lld, head dim %lld, spatial %lldx%lldx%lld, %lld slots) "
                          "exceeds the CUDA kernels' 32-bit per-axis range",
-                         op, (long long)batch, (long long)heads, (long long)dim, (long long)pb.len[0],
-                         (long long)pb.len[1], (long long)pb.len[2], (long long)pb.nkeys);
+                         op, (long long)batch, (long long)heads, (long long)dim, (long long)pb->len[0],
+                         (long long)pb->len[1], (long long)pb->len[2], (long long)pb->nkeys);
     for (int a = 0; a < 3; a++) {
-        g->len[a] = (int)pb.len[a];
-        g->kernel[a] = pb.kernel[a];
-        g->dilation[a] = pb.dilation[a];
-        g->causal[a] = pb.causal[a];
-        g->rpb_ext[a] = (int)pb.rpb_ext[a];
+        g->len[a] = (int)pb->len[a];
+        g->kernel[a] = pb->kernel[a];
+        g->dilation[a] = pb->dilation[a];
+        g->causal[a] = pb->causal[a];
+        g->rpb_ext[a] = (int)pb->rpb_ext[a];
     }
     g->batch = (int)batch;
     g->heads = (int)heads;
     g->dim = (int)dim;
-    g->nkeys = (int)pb.nkeys;
-    g->rpb_size = (int)pb.rpb_size;
-    g->npix = pb.npix;
-    g->nquery = batch * heads * pb.npix;
-    g->scale = pb.scale;
+    g->nkeys = (int)pb->nkeys;
+    g->rpb_size = (int)pb->rpb_size;
+    g->npix = pb->npix;
+    g->nquery = batch * heads * pb->npix;
+    g->scale = pb->scale;
     return NAT_OK;
 }
 

@@ -9,11 +9,11 @@
  *                         version runs (NAT_NA_KERNEL=v0|v1|v2|v3 forces one; otherwise, where several
  *                         apply, each is timed on the first call per (device, shape, dtype, op) and the
  *                         fastest is cached)
- * In a build without CUDA, na_cuda_stub.c provides every entry point and each returns
- * NAT_ERR_UNSUPPORTED "nat was built without CUDA".
+ * A build without CUDA compiles none of this: it has no CUDA table (na_backend.h), and na_backend_get
+ * answers NAT_ERR_UNSUPPORTED "nat was built without CUDA".
  *
- * Each function has the arguments of its cpu/na_cpu.h twin (same layouts, same semantics, same validation
- * and messages), with the CUDA ordinal `device` first and device pointers:
+ * Each function has the arguments of its cpu/na_cpu.h twin (same layouts, same semantics; the problem,
+ * validated by the op, carries the CUDA ordinal in pb->device) and device pointers:
  *   q, k, v, out, d_out, dq, dk, dv   [B, heads, *spatial, D]
  *   attn / d_attn                     [B, heads, *spatial, K]   K = prod(kernel), row-major slots
  *   rpb / drpb                        [heads, 2k0-1, ...]       NULL = no bias / no bias gradient
@@ -45,61 +45,47 @@ extern "C" {
 /* ---- dispatched entry points (cuda/dispatch.cu): v0 or v2 ---- */
 
 /* attn = scale * q.k[key] + rpb[slot] (logits, before softmax). rpb may be NULL. */
-nat_status na_cuda_qk(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                      int64_t dim, const float *q, const float *k, const float *rpb, float *attn);
+nat_status na_cuda_qk(const na_problem *pb, const float *q, const float *k, const float *rpb, float *attn);
 
 /* out = sum over slots of attn[slot] * v[key(slot)] (attn holds weights). */
-nat_status na_cuda_av(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                      int64_t dim, const float *attn, const float *v, float *out);
+nat_status na_cuda_av(const na_problem *pb, const float *attn, const float *v, float *out);
 
 /* Backward of na_cuda_qk: dq, dk and (if not NULL) drpb from d_attn. */
-nat_status na_cuda_qk_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                               const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+nat_status na_cuda_qk_backward(const na_problem *pb, const float *d_attn, const float *q,
                                const float *k, float *dq, float *dk, float *drpb);
 
 /* Backward of na_cuda_av: d_attn (zero on masked slots) and dv from d_out. */
-nat_status na_cuda_av_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                               const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+nat_status na_cuda_av_backward(const na_problem *pb, const float *d_out, const float *attn,
                                const float *v, float *d_attn, float *dv);
 
 /* ---- each version's own entry points (same arguments as above), for the tests and the lab ---- */
 
-nat_status na_cuda_qk_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                         int64_t dim, const float *q, const float *k, const float *rpb, float *attn);
-nat_status na_cuda_av_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                         int64_t dim, const float *attn, const float *v, float *out);
-nat_status na_cuda_qk_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                  const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+nat_status na_cuda_qk_v0(const na_problem *pb, const float *q, const float *k, const float *rpb, float *attn);
+nat_status na_cuda_av_v0(const na_problem *pb, const float *attn, const float *v, float *out);
+nat_status na_cuda_qk_backward_v0(const na_problem *pb, const float *d_attn, const float *q,
                                   const float *k, float *dq, float *dk, float *drpb);
-nat_status na_cuda_av_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                  const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+nat_status na_cuda_av_backward_v0(const na_problem *pb, const float *d_out, const float *attn,
                                   const float *v, float *d_attn, float *dv);
 
 /* v2 (cuda/tiled.cu): 1-D and 2-D problems whose tiles fit (na_v2_plan); otherwise
  * NAT_ERR_UNSUPPORTED "... v2 does not apply ...". The backwards tile the per-query half (dq; d_attn)
  * and keep v0's per-key gathers (dk; dv) and drpb reduction. */
-nat_status na_cuda_qk_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                         int64_t dim, const float *q, const float *k, const float *rpb, float *attn);
-nat_status na_cuda_av_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                         int64_t dim, const float *attn, const float *v, float *out);
-nat_status na_cuda_qk_backward_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                  const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+nat_status na_cuda_qk_v2(const na_problem *pb, const float *q, const float *k, const float *rpb, float *attn);
+nat_status na_cuda_av_v2(const na_problem *pb, const float *attn, const float *v, float *out);
+nat_status na_cuda_qk_backward_v2(const na_problem *pb, const float *d_attn, const float *q,
                                   const float *k, float *dq, float *dk, float *drpb);
-nat_status na_cuda_av_backward_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                  const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+nat_status na_cuda_av_backward_v2(const na_problem *pb, const float *d_out, const float *attn,
                                   const float *v, float *d_attn, float *dv);
 
 /* ---- v1: fused kernels (cuda/fused.cu) ---- */
 
 /* Online softmax over each query's window, no [.., K] buffer: writes out and lse. */
-nat_status na_cuda_fused_forward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cuda_fused_forward(const na_problem *pb, const float *q, const float *k,
                                  const float *v, const float *rpb, float *out, float *lse);
 
 /* Rebuilds the weights from lse (delta = rowsum(d_out * out) first) and writes dq, dk, dv and (if not
  * NULL) drpb. */
-nat_status na_cuda_fused_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                  const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cuda_fused_backward(const na_problem *pb, const float *q, const float *k,
                                   const float *v, const float *rpb, const float *out, const float *lse,
                                   const float *d_out, float *dq, float *dk, float *dv, float *drpb);
 
@@ -112,16 +98,14 @@ nat_status na_cuda_round(int device, int f16, const float *x, float *y, int64_t 
  * float16, else bfloat16), as float. Runs v3 on 2-byte copies where it applies (na_v3_applies), else
  * (or with NAT_NA_KERNEL=v1) v1 on the given values. out and lse as na_cuda_fused_forward. The
  * backward is na_cuda_fused_backward_autocast on the same rounded values. */
-nat_status na_cuda_fused_forward_autocast(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
-                                          const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cuda_fused_forward_autocast(const na_problem *pb, int f16, const float *q, const float *k,
                                           const float *v, const float *rpb, float *out, float *lse);
 
 /* The fused backward under autocast: q, k, v as given to na_cuda_fused_forward_autocast (rounded values
  * as float), out and lse from it, d_out f32. Runs v3 (na_cuda_fused_backward_v3, on 2-byte copies)
  * where it applies, else (or with NAT_NA_KERNEL=v1) v1; where both apply and nothing is forced, the
  * faster by measurement. Outputs as na_cuda_fused_backward. */
-nat_status na_cuda_fused_backward_autocast(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
-                                           const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cuda_fused_backward_autocast(const na_problem *pb, int f16, const float *q, const float *k,
                                            const float *v, const float *rpb, const float *out, const float *lse,
                                            const float *d_out, float *dq, float *dk, float *dv, float *drpb);
 
@@ -129,16 +113,14 @@ nat_status na_cuda_fused_backward_autocast(int device, int f16, const nat_na_par
  * is rounded once to the operand type for the products, P and dS per step; delta and every
  * accumulation in f32. Writes dq, dk, dv and (if not NULL) drpb. Where v3 does not apply,
  * NAT_ERR_UNSUPPORTED "... v3 does not apply ...". */
-nat_status na_cuda_fused_backward_v3(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
-                                     const int64_t *spatial, int64_t dim, const uint16_t *q, const uint16_t *k,
+nat_status na_cuda_fused_backward_v3(const na_problem *pb, int f16, const uint16_t *q, const uint16_t *k,
                                      const uint16_t *v, const float *rpb, const float *out, const float *lse,
                                      const float *d_out, float *dq, float *dk, float *dv, float *drpb);
 
 /* v3: the tensor-core fused forward on 2-byte operands (bits of bfloat16, or float16 when f16 != 0),
  * f32 accumulation, online softmax, f32 out and lse. 1-D and 2-D, head dim 32 or 64; otherwise
  * NAT_ERR_UNSUPPORTED "... v3 does not apply ...". */
-nat_status na_cuda_fused_forward_v3(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
-                                    const int64_t *spatial, int64_t dim, const uint16_t *q, const uint16_t *k,
+nat_status na_cuda_fused_forward_v3(const na_problem *pb, int f16, const uint16_t *q, const uint16_t *k,
                                     const uint16_t *v, const float *rpb, float *out, float *lse);
 
 /* ---- shared by the kernels (not for callers outside layers/natten) ---- */

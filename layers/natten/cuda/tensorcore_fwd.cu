@@ -67,19 +67,14 @@ extern "C" nat_status na_cuda_to_half(int device, int f16, const float *x, uint1
     return na_launch(hb->stream, "na_cuda_to_half (autocast)", ToHalf{x, y, f16}, n);
 }
 
-extern "C" nat_status na_cuda_fused_forward_v3(int device, int f16, const nat_na_params *p, int64_t batch,
-                                               int64_t heads, const int64_t *spatial, int64_t dim, const uint16_t *q,
+extern "C" nat_status na_cuda_fused_forward_v3(const na_problem *pb, int f16, const uint16_t *q,
                                                const uint16_t *k, const uint16_t *v, const float *rpb, float *out,
                                                float *lse)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_fused_forward_v3";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     if (!na_v3_plan_init(&g, &pl))
         return na_v3_refuse(op, &g);

@@ -28,8 +28,8 @@
 
 #include "core/ops_cuda.h" /* nat_cuda_memcpy, nat_cuda_fill */
 #include "layers/natten/cpu/na_cpu.h"
-#include "layers/natten/cuda/na_cuda.h"
 #include "core/half.h"
+#include "layers/natten/na_backend.h" /* every version through the CUDA table: links without CUDA too */
 #include "nat/nat.h"
 #include "nat/cuda.h"
 
@@ -57,7 +57,8 @@ static const nat_device GPU = {NAT_DEV_CUDA, 0};
 /* One problem: device buffers (and, for validation, host copies of the inputs). */
 typedef struct prob {
     nat_na_params p;
-    na_problem pb; /* p against the sizes, validated once (what the CPU reference kernels take) */
+    na_problem pb;  /* p against the sizes, validated once (what the CPU reference kernels take) */
+    na_problem gpb; /* the same problem on cuda:0 */
     int64_t B, H, sp[3], D, nqkv, natt, nrpb, nlse;
     float *q, *k, *v, *rpb, *attn, *out, *lse, *dout, *dattn, *dq, *dk, *dv, *drpb;
     uint16_t *h16[2]; /* q, k, v as bf16 [0] and f16 [1] bits, 3*nqkv each */
@@ -82,6 +83,16 @@ static void die(const char *what)
         if ((x) != NAT_OK) \
             die(#x);  \
     } while (0)
+
+/* cuda:0's kernels and their versions (the lab only runs with a device). */
+static const na_backend *lab_table(void)
+{
+    const na_backend *be = NULL;
+    CK(na_backend_get(0, "na-lab", &be));
+    return be;
+}
+#define LAB (lab_table())
+#define LAB_V (lab_table()->versions)
 
 static float *dalloc(int64_t n)
 {
@@ -114,6 +125,8 @@ static void prob_init(prob *P, const lab_case *c, int64_t batch, int with_host)
         R *= 2 * c->kernel - 1;
     }
     CK(na_problem_init(&P->pb, &P->p, P->B, P->H, P->sp, P->D, c->rpb, "na-lab"));
+    P->gpb = P->pb;
+    P->gpb.device = 0;
     P->nqkv = batch * c->heads * npix * c->dim;
     P->natt = batch * c->heads * npix * K;
     P->nrpb = R;
@@ -148,7 +161,7 @@ static void prob_init(prob *P, const lab_case *c, int64_t batch, int with_host)
     for (int t = 0; t < 2; t++) {
         const float *src[3] = {P->q, P->k, P->v};
         for (int i = 0; i < 3; i++)
-            CK(na_cuda_to_half(0, t, src[i], P->h16[t] + i * P->nqkv, P->nqkv));
+            CK(LAB_V->to_half(0, t, src[i], P->h16[t] + i * P->nqkv, P->nqkv));
     }
     CK(nat_cuda_synchronize(0));
 }
@@ -170,35 +183,35 @@ static void prob_free(prob *P)
     free(P->hq), free(P->hk), free(P->hv), free(P->hrpb), free(P->hattn), free(P->hdout), free(P->hdattn);
 }
 
-#define PA(P) &(P)->p, (P)->B, (P)->H, (P)->sp, (P)->D
+#define PA(P) (&(P)->gpb) /* the problem on cuda:0 */
 
 static nat_status run(int op, int ver, prob *P)
 {
     switch (op) {
     case QK:
-        return ver == 2 ? na_cuda_qk_v2(0, PA(P), P->q, P->k, P->rpb, P->attn)
-                        : na_cuda_qk_v0(0, PA(P), P->q, P->k, P->rpb, P->attn);
+        return ver == 2 ? LAB_V->qk_v2(PA(P), P->q, P->k, P->rpb, P->attn)
+                        : LAB_V->qk_v0(PA(P), P->q, P->k, P->rpb, P->attn);
     case AV:
-        return ver == 2 ? na_cuda_av_v2(0, PA(P), P->attn, P->v, P->out) : na_cuda_av_v0(0, PA(P), P->attn, P->v, P->out);
+        return ver == 2 ? LAB_V->av_v2(PA(P), P->attn, P->v, P->out) : LAB_V->av_v0(PA(P), P->attn, P->v, P->out);
     case QK_BWD:
-        return ver == 2 ? na_cuda_qk_backward_v2(0, PA(P), P->dattn, P->q, P->k, P->dq, P->dk, P->drpb)
-                        : na_cuda_qk_backward_v0(0, PA(P), P->dattn, P->q, P->k, P->dq, P->dk, P->drpb);
+        return ver == 2 ? LAB_V->qk_backward_v2(PA(P), P->dattn, P->q, P->k, P->dq, P->dk, P->drpb)
+                        : LAB_V->qk_backward_v0(PA(P), P->dattn, P->q, P->k, P->dq, P->dk, P->drpb);
     case AV_BWD:
-        return ver == 2 ? na_cuda_av_backward_v2(0, PA(P), P->dout, P->attn, P->v, P->dattn, P->dv)
-                        : na_cuda_av_backward_v0(0, PA(P), P->dout, P->attn, P->v, P->dattn, P->dv);
+        return ver == 2 ? LAB_V->av_backward_v2(PA(P), P->dout, P->attn, P->v, P->dattn, P->dv)
+                        : LAB_V->av_backward_v0(PA(P), P->dout, P->attn, P->v, P->dattn, P->dv);
     case FWD:
         if (ver >= 3) {
             const uint16_t *h = P->h16[ver - 3];
-            return na_cuda_fused_forward_v3(0, ver - 3, PA(P), h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse);
+            return LAB_V->fused_forward_v3(PA(P), ver - 3, h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse);
         }
-        return na_cuda_fused_forward(0, PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse);
+        return LAB->fused_forward(PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse);
     default:
         if (ver >= 3) {
             const uint16_t *h = P->h16[ver - 3];
-            return na_cuda_fused_backward_v3(0, ver - 3, PA(P), h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse,
+            return LAB_V->fused_backward_v3(PA(P), ver - 3, h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse,
                                              P->dout, P->dq, P->dk, P->dv, P->drpb);
         }
-        return na_cuda_fused_backward(0, PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse, P->dout, P->dq, P->dk,
+        return LAB->fused_backward(PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse, P->dout, P->dq, P->dk,
                                       P->dv, P->drpb);
     }
 }
