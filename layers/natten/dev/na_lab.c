@@ -84,15 +84,10 @@ static void die(const char *what)
             die(#x);  \
     } while (0)
 
-/* cuda:0's kernels and their versions (the lab only runs with a device). */
-static const na_backend *lab_table(void)
-{
-    const na_backend *be = NULL;
-    CK(na_backend_get(0, "na-lab", &be));
-    return be;
-}
-#define LAB (lab_table())
-#define LAB_V (lab_table()->versions)
+/* cuda:0's kernels and their versions (set in main once a device is known to be there). */
+static const na_backend *g_lab;
+#define LAB g_lab
+#define LAB_V (g_lab->versions)
 
 static float *dalloc(int64_t n)
 {
@@ -358,6 +353,7 @@ int main(int argc, char **argv)
                nat_cuda_built() ? "none present" : "nat was built without CUDA");
         return 77;
     }
+    CK(na_backend_get(0, "na-lab", &g_lab));
     char dev[128] = "";
     nat_cuda_device_name(0, dev, sizeof dev);
     printf("na-lab on cuda:0 (%s); median of %d runs, L2 flushed (256 MiB written) before each; validation "
