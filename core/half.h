@@ -58,30 +58,32 @@ NAT_HALF_FN uint16_t half_f32_to_bf16(float f)
 
 NAT_HALF_FN float half_bf16_to_f32(uint16_t h) { return half_bits_f32((uint32_t)h << 16); }
 
-/* f32 -> float16 bits. */
+/* f32 -> float16 bits. (This form, remainder compared with the halfway point, is the one the NA
+ * tensor-core kernels were tuned with: it keeps their register counts.) */
 NAT_HALF_FN uint16_t half_f32_to_f16(float f)
 {
-    const uint32_t u = half_f32_bits(f), a = u & 0x7fffffffu;
-    const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    if (a > 0x7f800000u)
-        return (uint16_t)(sign | 0x7e00u);
-    if (a >= 0x477ff000u) /* >= 65520: rounds to 2^16, i.e. overflows (and inf stays inf) */
+    const uint32_t x = half_f32_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf stays inf; NaN becomes the quiet 0x7e00 */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) /* >= 65520, halfway between 65504 and 2^16: ties to even = inf */
         return (uint16_t)(sign | 0x7c00u);
-    if (a >= 0x38800000u) { /* normal half (>= 2^-14): 23 -> 10 mantissa bits, exponent rebias 127 -> 15 */
-        const uint32_t r = a + 0x0fffu + ((a >> 13) & 1u);
-        return (uint16_t)(sign | (uint16_t)((r >> 13) - (112u << 10)));
+    if (ax < 0x38800000u) { /* below 2^-14: a subnormal f16 (units of 2^-24) or zero */
+        if (ax <= 0x33000000u) /* <= 2^-25: half a unit or less rounds to (even) zero */
+            return (uint16_t)sign;
+        /* value = mant * 2^(exp-150), so the count of units is mant >> (126 - exp), rounded to nearest
+         * even; a count of 1024 is the smallest normal, as it should be. */
+        const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, sh = 126u - e;
+        uint32_t r = m >> sh;
+        const uint32_t rem = m & ((1u << sh) - 1u), mid = 1u << (sh - 1u);
+        if (rem > mid || (rem == mid && (r & 1u)))
+            r++;
+        return (uint16_t)(sign | r);
     }
-    if (a < 0x33000000u) /* below 2^-25, half the smallest subnormal: rounds to zero */
-        return sign;
-    /* Subnormal half: the result counts units of 2^-24; value = mant * 2^(exp-150), so the count is
-     * mant >> (126 - exp), rounded to nearest even. A count of 1024 is the smallest normal, as it
-     * should be. */
-    const uint32_t exp = a >> 23, mant = (a & 0x7fffffu) | 0x800000u, s = 126u - exp;
-    uint32_t q = mant >> s;
-    const uint32_t rem = mant & ((1u << s) - 1u), mid = 1u << (s - 1u);
-    if (rem > mid || (rem == mid && (q & 1u)))
-        q++;
-    return (uint16_t)(sign | (uint16_t)q);
+    uint32_t r = (ax - 0x38000000u) >> 13; /* rebias the exponent 127 -> 15, keep 10 mantissa bits */
+    const uint32_t rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u)))
+        r++; /* a carry into the exponent is the right result, up to inf */
+    return (uint16_t)(sign | r);
 }
 
 NAT_HALF_FN float half_f16_to_f32(uint16_t h)
