@@ -18,8 +18,8 @@
  *    dv, drpb), on the sweep's 1-D/2-D cases with head dims 32 and 64, bf16 and f16, against the double
  *    reference on the rounded inputs, 2e-2 relative; the fragment coordinate
  *    functions cover each matrix exactly once;
- *  - the entry points' errors: the stub's "built without CUDA", or (CUDA builds) validation before any
- *    device work; the autograd ops refuse a CUDA context whose device is unusable.
+ *  - the kernel tables: no CUDA table without CUDA ("built without CUDA"), or (CUDA builds) the table and
+ *    validation of the problem before any device work; the autograd ops refuse an unusable device.
  * GPU part, when a device is present (suite "na_cuda_gpu"): every version's kernels (v0, v2, the dispatcher;
  * v1; v3 forward and backward in bf16 and f16) on the device against na_ref_*
  * and na_cpu_* on the same sweep (1e-4 relative), garbage-filled outputs (overwritten, not accumulated),

@@ -1,9 +1,10 @@
-/* layers/natten/na_ops.c — neighborhood attention as autograd ops (include/nat/natten.h) over the fast
- * CPU kernels of cpu/na_cpu.c or, when the context runs on a CUDA device, the CUDA kernels of cuda/na_cuda.h
- * (nat_na_qk / nat_na_av: v0 or the tiled v2, chosen by measurement; nat_na: the fused v1, or under
- * autocast the tensor-core v3 where it applies — layers/natten/dev/README.md). Checks the tensor shapes
- * against each other and the descriptor, makes strided inputs dense (on their device), records the
- * backward. Every tensor must be on the context's device; nothing is moved between devices. Kernels
+/* layers/natten/na_ops.c — neighborhood attention as autograd ops (include/nat/natten.h) over the kernel
+ * table of the tensors' device (na_backend.h): the fast CPU kernels of cpu/na_cpu.c or, when the context
+ * runs on a CUDA device, the CUDA kernels of cuda/ (nat_na_qk / nat_na_av: v0 or the tiled v2, chosen by
+ * measurement; nat_na: the fused v1, or under autocast the tensor-core v3 where it applies —
+ * layers/natten/dev/README.md). Checks the tensor shapes against each other and the descriptor, builds
+ * and validates the problem once (na_problem_init; the kernels trust it), makes strided inputs dense (on
+ * their device), records the backward. Every tensor must be on the context's device; nothing is moved between devices. Kernels
  * overwrite their outputs, so gradients are computed into step temporaries and then accumulated. The
  * fused op saves only out and the log-sum-exp.
  *
