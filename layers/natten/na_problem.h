@@ -15,7 +15,7 @@
  *   causal      s = max(p - k + 1, 0) and key t valid only when s + t <= p
  * and the rpb index of key t is (k - 1) + s + t - p.
  *
- * The reference and the fast kernels each code these rules themselves (tests/ref/na_ref.c from DESIGN.md, cpu/na_cpu.c
+ * The reference and the fast kernels each code these rules themselves (tests/ref/na_ref.c from docs/design.md, cpu/na_cpu.c
  * for speed), so the tests compare two independent readings of them.
  *
  * Inside the kernels every problem is seen as 3-D: a 1-D or 2-D problem gets leading axes of length 1
