@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_ref.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "tests/ref/na_ref.h"
 #include "nat/alloc.h"
 #include "nat/rng.h"
 #include "bench/bench.h"
@@ -74,6 +74,7 @@ static void buf_free(buf *b)
 typedef struct bench_ctx {
     const bench_cfg *cfg;
     nat_na_params p;
+    na_problem pb; /* p against the sizes, validated once (what the CPU kernels take) */
     int64_t spatial[2], nq, K, D, nrpb;
     float scale;
     buf q, k, v, rpb, d_out, out, lse, dq, dk, dv, drpb;
@@ -118,7 +119,7 @@ static void softmax_backward_rows(const float *w, float *g, int64_t rows, int64_
 
 /* ---- gather (legacy) ---- */
 
-/* Window start (first key) and rpb index of key 0 of query i on one axis (DESIGN.md §2, non-causal). */
+/* Window start (first key) and rpb index of key 0 of query i on one axis (docs/design.md §2, non-causal). */
 static void gather_window(int64_t i, int64_t L, int k, int d, int64_t *key0, int64_t *rpb0)
 {
     int64_t g = i % d, p = i / d, lg = (L - g + d - 1) / d, s = p - k / 2;
@@ -268,29 +269,29 @@ static nat_status run_once(bench_ctx *c)
     nat_status st = NAT_OK;
     switch (cfg->impl) {
     case IMPL_FUSED:
-        NAT_TRY(na_cpu_fused_forward(CTX_ARGS(c), F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
+        NAT_TRY(na_cpu_fused_forward(&c->pb, F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
                                      F(c->lse)));
         if (cfg->fwdbwd)
-            NAT_TRY(na_cpu_fused_backward(CTX_ARGS(c), F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
+            NAT_TRY(na_cpu_fused_backward(&c->pb, F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
                                           F(c->lse), F(c->d_out), F(c->dq), F(c->dk), F(c->dv),
                                           F(c->drpb)));
         break;
     case IMPL_UNFUSED: {
         NAT_TRY(buf_alloc(&c->saved_w, sizeof(float) * (size_t)(c->nq * c->K)));
         float *w = F(c->saved_w);
-        st = na_cpu_qk(CTX_ARGS(c), F(c->q), F(c->k), F(c->rpb), w);
+        st = na_cpu_qk(&c->pb, F(c->q), F(c->k), F(c->rpb), w);
         if (st == NAT_OK) {
             softmax_rows(w, c->nq, c->K);
-            st = na_cpu_av(CTX_ARGS(c), w, F(c->v), F(c->out));
+            st = na_cpu_av(&c->pb, w, F(c->v), F(c->out));
         }
         if (st == NAT_OK && cfg->fwdbwd) {
             buf g;
             st = buf_alloc(&g, sizeof(float) * (size_t)(c->nq * c->K));
             if (st == NAT_OK)
-                st = na_cpu_av_backward(CTX_ARGS(c), F(c->d_out), w, F(c->v), F(g), F(c->dv));
+                st = na_cpu_av_backward(&c->pb, F(c->d_out), w, F(c->v), F(g), F(c->dv));
             if (st == NAT_OK) {
                 softmax_backward_rows(w, F(g), c->nq, c->K);
-                st = na_cpu_qk_backward(CTX_ARGS(c), F(g), F(c->q), F(c->k), F(c->dq), F(c->dk),
+                st = na_cpu_qk_backward(&c->pb, F(g), F(c->q), F(c->k), F(c->dq), F(c->dk),
                                         F(c->drpb));
             }
             buf_free(&g);
@@ -340,7 +341,7 @@ static nat_status ctx_init(bench_ctx *c, const bench_cfg *cfg)
     c->nq = cfg->batch * cfg->heads * cfg->size * cfg->size;
     c->nrpb = cfg->heads * (2 * cfg->kernel - 1) * (2 * cfg->kernel - 1);
     c->scale = na_effective_scale(&c->p, c->D);
-    NAT_TRY(na_validate(&c->p, cfg->batch, cfg->heads, c->spatial, c->D, 1, "na2d"));
+    NAT_TRY(na_problem_init(&c->pb, &c->p, cfg->batch, cfg->heads, c->spatial, c->D, 1, "na2d"));
     if (cfg->impl == IMPL_GATHER && c->K > 1024)
         return nat_error(NAT_ERR_UNSUPPORTED, "na2d gather: kernel %d has more than 1024 slots",
                          cfg->kernel);
@@ -359,7 +360,7 @@ static nat_status ctx_init(bench_ctx *c, const bench_cfg *cfg)
     nat_rng_fill_normal(&r, F(c->d_out), nqd, 0.0f, 1.0f);
     nat_rng_fill_normal(&r, F(c->rpb), (size_t)c->nrpb, 0.0f, 0.02f);
     /* The backward needs the forward's out and lse. */
-    NAT_TRY(na_cpu_fused_forward(CTX_ARGS(c), F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
+    NAT_TRY(na_cpu_fused_forward(&c->pb, F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
                                  F(c->lse)));
     if (cfg->impl == IMPL_REFERENCE) {
         buf *src[] = {&c->q, &c->k, &c->v, &c->d_out, &c->out, &c->rpb, &c->lse};

@@ -23,7 +23,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden"))
-from nat_torch import na2d  # noqa: E402  (pure-PyTorch NA from DESIGN.md §2)
+from nat_torch import na2d  # noqa: E402  (pure-PyTorch NA from docs/design.md §2)
 
 LEVELS = [(56, 2), (28, 4), (14, 8), (7, 16)]  # (size, heads) of NAT-Mini at 224²
 

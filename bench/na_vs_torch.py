@@ -45,7 +45,7 @@ SHAPES = [
 
 
 # ---------------------------------------------------------------------------------------------------
-# NATTEN's window as a flex_attention mask_mod / score_mod (DESIGN.md §2), any number of axes
+# NATTEN's window as a flex_attention mask_mod / score_mod (docs/design.md §2), any number of axes
 
 
 def _coords(idx, spatial):

@@ -1,33 +1,29 @@
 /* core/ops_cuda_half.cu — f32 <-> bf16 / f16 conversions on the device for autocast: operands of the
  * mixed-precision GEMMs and convolutions are rounded into 2-byte scratch, and cuDNN's 2-byte results are
- * widened back into f32 tensors. __float2bfloat16_rn and __float2half_rn round to nearest even with
- * overflow to inf, which is what core/half.c does on the host, so the CPU emulation gets the same
- * operand bits. */
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+ * widened back into f32 tensors. The conversions are core/half.h's, the very code core/half.c runs on
+ * the host (round to nearest even, overflow to inf), so the CPU emulation gets the same operand bits.
+ * 2-byte values travel as their uint16_t bits (the memory layout of CUDA's bfloat16 / half types). */
+#include <stdint.h>
 
 #include "core/cuda_common.cuh"
+#include "core/half.h"
 #include "nat/autograd.h" /* nat_precision */
 
-template <typename T> __device__ __forceinline__ T from_f32(float v);
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-
-template <typename T> __global__ void round_kernel(const float *__restrict__ x, T *__restrict__ y, int64_t n)
+template <bool F16> __global__ void round_kernel(const float *__restrict__ x, uint16_t *__restrict__ y, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        y[i] = from_f32<T>(x[i]);
+        y[i] = F16 ? half_f32_to_f16(x[i]) : half_f32_to_bf16(x[i]);
 }
 
-template <typename T, bool ACC> __global__ void widen_kernel(const T *__restrict__ x, float *__restrict__ y, int64_t n)
+template <bool F16, bool ACC>
+__global__ void widen_kernel(const uint16_t *__restrict__ x, float *__restrict__ y, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = F16 ? half_f16_to_f32(x[i]) : half_bf16_to_f32(x[i]);
         if (ACC)
-            y[i] += to_f32(x[i]);
+            y[i] += v;
         else
-            y[i] = to_f32(x[i]);
+            y[i] = v;
     }
 }
 
@@ -45,9 +41,9 @@ extern "C" nat_status nat_cuda_round_to(int dev, int prec, const float *x, void 
     NAT_CUDA_ENTER(dev);
     unsigned blocks = nat_cuda_blocks(n, 256);
     if (prec == NAT_PREC_BF16)
-        round_kernel<__nv_bfloat16><<<blocks, 256, 0, hb->stream>>>(x, (__nv_bfloat16 *)y, n);
+        round_kernel<false><<<blocks, 256, 0, hb->stream>>>(x, (uint16_t *)y, n);
     else
-        round_kernel<__half><<<blocks, 256, 0, hb->stream>>>(x, (__half *)y, n);
+        round_kernel<true><<<blocks, 256, 0, hb->stream>>>(x, (uint16_t *)y, n);
     NAT_CUDA_LAUNCHED("round_kernel");
     return NAT_OK;
 }
@@ -61,13 +57,13 @@ extern "C" nat_status nat_cuda_widen(int dev, int prec, const void *x, float *y,
     NAT_CUDA_ENTER(dev);
     unsigned blocks = nat_cuda_blocks(n, 256);
     if (prec == NAT_PREC_BF16 && acc)
-        widen_kernel<__nv_bfloat16, true><<<blocks, 256, 0, hb->stream>>>((const __nv_bfloat16 *)x, y, n);
+        widen_kernel<false, true><<<blocks, 256, 0, hb->stream>>>((const uint16_t *)x, y, n);
     else if (prec == NAT_PREC_BF16)
-        widen_kernel<__nv_bfloat16, false><<<blocks, 256, 0, hb->stream>>>((const __nv_bfloat16 *)x, y, n);
+        widen_kernel<false, false><<<blocks, 256, 0, hb->stream>>>((const uint16_t *)x, y, n);
     else if (acc)
-        widen_kernel<__half, true><<<blocks, 256, 0, hb->stream>>>((const __half *)x, y, n);
+        widen_kernel<true, true><<<blocks, 256, 0, hb->stream>>>((const uint16_t *)x, y, n);
     else
-        widen_kernel<__half, false><<<blocks, 256, 0, hb->stream>>>((const __half *)x, y, n);
+        widen_kernel<true, false><<<blocks, 256, 0, hb->stream>>>((const uint16_t *)x, y, n);
     NAT_CUDA_LAUNCHED("widen_kernel");
     return NAT_OK;
 }

@@ -14,6 +14,7 @@
 #include "nat/safetensors.h"
 
 #include "nat/cuda.h" /* nat_tensor_to / nat_tensor_copy: device tensors in and out */
+#include "core/half.h" /* f16 / bf16 payloads widened to f32 */
 
 #include <cjson/cJSON.h> // header JSON
 #include <errno.h>
@@ -93,30 +94,6 @@ static void swap_elems(void *p, size_t n, int size)
             b[j] = b[size - 1 - j];
             b[size - 1 - j] = t;
         }
-}
-
-static float f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
-    if (exp == 0) {
-        float v = (float)man * 0x1p-24f; /* zero or subnormal: exact */
-        return sign ? -v : v;
-    }
-    if (exp == 31)
-        bits = sign | 0x7f800000u | (man << 13);
-    else
-        bits = sign | ((exp + 112u) << 23) | (man << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static float bf16_to_f32(uint16_t h)
-{
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
 }
 
 /* ---- reading ---- */
@@ -565,9 +542,9 @@ static nat_status read_entry_f32(const nat_st_file *f, const st_entry *e, float 
         for (size_t k = 0; k < m; k++) {
             const unsigned char *b = buf + k * (size_t)es;
             if (e->dt->nat == NAT_F16)
-                dst[i + k] = f16_to_f32(ld_u16(b));
+                dst[i + k] = half_f16_to_f32(ld_u16(b));
             else if (e->dt->nat == NAT_BF16)
-                dst[i + k] = bf16_to_f32(ld_u16(b));
+                dst[i + k] = half_bf16_to_f32(ld_u16(b));
             else {
                 uint64_t u = ld_u64(b);
                 double d;

@@ -10,7 +10,7 @@
  * The module itself (pad, qkv, split, NA, merge, crop, proj) is layers/natten/na_module.c for all three
  * implementations: they differ only in the NA op.
  *
- * Window rules (DESIGN.md §2, non-causal): per axis of length L, kernel k, dilation d, query i:
+ * Window rules (docs/design.md §2, non-causal): per axis of length L, kernel k, dilation d, query i:
  * g = i mod d, p = i div d, Lg = (L - g + d - 1) div d, s = clamp(p - k/2, 0, Lg - k); keys (s + t)·d + g
  * and rpb index (k - 1) + s - p + t, t = 0..k-1. Problems are seen as 3-D with leading axes of length 1.
  */

@@ -2,7 +2,7 @@
  * no-decay flags), init distributions, each module against a plain composition of ops or a plain-loop
  * reference, finite-difference gradient checks of every parameter on tiny shapes, Dropout/DropPath
  * statistics, and NeighborhoodAttention 1-D/2-D/3-D against a double-precision reference of NATTEN's
- * module written from DESIGN.md §2 (padding of maps smaller than kernel·dilation before the qkv
+ * module written from docs/design.md §2 (padding of maps smaller than kernel·dilation before the qkv
  * projection included). */
 #include <math.h>
 #include <omp.h> /* omp_set_num_threads */
@@ -337,7 +337,7 @@ END_TEST
 
 /* ---- NeighborhoodAttention: reference ---- */
 
-/* Window of query i on an axis of length L (DESIGN.md §2): first key position (in units of the
+/* Window of query i on an axis of length L (docs/design.md §2): first key position (in units of the
  * sub-grid) and the rpb start; keys are (s + t)·d + g. */
 static void window(int64_t i, int64_t L, int k, int d, int causal, int64_t *s, int64_t *rpb0)
 {

@@ -1,5 +1,5 @@
-/* tests/test_na_cpu.c — neighborhood attention on the CPU: the fast fp32 kernels (na_cpu.h) against the
- * double-precision reference (na_ref.h) on sweeps over ndim, lengths, kernel, dilation, causal masks, rpb,
+/* tests/test_na_cpu.c — neighborhood attention on the CPU: the fast fp32 kernels (cpu/na_cpu.h) against the
+ * double-precision reference (tests/ref/na_ref.h) on sweeps over ndim, lengths, kernel, dilation, causal masks, rpb,
  * batch, heads and head dim; fused against unfused; finite-difference checks of the reference backward;
  * the window rules on hand-worked examples; validation messages.
  *
@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_params.h"
-#include "layers/natten/na_ref.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "layers/natten/na_problem.h"
+#include "tests/ref/na_ref.h"
 #include "nat/rng.h"
 #include "nat/status.h"
 #include "support/na_cases.h" /* the sweep (shared with test_na_cuda.c), its data, na_rel_err */
@@ -51,6 +51,7 @@ static float *fbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(float)
 static double *dbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(double)); }
 
 #define CASE_ARGS(c, p) &(p), (c)->batch, (c)->heads, (c)->len, (c)->dim
+#define CASE_PB(c, p) na_case_problem((c), &(p)) /* what the fast CPU kernels take */
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Fast vs reference, one op per TCase                                                               */
@@ -63,7 +64,7 @@ static void run_qk(const na_case *c)
     float *a = fbuf(dt.natt);
     double *ar = dbuf(dt.natt);
     EXPECT_OK(na_ref_qk(CASE_ARGS(c, p), dt.qd, dt.kd, c->rpb ? dt.rpbd : NULL, ar), c);
-    EXPECT_OK(na_cpu_qk(CASE_ARGS(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, a), c);
+    EXPECT_OK(na_cpu_qk(CASE_PB(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, a), c);
     EXPECT_CLOSE("qk logits", a, ar, dt.natt, TOL, c);
     free(a);
     free(ar);
@@ -78,7 +79,7 @@ static void run_av(const na_case *c)
     float *o = fbuf(dt.nqkv);
     double *orf = dbuf(dt.nqkv);
     EXPECT_OK(na_ref_av(CASE_ARGS(c, p), dt.attd, dt.vd, orf), c);
-    EXPECT_OK(na_cpu_av(CASE_ARGS(c, p), dt.att, dt.v, o), c);
+    EXPECT_OK(na_cpu_av(CASE_PB(c, p), dt.att, dt.v, o), c);
     EXPECT_CLOSE("av out", o, orf, dt.nqkv, TOL, c);
     free(o);
     free(orf);
@@ -97,7 +98,7 @@ static void run_qk_bwd(const na_case *c)
         dq[i] = dk[i] = 1e3f;
     EXPECT_OK(na_ref_qk_backward(CASE_ARGS(c, p), dt.g_attd, dt.qd, dt.kd, dqr, dkr,
                                  c->rpb ? drr : NULL), c);
-    EXPECT_OK(na_cpu_qk_backward(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, dq, dk, c->rpb ? dr : NULL),
+    EXPECT_OK(na_cpu_qk_backward(CASE_PB(c, p), dt.g_att, dt.q, dt.k, dq, dk, c->rpb ? dr : NULL),
               c);
     EXPECT_CLOSE("qk_backward dq", dq, dqr, dt.nqkv, TOL, c);
     EXPECT_CLOSE("qk_backward dk", dk, dkr, dt.nqkv, TOL, c);
@@ -117,7 +118,7 @@ static void run_av_bwd(const na_case *c)
     for (int64_t i = 0; i < dt.natt; i++)
         da[i] = 1e3f;
     EXPECT_OK(na_ref_av_backward(CASE_ARGS(c, p), dt.g_outd, dt.attd, dt.vd, dar, dvr), c);
-    EXPECT_OK(na_cpu_av_backward(CASE_ARGS(c, p), dt.g_out, dt.att, dt.v, da, dv), c);
+    EXPECT_OK(na_cpu_av_backward(CASE_PB(c, p), dt.g_out, dt.att, dt.v, da, dv), c);
     EXPECT_CLOSE("av_backward d_attn", da, dar, dt.natt, TOL, c);
     EXPECT_CLOSE("av_backward dv", dv, dvr, dt.nqkv, TOL, c);
     free(da), free(dv), free(dar), free(dvr);
@@ -133,7 +134,7 @@ static void run_fused_fwd(const na_case *c)
     double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
     const double *rpbd = c->rpb ? dt.rpbd : NULL;
     EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, rpbd, orf, lr), c);
-    EXPECT_OK(na_cpu_fused_forward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, o, l),
+    EXPECT_OK(na_cpu_fused_forward(CASE_PB(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, o, l),
               c);
     EXPECT_CLOSE("fused_forward out", o, orf, dt.nqkv, TOL, c);
     EXPECT_CLOSE("fused_forward lse", l, lr, dt.nlse, TOL, c);
@@ -162,7 +163,7 @@ static void run_fused_bwd(const na_case *c)
         dq[i] = dk[i] = dv[i] = -7.0f;
     EXPECT_OK(na_ref_fused_backward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, rpbd, orf, lr, dt.g_outd,
                                     dqr, dkr, dvr, c->rpb ? drr : NULL), c);
-    EXPECT_OK(na_cpu_fused_backward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dq, dk,
+    EXPECT_OK(na_cpu_fused_backward(CASE_PB(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dq, dk,
                                     dv, c->rpb ? dr : NULL), c);
     EXPECT_CLOSE("fused_backward dq", dq, dqr, n, TOL, c);
     EXPECT_CLOSE("fused_backward dk", dk, dkr, n, TOL, c);
@@ -184,7 +185,7 @@ static void run_fused_vs_unfused(const na_case *c)
     const float *rpbf = c->rpb ? dt.rpb : NULL;
     float *logit = fbuf(dt.natt), *w = fbuf(dt.natt), *dw = fbuf(dt.natt);
     float *ou = fbuf(n), *of = fbuf(n), *lf = fbuf(nq);
-    EXPECT_OK(na_cpu_qk(CASE_ARGS(c, p), dt.q, dt.k, rpbf, logit), c);
+    EXPECT_OK(na_cpu_qk(CASE_PB(c, p), dt.q, dt.k, rpbf, logit), c);
     double *lse_u = dbuf(nq);
     for (int64_t i = 0; i < nq; i++) {
         const float *row = logit + i * K;
@@ -197,15 +198,15 @@ static void run_fused_vs_unfused(const na_case *c)
             w[i * K + s] = (float)(exp(row[s] - mx) / sum);
         lse_u[i] = mx + log(sum);
     }
-    EXPECT_OK(na_cpu_av(CASE_ARGS(c, p), w, dt.v, ou), c);
-    EXPECT_OK(na_cpu_fused_forward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf), c);
+    EXPECT_OK(na_cpu_av(CASE_PB(c, p), w, dt.v, ou), c);
+    EXPECT_OK(na_cpu_fused_forward(CASE_PB(c, p), dt.q, dt.k, dt.v, rpbf, of, lf), c);
     double *oud = na_to_double(ou, n);
     EXPECT_CLOSE("fused vs unfused out", of, oud, n, TOL, c);
     EXPECT_CLOSE("fused vs unfused lse", lf, lse_u, nq, TOL, c);
 
     /* Backward: av_backward -> softmax backward -> qk_backward. */
     float *dvu = fbuf(n), *dqu = fbuf(n), *dku = fbuf(n), *dru = fbuf(dt.nrpb);
-    EXPECT_OK(na_cpu_av_backward(CASE_ARGS(c, p), dt.g_out, w, dt.v, dw, dvu), c);
+    EXPECT_OK(na_cpu_av_backward(CASE_PB(c, p), dt.g_out, w, dt.v, dw, dvu), c);
     for (int64_t i = 0; i < nq; i++) {
         double dot = 0.0;
         for (int64_t s = 0; s < K; s++)
@@ -213,9 +214,9 @@ static void run_fused_vs_unfused(const na_case *c)
         for (int64_t s = 0; s < K; s++)
             dw[i * K + s] = (float)(w[i * K + s] * (dw[i * K + s] - dot));
     }
-    EXPECT_OK(na_cpu_qk_backward(CASE_ARGS(c, p), dw, dt.q, dt.k, dqu, dku, c->rpb ? dru : NULL), c);
+    EXPECT_OK(na_cpu_qk_backward(CASE_PB(c, p), dw, dt.q, dt.k, dqu, dku, c->rpb ? dru : NULL), c);
     float *dqf = fbuf(n), *dkf = fbuf(n), *dvf = fbuf(n), *drf = fbuf(dt.nrpb);
-    EXPECT_OK(na_cpu_fused_backward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dqf,
+    EXPECT_OK(na_cpu_fused_backward(CASE_PB(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dqf,
                                     dkf, dvf, c->rpb ? drf : NULL), c);
     double *x;
     x = na_to_double(dqu, n);
@@ -284,7 +285,7 @@ START_TEST(test_determinism)
         const int64_t n = dt.nqkv;
         const float *rpbf = c->rpb ? dt.rpb : NULL;
         float *o = fbuf(n), *l = fbuf(dt.nlse);
-        EXPECT_OK(na_cpu_fused_forward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, o, l), c);
+        EXPECT_OK(na_cpu_fused_forward(CASE_PB(c, p), dt.q, dt.k, dt.v, rpbf, o, l), c);
         float *g[4][4];
         for (int run = 0; run < 4; run++) {
             for (int i = 0; i < 3; i++)
@@ -297,7 +298,7 @@ START_TEST(test_determinism)
             if (run == 3)
                 omp_set_num_threads(64);
 #endif
-            EXPECT_OK(na_cpu_fused_backward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, o, l, dt.g_out,
+            EXPECT_OK(na_cpu_fused_backward(CASE_PB(c, p), dt.q, dt.k, dt.v, rpbf, o, l, dt.g_out,
                                             g[run][0], g[run][1], g[run][2], c->rpb ? g[run][3] : NULL),
                       c);
 #ifdef _OPENMP
@@ -377,7 +378,7 @@ START_TEST(test_sweep_coverage)
 END_TEST
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Windows on hand-worked 1-D and 2-D examples (DESIGN.md §2), for both implementations               */
+/* Windows on hand-worked 1-D and 2-D examples (docs/design.md §2), for both implementations               */
 
 /* With D = 1, q = 1, k[j] = j, scale 1 and no rpb the logit of a slot is its key index (or -inf when
  * masked); with k = 0 and rpb[r] = r it is the rpb index. */
@@ -398,7 +399,9 @@ static void window_logits(int ndim, const int64_t *len, int k, int d, int causal
     for (int64_t i = 0; i < R; i++)
         rd[i] = rf[i] = (float)i;
     ck_assert_int_eq(na_ref_qk(&p, 1, 1, len, 1, qd, kd, use_rpb ? rd : NULL, ref), NAT_OK);
-    ck_assert_int_eq(na_cpu_qk(&p, 1, 1, len, 1, qf, kf, use_rpb ? rf : NULL, fast), NAT_OK);
+    na_problem pb;
+    ck_assert_int_eq(na_problem_init(&pb, &p, 1, 1, len, 1, use_rpb, "na1d"), NAT_OK);
+    ck_assert_int_eq(na_cpu_qk(&pb, qf, kf, use_rpb ? rf : NULL, fast), NAT_OK);
     (void)K;
     free(qd), free(kd), free(rd), free(qf), free(kf), free(rf);
 }
@@ -705,19 +708,20 @@ START_TEST(test_validation)
     ck_assert_int_eq(na_rpb_shape(&p3, 4, shape), 4);
     ck_assert(shape[0] == 4 && shape[1] == 5 && shape[2] == 9 && shape[3] == 13);
 
-    /* The kernels validate too, and fail cleanly (nothing written, no crash). */
-    float buf[64] = {0};
+    /* The problem the kernels get is validated once, where it is built (na_problem_init, as the ops do),
+     * with the same messages; the fast kernels trust it (no second check), the oracle validates itself. */
+    na_problem pb;
     int64_t s33[2] = {3, 3};
-    expect_error(na_cpu_fused_forward(&p, 1, 1, s33, 1, buf, buf, buf, NULL, buf, buf), NAT_ERR_SHAPE,
-                 (const char *[]){"3x3", NULL});
-    expect_error(na_cpu_qk(&p, 1, 1, s33, 1, buf, buf, NULL, buf), NAT_ERR_SHAPE,
+    expect_error(na_problem_init(&pb, &p, 1, 1, s33, 1, 0, "na_cpu_fused_forward"), NAT_ERR_SHAPE,
+                 (const char *[]){"na_cpu_fused_forward", "3x3", NULL});
+    expect_error(na_problem_init(&pb, &p, 1, 1, s33, 1, 0, "na_cpu_qk"), NAT_ERR_SHAPE,
                  (const char *[]){"3x3", NULL});
     double dbuf_[64] = {0};
     expect_error(na_ref_qk(&p, 1, 1, s33, 1, dbuf_, dbuf_, NULL, dbuf_), NAT_ERR_SHAPE,
                  (const char *[]){"3x3", NULL});
     int64_t s77[2] = {7, 7};
-    expect_error(na_cpu_av(&p, 1, 1, s77, 1, NULL, buf, buf), NAT_ERR_INVALID_ARG,
-                 (const char *[]){"attn", "NULL", NULL});
+    ck_assert_int_eq(na_problem_init(&pb, &p, 1, 1, s77, 1, 0, "na_cpu_av"), NAT_OK);
+    ck_assert(pb.nkeys == 49 && pb.npix == 49 && pb.len[0] == 1 && pb.kernel[0] == 1 && pb.params.ndim == 2);
 }
 END_TEST
 

@@ -1,25 +1,25 @@
-/* tests/test_na_cuda.c — neighborhood attention's CUDA kernels (layers/natten/na_cuda.h).
+/* tests/test_na_cuda.c — neighborhood attention's CUDA kernels (layers/natten/cuda/na_cuda.h).
  *
  * Host part, on every build and machine (suite "na_cuda_host"):
- *  - the window arithmetic the kernels use (na_cuda_body.h: window start, valid keys, rpb index, inverse
+ *  - the window arithmetic the kernels use (cuda/body.h: window start, valid keys, rpb index, inverse
  *    neighbourhood, slot of a key) against the double reference's windows (na_ref_qk), exhaustively over
  *    kernel sizes 3..21, dilations 1..4, every length from k*d to 3*k*d + 3, causal and not;
  *  - the kernels' own per-thread bodies run on the host, thread index by thread index ("emulated"), on
  *    the sweep of tests/test_na_cpu.c, against na_ref_* (and na_cpu_*): qk, av, both backwards, fused
  *    forward and backward, drpb — fp32 within 1e-4 relative;
- *  - v2 (tiled, na_cuda_v2.h) emulated block by block — tile, then per channel chunk the shared-memory
+ *  - v2 (tiled, cuda/tiled.h) emulated block by block — tile, then per channel chunk the shared-memory
  *    load for every thread and the compute for every thread, then the stores — with shared memory
  *    sized by the plan and refilled with NaN before each load (a read outside the loaded halo shows):
  *    qk, av and both backwards on the sweep (falling back to v0 where v2 does not apply, as the
  *    dispatcher does; most 1-D/2-D cases do apply), 1e-4;
- *  - v3 (tensor cores, na_cuda_v3.h / na_cuda_v3b.h) emulated warp by warp with the host model of
+ *  - v3 (tensor cores, cuda/tensorcore.h / cuda/tensorcore_bwd.h) emulated warp by warp with the host model of
  *    mma.sync (fragments interpreted through the coordinate functions, 16-bit inputs, f32 products and
  *    sums) and of the quad shuffles: the fused forward, and the backward's dq and dk/dv kernels (dq, dk,
  *    dv, drpb), on the sweep's 1-D/2-D cases with head dims 32 and 64, bf16 and f16, against the double
  *    reference on the rounded inputs, 2e-2 relative; the fragment coordinate
  *    functions cover each matrix exactly once;
- *  - the entry points' errors: the stub's "built without CUDA", or (CUDA builds) validation before any
- *    device work; the autograd ops refuse a CUDA context whose device is unusable.
+ *  - the kernel tables: no CUDA table without CUDA ("built without CUDA"), or (CUDA builds) the table and
+ *    validation of the problem before any device work; the autograd ops refuse an unusable device.
  * GPU part, when a device is present (suite "na_cuda_gpu"): every version's kernels (v0, v2, the dispatcher;
  * v1; v3 forward and backward in bf16 and f16) on the device against na_ref_*
  * and na_cpu_* on the same sweep (1e-4 relative), garbage-filled outputs (overwritten, not accumulated),
@@ -41,10 +41,11 @@
 #include <string.h>
 
 #include "core/ops_cuda.h"                /* nat_cuda_memcpy: raw device buffers */
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_cuda_body.h"   /* the kernels' bodies, run here on the host */
-#include "layers/natten/na_cuda_v3b.h"    /* v3's forward and backward warp bodies (and v2's via them) */
-#include "layers/natten/na_ref.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "layers/natten/na_backend.h"
+#include "layers/natten/cuda/body.h"   /* the kernels' bodies, run here on the host */
+#include "layers/natten/cuda/tensorcore_bwd.h"    /* v3's forward and backward warp bodies (and v2's via them) */
+#include "tests/ref/na_ref.h"
 #include "nat/cuda.h"
 #include "nat/natten.h"
 #include "support/harness.h"
@@ -99,9 +100,20 @@ static float *garbage(int64_t n, float v)
 }
 
 #define CASE_ARGS(c, p) &(p), (c)->batch, (c)->heads, (c)->len, (c)->dim
+#define CASE_PB(c, p) na_case_problem((c), &(p)) /* what the fast CPU kernels take */
+
+/* The kernels' view of a problem as the ops build it: validated once (na_problem_init, its messages),
+ * then na_geom_init (the CUDA range check). */
+static nat_status test_geom(na_geom *g, const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D,
+                            int has_rpb, const char *op)
+{
+    na_problem pb;
+    NAT_TRY(na_problem_init(&pb, p, B, H, sp, D, has_rpb, op));
+    return na_geom_init(g, &pb, op);
+}
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Implementations under test, behind na_cpu.h's signatures (host pointers in and out)               */
+/* Implementations under test, behind cpu/na_cpu.h's signatures (host pointers in and out)               */
 
 typedef struct na_impl {
     const char *name;
@@ -137,7 +149,7 @@ static nat_status emu_qk(const nat_na_params *p, int64_t B, int64_t H, const int
                          const float *k, const float *rpb, float *attn)
 {
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL, "emu_qk"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, rpb != NULL, "emu_qk"));
     for (int64_t i = 0; i < g.nquery * g.nkeys; i++)
         na_slot_dot_body(&g, q, k, g.scale, rpb, -INFINITY, attn, i);
     return NAT_OK;
@@ -147,7 +159,7 @@ static nat_status emu_av(const nat_na_params *p, int64_t B, int64_t H, const int
                          const float *attn, const float *v, float *out)
 {
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, 0, "emu_av"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, 0, "emu_av"));
     for (int64_t i = 0; i < g.nquery * g.dim; i++)
         na_window_sum_body(&g, attn, v, 1.0f, out, i);
     return NAT_OK;
@@ -157,7 +169,7 @@ static nat_status emu_qk_bwd(const nat_na_params *p, int64_t B, int64_t H, const
                              const float *d_attn, const float *q, const float *k, float *dq, float *dk, float *drpb)
 {
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, drpb != NULL, "emu_qk_bwd"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, drpb != NULL, "emu_qk_bwd"));
     for (int64_t i = 0; i < g.nquery * g.dim; i++)
         na_window_sum_body(&g, d_attn, k, g.scale, dq, i);
     for (int64_t i = 0; i < g.nquery * g.dim; i++)
@@ -171,7 +183,7 @@ static nat_status emu_av_bwd(const nat_na_params *p, int64_t B, int64_t H, const
                              const float *d_out, const float *attn, const float *v, float *d_attn, float *dv)
 {
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, 0, "emu_av_bwd"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, 0, "emu_av_bwd"));
     for (int64_t i = 0; i < g.nquery * g.nkeys; i++)
         na_slot_dot_body(&g, d_out, v, 1.0f, NULL, 0.0f, d_attn, i);
     for (int64_t i = 0; i < g.nquery * g.dim; i++)
@@ -184,7 +196,7 @@ static nat_status emu_fused_fwd(const nat_na_params *p, int64_t B, int64_t H, co
                                 float *lse)
 {
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL, "emu_fused_fwd"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, rpb != NULL, "emu_fused_fwd"));
     for (int64_t i = 0; i < na_fused_chunks(&g) * g.nquery; i++)
         na_fused_fwd_body(&g, q, k, v, rpb, out, lse, i);
     return NAT_OK;
@@ -195,7 +207,7 @@ static nat_status emu_fused_bwd(const nat_na_params *p, int64_t B, int64_t H, co
                                 const float *lse, const float *d_out, float *dq, float *dk, float *dv, float *drpb)
 {
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL || drpb != NULL, "emu_fused_bwd"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, rpb != NULL || drpb != NULL, "emu_fused_bwd"));
     const int64_t nq = g.nquery, nt = na_fused_chunks(&g) * nq;
     float *delta = fbuf(nq), *ds = drpb ? garbage(nq * g.nkeys, NAN) : NULL;
     for (int64_t i = 0; i < nq; i++)
@@ -274,7 +286,7 @@ static nat_status emu2_qk(const nat_na_params *p, int64_t B, int64_t H, const in
 {
     na_geom g;
     na_v2_plan pl;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL, "emu2_qk"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, rpb != NULL, "emu2_qk"));
     if (!na_v2_plan_init(&g, 1, &pl))
         return emu_qk(p, B, H, sp, D, q, k, rpb, attn);
     g_v2_applied++;
@@ -287,7 +299,7 @@ static nat_status emu2_av(const nat_na_params *p, int64_t B, int64_t H, const in
 {
     na_geom g;
     na_v2_plan pl;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, 0, "emu2_av"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, 0, "emu2_av"));
     if (!na_v2_plan_init(&g, 0, &pl))
         return emu_av(p, B, H, sp, D, attn, v, out);
     g_v2_applied++;
@@ -300,7 +312,7 @@ static nat_status emu2_qk_bwd(const nat_na_params *p, int64_t B, int64_t H, cons
 {
     na_geom g;
     na_v2_plan pl;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, drpb != NULL, "emu2_qk_bwd"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, drpb != NULL, "emu2_qk_bwd"));
     if (!na_v2_plan_init(&g, 0, &pl))
         return emu_qk_bwd(p, B, H, sp, D, d_attn, q, k, dq, dk, drpb);
     g_v2_applied++;
@@ -317,7 +329,7 @@ static nat_status emu2_av_bwd(const nat_na_params *p, int64_t B, int64_t H, cons
 {
     na_geom g;
     na_v2_plan pl;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, 0, "emu2_av_bwd"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, 0, "emu2_av_bwd"));
     if (!na_v2_plan_init(&g, 1, &pl))
         return emu_av_bwd(p, B, H, sp, D, d_out, attn, v, d_attn, dv);
     g_v2_applied++;
@@ -336,7 +348,7 @@ static uint16_t *to_half(const float *x, int64_t n, int f16)
 {
     uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(n ? n : 1));
     for (int64_t i = 0; i < n; i++)
-        h[i] = na_half_bits(x[i], f16);
+        h[i] = half_from_f32(x[i], f16);
     return h;
 }
 
@@ -346,7 +358,7 @@ static nat_status emu3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H
 {
     na_geom g;
     na_v2_plan pl;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL, "emu3_fwd"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, rpb != NULL, "emu3_fwd"));
     if (!na_v3_plan_init(&g, &pl))
         return nat_error(NAT_ERR_UNSUPPORTED, "emu3_fwd: v3 does not apply");
     const int dim = g.dim;
@@ -383,7 +395,7 @@ static nat_status emu3_bwd(int f16, const nat_na_params *p, int64_t B, int64_t H
 {
     na_geom g;
     na_v2_plan pl;
-    NAT_TRY(na_geom_init(&g, p, B, H, sp, D, rpb != NULL || drpb != NULL, "emu3_bwd"));
+    NAT_TRY(test_geom(&g, p, B, H, sp, D, rpb != NULL || drpb != NULL, "emu3_bwd"));
     if (!na_v3_plan_init(&g, &pl))
         return nat_error(NAT_ERR_UNSUPPORTED, "emu3_bwd: v3 does not apply");
     const int dim = g.dim;
@@ -393,7 +405,7 @@ static nat_status emu3_bwd(int f16, const nat_na_params *p, int64_t B, int64_t H
         na_fused_delta_body(&g, d_out, out, delta, i);
     uint16_t *dout16 = malloc(sizeof(uint16_t) * (size_t)(nq * dim));
     for (int64_t i = 0; i < nq * dim; i++)
-        dout16[i] = na_half_bits(d_out[i], f16);
+        dout16[i] = half_from_f32(d_out[i], f16);
     const size_t nrow = (size_t)NA_V3_PIECE * (size_t)(dim + NA_V3_PAD), ncol = (size_t)dim * NA_V3_VS;
     uint16_t *s1 = malloc(sizeof(uint16_t) * nrow), *s2 = malloc(sizeof(uint16_t) * nrow);
     uint16_t *s3 = malloc(sizeof(uint16_t) * ncol), *s4 = malloc(sizeof(uint16_t) * ncol);
@@ -466,7 +478,7 @@ static int run_v3(int on_device, const na_case *c0, int64_t D, int f16, int bwd)
     nat_na_params p = na_case_params(c);
     na_geom g;
     na_v2_plan pl;
-    if (na_geom_init(&g, &p, c->batch, c->heads, c->len, D, c->rpb, "t") != NAT_OK || !na_v3_plan_init(&g, &pl))
+    if (test_geom(&g, &p, c->batch, c->heads, c->len, D, c->rpb, "t") != NAT_OK || !na_v3_plan_init(&g, &pl))
         return 0;
     na_data dt;
     na_data_init(&dt, c, 7);
@@ -474,7 +486,7 @@ static int run_v3(int on_device, const na_case *c0, int64_t D, int f16, int bwd)
         float *x[3] = {dt.q, dt.k, dt.v};
         double *xd[3] = {dt.qd, dt.kd, dt.vd};
         for (int j = 0; j < 3; j++) {
-            x[j][i] = f16 ? na_round_f16(x[j][i]) : na_round_bf16(x[j][i]);
+            x[j][i] = f16 ? half_round_f16(x[j][i]) : half_round_bf16(x[j][i]);
             xd[j][i] = x[j][i];
         }
     }
@@ -602,27 +614,48 @@ static void drop(const float *d, int64_t n)
 
 /* Which entry points the dev_* wrappers call: 0 the dispatcher (na_cuda_qk, ...), 1 v0's, 2 v2's (v0's
  * where v2 does not apply). */
+/* cuda:0's kernels: the CUDA table and its versions (na_backend.h; no direct CUDA symbols, so the file
+ * links in a build without CUDA, where the GPU part never runs). */
+static const na_backend *cuda_table(void)
+{
+    const na_backend *be = NULL;
+    TH_OK(na_backend_get(0, "test_na_cuda", &be));
+    return be;
+}
+#define CUDA (cuda_table())
+#define CUDA_V (cuda_table()->versions)
+
+/* The problem of a device call on cuda:0 (the sweep's cases are valid; the CPU side validated them). */
+static const na_problem *dev_pb(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D)
+{
+    static na_problem pb;
+    na_problem_fill(&pb, p, B, H, sp, D);
+    pb.device = 0;
+    return &pb;
+}
+
 static int g_dev_ver;
 
 static int v2_applies(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D, int slot_dot)
 {
     na_geom g;
     na_v2_plan pl;
-    return na_geom_init(&g, p, B, H, sp, D, 0, "t") == NAT_OK && na_v2_plan_init(&g, slot_dot, &pl);
+    return test_geom(&g, p, B, H, sp, D, 0, "t") == NAT_OK && na_v2_plan_init(&g, slot_dot, &pl);
 }
 
 /* In the dev_* wrappers below (p, B, H, sp, D in scope). */
 #define DEV_PICK(name, slot_dot, ...)                                                                        \
-    (g_dev_ver == 1   ? name##_v0(__VA_ARGS__)                                                               \
-     : g_dev_ver == 2 ? (v2_applies(p, B, H, sp, D, slot_dot) ? name##_v2(__VA_ARGS__) : name##_v0(__VA_ARGS__)) \
-                      : name(__VA_ARGS__))
+    (g_dev_ver == 1   ? CUDA_V->name##_v0(__VA_ARGS__)                                                       \
+     : g_dev_ver == 2 ? (v2_applies(p, B, H, sp, D, slot_dot) ? CUDA_V->name##_v2(__VA_ARGS__)                  \
+                                                              : CUDA_V->name##_v0(__VA_ARGS__))                 \
+                      : CUDA->name(__VA_ARGS__))
 
 static nat_status dev_qk(const nat_na_params *p, int64_t B, int64_t H, const int64_t *sp, int64_t D, const float *q,
                          const float *k, const float *rpb, float *attn)
 {
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *dq = up(q, z.nqkv), *dk = up(k, z.nqkv), *dr = up(rpb, z.nrpb), *da = up(attn, z.natt);
-    nat_status s = DEV_PICK(na_cuda_qk, 1, 0, p, B, H, sp, D, dq, dk, dr, da);
+    nat_status s = DEV_PICK(qk, 1, dev_pb(p, B, H, sp, D), dq, dk, dr, da);
     down(attn, da, z.natt);
     drop(dq, z.nqkv), drop(dk, z.nqkv), drop(dr, z.nrpb);
     return s;
@@ -633,7 +666,7 @@ static nat_status dev_av(const nat_na_params *p, int64_t B, int64_t H, const int
 {
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *da = up(attn, z.natt), *dv = up(v, z.nqkv), *dout = up(out, z.nqkv);
-    nat_status s = DEV_PICK(na_cuda_av, 0, 0, p, B, H, sp, D, da, dv, dout);
+    nat_status s = DEV_PICK(av, 0, dev_pb(p, B, H, sp, D), da, dv, dout);
     down(out, dout, z.nqkv);
     drop(da, z.natt), drop(dv, z.nqkv);
     return s;
@@ -645,7 +678,7 @@ static nat_status dev_qk_bwd(const nat_na_params *p, int64_t B, int64_t H, const
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *dga = up(d_attn, z.natt), *dq_in = up(q, z.nqkv), *dk_in = up(k, z.nqkv);
     float *odq = up(dq, z.nqkv), *odk = up(dk, z.nqkv), *odr = up(drpb, z.nrpb);
-    nat_status s = DEV_PICK(na_cuda_qk_backward, 0, 0, p, B, H, sp, D, dga, dq_in, dk_in, odq, odk, odr);
+    nat_status s = DEV_PICK(qk_backward, 0, dev_pb(p, B, H, sp, D), dga, dq_in, dk_in, odq, odk, odr);
     down(dq, odq, z.nqkv), down(dk, odk, z.nqkv), down(drpb, odr, z.nrpb);
     drop(dga, z.natt), drop(dq_in, z.nqkv), drop(dk_in, z.nqkv);
     return s;
@@ -657,7 +690,7 @@ static nat_status dev_av_bwd(const nat_na_params *p, int64_t B, int64_t H, const
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *dgo = up(d_out, z.nqkv), *da = up(attn, z.natt), *dvi = up(v, z.nqkv);
     float *oda = up(d_attn, z.natt), *odv = up(dv, z.nqkv);
-    nat_status s = DEV_PICK(na_cuda_av_backward, 1, 0, p, B, H, sp, D, dgo, da, dvi, oda, odv);
+    nat_status s = DEV_PICK(av_backward, 1, dev_pb(p, B, H, sp, D), dgo, da, dvi, oda, odv);
     down(d_attn, oda, z.natt), down(dv, odv, z.nqkv);
     drop(dgo, z.nqkv), drop(da, z.natt), drop(dvi, z.nqkv);
     return s;
@@ -670,7 +703,7 @@ static nat_status dev_fused_fwd(const nat_na_params *p, int64_t B, int64_t H, co
     dev_sizes z = sizes_of(p, B, H, sp, D);
     float *dq = up(q, z.nqkv), *dk = up(k, z.nqkv), *dv = up(v, z.nqkv), *dr = up(rpb, z.nrpb);
     float *dout = up(out, z.nqkv), *dl = up(lse, z.nlse);
-    nat_status s = na_cuda_fused_forward(0, p, B, H, sp, D, dq, dk, dv, dr, dout, dl);
+    nat_status s = CUDA->fused_forward(dev_pb(p, B, H, sp, D), dq, dk, dv, dr, dout, dl);
     down(out, dout, z.nqkv), down(lse, dl, z.nlse);
     drop(dq, z.nqkv), drop(dk, z.nqkv), drop(dv, z.nqkv), drop(dr, z.nrpb);
     return s;
@@ -684,7 +717,7 @@ static nat_status dev_fused_bwd(const nat_na_params *p, int64_t B, int64_t H, co
     float *iq = up(q, z.nqkv), *ik = up(k, z.nqkv), *iv = up(v, z.nqkv), *ir = up(rpb, z.nrpb);
     float *io = up(out, z.nqkv), *il = up(lse, z.nlse), *ig = up(d_out, z.nqkv);
     float *odq = up(dq, z.nqkv), *odk = up(dk, z.nqkv), *odv = up(dv, z.nqkv), *odr = up(drpb, z.nrpb);
-    nat_status s = na_cuda_fused_backward(0, p, B, H, sp, D, iq, ik, iv, ir, io, il, ig, odq, odk, odv, odr);
+    nat_status s = CUDA->fused_backward(dev_pb(p, B, H, sp, D), iq, ik, iv, ir, io, il, ig, odq, odk, odv, odr);
     down(dq, odq, z.nqkv), down(dk, odk, z.nqkv), down(dv, odv, z.nqkv), down(drpb, odr, z.nrpb);
     drop(iq, z.nqkv), drop(ik, z.nqkv), drop(iv, z.nqkv), drop(ir, z.nrpb), drop(io, z.nqkv), drop(il, z.nlse);
     drop(ig, z.nqkv);
@@ -713,7 +746,7 @@ static nat_status dev3_fwd(int f16, const nat_na_params *p, int64_t B, int64_t H
     const size_t hb = sizeof(uint16_t) * (size_t)z.nqkv;
     uint16_t *dh = up_qkv16(q, k, v, z.nqkv);
     float *dr = up(rpb, z.nrpb), *dout = up(out, z.nqkv), *dl = up(lse, z.nlse);
-    nat_status s = na_cuda_fused_forward_v3(0, f16, p, B, H, sp, D, dh, dh + z.nqkv, dh + 2 * z.nqkv, dr, dout, dl);
+    nat_status s = CUDA_V->fused_forward_v3(dev_pb(p, B, H, sp, D), f16, dh, dh + z.nqkv, dh + 2 * z.nqkv, dr, dout, dl);
     down(out, dout, z.nqkv), down(lse, dl, z.nlse);
     drop(dr, z.nrpb);
     nat_mem_free(GPU, dh, 3 * hb);
@@ -729,7 +762,7 @@ static nat_status dev3_bwd(int f16, const nat_na_params *p, int64_t B, int64_t H
     uint16_t *dh = up_qkv16(q, k, v, z.nqkv);
     float *dr = up(rpb, z.nrpb), *io = up(out, z.nqkv), *il = up(lse, z.nlse), *ig = up(d_out, z.nqkv);
     float *odq = up(dq, z.nqkv), *odk = up(dk, z.nqkv), *odv = up(dv, z.nqkv), *odr = up(drpb, z.nrpb);
-    nat_status s = na_cuda_fused_backward_v3(0, f16, p, B, H, sp, D, dh, dh + z.nqkv, dh + 2 * z.nqkv, dr, io, il, ig,
+    nat_status s = CUDA_V->fused_backward_v3(dev_pb(p, B, H, sp, D), f16, dh, dh + z.nqkv, dh + 2 * z.nqkv, dr, io, il, ig,
                                              odq, odk, odv, odr);
     down(dq, odq, z.nqkv), down(dk, odk, z.nqkv), down(dv, odv, z.nqkv), down(drpb, odr, z.nrpb);
     drop(dr, z.nrpb), drop(io, z.nqkv), drop(il, z.nlse), drop(ig, z.nqkv);
@@ -748,7 +781,7 @@ static void run_qk(const na_impl *im, const na_case *c)
     float *a = garbage(dt.natt, 1e3f), *ac = fbuf(dt.natt);
     double *ar = dbuf(dt.natt);
     EXPECT_OK(na_ref_qk(CASE_ARGS(c, p), dt.qd, dt.kd, c->rpb ? dt.rpbd : NULL, ar), c);
-    EXPECT_OK(na_cpu_qk(CASE_ARGS(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, ac), c);
+    EXPECT_OK(na_cpu_qk(CASE_PB(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, ac), c);
     EXPECT_OK(im->qk(CASE_ARGS(c, p), dt.q, dt.k, c->rpb ? dt.rpb : NULL, a), c);
     expect_close(im->name, "qk logits", a, ar, dt.natt, c);
     expect_close_f(im->name, "qk logits", a, ac, dt.natt, c);
@@ -764,7 +797,7 @@ static void run_av(const na_impl *im, const na_case *c)
     float *o = garbage(dt.nqkv, 1e3f), *oc = fbuf(dt.nqkv);
     double *orf = dbuf(dt.nqkv);
     EXPECT_OK(na_ref_av(CASE_ARGS(c, p), dt.attd, dt.vd, orf), c);
-    EXPECT_OK(na_cpu_av(CASE_ARGS(c, p), dt.att, dt.v, oc), c);
+    EXPECT_OK(na_cpu_av(CASE_PB(c, p), dt.att, dt.v, oc), c);
     EXPECT_OK(im->av(CASE_ARGS(c, p), dt.att, dt.v, o), c);
     expect_close(im->name, "av out", o, orf, dt.nqkv, c);
     expect_close_f(im->name, "av out", o, oc, dt.nqkv, c);
@@ -781,7 +814,7 @@ static void run_qk_bwd(const na_impl *im, const na_case *c)
     float *dqc = fbuf(dt.nqkv), *dkc = fbuf(dt.nqkv), *drc = fbuf(dt.nrpb);
     double *dqr = dbuf(dt.nqkv), *dkr = dbuf(dt.nqkv), *drr = dbuf(dt.nrpb);
     EXPECT_OK(na_ref_qk_backward(CASE_ARGS(c, p), dt.g_attd, dt.qd, dt.kd, dqr, dkr, c->rpb ? drr : NULL), c);
-    EXPECT_OK(na_cpu_qk_backward(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, dqc, dkc, c->rpb ? drc : NULL), c);
+    EXPECT_OK(na_cpu_qk_backward(CASE_PB(c, p), dt.g_att, dt.q, dt.k, dqc, dkc, c->rpb ? drc : NULL), c);
     EXPECT_OK(im->qk_bwd(CASE_ARGS(c, p), dt.g_att, dt.q, dt.k, dq, dk, c->rpb ? dr : NULL), c);
     expect_close(im->name, "qk_backward dq", dq, dqr, dt.nqkv, c);
     expect_close(im->name, "qk_backward dk", dk, dkr, dt.nqkv, c);
@@ -803,7 +836,7 @@ static void run_av_bwd(const na_impl *im, const na_case *c)
     float *da = garbage(dt.natt, 1e3f), *dv = garbage(dt.nqkv, 1e3f), *dac = fbuf(dt.natt), *dvc = fbuf(dt.nqkv);
     double *dar = dbuf(dt.natt), *dvr = dbuf(dt.nqkv);
     EXPECT_OK(na_ref_av_backward(CASE_ARGS(c, p), dt.g_outd, dt.attd, dt.vd, dar, dvr), c);
-    EXPECT_OK(na_cpu_av_backward(CASE_ARGS(c, p), dt.g_out, dt.att, dt.v, dac, dvc), c);
+    EXPECT_OK(na_cpu_av_backward(CASE_PB(c, p), dt.g_out, dt.att, dt.v, dac, dvc), c);
     EXPECT_OK(im->av_bwd(CASE_ARGS(c, p), dt.g_out, dt.att, dt.v, da, dv), c);
     expect_close(im->name, "av_backward d_attn", da, dar, dt.natt, c);
     expect_close(im->name, "av_backward dv", dv, dvr, dt.nqkv, c);
@@ -827,7 +860,7 @@ static void run_fused_fwd(const na_impl *im, const na_case *c)
     float *o = garbage(dt.nqkv, 1e3f), *l = garbage(dt.nlse, 1e3f), *oc = fbuf(dt.nqkv), *lc = fbuf(dt.nlse);
     double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
     EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, c->rpb ? dt.rpbd : NULL, orf, lr), c);
-    EXPECT_OK(na_cpu_fused_forward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, oc, lc), c);
+    EXPECT_OK(na_cpu_fused_forward(CASE_PB(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, oc, lc), c);
     EXPECT_OK(im->fused_fwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, c->rpb ? dt.rpb : NULL, o, l), c);
     expect_close(im->name, "fused_forward out", o, orf, dt.nqkv, c);
     expect_close(im->name, "fused_forward lse", l, lr, dt.nlse, c);
@@ -857,7 +890,7 @@ static void run_fused_bwd(const na_impl *im, const na_case *c)
     float *dqc = fbuf(n), *dkc = fbuf(n), *dvc = fbuf(n), *drc = fbuf(dt.nrpb);
     EXPECT_OK(na_ref_fused_backward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, rpbd, orf, lr, dt.g_outd, dqr, dkr, dvr,
                                     c->rpb ? drr : NULL), c);
-    EXPECT_OK(na_cpu_fused_backward(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dqc, dkc, dvc,
+    EXPECT_OK(na_cpu_fused_backward(CASE_PB(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dqc, dkc, dvc,
                                     c->rpb ? drc : NULL), c);
     EXPECT_OK(im->fused_bwd(CASE_ARGS(c, p), dt.q, dt.k, dt.v, rpbf, of, lf, dt.g_out, dq, dk, dv,
                             c->rpb ? dr : NULL), c);
@@ -983,7 +1016,7 @@ START_TEST(index_geom)
     nat_na_params p = {.ndim = 2, .kernel = {5, 3}, .dilation = {2, 1}, .causal = {0, 1}};
     int64_t sp[2] = {11, 7};
     na_geom g;
-    ck_assert_int_eq(na_geom_init(&g, &p, 3, 2, sp, 40, 0, "t"), NAT_OK);
+    ck_assert_int_eq(test_geom(&g, &p, 3, 2, sp, 40, 0, "t"), NAT_OK);
     ck_assert(g.len[0] == 1 && g.len[1] == 11 && g.len[2] == 7);
     ck_assert(g.kernel[0] == 1 && g.kernel[1] == 5 && g.kernel[2] == 3);
     ck_assert(g.dilation[0] == 1 && g.dilation[1] == 2 && g.causal[2] == 1 && g.causal[1] == 0);
@@ -1000,7 +1033,7 @@ START_TEST(index_geom)
     /* Validation is the CPU kernels' (same message, the op's name). */
     int64_t s55[2] = {5, 5};
     nat_na_params p7 = {.ndim = 2, .kernel = {7, 7}, .dilation = {1, 1}};
-    th_expect_error(na_geom_init(&g, &p7, 1, 1, s55, 8, 0, "na_cuda_qk"), NAT_ERR_SHAPE,
+    th_expect_error(test_geom(&g, &p7, 1, 1, s55, 8, 0, "na_cuda_qk"), NAT_ERR_SHAPE,
                     "na_cuda_qk: feature map 5x5 is smaller than kernel 7 x dilation 1", NULL);
 }
 END_TEST
@@ -1073,33 +1106,33 @@ START_TEST(v3_fragment_maps)
 }
 END_TEST
 
-/* na_half.h: round to nearest even, ties, subnormals, overflow, NaN. */
+/* core/half.h: round to nearest even, ties, subnormals, overflow, NaN. */
 START_TEST(half_rounding)
 {
-    ck_assert_uint_eq(na_bf16_bits(1.0f), 0x3f80);
-    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f808000u)), 0x3f80); /* tie, even stays */
-    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f818000u)), 0x3f82); /* tie, odd rounds up */
-    ck_assert_uint_eq(na_bf16_bits(na_bits_f32(0x3f808001u)), 0x3f81);
-    ck_assert(isnan(na_round_bf16(NAN)));
-    ck_assert_uint_eq(na_f16_bits(1.0f), 0x3c00);
-    ck_assert_uint_eq(na_f16_bits(65504.0f), 0x7bff);
-    ck_assert_uint_eq(na_f16_bits(65519.0f), 0x7bff);
-    ck_assert_uint_eq(na_f16_bits(65520.0f), 0x7c00);
-    ck_assert_uint_eq(na_f16_bits(-1e9f), 0xfc00);
-    ck_assert_uint_eq(na_f16_bits(5.9604644775390625e-8f), 0x0001);      /* 2^-24 */
-    ck_assert_uint_eq(na_f16_bits(2.98023223876953125e-8f), 0x0000);     /* 2^-25: tie to even 0 */
-    ck_assert_uint_eq(na_f16_bits(8.940696716308594e-8f), 0x0002);       /* 1.5 * 2^-24: tie to even 2 */
-    ck_assert_uint_eq(na_f16_bits(6.103515625e-05f), 0x0400);            /* 2^-14 */
-    ck_assert_uint_eq(na_f16_bits(na_bits_f32(0x3f801000u)), 0x3c00);    /* tie at the 10th bit, even */
-    ck_assert_uint_eq(na_f16_bits(na_bits_f32(0x3f803000u)), 0x3c02);
-    ck_assert(isnan(na_round_f16(NAN)));
+    ck_assert_uint_eq(half_f32_to_bf16(1.0f), 0x3f80);
+    ck_assert_uint_eq(half_f32_to_bf16(half_bits_f32(0x3f808000u)), 0x3f80); /* tie, even stays */
+    ck_assert_uint_eq(half_f32_to_bf16(half_bits_f32(0x3f818000u)), 0x3f82); /* tie, odd rounds up */
+    ck_assert_uint_eq(half_f32_to_bf16(half_bits_f32(0x3f808001u)), 0x3f81);
+    ck_assert(isnan(half_round_bf16(NAN)));
+    ck_assert_uint_eq(half_f32_to_f16(1.0f), 0x3c00);
+    ck_assert_uint_eq(half_f32_to_f16(65504.0f), 0x7bff);
+    ck_assert_uint_eq(half_f32_to_f16(65519.0f), 0x7bff);
+    ck_assert_uint_eq(half_f32_to_f16(65520.0f), 0x7c00);
+    ck_assert_uint_eq(half_f32_to_f16(-1e9f), 0xfc00);
+    ck_assert_uint_eq(half_f32_to_f16(5.9604644775390625e-8f), 0x0001);      /* 2^-24 */
+    ck_assert_uint_eq(half_f32_to_f16(2.98023223876953125e-8f), 0x0000);     /* 2^-25: tie to even 0 */
+    ck_assert_uint_eq(half_f32_to_f16(8.940696716308594e-8f), 0x0002);       /* 1.5 * 2^-24: tie to even 2 */
+    ck_assert_uint_eq(half_f32_to_f16(6.103515625e-05f), 0x0400);            /* 2^-14 */
+    ck_assert_uint_eq(half_f32_to_f16(half_bits_f32(0x3f801000u)), 0x3c00);    /* tie at the 10th bit, even */
+    ck_assert_uint_eq(half_f32_to_f16(half_bits_f32(0x3f803000u)), 0x3c02);
+    ck_assert(isnan(half_round_f16(NAN)));
     /* every f16 value survives the round trip; every bf16 too */
     for (uint32_t h = 0; h < 0x10000u; h++) {
         if (((h >> 10) & 0x1f) == 0x1f && (h & 0x3ff))
             continue; /* NaNs */
-        ck_assert_uint_eq(na_f16_bits(na_f16_f32((uint16_t)h)), h);
-        if (!isnan(na_bf16_f32((uint16_t)h)))
-            ck_assert_uint_eq(na_bf16_bits(na_bf16_f32((uint16_t)h)), h);
+        ck_assert_uint_eq(half_f32_to_f16(half_f16_to_f32((uint16_t)h)), h);
+        if (!isnan(half_bf16_to_f32((uint16_t)h)))
+            ck_assert_uint_eq(half_f32_to_bf16(half_bf16_to_f32((uint16_t)h)), h);
     }
     /* the rounding is to the nearest: the neighbours of x's rounding are farther from x */
     nat_rng r;
@@ -1107,11 +1140,11 @@ START_TEST(half_rounding)
     for (int i = 0; i < 20000; i++) {
         float x;
         nat_rng_fill_normal(&r, &x, 1, 0.0f, i % 2 ? 1e-5f : 100.0f);
-        const uint16_t h = na_f16_bits(x);
-        const double e = fabs((double)na_f16_f32(h) - x);
-        ck_assert(e <= fabs((double)na_f16_f32((uint16_t)(h + 1)) - x));
+        const uint16_t h = half_f32_to_f16(x);
+        const double e = fabs((double)half_f16_to_f32(h) - x);
+        ck_assert(e <= fabs((double)half_f16_to_f32((uint16_t)(h + 1)) - x));
         if ((h & 0x7fff) != 0)
-            ck_assert(e <= fabs((double)na_f16_f32((uint16_t)(h - 1)) - x));
+            ck_assert(e <= fabs((double)half_f16_to_f32((uint16_t)(h - 1)) - x));
     }
 }
 END_TEST
@@ -1121,40 +1154,38 @@ END_TEST
 
 START_TEST(entry_points)
 {
-    nat_na_params p = {.ndim = 2, .kernel = {3, 3}, .dilation = {1, 1}};
-    int64_t s77[2] = {7, 7}, s55[2] = {5, 5};
-    float buf[8] = {0};
-    float *b = buf;
+    const na_backend *be = NULL;
     if (!nat_cuda_built()) {
+        /* No CUDA table in this build: asking for one names the op and says why. */
         const char *why = "nat was built without CUDA";
-        th_expect_error(na_cuda_qk(0, &p, 1, 1, s77, 4, b, b, NULL, b), NAT_ERR_UNSUPPORTED, "na_cuda_qk", why);
-        th_expect_error(na_cuda_av(0, &p, 1, 1, s77, 4, b, b, b), NAT_ERR_UNSUPPORTED, "na_cuda_av", why);
-        th_expect_error(na_cuda_qk_backward(0, &p, 1, 1, s77, 4, b, b, b, b, b, NULL), NAT_ERR_UNSUPPORTED,
-                        "na_cuda_qk_backward", why);
-        th_expect_error(na_cuda_av_backward(0, &p, 1, 1, s77, 4, b, b, b, b, b), NAT_ERR_UNSUPPORTED,
-                        "na_cuda_av_backward", why);
-        th_expect_error(na_cuda_fused_forward(0, &p, 1, 1, s77, 4, b, b, b, NULL, b, b), NAT_ERR_UNSUPPORTED,
-                        "na_cuda_fused_forward", why);
-        th_expect_error(na_cuda_fused_backward(0, &p, 1, 1, s77, 4, b, b, b, NULL, b, b, b, b, b, b, NULL),
-                        NAT_ERR_UNSUPPORTED, "na_cuda_fused_backward", why);
+        const char *ops[] = {"na_cuda_qk", "na_cuda_av", "na_cuda_qk_backward", "na_cuda_av_backward",
+                             "na_cuda_fused_forward", "na_cuda_fused_backward"};
+        for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+            th_expect_error(na_backend_get(0, ops[i], &be), NAT_ERR_UNSUPPORTED, ops[i], why);
+        ck_assert_ptr_null(be);
+        TH_OK(na_backend_get(-1, "na_cpu", &be));
+        ck_assert_str_eq(be->name, "cpu");
         return;
     }
-    /* CUDA build: the arguments are checked before any device work (these are host pointers). */
+    /* CUDA build: the arguments are checked before any device work, once, where the problem is built
+     * (na_problem_init, as the ops do; the kernels trust it). */
+    TH_OK(na_backend_get(0, "na_cuda_qk", &be));
+    ck_assert_str_eq(be->name, "cuda");
+    ck_assert(be->qk && be->av && be->qk_backward && be->av_backward && be->fused_forward && be->fused_backward &&
+              be->fused_forward_autocast && be->fused_backward_autocast && be->round);
+    na_problem pb;
     nat_na_params p7 = {.ndim = 2, .kernel = {7, 7}, .dilation = {1, 1}};
-    th_expect_error(na_cuda_qk(0, &p7, 1, 1, s55, 4, b, b, NULL, b), NAT_ERR_SHAPE,
+    int64_t s55[2] = {5, 5};
+    th_expect_error(na_problem_init(&pb, &p7, 1, 1, s55, 4, 0, "na_cuda_qk"), NAT_ERR_SHAPE,
                     "na_cuda_qk: feature map 5x5 is smaller than kernel 7", NULL);
-    th_expect_error(na_cuda_fused_backward(0, &p7, 1, 1, s55, 4, b, b, b, NULL, b, b, b, b, b, b, NULL),
-                    NAT_ERR_SHAPE, "na_cuda_fused_backward: feature map 5x5", NULL);
+    th_expect_error(na_problem_init(&pb, &p7, 1, 1, s55, 4, 0, "na_cuda_fused_backward"), NAT_ERR_SHAPE,
+                    "na_cuda_fused_backward: feature map 5x5", NULL);
     nat_na_params pc = {.ndim = 1, .kernel = {3}, .dilation = {1}, .causal = {1}};
     int64_t s9[1] = {9};
-    th_expect_error(na_cuda_fused_forward(0, &pc, 1, 1, s9, 4, b, b, b, b, b, b), NAT_ERR_INVALID_ARG,
+    th_expect_error(na_problem_init(&pb, &pc, 1, 1, s9, 4, 1, "na_cuda_fused_forward"), NAT_ERR_INVALID_ARG,
                     "na_cuda_fused_forward", "positional bias");
-    th_expect_error(na_cuda_qk_backward(0, &pc, 1, 1, s9, 4, b, b, b, b, b, b), NAT_ERR_INVALID_ARG,
+    th_expect_error(na_problem_init(&pb, &pc, 1, 1, s9, 4, 1, "na_cuda_qk_backward"), NAT_ERR_INVALID_ARG,
                     "na_cuda_qk_backward", "causal");
-    th_expect_error(na_cuda_av(0, &p, 1, 1, s77, 4, NULL, b, b), NAT_ERR_INVALID_ARG, "na_cuda_av: attn is NULL",
-                    NULL);
-    th_expect_error(na_cuda_av_backward(0, &p, 1, 1, s77, 4, b, b, b, b, NULL), NAT_ERR_INVALID_ARG,
-                    "na_cuda_av_backward: dv is NULL", NULL);
 }
 END_TEST
 

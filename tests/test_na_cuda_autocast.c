@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers/natten/na_half.h"
+#include "core/half.h"
 #include "nat/cuda.h"
 #include "nat/natten.h"
 #include "support/harness.h"
@@ -76,7 +76,7 @@ static void round_inputs(nat_tensor **in, int f16)
     for (int i = 0; i < 3; i++) {
         float *x = nat_tensor_f32(in[i]);
         for (int64_t j = 0; j < nat_tensor_numel(in[i]); j++)
-            x[j] = f16 ? na_round_f16(x[j]) : na_round_bf16(x[j]);
+            x[j] = f16 ? half_round_f16(x[j]) : half_round_bf16(x[j]);
     }
 }
 

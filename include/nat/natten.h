@@ -1,5 +1,5 @@
 /* nat/natten.h — neighborhood attention as differentiable ops (NATTEN's exact semantics; see the
- * README and DESIGN.md §2).
+ * README and docs/design.md §2).
  *
  * Layouts (any strides accepted; copied to dense when needed):
  *   q, k, v, out   [B, heads, *spatial, D]       spatial has p->ndim axes (1, 2 or 3)

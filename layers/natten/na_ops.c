@@ -1,14 +1,15 @@
-/* layers/natten/na_ops.c — neighborhood attention as autograd ops (include/nat/natten.h) over the fast
- * CPU kernels of na_cpu.c or, when the context runs on a CUDA device, the CUDA kernels of na_cuda.h
- * (nat_na_qk / nat_na_av: v0 or the tiled v2, chosen by measurement; nat_na: the fused v1, or under
- * autocast the tensor-core v3 where it applies — layers/natten/dev/README.md). Checks the tensor shapes
- * against each other and the descriptor, makes strided inputs dense (on their device), records the
- * backward. Every tensor must be on the context's device; nothing is moved between devices. Kernels
+/* layers/natten/na_ops.c — neighborhood attention as autograd ops (include/nat/natten.h) over the kernel
+ * table of the tensors' device (na_backend.h): the fast CPU kernels of cpu/na_cpu.c or, when the context
+ * runs on a CUDA device, the CUDA kernels of cuda/ (nat_na_qk / nat_na_av: v0 or the tiled v2, chosen by
+ * measurement; nat_na: the fused v1, or under autocast the tensor-core v3 where it applies —
+ * layers/natten/dev/README.md). Checks the tensor shapes against each other and the descriptor, builds
+ * and validates the problem once (na_problem_init; the kernels trust it), makes strided inputs dense (on
+ * their device), records the backward. Every tensor must be on the context's device; nothing is moved between devices. Kernels
  * overwrite their outputs, so gradients are computed into step temporaries and then accumulated. The
  * fused op saves only out and the log-sum-exp.
  *
  * Autocast (nat_ctx_precision BF16 / F16): the operands of the products (q, k, v; attn, v) are rounded
- * to bfloat16 / float16 (to nearest even: nat_round_array on the CPU, na_half.h on a device) into f32
+ * to bfloat16 / float16 (to nearest even: nat_round_array on the CPU, core/half.h on a device) into f32
  * step tensors, and the ops run on the rounded values with f32 accumulation; rpb, outputs and
  * gradients stay f32, and the gradients flow to the unrounded inputs unchanged (straight through the
  * rounding). On the CPU that is the whole emulation: the f32 kernels on the rounded values. On CUDA
@@ -22,10 +23,24 @@
 #include <string.h>
 
 #include "core/ops_internal.h"
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_cuda.h"
-#include "nat/half.h" /* nat_round_array */
+#include "layers/natten/na_backend.h"
 #include "nat/natten.h"
+
+/* The kernels of `device`. The one place that knows whether this build has a CUDA table. */
+nat_status na_backend_get(int device, const char *op, const na_backend **out)
+{
+    *out = NULL;
+    if (device < 0)
+        *out = &na_cpu_backend;
+#ifdef NAT_WITH_CUDA
+    else
+        *out = &na_cuda_backend;
+#endif
+    if (*out)
+        return NAT_OK;
+    return nat_error(NAT_ERR_UNSUPPORTED, "%s: cannot run on cuda:%d: nat was built without CUDA (configure with "
+                     "-DNAT_CUDA=ON on a machine with nvcc)", op, device);
+}
 
 nat_na_params nat_na_params_make(int ndim, int kernel, int dilation)
 {
@@ -33,13 +48,8 @@ nat_na_params nat_na_params_make(int ndim, int kernel, int dilation)
     return p;
 }
 
-/* Problem sizes read off q-shaped tensors [B, heads, *spatial, D]. */
-typedef struct na_sizes {
-    int64_t batch, heads, spatial[3], dim;
-} na_sizes;
-
-static nat_status check_qshape(const nat_na_params *p, const nat_tensor *t, const char *op, const char *arg,
-                               na_sizes *sz)
+/* Checks that a q-shaped tensor [B, heads, *spatial, D] has the descriptor's rank. */
+static nat_status check_qshape(const nat_na_params *p, const nat_tensor *t, const char *op, const char *arg)
 {
     if (p->ndim < 1 || p->ndim > 3)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: ndim %d (1, 2 or 3 spatial axes)", op, p->ndim);
@@ -49,11 +59,15 @@ static nat_status check_qshape(const nat_na_params *p, const nat_tensor *t, cons
                          nat_shape_str(t, b, sizeof b), p->ndim + 3,
                          p->ndim == 1 ? "L" : p->ndim == 2 ? "H, W" : "T, H, W");
     }
-    sz->batch = t->shape[0];
-    sz->heads = t->shape[1];
-    for (int a = 0; a < p->ndim; a++)
-        sz->spatial[a] = t->shape[2 + a];
-    sz->dim = t->shape[t->ndim - 1];
+    return NAT_OK;
+}
+
+/* The problem of q-shaped t under p, validated once here (na_problem_init): the kernels trust it. */
+static nat_status make_problem(const nat_ctx *ctx, const nat_na_params *p, const nat_tensor *t, int has_rpb,
+                               const char *op, na_problem *pb)
+{
+    NAT_TRY(na_problem_init(pb, p, t->shape[0], t->shape[1], t->shape + 2, t->shape[t->ndim - 1], has_rpb, op));
+    pb->device = nat_ctx_cuda_index(ctx);
     return NAT_OK;
 }
 
@@ -116,9 +130,12 @@ static nat_na_params load_params(const nat_node *node)
     return p;
 }
 
-static nat_status sizes_of_node(const nat_na_params *p, const nat_tensor *q, na_sizes *sz)
+/* A backward's problem: the forward's, validated when the forward ran. */
+static void problem_of_node(const nat_ctx *ctx, const nat_node *node, const nat_tensor *q, na_problem *pb)
 {
-    return check_qshape(p, q, "na", "q", sz);
+    const nat_na_params p = load_params(node);
+    na_problem_fill(pb, &p, q->shape[0], q->shape[1], q->shape + 2, q->shape[q->ndim - 1]);
+    pb->device = nat_ctx_cuda_index(ctx);
 }
 
 /* A step tensor shaped like `like`, uninitialised (kernels overwrite). */
@@ -142,11 +159,10 @@ static nat_status autocast_round(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
     const int64_t n = nat_tensor_numel(x);
     const float *src = nat_tensor_f32(x);
     float *dst = nat_tensor_f32(r);
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_round(dev, f16, src, dst, n));
-    else
-        nat_round_array(prec, src, dst, n); /* the GEMMs' rounding (core/half.c): one CPU definition */
+    const int dev = nat_ctx_cuda_index(ctx);
+    const na_backend *be;
+    NAT_TRY(na_backend_get(dev, "na autocast", &be));
+    NAT_TRY(be->round(dev, f16, src, dst, n));
     *out = r;
     return NAT_OK;
 }
@@ -155,23 +171,18 @@ static nat_status autocast_round(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 
 static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
-    nat_na_params p = load_params(node);
     nat_tensor *q = node->saved[0], *k = node->saved[1], *rpb_in = node->in[2];
-    na_sizes sz;
-    NAT_TRY(sizes_of_node(&p, q, &sz));
+    na_problem pb;
+    problem_of_node(ctx, node, q, &pb);
     nat_tensor *gd, *dq, *dk, *drpb = NULL;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, q, &dq));
     NAT_TRY(empty_like(ctx, k, &dk));
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_qk_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd),
-                                    nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
-                                    drpb ? nat_tensor_f32(drpb) : NULL));
-    else
-        NAT_TRY(na_cpu_qk_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(q),
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_qk backward", &be));
+    NAT_TRY(be->qk_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(q),
                                    nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
                                    drpb ? nat_tensor_f32(drpb) : NULL));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
@@ -189,14 +200,14 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
     const char *op = "na_qk";
     NAT_TRY(nat_check_f32_dev(ctx, q, op, "q"));
     NAT_TRY(nat_check_f32_dev(ctx, k, op, "k"));
-    na_sizes sz;
-    NAT_TRY(check_qshape(p, q, op, "q", &sz));
+    na_problem pb;
+    NAT_TRY(check_qshape(p, q, op, "q"));
     NAT_TRY(check_same(q, k, op, "q", "k"));
-    if (rpb) {
+    if (rpb)
         NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
-        NAT_TRY(na_validate(p, sz.batch, sz.heads, sz.spatial, sz.dim, 1, op));
-        NAT_TRY(check_rpb(p, rpb, sz.heads, op));
-    }
+    NAT_TRY(make_problem(ctx, p, q, rpb != NULL, op, &pb));
+    if (rpb)
+        NAT_TRY(check_rpb(p, rpb, pb.heads, op));
     nat_tensor *qd, *kd, *rd = NULL, *a;
     NAT_TRY(nat_dense(ctx, q, &qd));
     NAT_TRY(nat_dense(ctx, k, &kd));
@@ -208,12 +219,9 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
     memcpy(shape, q->shape, sizeof shape);
     shape[q->ndim - 1] = n_keys(p);
     NAT_TRY(nat_ctx_empty(ctx, &a, NAT_F32, q->ndim, shape));
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_qk(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
-                           rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
-    else
-        NAT_TRY(na_cpu_qk(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_qk", &be));
+    NAT_TRY(be->qk(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
                           rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(a)));
     nat_node *node;
     nat_tensor *ins[3] = {q, k, rpb};
@@ -232,20 +240,16 @@ nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb
 
 static nat_status av_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
-    nat_na_params p = load_params(node);
     nat_tensor *a = node->saved[0], *v = node->saved[1];
-    na_sizes sz;
-    NAT_TRY(sizes_of_node(&p, v, &sz));
+    na_problem pb;
+    problem_of_node(ctx, node, v, &pb);
     nat_tensor *gd, *da, *dv;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, a, &da));
     NAT_TRY(empty_like(ctx, v, &dv));
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_av_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd),
-                                    nat_tensor_f32(a), nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
-    else
-        NAT_TRY(na_cpu_av_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(gd), nat_tensor_f32(a),
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_av backward", &be));
+    NAT_TRY(be->av_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(a),
                                    nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
     NAT_TRY(nat_grad_accumulate(ctx, node->in[0], da));
     return nat_grad_accumulate(ctx, node->in[1], dv);
@@ -258,8 +262,7 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
     const char *op = "na_av";
     NAT_TRY(nat_check_f32_dev(ctx, attn, op, "attn"));
     NAT_TRY(nat_check_f32_dev(ctx, v, op, "v"));
-    na_sizes sz;
-    NAT_TRY(check_qshape(p, v, op, "v", &sz));
+    NAT_TRY(check_qshape(p, v, op, "v"));
     int64_t want[NAT_MAX_DIMS];
     memcpy(want, v->shape, sizeof want);
     want[v->ndim - 1] = n_keys(p);
@@ -272,18 +275,17 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
                          nat_shape_str(attn, g, sizeof g), nat_shape_str(v, w, sizeof w), p->kernel[0],
                          nat_dims_str(v->ndim, want, w, sizeof w));
     }
+    na_problem pb;
+    NAT_TRY(make_problem(ctx, p, v, 0, op, &pb));
     nat_tensor *ad, *vd, *y;
     NAT_TRY(nat_dense(ctx, attn, &ad));
     NAT_TRY(nat_dense(ctx, v, &vd));
     NAT_TRY(autocast_round(ctx, ad, &ad));
     NAT_TRY(autocast_round(ctx, vd, &vd));
     NAT_TRY(empty_like(ctx, v, &y));
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0)
-        NAT_TRY(na_cuda_av(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(ad), nat_tensor_f32(vd),
-                           nat_tensor_f32(y)));
-    else
-        NAT_TRY(na_cpu_av(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(ad), nat_tensor_f32(vd),
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_av", &be));
+    NAT_TRY(be->av(&pb, nat_tensor_f32(ad), nat_tensor_f32(vd),
                           nat_tensor_f32(y)));
     nat_node *node;
     nat_tensor *ins[2] = {attn, v};
@@ -302,11 +304,10 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
 
 static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
-    nat_na_params p = load_params(node);
     nat_tensor *q = node->saved[0], *k = node->saved[1], *v = node->saved[2], *rpb = node->saved[3],
                *out = node->saved[4], *lse = node->saved[5], *rpb_in = node->in[3];
-    na_sizes sz;
-    NAT_TRY(sizes_of_node(&p, q, &sz));
+    na_problem pb;
+    problem_of_node(ctx, node, q, &pb);
     nat_tensor *gd, *dq, *dk, *dv, *drpb = NULL;
     NAT_TRY(nat_dense(ctx, g, &gd));
     NAT_TRY(empty_like(ctx, q, &dq));
@@ -314,23 +315,17 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     NAT_TRY(empty_like(ctx, v, &dv));
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
-    int dev = nat_ctx_cuda_index(ctx);
     const nat_precision prec = (nat_precision)node->i[7]; /* the forward's: autocast rounds the same way */
-    if (dev >= 0 && prec != NAT_PREC_F32)
-        NAT_TRY(na_cuda_fused_backward_autocast(dev, prec == NAT_PREC_F16, &p, sz.batch, sz.heads, sz.spatial,
-                                                sz.dim, nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(v),
-                                                rpb ? nat_tensor_f32(rpb) : NULL, nat_tensor_f32(out),
-                                                nat_tensor_f32(lse), nat_tensor_f32(gd), nat_tensor_f32(dq),
-                                                nat_tensor_f32(dk), nat_tensor_f32(dv),
-                                                drpb ? nat_tensor_f32(drpb) : NULL));
-    else if (dev >= 0)
-        NAT_TRY(na_cuda_fused_backward(dev, &p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q),
-                                       nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
-                                       nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
-                                       nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
-                                       drpb ? nat_tensor_f32(drpb) : NULL));
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, "na_fused backward", &be));
+    if (prec != NAT_PREC_F32 && be->fused_backward_autocast)
+        NAT_TRY(be->fused_backward_autocast(&pb, prec == NAT_PREC_F16, nat_tensor_f32(q),
+                                      nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
+                                      nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
+                                      nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
+                                      drpb ? nat_tensor_f32(drpb) : NULL));
     else
-        NAT_TRY(na_cpu_fused_backward(&p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(q),
+        NAT_TRY(be->fused_backward(&pb, nat_tensor_f32(q),
                                       nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
                                       nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
                                       nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
@@ -352,15 +347,15 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
     NAT_TRY(nat_check_f32_dev(ctx, q, op, "q"));
     NAT_TRY(nat_check_f32_dev(ctx, k, op, "k"));
     NAT_TRY(nat_check_f32_dev(ctx, v, op, "v"));
-    na_sizes sz;
-    NAT_TRY(check_qshape(p, q, op, "q", &sz));
+    na_problem pb;
+    NAT_TRY(check_qshape(p, q, op, "q"));
     NAT_TRY(check_same(q, k, op, "q", "k"));
     NAT_TRY(check_same(q, v, op, "q", "v"));
-    if (rpb) {
+    if (rpb)
         NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
-        NAT_TRY(na_validate(p, sz.batch, sz.heads, sz.spatial, sz.dim, 1, op));
-        NAT_TRY(check_rpb(p, rpb, sz.heads, op));
-    }
+    NAT_TRY(make_problem(ctx, p, q, rpb != NULL, op, &pb));
+    if (rpb)
+        NAT_TRY(check_rpb(p, rpb, pb.heads, op));
     nat_tensor *qd, *kd, *vd, *rd = NULL, *y, *lse;
     NAT_TRY(nat_dense(ctx, q, &qd));
     NAT_TRY(nat_dense(ctx, k, &kd));
@@ -372,19 +367,15 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
         NAT_TRY(nat_dense(ctx, rpb, &rd));
     NAT_TRY(empty_like(ctx, q, &y));
     NAT_TRY(nat_ctx_empty(ctx, &lse, NAT_F32, q->ndim - 1, q->shape));
-    int dev = nat_ctx_cuda_index(ctx);
     const nat_precision prec = nat_ctx_precision(ctx);
-    if (dev >= 0 && prec != NAT_PREC_F32)
-        NAT_TRY(na_cuda_fused_forward_autocast(dev, prec == NAT_PREC_F16, p, sz.batch, sz.heads, sz.spatial, sz.dim,
-                                               nat_tensor_f32(qd), nat_tensor_f32(kd), nat_tensor_f32(vd),
-                                               rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
-                                               nat_tensor_f32(lse)));
-    else if (dev >= 0)
-        NAT_TRY(na_cuda_fused_forward(dev, p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd),
-                                      nat_tensor_f32(kd), nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL,
-                                      nat_tensor_f32(y), nat_tensor_f32(lse)));
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb.device, op, &be));
+    if (prec != NAT_PREC_F32 && be->fused_forward_autocast)
+        NAT_TRY(be->fused_forward_autocast(&pb, prec == NAT_PREC_F16, nat_tensor_f32(qd), nat_tensor_f32(kd),
+                                     nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
+                                     nat_tensor_f32(lse)));
     else
-        NAT_TRY(na_cpu_fused_forward(p, sz.batch, sz.heads, sz.spatial, sz.dim, nat_tensor_f32(qd), nat_tensor_f32(kd),
+        NAT_TRY(be->fused_forward(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
                                      nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
                                      nat_tensor_f32(lse)));
     nat_node *node;

@@ -3,7 +3,7 @@
  * a multiply-add counts once; conv: output elements × Cin·kh·kw; linear: rows × in × out; biases and
  * elementwise ops (GELU, softmax, scale, residual adds, drop-path, pooling) count 0; LayerNorm 5 per
  * element (fvcore's norm_flop_counter with affine); NATTEN's handles for the NA op: QK+rpb
- * B·heads·H·W·k²·(hd+1) and AV B·heads·H·W·k²·hd over the padded map (DESIGN.md §2). At 224² this
+ * B·heads·H·W·k²·(hd+1) and AV B·heads·H·W·k²·hd over the padded map (docs/design.md §2). At 224² this
  * gives NAT-Mini/Tiny/Small/Base 2.7/4.3/7.8/13.7 GMACs; the LayerNorms add under 0.05 GMAC. */
 #include "models/nat/nat_internal.h"
 

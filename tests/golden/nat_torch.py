@@ -1,5 +1,5 @@
 """tests/golden/nat_torch.py — a PyTorch NAT/DiNAT classifier with PyTorch NAT's module names, and a
-pure-PyTorch neighborhood attention written from DESIGN.md §2 (no NATTEN needed).
+pure-PyTorch neighborhood attention written from docs/design.md §2 (no NATTEN needed).
 
 Used by make_nat_golden.py (golden data for tests/test_golden.c), check_nat_checkpoint.py (loads a
 checkpoint nat wrote) and later benchmarks. Runs in any dtype; the golden data is made in float64.
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 
 # ---------------------------------------------------------------------------------------------------
-# Neighborhood attention (DESIGN.md §2)
+# Neighborhood attention (docs/design.md §2)
 
 
 def na_indices(length, kernel, dilation, device=None):

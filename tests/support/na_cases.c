@@ -1,6 +1,8 @@
 /* tests/support/na_cases.c — see na_cases.h. */
 #include "support/na_cases.h"
 
+#include <check.h>
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -268,4 +270,11 @@ double na_rel_err(const float *fast, const double *ref, int64_t n)
         err = fmax(err, fabs((double)fast[i] - ref[i]));
     }
     return mx > 0.0 ? err / mx : err;
+}
+const na_problem *na_case_problem(const na_case *c, const nat_na_params *p)
+{
+    static na_problem pb;
+    if (na_problem_init(&pb, p, c->batch, c->heads, c->len, c->dim, c->rpb, "na_case") != NAT_OK)
+        ck_abort_msg("case does not validate: %s", nat_error_message());
+    return &pb;
 }

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "layers/natten/na_params.h"
+#include "layers/natten/na_problem.h"
 #include "nat/rng.h"
 
 typedef struct na_case {
@@ -30,6 +30,9 @@ extern const int64_t na_case_dims[5];  /* the usual head dims */
 
 void na_cases_build(void);
 nat_na_params na_case_params(const na_case *c);
+/* The validated problem of case c under p (na_problem_init; a case that does not validate aborts the
+ * test): what the fast kernels take. Points into static storage, overwritten by the next call. */
+const na_problem *na_case_problem(const na_case *c, const nat_na_params *p);
 /* "seed=... ndim=... shape=... k=... d=... causal=... D=... B=... heads=... rpb=..." for failure messages. */
 void na_case_describe(const na_case *c, char *buf, size_t cap);
 int64_t na_case_pixels(const na_case *c);

@@ -1,11 +1,11 @@
 /* layers/natten/dev/na_lab.c — the NA kernel lab's benchmark (executable `na-lab`): every kernel version
- * of layers/natten/na_cuda.h, validated and timed on one device.
+ * of layers/natten/cuda/na_cuda.h, validated and timed on one device.
  *
  * For each problem — NAT-Mini's four levels at batch 128 (56², 28², 14², 7² maps with 2, 4, 8, 16
  * heads; head dim 32; kernel 7; rpb), one 256² map with 4 heads of 64 channels at kernel 13, a 3-D
  * problem — and each (op, version):
  *   1. validation: the version on the same problem at batch --vbatch (default 2: the same tiles and
- *      blocks per image, a smaller grid) against the fp32 CPU kernels (na_cpu.h) on the same inputs,
+ *      blocks per image, a smaller grid) against the fp32 CPU kernels (cpu/na_cpu.h) on the same inputs,
  *      max |gpu - cpu| / max |cpu| <= 1e-4 (v3: against the CPU kernels on the bf16 / f16-rounded inputs,
  *      2e-2);
  *   2. timing at the full batch: one warm-up, then --reps runs (default 10), each after writing a
@@ -27,9 +27,9 @@
 #include <time.h>
 
 #include "core/ops_cuda.h" /* nat_cuda_memcpy, nat_cuda_fill */
-#include "layers/natten/na_cpu.h"
-#include "layers/natten/na_cuda.h"
-#include "layers/natten/na_half.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "core/half.h"
+#include "layers/natten/na_backend.h" /* every version through the CUDA table: links without CUDA too */
 #include "nat/nat.h"
 #include "nat/cuda.h"
 
@@ -57,6 +57,8 @@ static const nat_device GPU = {NAT_DEV_CUDA, 0};
 /* One problem: device buffers (and, for validation, host copies of the inputs). */
 typedef struct prob {
     nat_na_params p;
+    na_problem pb;  /* p against the sizes, validated once (what the CPU reference kernels take) */
+    na_problem gpb; /* the same problem on cuda:0 */
     int64_t B, H, sp[3], D, nqkv, natt, nrpb, nlse;
     float *q, *k, *v, *rpb, *attn, *out, *lse, *dout, *dattn, *dq, *dk, *dv, *drpb;
     uint16_t *h16[2]; /* q, k, v as bf16 [0] and f16 [1] bits, 3*nqkv each */
@@ -81,6 +83,11 @@ static void die(const char *what)
         if ((x) != NAT_OK) \
             die(#x);  \
     } while (0)
+
+/* cuda:0's kernels and their versions (set in main once a device is known to be there). */
+static const na_backend *g_lab;
+#define LAB g_lab
+#define LAB_V (g_lab->versions)
 
 static float *dalloc(int64_t n)
 {
@@ -112,6 +119,9 @@ static void prob_init(prob *P, const lab_case *c, int64_t batch, int with_host)
         K *= c->kernel;
         R *= 2 * c->kernel - 1;
     }
+    CK(na_problem_init(&P->pb, &P->p, P->B, P->H, P->sp, P->D, c->rpb, "na-lab"));
+    P->gpb = P->pb;
+    P->gpb.device = 0;
     P->nqkv = batch * c->heads * npix * c->dim;
     P->natt = batch * c->heads * npix * K;
     P->nrpb = R;
@@ -146,7 +156,7 @@ static void prob_init(prob *P, const lab_case *c, int64_t batch, int with_host)
     for (int t = 0; t < 2; t++) {
         const float *src[3] = {P->q, P->k, P->v};
         for (int i = 0; i < 3; i++)
-            CK(na_cuda_to_half(0, t, src[i], P->h16[t] + i * P->nqkv, P->nqkv));
+            CK(LAB_V->to_half(0, t, src[i], P->h16[t] + i * P->nqkv, P->nqkv));
     }
     CK(nat_cuda_synchronize(0));
 }
@@ -168,35 +178,35 @@ static void prob_free(prob *P)
     free(P->hq), free(P->hk), free(P->hv), free(P->hrpb), free(P->hattn), free(P->hdout), free(P->hdattn);
 }
 
-#define PA(P) &(P)->p, (P)->B, (P)->H, (P)->sp, (P)->D
+#define PA(P) (&(P)->gpb) /* the problem on cuda:0 */
 
 static nat_status run(int op, int ver, prob *P)
 {
     switch (op) {
     case QK:
-        return ver == 2 ? na_cuda_qk_v2(0, PA(P), P->q, P->k, P->rpb, P->attn)
-                        : na_cuda_qk_v0(0, PA(P), P->q, P->k, P->rpb, P->attn);
+        return ver == 2 ? LAB_V->qk_v2(PA(P), P->q, P->k, P->rpb, P->attn)
+                        : LAB_V->qk_v0(PA(P), P->q, P->k, P->rpb, P->attn);
     case AV:
-        return ver == 2 ? na_cuda_av_v2(0, PA(P), P->attn, P->v, P->out) : na_cuda_av_v0(0, PA(P), P->attn, P->v, P->out);
+        return ver == 2 ? LAB_V->av_v2(PA(P), P->attn, P->v, P->out) : LAB_V->av_v0(PA(P), P->attn, P->v, P->out);
     case QK_BWD:
-        return ver == 2 ? na_cuda_qk_backward_v2(0, PA(P), P->dattn, P->q, P->k, P->dq, P->dk, P->drpb)
-                        : na_cuda_qk_backward_v0(0, PA(P), P->dattn, P->q, P->k, P->dq, P->dk, P->drpb);
+        return ver == 2 ? LAB_V->qk_backward_v2(PA(P), P->dattn, P->q, P->k, P->dq, P->dk, P->drpb)
+                        : LAB_V->qk_backward_v0(PA(P), P->dattn, P->q, P->k, P->dq, P->dk, P->drpb);
     case AV_BWD:
-        return ver == 2 ? na_cuda_av_backward_v2(0, PA(P), P->dout, P->attn, P->v, P->dattn, P->dv)
-                        : na_cuda_av_backward_v0(0, PA(P), P->dout, P->attn, P->v, P->dattn, P->dv);
+        return ver == 2 ? LAB_V->av_backward_v2(PA(P), P->dout, P->attn, P->v, P->dattn, P->dv)
+                        : LAB_V->av_backward_v0(PA(P), P->dout, P->attn, P->v, P->dattn, P->dv);
     case FWD:
         if (ver >= 3) {
             const uint16_t *h = P->h16[ver - 3];
-            return na_cuda_fused_forward_v3(0, ver - 3, PA(P), h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse);
+            return LAB_V->fused_forward_v3(PA(P), ver - 3, h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse);
         }
-        return na_cuda_fused_forward(0, PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse);
+        return LAB->fused_forward(PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse);
     default:
         if (ver >= 3) {
             const uint16_t *h = P->h16[ver - 3];
-            return na_cuda_fused_backward_v3(0, ver - 3, PA(P), h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse,
+            return LAB_V->fused_backward_v3(PA(P), ver - 3, h, h + P->nqkv, h + 2 * P->nqkv, P->rpb, P->out, P->lse,
                                              P->dout, P->dq, P->dk, P->dv, P->drpb);
         }
-        return na_cuda_fused_backward(0, PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse, P->dout, P->dq, P->dk,
+        return LAB->fused_backward(PA(P), P->q, P->k, P->v, P->rpb, P->out, P->lse, P->dout, P->dq, P->dk,
                                       P->dv, P->drpb);
     }
 }
@@ -234,9 +244,9 @@ static double validate(int op, int ver, prob *P)
     if ((op == FWD || op == BWD) && ver >= 3) { /* the CPU kernels on the rounded inputs */
         rq = malloc(sizeof(float) * (size_t)n), rk = malloc(sizeof(float) * (size_t)n), rv = malloc(sizeof(float) * (size_t)n);
         for (int64_t i = 0; i < n; i++) {
-            rq[i] = ver == 4 ? na_round_f16(q[i]) : na_round_bf16(q[i]);
-            rk[i] = ver == 4 ? na_round_f16(k[i]) : na_round_bf16(k[i]);
-            rv[i] = ver == 4 ? na_round_f16(v[i]) : na_round_bf16(v[i]);
+            rq[i] = ver == 4 ? half_round_f16(q[i]) : half_round_bf16(q[i]);
+            rk[i] = ver == 4 ? half_round_f16(k[i]) : half_round_bf16(k[i]);
+            rv[i] = ver == 4 ? half_round_f16(v[i]) : half_round_bf16(v[i]);
         }
         q = rq, k = rk, v = rv;
     }
@@ -247,19 +257,19 @@ static double validate(int op, int ver, prob *P)
     float *g1, *g2, *g3, *g4 = NULL;
     switch (op) {
     case QK:
-        CK(na_cpu_qk(PA(P), q, k, hr, o1));
+        CK(na_cpu_qk(&P->pb, q, k, hr, o1));
         g1 = down(P->attn, P->natt);
         e = rel(g1, o1, P->natt);
         free(g1);
         break;
     case AV:
-        CK(na_cpu_av(PA(P), P->hattn, v, o2));
+        CK(na_cpu_av(&P->pb, P->hattn, v, o2));
         g1 = down(P->out, n);
         e = rel(g1, o2, n);
         free(g1);
         break;
     case QK_BWD:
-        CK(na_cpu_qk_backward(PA(P), P->hdattn, q, k, o2, o3, P->rpb ? o4 : NULL));
+        CK(na_cpu_qk_backward(&P->pb, P->hdattn, q, k, o2, o3, P->rpb ? o4 : NULL));
         g1 = down(P->dq, n), g2 = down(P->dk, n);
         e = fmax(rel(g1, o2, n), rel(g2, o3, n));
         if (P->rpb)
@@ -267,20 +277,20 @@ static double validate(int op, int ver, prob *P)
         free(g1), free(g2), free(g4);
         break;
     case AV_BWD:
-        CK(na_cpu_av_backward(PA(P), P->hdout, P->hattn, v, o1, o2));
+        CK(na_cpu_av_backward(&P->pb, P->hdout, P->hattn, v, o1, o2));
         g1 = down(P->dattn, P->natt), g2 = down(P->dv, n);
         e = fmax(rel(g1, o1, P->natt), rel(g2, o2, n));
         free(g1), free(g2);
         break;
     case FWD:
-        CK(na_cpu_fused_forward(PA(P), q, k, v, hr, o2, lse));
+        CK(na_cpu_fused_forward(&P->pb, q, k, v, hr, o2, lse));
         g1 = down(P->out, n), g2 = down(P->lse, P->nlse);
         e = fmax(rel(g1, o2, n), rel(g2, lse, P->nlse));
         free(g1), free(g2);
         break;
     default: {
         float *out = down(P->out, n), *l = down(P->lse, P->nlse);
-        CK(na_cpu_fused_backward(PA(P), q, k, v, hr, out, l, P->hdout, o1, o2, o3, P->rpb ? o4 : NULL));
+        CK(na_cpu_fused_backward(&P->pb, q, k, v, hr, out, l, P->hdout, o1, o2, o3, P->rpb ? o4 : NULL));
         g1 = down(P->dq, n), g2 = down(P->dk, n), g3 = down(P->dv, n);
         e = fmax(fmax(rel(g1, o1, n), rel(g2, o2, n)), rel(g3, o3, n));
         if (P->rpb)
@@ -343,6 +353,7 @@ int main(int argc, char **argv)
                nat_cuda_built() ? "none present" : "nat was built without CUDA");
         return 77;
     }
+    CK(na_backend_get(0, "na-lab", &g_lab));
     char dev[128] = "";
     nat_cuda_device_name(0, dev, sizeof dev);
     printf("na-lab on cuda:0 (%s); median of %d runs, L2 flushed (256 MiB written) before each; validation "

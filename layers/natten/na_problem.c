@@ -1,6 +1,6 @@
-/* layers/natten/na_check.c — validation of neighborhood-attention descriptors against a problem size,
- * the rpb shape, and the 3-D view of a problem that the kernels work on (see na_params.h). */
-#include "layers/natten/na_params.h"
+/* layers/natten/na_problem.c — validation of neighborhood-attention descriptors against a problem size,
+ * the rpb shape, and the 3-D view of a problem that the kernels work on (see na_problem.h). */
+#include "layers/natten/na_problem.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -78,10 +78,22 @@ float na_effective_scale(const nat_na_params *p, int64_t dim)
     return p->scale > 0.0f ? p->scale : (float)(1.0 / sqrt((double)dim));
 }
 
-void na_problem_init(na_problem *pb, const nat_na_params *p, int64_t batch, int64_t heads,
+nat_status na_problem_init(na_problem *pb, const nat_na_params *p, int64_t batch, int64_t heads,
+                           const int64_t *spatial, int64_t dim, int has_rpb, const char *opname)
+{
+    NAT_TRY(na_validate(p, batch, heads, spatial, dim, has_rpb, opname));
+    na_problem_fill(pb, p, batch, heads, spatial, dim);
+    return NAT_OK;
+}
+
+void na_problem_fill(na_problem *pb, const nat_na_params *p, int64_t batch, int64_t heads,
                      const int64_t *spatial, int64_t dim)
 {
     int pad = 3 - p->ndim;
+    pb->params = *p;
+    pb->device = -1;
+    for (int a = 0; a < 3; a++)
+        pb->spatial[a] = a < p->ndim ? spatial[a] : 1;
     pb->batch = batch;
     pb->heads = heads;
     pb->dim = dim;

@@ -1,4 +1,4 @@
-/* layers/natten/na_cuda_v2.h — kernel lab v2: tiled neighborhood attention for the unfused ops (fp32,
+/* layers/natten/cuda/tiled.h — kernel lab v2: tiled neighborhood attention for the unfused ops (fp32,
  * 1-D and 2-D), the cooperative parts written as host-callable bodies.
  *
  * Idea (v2): neighbouring queries share most of their keys. A block takes a tile of queries inside one
@@ -17,14 +17,14 @@
  *
  * Host model: a block is (1) na_v2_tile_at, (2) per channel chunk, the load body for every thread,
  * then the compute body for every thread (the two __syncthreads of the kernel sit between them), (3)
- * for the slot dot, the store body for every thread. na_cuda_tiled.cu runs exactly this sequence on
+ * for the slot dot, the store body for every thread. cuda/tiled.cu runs exactly this sequence on
  * the device with tid = threadIdx.x, nthreads = blockDim.x; tests/test_na_cuda.c runs it on the host.
- * Layouts: na_cuda.h. Plain C11 and CUDA C++.
+ * Layouts: cuda/na_cuda.h. Plain C11 and CUDA C++.
  */
 #ifndef NAT_NA_CUDA_V2_H
 #define NAT_NA_CUDA_V2_H
 
-#include "layers/natten/na_cuda_body.h"
+#include "layers/natten/cuda/body.h"
 
 #define NA_V2_CH 32            /* channels per shared-memory chunk */
 #define NA_V2_SD (NA_V2_CH + 1) /* shared-memory row stride in floats */

@@ -1,8 +1,8 @@
-/* layers/natten/na_ref.h — plain reference implementation of neighborhood attention (1-D, 2-D, 3-D):
+/* tests/ref/na_ref.h — plain reference implementation of neighborhood attention (1-D, 2-D, 3-D):
  * the oracle the fast kernels and the finite-difference checks are tested against. Double precision
  * throughout (inputs, outputs and accumulators); loops written for reading, not speed.
  *
- * Layouts (contiguous, row-major; see na_params.h): q, k, v, out, d_out, dq, dk, dv [B, heads, *spatial, D];
+ * Layouts (contiguous, row-major; see na_problem.h): q, k, v, out, d_out, dq, dk, dv [B, heads, *spatial, D];
  * attn / d_attn [B, heads, *spatial, K] with K = prod(kernel) and row-major slot order over the kernel
  * axes; rpb / drpb [heads, 2k0-1, ...] (NULL = no bias); lse [B, heads, *spatial].
  *
@@ -16,7 +16,7 @@
 
 #include <stdint.h>
 
-#include "layers/natten/na_params.h"
+#include "layers/natten/na_problem.h"
 #include "nat/status.h"
 
 #ifdef __cplusplus

@@ -1,17 +1,17 @@
-/* layers/natten/na_ref.c — reference neighborhood attention, written from DESIGN.md §2 alone (the window
+/* tests/ref/na_ref.c — reference neighborhood attention, written from docs/design.md §2 alone (the window
  * and inverse-neighbourhood rules are coded here again on purpose, independently of the fast kernels).
  * Double precision, plain loops, one query or one key at a time. Every problem is viewed as 3-D
  * (na_problem): a 1-D or 2-D problem has leading axes of length 1 with kernel 1, which have exactly one
- * key and one rpb entry. Layouts and conventions: see na_ref.h.
+ * key and one rpb entry. Layouts and conventions: see tests/ref/na_ref.h.
  */
-#include "layers/natten/na_ref.h"
+#include "tests/ref/na_ref.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "nat/alloc.h"
 
-/* Per-axis window of query index i (DESIGN.md §2): keys key0 + t*d, t = 0..k-1; rpb index rpb0 + t. */
+/* Per-axis window of query index i (docs/design.md §2): keys key0 + t*d, t = 0..k-1; rpb index rpb0 + t. */
 static void axis_window(int64_t i, int64_t L, int k, int d, int causal, int64_t *key0, int64_t *rpb0)
 {
     int64_t r = k / 2;
@@ -32,7 +32,7 @@ static void axis_window(int64_t i, int64_t L, int k, int d, int causal, int64_t 
     *rpb0 = (k - 1) + s - p;
 }
 
-/* Per-axis inverse neighbourhood of key index y: queries q0, q0 + d, ... below q1 (DESIGN.md §2). */
+/* Per-axis inverse neighbourhood of key index y: queries q0, q0 + d, ... below q1 (docs/design.md §2). */
 static void axis_inverse(int64_t y, int64_t L, int k, int d, int causal, int64_t *q0, int64_t *q1)
 {
     int64_t r = k / 2;
@@ -106,7 +106,7 @@ nat_status na_ref_qk(const nat_na_params *p, int64_t batch, int64_t heads, const
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, "na_ref_qk"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim;
     FOR_EACH_QUERY(&pb, bh, pix) {
         int64_t i[3];
@@ -134,7 +134,7 @@ nat_status na_ref_av(const nat_na_params *p, int64_t batch, int64_t heads, const
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, "na_ref_av"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim;
     FOR_EACH_QUERY(&pb, bh, pix) {
         int64_t i[3];
@@ -191,7 +191,7 @@ nat_status na_ref_qk_backward(const nat_na_params *p, int64_t batch, int64_t hea
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, drpb != NULL, "na_ref_qk_backward"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim;
     const double scale = pb.scale;
     if (drpb)
@@ -226,7 +226,7 @@ nat_status na_ref_av_backward(const nat_na_params *p, int64_t batch, int64_t hea
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, "na_ref_av_backward"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim;
     FOR_EACH_QUERY(&pb, bh, pix) {
         int64_t i[3];
@@ -252,7 +252,7 @@ nat_status na_ref_fused_forward(const nat_na_params *p, int64_t batch, int64_t h
 {
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, "na_ref_fused_forward"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, N = batch * heads * pb.npix;
     size_t bytes = sizeof(double) * (size_t)(N * K);
     double *w = NULL;
@@ -283,7 +283,7 @@ nat_status na_ref_fused_backward(const nat_na_params *p, int64_t batch, int64_t 
     NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL,
                         "na_ref_fused_backward"));
     na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    na_problem_fill(&pb, p, batch, heads, spatial, dim);
     const int64_t K = pb.nkeys, D = dim, N = batch * heads * pb.npix;
     size_t bytes = sizeof(double) * (size_t)(N * K);
     double *w = NULL, *g = NULL;

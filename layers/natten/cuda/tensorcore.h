@@ -1,8 +1,8 @@
-/* layers/natten/na_cuda_v3.h — kernel lab v3: the fused forward on tensor cores (bf16 / f16 operands, f32
+/* layers/natten/cuda/tensorcore.h — kernel lab v3: the fused forward on tensor cores (bf16 / f16 operands, f32
  * accumulation), 1-D and 2-D, head dim 32 or 64, written once for the device and for a host model.
  *
  * Idea (v3): FlashAttention-2 over a neighbourhood. A block of 4 warps takes a tile of 64 queries in one
- * dilation group (8x8 in 2-D, 64 in 1-D; v2's tiles, na_cuda_v2.h) and streams the tile's halo of keys
+ * dilation group (8x8 in 2-D, 64 in 1-D; v2's tiles, cuda/tiled.h) and streams the tile's halo of keys
  * and values (the union of its windows) through shared memory in pieces of 64 keys (K row-major, V
  * transposed so both B operands are pairs of adjacent 16-bit values). Each warp owns 16 queries: per 16
  * halo keys it computes S = Q K^T with mma.sync m16n8k16 (f32 accumulators), scales, adds rpb, masks
@@ -23,16 +23,16 @@
  * __shfl_xor_sync; host: over lanes 4q..4q+3). A block is na_v2_tile_at, na_v3_warp_init per warp, then
  * per piece the load body for every thread and na_v3_piece for every warp (the kernel's two
  * __syncthreads sit between them), then na_v3_store per warp. tests/test_na_cuda.c runs that sequence
- * on the host; na_cuda_tc.cu runs it on the device.
+ * on the host; cuda/tensorcore_fwd.cu runs it on the device.
  *
  * Layouts: q, k, v [B, heads, *spatial, D] as 16-bit bits (bfloat16, or float16 when f16 != 0); rpb,
- * out, lse as na_cuda.h. Plain C11 and CUDA C++.
+ * out, lse as cuda/na_cuda.h. Plain C11 and CUDA C++.
  */
 #ifndef NAT_NA_CUDA_V3_H
 #define NAT_NA_CUDA_V3_H
 
-#include "layers/natten/na_cuda_v2.h"
-#include "layers/natten/na_half.h"
+#include "layers/natten/cuda/tiled.h"
+#include "core/half.h"
 
 #define NA_V3_WARPS 4
 #define NA_V3_THREADS (32 * NA_V3_WARPS)
@@ -98,11 +98,11 @@ NA_HD void na_mma16816(int f16, float *c, int cs, const uint32_t *a, int as, con
     for (int L = 0; L < 32; L++) {
         for (int e = 0; e < 8; e++) {
             na_mma_a_rc(L, e, &r, &k);
-            A[r][k] = na_half_f32((uint16_t)(a[L * as + e / 2] >> (16 * (e & 1))), f16);
+            A[r][k] = half_to_f32((uint16_t)(a[L * as + e / 2] >> (16 * (e & 1))), f16);
         }
         for (int e = 0; e < 4; e++) {
             na_mma_b_rc(L, e, &k, &r);
-            B[k][r] = na_half_f32((uint16_t)(b[L * bs + e / 2] >> (16 * (e & 1))), f16);
+            B[k][r] = half_to_f32((uint16_t)(b[L * bs + e / 2] >> (16 * (e & 1))), f16);
             na_mma_c_rc(L, e, &r, &k);
             C[r][k] = c[L * cs + e];
         }
@@ -187,7 +187,7 @@ NA_HD void na_v3_c2a(uint32_t (*a)[4], float (*c)[2][4], int f16)
         uint16_t h[2][4];
         for (int nt = 0; nt < 2; nt++)
             for (int e = 0; e < 4; e++)
-                h[nt][e] = na_half_bits(c[L][nt][e], f16);
+                h[nt][e] = half_from_f32(c[L][nt][e], f16);
         a[L][0] = na_pack2(h[0][0], h[0][1]);
         a[L][1] = na_pack2(h[0][2], h[0][3]);
         a[L][2] = na_pack2(h[1][0], h[1][1]);
@@ -387,7 +387,7 @@ NA_HD void na_v3_piece(const na_geom *g, const na_v2_tile *t, int f16, const uin
                     const int h = e >> 1;
                     const float p = s[L][nt][e] == -INFINITY ? 0.0f : NA_EXPF(s[L][nt][e] - W->m[L][h]);
                     W->l[L][h] += p;
-                    ph[nt][e] = na_half_bits(p, f16);
+                    ph[nt][e] = half_from_f32(p, f16);
                 }
             /* A element e of the 16-key step = C element (e & 3) of 8-key tile e / 4 (na_v3_c2a's map,
              * inline: rounding after the loop kept all of S live and made the D 32 kernel spill) */

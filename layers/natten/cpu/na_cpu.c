@@ -1,5 +1,5 @@
-/* layers/natten/na_cpu.c — fast CPU neighborhood attention (fp32): qk, av, their backwards, fused
- * forward and fused backward, for 1-D, 2-D and 3-D. Layouts and conventions: na_cpu.h.
+/* layers/natten/cpu/na_cpu.c — fast CPU neighborhood attention (fp32): qk, av, their backwards, fused
+ * forward and fused backward, for 1-D, 2-D and 3-D. Layouts and conventions: cpu/na_cpu.h.
  *
  * How it works.
  *  - A query is handled whole. Its valid window slots are listed (row offsets into k/v, slot, rpb
@@ -26,11 +26,11 @@
  *    ring would be too large or there are fewer work items than threads, the fallback recomputes P and
  *    dS per key instead (pass B then costs two more dot products per pair).
  *
- * Every problem is seen as 3-D (na_params.h). Windows are coded here from DESIGN.md §2, independently
+ * Every problem is seen as 3-D (na_problem.h). Windows are coded here from docs/design.md §2, independently
  * of the reference that the tests compare against. AVX-512 or AVX2+FMA intrinsics when the compiler
  * targets them, plain (auto-vectorised) loops otherwise.
  */
-#include "layers/natten/na_cpu.h"
+#include "layers/natten/cpu/na_cpu.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -48,7 +48,9 @@
 #define NA_AVX2 1
 #endif
 
+#include "layers/natten/na_backend.h"
 #include "nat/alloc.h"
+#include "nat/half.h" /* nat_round_array */
 
 #if defined(__GNUC__)
 #define NA_INLINE static inline __attribute__((always_inline))
@@ -620,7 +622,7 @@ typedef struct na_thread {
 } na_thread;
 
 /* Inverse neighbourhood of key index y: the queries lo, lo + d, ... below hi whose window holds it
- * (DESIGN.md §2). */
+ * (docs/design.md §2). */
 static void axis_inverse(int64_t y, int64_t L, int k, int d, int causal, int64_t *lo, int64_t *hi)
 {
     const int64_t kd = (int64_t)k * d;
@@ -633,7 +635,7 @@ static void axis_inverse(int64_t y, int64_t L, int k, int d, int causal, int64_t
     }
 }
 
-/* Window of index i (DESIGN.md §2): start s in the dilation sub-grid, clamped inward (non-causal) or
+/* Window of index i (docs/design.md §2): start s in the dilation sub-grid, clamped inward (non-causal) or
  * trailing (causal). */
 static void axis_tables(na_fast *f, int a)
 {
@@ -679,12 +681,11 @@ static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 #define NA_BTAB_MAX_BYTES ((size_t)8 << 20)
 #define NA_BTAB_MAX_SLOTS 512
 
-static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, int64_t heads,
-                            const int64_t *spatial, int64_t dim, int want_drpb, int want_ring,
-                            const float *rpb)
+static nat_status fast_init(na_fast *f, const na_problem *pb, int want_drpb, int want_ring, const float *rpb)
 {
     memset(f, 0, sizeof *f);
-    na_problem_init(&f->pb, p, batch, heads, spatial, dim);
+    f->pb = *pb;
+    const int64_t batch = pb->batch, heads = pb->heads, dim = pb->dim;
     dvec_init(&f->dv, dim);
     f->D = dim;
     f->K = f->pb.nkeys;
@@ -716,7 +717,7 @@ static nat_status fast_init(na_fast *f, const nat_na_params *p, int64_t batch, i
     f->chunk = (f->pb.len[2] + f->nchunks - 1) / f->nchunks;
 
     /* Ring geometry; the depth is the longest inverse neighbourhood along the ring axis (< 2k). */
-    f->ring_axis = p->ndim == 3 ? 0 : 1;
+    f->ring_axis = pb->params.ndim == 3 ? 0 : 1;
     {
         const int A = f->ring_axis;
         const int64_t L = f->pb.len[A], kA = f->pb.kernel[A], dA = f->pb.dilation[A];
@@ -1465,55 +1466,31 @@ static void run_ring(const na_fast *f, const na_args *a)
  * Entry points.
  * ------------------------------------------------------------------------------------------------- */
 
-#define NA_CHECK_PTR(ptr, name, op)                                           \
-    do {                                                                      \
-        if (!(ptr))                                                           \
-            return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is NULL", op, name); \
-    } while (0)
-
-nat_status na_cpu_qk(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                     int64_t dim, const float *q, const float *k, const float *rpb, float *attn)
+nat_status na_cpu_qk(const na_problem *pb, const float *q, const float *k, const float *rpb, float *attn)
 {
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, "na_cpu_qk"));
-    NA_CHECK_PTR(q, "q", "na_cpu_qk");
-    NA_CHECK_PTR(k, "k", "na_cpu_qk");
-    NA_CHECK_PTR(attn, "attn", "na_cpu_qk");
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, rpb));
+    NAT_TRY(fast_init(&f, pb, 0, 0, rpb));
     na_args a = {.q = q, .k = k, .rpb = rpb, .o_attn = attn};
     run_lines(&f, qk_line, &a);
     fast_free(&f);
     return NAT_OK;
 }
 
-nat_status na_cpu_av(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                     int64_t dim, const float *attn, const float *v, float *out)
+nat_status na_cpu_av(const na_problem *pb, const float *attn, const float *v, float *out)
 {
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, "na_cpu_av"));
-    NA_CHECK_PTR(attn, "attn", "na_cpu_av");
-    NA_CHECK_PTR(v, "v", "na_cpu_av");
-    NA_CHECK_PTR(out, "out", "na_cpu_av");
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, NULL));
+    NAT_TRY(fast_init(&f, pb, 0, 0, NULL));
     na_args a = {.attn = attn, .v = v, .o_out = out};
     run_lines(&f, av_line, &a);
     fast_free(&f);
     return NAT_OK;
 }
 
-nat_status na_cpu_qk_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                              const int64_t *spatial, int64_t dim, const float *d_attn,
+nat_status na_cpu_qk_backward(const na_problem *pb, const float *d_attn,
                               const float *q, const float *k, float *dq, float *dk, float *drpb)
 {
-    const char *op = "na_cpu_qk_backward";
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, drpb != NULL, op));
-    NA_CHECK_PTR(d_attn, "d_attn", op);
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(dq, "dq", op);
-    NA_CHECK_PTR(dk, "dk", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL, 0, NULL));
+    NAT_TRY(fast_init(&f, pb, drpb != NULL, 0, NULL));
     na_args a = {.d_attn = d_attn, .q = q, .k = k, .o_dq = dq, .o_dk = dk};
     run_lines(&f, qk_bwd_q_line, &a);
     run_lines(&f, qk_bwd_k_line, &a);
@@ -1523,19 +1500,11 @@ nat_status na_cpu_qk_backward(const nat_na_params *p, int64_t batch, int64_t hea
     return NAT_OK;
 }
 
-nat_status na_cpu_av_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                              const int64_t *spatial, int64_t dim, const float *d_out,
+nat_status na_cpu_av_backward(const na_problem *pb, const float *d_out,
                               const float *attn, const float *v, float *d_attn, float *dv)
 {
-    const char *op = "na_cpu_av_backward";
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, 0, op));
-    NA_CHECK_PTR(d_out, "d_out", op);
-    NA_CHECK_PTR(attn, "attn", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(d_attn, "d_attn", op);
-    NA_CHECK_PTR(dv, "dv", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, NULL));
+    NAT_TRY(fast_init(&f, pb, 0, 0, NULL));
     na_args a = {.d_out = d_out, .attn = attn, .v = v, .o_attn = d_attn, .o_dv = dv};
     run_lines(&f, av_bwd_q_line, &a);
     run_lines(&f, av_bwd_k_line, &a);
@@ -1543,43 +1512,23 @@ nat_status na_cpu_av_backward(const nat_na_params *p, int64_t batch, int64_t hea
     return NAT_OK;
 }
 
-nat_status na_cpu_fused_forward(const nat_na_params *p, int64_t batch, int64_t heads,
-                                const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cpu_fused_forward(const na_problem *pb, const float *q, const float *k,
                                 const float *v, const float *rpb, float *out, float *lse)
 {
-    const char *op = "na_cpu_fused_forward";
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, 0, 0, rpb));
+    NAT_TRY(fast_init(&f, pb, 0, 0, rpb));
     na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .o_out = out, .o_lse = lse};
     run_lines(&f, fused_fwd_line, &a);
     fast_free(&f);
     return NAT_OK;
 }
 
-nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const float *k,
                                  const float *v, const float *rpb, const float *out, const float *lse,
                                  const float *d_out, float *dq, float *dk, float *dv, float *drpb)
 {
-    const char *op = "na_cpu_fused_backward";
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
-    NA_CHECK_PTR(d_out, "d_out", op);
-    NA_CHECK_PTR(dq, "dq", op);
-    NA_CHECK_PTR(dk, "dk", op);
-    NA_CHECK_PTR(dv, "dv", op);
     na_fast f;
-    NAT_TRY(fast_init(&f, p, batch, heads, spatial, dim, drpb != NULL, 1, rpb));
+    NAT_TRY(fast_init(&f, pb, drpb != NULL, 1, rpb));
     na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .out = out, .lse = lse, .d_out = d_out,
                  .o_dq = dq, .o_dk = dk, .o_dv = dv};
     size_t dbytes = 0;
@@ -1587,7 +1536,7 @@ nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t 
     if (f.ring) {
         run_ring(&f, &a); /* delta per query inside pass A */
     } else {
-        dbytes = sizeof(float) * (size_t)(batch * heads * f.N);
+        dbytes = sizeof(float) * (size_t)(pb->batch * pb->heads * f.N);
         nat_status st = nat_mem_alloc(NAT_CPU, dbytes, (void **)&delta);
         if (st != NAT_OK) {
             fast_free(&f);
@@ -1604,3 +1553,29 @@ nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t 
     fast_free(&f);
     return NAT_OK;
 }
+
+/* ---------------------------------------------------------------------------------------------------
+ * The CPU table (na_backend.h). Autocast has no kernels of its own here: the ops run the f32 kernels on
+ * operands rounded with the GEMMs' rounding (nat_round_array, core/half.c), so one CPU definition.
+ * ------------------------------------------------------------------------------------------------- */
+
+static nat_status cpu_round(int device, int f16, const float *x, float *y, int64_t n)
+{
+    (void)device;
+    nat_round_array(f16 ? NAT_PREC_F16 : NAT_PREC_BF16, x, y, n);
+    return NAT_OK;
+}
+
+const na_backend na_cpu_backend = {
+    .name = "cpu",
+    .qk = na_cpu_qk,
+    .av = na_cpu_av,
+    .qk_backward = na_cpu_qk_backward,
+    .av_backward = na_cpu_av_backward,
+    .fused_forward = na_cpu_fused_forward,
+    .fused_backward = na_cpu_fused_backward,
+    .fused_forward_autocast = NULL,
+    .fused_backward_autocast = NULL,
+    .round = cpu_round,
+    .versions = NULL,
+};

@@ -1,6 +1,6 @@
-/* layers/natten/na_cuda_v3b.h — kernel lab v3, backward: the fused backward on tensor cores (bf16 / f16
+/* layers/natten/cuda/tensorcore_bwd.h — kernel lab v3, backward: the fused backward on tensor cores (bf16 / f16
  * operands, f32 accumulation), 1-D and 2-D, head dim 32 or 64, written once for the device and for a
- * host model (the conventions of na_cuda_v3.h: NA_NL lanes per call, na_mma16816, fragment maps).
+ * host model (the conventions of cuda/tensorcore.h: NA_NL lanes per call, na_mma16816, fragment maps).
  *
  * Idea: FlashAttention-2's backward over a neighbourhood, in two kernels so that every output has one
  * writer (no atomics, the same bits on every run, like v1):
@@ -21,14 +21,14 @@
  * Host model: for the dq kernel a block is na_v2_tile_at, na_v3q_warp_init per warp, per piece of 64
  * halo keys na_v3q_load_body for every thread then na_v3q_piece for every warp, then na_v3q_store;
  * for the dk/dv kernel na_v3k_tile_at, na_v3k_warp_init, per piece of 64 halo queries
- * na_v3k_load_body then na_v3k_piece, then na_v3k_store. na_cuda_tc_bwd.cu runs these on the device
+ * na_v3k_load_body then na_v3k_piece, then na_v3k_store. cuda/tensorcore_bwd.cu runs these on the device
  * with __syncthreads between the phases; tests/test_na_cuda.c runs them on the host.
  * Plain C11 and CUDA C++.
  */
 #ifndef NAT_NA_CUDA_V3B_H
 #define NAT_NA_CUDA_V3B_H
 
-#include "layers/natten/na_cuda_v3.h"
+#include "layers/natten/cuda/tensorcore.h"
 
 /* s[nt] += A1 * M1^T and dp[nt] += A2 * M2^T over the head dim for the 16 columns [cb, cb + 16) (two 8-wide
  * tiles nt), M1 and M2 row-major with stride kst: the two products every backward step starts with. */

@@ -1,18 +1,18 @@
-/* layers/natten/na_cuda_naive.cu — kernel lab v0: naive neighborhood-attention kernels (fp32, 1-D/2-D/3-D
+/* layers/natten/cuda/naive.cu — kernel lab v0: naive neighborhood-attention kernels (fp32, 1-D/2-D/3-D
  * through the 3-D view), the GPU reference every faster version is checked against. Also the
  * deterministic drpb reduction the fused backward shares.
  *
  * Idea (v0): one thread per output element, grid-stride; each thread recomputes its query's window (or
- * its key's inverse neighbourhood) from DESIGN.md §2 and loops over it in a fixed order. No shared
+ * its key's inverse neighbourhood) from docs/design.md §2 and loops over it in a fixed order. No shared
  * memory, no atomics: dk and dv are gathered per key over its inverse neighbourhood, drpb is a two-pass
  * reduction in double (per (head, rpb entry, 64-pixel block) partials, then the partials in order).
- * The bodies live in na_cuda_body.h, where tests/test_na_cuda.c also runs them on the host.
+ * The bodies live in cuda/body.h, where tests/test_na_cuda.c also runs them on the host.
  *
- * Layouts and conventions: na_cuda.h. Work per op is that of the CPU reference; nothing is tuned.
- * Entry points na_cuda_*_v0; na_cuda_dispatch.cu decides when they run (always where v2 does not apply,
+ * Layouts and conventions: cuda/na_cuda.h. Work per op is that of the CPU reference; nothing is tuned.
+ * Entry points na_cuda_*_v0; cuda/dispatch.cu decides when they run (always where v2 does not apply,
  * or with NAT_NA_KERNEL=v0).
  */
-#include "layers/natten/na_cuda_body.h"
+#include "layers/natten/cuda/body.h"
 
 namespace {
 
@@ -82,46 +82,35 @@ extern "C" nat_status na_cuda_gather_v0(int device, const na_geom *g, const floa
     return na_launch(hb->stream, name, Gather{*g, coef, src, factor, out}, g->nquery * g->dim);
 }
 
-extern "C" nat_status na_cuda_qk_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *q, const float *k, const float *rpb,
+extern "C" nat_status na_cuda_qk_v0(const na_problem *pb, const float *q, const float *k, const float *rpb,
                                  float *attn)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_qk_v0";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(attn, "attn", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     NAT_CUDA_ENTER(device);
     return na_launch(hb->stream, "na_cuda_qk (v0 slot dots)", SlotDot{g, q, k, rpb, g.scale, -INFINITY, attn},
                      g.nquery * g.nkeys);
 }
 
-extern "C" nat_status na_cuda_av_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *attn, const float *v, float *out)
+extern "C" nat_status na_cuda_av_v0(const na_problem *pb, const float *attn, const float *v, float *out)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_av_v0";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, 0, op));
-    NA_CHECK_PTR(attn, "attn", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     NAT_CUDA_ENTER(device);
     return na_launch(hb->stream, "na_cuda_av (v0 window sums)", WindowSum{g, attn, v, 1.0f, out}, g.nquery * g.dim);
 }
 
-extern "C" nat_status na_cuda_qk_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                          const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+extern "C" nat_status na_cuda_qk_backward_v0(const na_problem *pb, const float *d_attn, const float *q,
                                           const float *k, float *dq, float *dk, float *drpb)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_qk_backward_v0";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, drpb != NULL, op));
-    NA_CHECK_PTR(d_attn, "d_attn", op);
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(dq, "dq", op);
-    NA_CHECK_PTR(dk, "dk", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     {
         NAT_CUDA_ENTER(device);
         const int64_t n = g.nquery * g.dim;
@@ -132,18 +121,13 @@ extern "C" nat_status na_cuda_qk_backward_v0(int device, const nat_na_params *p,
     return drpb ? na_cuda_drpb_reduce(device, &g, d_attn, drpb) : NAT_OK;
 }
 
-extern "C" nat_status na_cuda_av_backward_v0(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                          const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+extern "C" nat_status na_cuda_av_backward_v0(const na_problem *pb, const float *d_out, const float *attn,
                                           const float *v, float *d_attn, float *dv)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_av_backward_v0";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, 0, op));
-    NA_CHECK_PTR(d_out, "d_out", op);
-    NA_CHECK_PTR(attn, "attn", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(d_attn, "d_attn", op);
-    NA_CHECK_PTR(dv, "dv", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     NAT_CUDA_ENTER(device);
     NAT_TRY(na_launch(hb->stream, "na_cuda_av_backward d_attn (v0 slot dots)",
                       SlotDot{g, d_out, v, nullptr, 1.0f, 0.0f, d_attn}, g.nquery * g.nkeys));

@@ -1,13 +1,13 @@
-/* layers/natten/na_cuda_tc_bwd.cu — kernel lab v3, backward: the fused neighborhood-attention backward on
+/* layers/natten/cuda/tensorcore_bwd.cu — kernel lab v3, backward: the fused neighborhood-attention backward on
  * tensor cores (mma.sync m16n8k16, bfloat16 or float16 operands, f32 accumulation), 1-D and 2-D, head
  * dim 32 or 64: delta, then a dq kernel over query tiles and a dk/dv kernel over key tiles, then (with
  * drpb) v1's fixed-order reduction of the dS the dq kernel stored. No atomics.
  *
- * Idea and host model: na_cuda_v3b.h (each kernel below is its block sequence with __syncthreads
+ * Idea and host model: cuda/tensorcore_bwd.h (each kernel below is its block sequence with __syncthreads
  * between the shared-memory loads and the warps' compute). Needs sm_80 or newer. Layouts and
- * conventions: na_cuda.h.
+ * conventions: cuda/na_cuda.h.
  */
-#include "layers/natten/na_cuda_v3b.h"
+#include "layers/natten/cuda/tensorcore_bwd.h"
 
 namespace {
 
@@ -73,24 +73,14 @@ __global__ void __launch_bounds__(NA_V3_THREADS)
 
 } // namespace
 
-extern "C" nat_status na_cuda_fused_backward_v3(int device, int f16, const nat_na_params *p, int64_t batch,
-                                                int64_t heads, const int64_t *spatial, int64_t dim,
-                                                const uint16_t *q, const uint16_t *k, const uint16_t *v,
+extern "C" nat_status na_cuda_fused_backward_v3(const na_problem *pb, int f16, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                                                 const float *rpb, const float *out, const float *lse,
                                                 const float *d_out, float *dq, float *dk, float *dv, float *drpb)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_fused_backward_v3";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
-    NA_CHECK_PTR(d_out, "d_out", op);
-    NA_CHECK_PTR(dq, "dq", op);
-    NA_CHECK_PTR(dk, "dk", op);
-    NA_CHECK_PTR(dv, "dv", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     if (!na_v3_plan_init(&g, &pl))
         return na_v3_refuse(op, &g);

@@ -1,8 +1,8 @@
-/* layers/natten/na_cuda_dispatch.cu — which NA kernel version runs (kernel lab, dev/README.md).
+/* layers/natten/cuda/dispatch.cu — which NA kernel version runs (kernel lab, dev/README.md).
  *
  * na_cuda_qk / av / qk_backward / av_backward choose between v0 (naive) and v2 (tiled, 1-D/2-D when
  * its tiles fit); na_cuda_fused_forward_autocast and na_cuda_fused_backward_autocast between v3 (tensor
- * cores, bf16/f16 operands) and v1 on the rounded f32 values. The f32 fused op has one version (v1, na_cuda_fused.cu).
+ * cores, bf16/f16 operands) and v1 on the rounded f32 values. The f32 fused op has one version (v1, cuda/fused.cu).
  *
  * Choice, in order:
  *  1. NAT_NA_KERNEL=v0|v1|v2|v3 in the environment forces that version wherever it applies (read on
@@ -19,7 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers/natten/na_cuda_v3.h"
+#include "layers/natten/cuda/tensorcore.h"
+#include "layers/natten/na_backend.h"
 
 namespace {
 
@@ -147,77 +148,61 @@ nat_status dispatch(int device, const choice_key &key, int dflt, int alt, bool a
 
 } // namespace
 
-extern "C" nat_status na_cuda_qk(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *q, const float *k, const float *rpb,
+extern "C" nat_status na_cuda_qk(const na_problem *pb, const float *q, const float *k, const float *rpb,
                                  float *attn)
 {
+    const int device = pb->device;
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL, "na_cuda_qk"));
-    NA_CHECK_PTR(q, "q", "na_cuda_qk");
-    NA_CHECK_PTR(k, "k", "na_cuda_qk");
-    NA_CHECK_PTR(attn, "attn", "na_cuda_qk");
+    NAT_TRY(na_geom_init(&g, pb, "na_cuda_qk"));
     na_v2_plan pl;
     const bool v2 = na_v2_plan_init(&g, 1, &pl);
     auto run = [&](int v) {
-        return v == 2 ? na_cuda_qk_v2(device, p, batch, heads, spatial, dim, q, k, rpb, attn)
-                      : na_cuda_qk_v0(device, p, batch, heads, spatial, dim, q, k, rpb, attn);
+        return v == 2 ? na_cuda_qk_v2(pb, q, k, rpb, attn)
+                      : na_cuda_qk_v0(pb, q, k, rpb, attn);
     };
     return dispatch(device, make_key(device, OP_QK, 0, g, rpb != NULL), 0, 2, v2, run);
 }
 
-extern "C" nat_status na_cuda_av(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *attn, const float *v, float *out)
+extern "C" nat_status na_cuda_av(const na_problem *pb, const float *attn, const float *v, float *out)
 {
+    const int device = pb->device;
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, 0, "na_cuda_av"));
-    NA_CHECK_PTR(attn, "attn", "na_cuda_av");
-    NA_CHECK_PTR(v, "v", "na_cuda_av");
-    NA_CHECK_PTR(out, "out", "na_cuda_av");
+    NAT_TRY(na_geom_init(&g, pb, "na_cuda_av"));
     na_v2_plan pl;
     const bool v2 = na_v2_plan_init(&g, 0, &pl);
     auto run = [&](int ver) {
-        return ver == 2 ? na_cuda_av_v2(device, p, batch, heads, spatial, dim, attn, v, out)
-                        : na_cuda_av_v0(device, p, batch, heads, spatial, dim, attn, v, out);
+        return ver == 2 ? na_cuda_av_v2(pb, attn, v, out)
+                        : na_cuda_av_v0(pb, attn, v, out);
     };
     return dispatch(device, make_key(device, OP_AV, 0, g, false), 0, 2, v2, run);
 }
 
-extern "C" nat_status na_cuda_qk_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                          const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+extern "C" nat_status na_cuda_qk_backward(const na_problem *pb, const float *d_attn, const float *q,
                                           const float *k, float *dq, float *dk, float *drpb)
 {
+    const int device = pb->device;
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, drpb != NULL, "na_cuda_qk_backward"));
-    NA_CHECK_PTR(d_attn, "d_attn", "na_cuda_qk_backward");
-    NA_CHECK_PTR(q, "q", "na_cuda_qk_backward");
-    NA_CHECK_PTR(k, "k", "na_cuda_qk_backward");
-    NA_CHECK_PTR(dq, "dq", "na_cuda_qk_backward");
-    NA_CHECK_PTR(dk, "dk", "na_cuda_qk_backward");
+    NAT_TRY(na_geom_init(&g, pb, "na_cuda_qk_backward"));
     na_v2_plan pl;
     const bool v2 = na_v2_plan_init(&g, 0, &pl);
     auto run = [&](int v) {
-        return v == 2 ? na_cuda_qk_backward_v2(device, p, batch, heads, spatial, dim, d_attn, q, k, dq, dk, drpb)
-                      : na_cuda_qk_backward_v0(device, p, batch, heads, spatial, dim, d_attn, q, k, dq, dk, drpb);
+        return v == 2 ? na_cuda_qk_backward_v2(pb, d_attn, q, k, dq, dk, drpb)
+                      : na_cuda_qk_backward_v0(pb, d_attn, q, k, dq, dk, drpb);
     };
     return dispatch(device, make_key(device, OP_QK_BWD, 0, g, drpb != NULL), 0, 2, v2, run);
 }
 
-extern "C" nat_status na_cuda_av_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                          const int64_t *spatial, int64_t dim, const float *d_out, const float *attn,
+extern "C" nat_status na_cuda_av_backward(const na_problem *pb, const float *d_out, const float *attn,
                                           const float *v, float *d_attn, float *dv)
 {
+    const int device = pb->device;
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, 0, "na_cuda_av_backward"));
-    NA_CHECK_PTR(d_out, "d_out", "na_cuda_av_backward");
-    NA_CHECK_PTR(attn, "attn", "na_cuda_av_backward");
-    NA_CHECK_PTR(v, "v", "na_cuda_av_backward");
-    NA_CHECK_PTR(d_attn, "d_attn", "na_cuda_av_backward");
-    NA_CHECK_PTR(dv, "dv", "na_cuda_av_backward");
+    NAT_TRY(na_geom_init(&g, pb, "na_cuda_av_backward"));
     na_v2_plan pl;
     const bool v2 = na_v2_plan_init(&g, 1, &pl);
     auto run = [&](int ver) {
-        return ver == 2 ? na_cuda_av_backward_v2(device, p, batch, heads, spatial, dim, d_out, attn, v, d_attn, dv)
-                        : na_cuda_av_backward_v0(device, p, batch, heads, spatial, dim, d_out, attn, v, d_attn, dv);
+        return ver == 2 ? na_cuda_av_backward_v2(pb, d_out, attn, v, d_attn, dv)
+                        : na_cuda_av_backward_v0(pb, d_out, attn, v, d_attn, dv);
     };
     return dispatch(device, make_key(device, OP_AV_BWD, 0, g, false), 0, 2, v2, run);
 }
@@ -241,76 +226,90 @@ static nat_status qkv_to_half(int device, int f16, const float *q, const float *
     return s;
 }
 
-static nat_status run_v3(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
-                         const int64_t *spatial, int64_t dim, const float *q, const float *k, const float *v,
+static nat_status run_v3(const na_problem *pb, int f16, const float *q, const float *k, const float *v,
                          const float *rpb, float *out, float *lse, int64_t n)
 {
+    const int device = pb->device;
     const nat_device d = {NAT_DEV_CUDA, device};
     const size_t bytes = sizeof(uint16_t) * (size_t)(3 * n);
     uint16_t *h;
     NAT_TRY(qkv_to_half(device, f16, q, k, v, n, &h));
     nat_status s =
-        na_cuda_fused_forward_v3(device, f16, p, batch, heads, spatial, dim, h, h + n, h + 2 * n, rpb, out, lse);
+        na_cuda_fused_forward_v3(pb, f16, h, h + n, h + 2 * n, rpb, out, lse);
     nat_mem_free(d, h, bytes);
     return s;
 }
 
-extern "C" nat_status na_cuda_fused_forward_autocast(int device, int f16, const nat_na_params *p, int64_t batch,
-                                                     int64_t heads, const int64_t *spatial, int64_t dim,
-                                                     const float *q, const float *k, const float *v, const float *rpb,
+extern "C" nat_status na_cuda_fused_forward_autocast(const na_problem *pb, int f16, const float *q, const float *k, const float *v, const float *rpb,
                                                      float *out, float *lse)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_fused_forward_autocast";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     const bool v3 = na_v3_plan_init(&g, &pl);
     auto run = [&](int ver) {
-        return ver == 3 ? run_v3(device, f16, p, batch, heads, spatial, dim, q, k, v, rpb, out, lse, g.nquery * g.dim)
-                        : na_cuda_fused_forward(device, p, batch, heads, spatial, dim, q, k, v, rpb, out, lse);
+        return ver == 3 ? run_v3(pb, f16, q, k, v, rpb, out, lse, g.nquery * g.dim)
+                        : na_cuda_fused_forward(pb, q, k, v, rpb, out, lse);
     };
     return dispatch(device, make_key(device, OP_FWD_AUTOCAST, f16 ? 1 : 2, g, rpb != NULL), 1, 3, v3, run);
 }
 
 /* v3's backward on 2-byte copies of the (already rounded) q, k, v. */
-static nat_status run_v3_backward(int device, int f16, const nat_na_params *p, int64_t batch, int64_t heads,
-                                  const int64_t *spatial, int64_t dim, const float *q, const float *k, const float *v,
+static nat_status run_v3_backward(const na_problem *pb, int f16, const float *q, const float *k, const float *v,
                                   const float *rpb, const float *out, const float *lse, const float *d_out, float *dq,
                                   float *dk, float *dv, float *drpb, int64_t n)
 {
+    const int device = pb->device;
     const nat_device d = {NAT_DEV_CUDA, device};
     const size_t bytes = sizeof(uint16_t) * (size_t)(3 * n);
     uint16_t *h;
     NAT_TRY(qkv_to_half(device, f16, q, k, v, n, &h));
-    nat_status s = na_cuda_fused_backward_v3(device, f16, p, batch, heads, spatial, dim, h, h + n, h + 2 * n, rpb, out,
+    nat_status s = na_cuda_fused_backward_v3(pb, f16, h, h + n, h + 2 * n, rpb, out,
                                              lse, d_out, dq, dk, dv, drpb);
     nat_mem_free(d, h, bytes);
     return s;
 }
 
-extern "C" nat_status na_cuda_fused_backward_autocast(int device, int f16, const nat_na_params *p, int64_t batch,
-                                                      int64_t heads, const int64_t *spatial, int64_t dim,
-                                                      const float *q, const float *k, const float *v,
+extern "C" nat_status na_cuda_fused_backward_autocast(const na_problem *pb, int f16, const float *q, const float *k, const float *v,
                                                       const float *rpb, const float *out, const float *lse,
                                                       const float *d_out, float *dq, float *dk, float *dv,
                                                       float *drpb)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_fused_backward_autocast";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     const bool v3 = na_v3_plan_init(&g, &pl);
     auto run = [&](int ver) {
-        return ver == 3 ? run_v3_backward(device, f16, p, batch, heads, spatial, dim, q, k, v, rpb, out, lse, d_out,
+        return ver == 3 ? run_v3_backward(pb, f16, q, k, v, rpb, out, lse, d_out,
                                           dq, dk, dv, drpb, g.nquery * g.dim)
-                        : na_cuda_fused_backward(device, p, batch, heads, spatial, dim, q, k, v, rpb, out, lse,
+                        : na_cuda_fused_backward(pb, q, k, v, rpb, out, lse,
                                                  d_out, dq, dk, dv, drpb);
     };
     return dispatch(device, make_key(device, OP_BWD_AUTOCAST, f16 ? 1 : 2, g, drpb != NULL), 1, 3, v3, run);
 }
+
+static const na_backend_versions cuda_versions = {
+    na_cuda_qk_v0,         na_cuda_av_v0,         na_cuda_qk_backward_v0,   na_cuda_av_backward_v0,
+    na_cuda_qk_v2,         na_cuda_av_v2,         na_cuda_qk_backward_v2,   na_cuda_av_backward_v2,
+    na_cuda_fused_forward_v3, na_cuda_fused_backward_v3, na_cuda_to_half,
+};
+
+/* The CUDA table (na_backend.h): na_ops.c reaches every kernel above through it, the tests and the lab
+ * every version. */
+extern "C" const na_backend na_cuda_backend = {
+    "cuda",
+    na_cuda_qk,
+    na_cuda_av,
+    na_cuda_qk_backward,
+    na_cuda_av_backward,
+    na_cuda_fused_forward,
+    na_cuda_fused_backward,
+    na_cuda_fused_forward_autocast,
+    na_cuda_fused_backward_autocast,
+    na_cuda_round,
+    &cuda_versions,
+};

@@ -1,14 +1,15 @@
-/* layers/natten/na_cpu.h — fast CPU neighborhood-attention kernels (1-D, 2-D, 3-D) on raw fp32 pointers.
- * Same arguments and semantics as the double-precision reference (na_ref.h), in float; the lead's
- * autograd ops wrap them.
+/* layers/natten/cpu/na_cpu.h — fast CPU neighborhood-attention kernels (1-D, 2-D, 3-D) on raw fp32 pointers.
+ * Same arguments and semantics as the double-precision test oracle (tests/ref/na_ref.h), in float; the
+ * autograd ops of layers/natten/na_ops.c wrap them.
  *
- * Layouts (contiguous, row-major; see na_params.h): q, k, v, out, d_out, dq, dk, dv [B, heads, *spatial, D];
+ * Layouts (contiguous, row-major; see na_problem.h): q, k, v, out, d_out, dq, dk, dv [B, heads, *spatial, D];
  * attn / d_attn [B, heads, *spatial, K], K = prod(kernel), row-major slot order over the kernel axes;
  * rpb / drpb [heads, 2k0-1, ...] (NULL = no bias); lse [B, heads, *spatial].
  *
  * Conventions:
- *  - Every function validates p against the sizes (na_validate) and returns its status; scratch comes
- *    from nat_mem_alloc(NAT_CPU) (NAT_ERR_OOM on failure) and is given back before returning.
+ *  - The problem comes validated (na_problem_init, called once by the op in na_ops.c) and every
+ *    pointer is non-NULL except the optional rpb / drpb: the kernels check neither again. They return
+ *    NAT_OK, or NAT_ERR_OOM when scratch (nat_mem_alloc(NAT_CPU), given back before returning) fails.
  *  - All pointers are borrowed; inputs and outputs must not overlap.
  *  - Outputs are overwritten, never accumulated into (gradient buffers need no zeroing).
  *  - Masked (causal) slots get -inf logits, zero weights and zero gradients.
@@ -22,7 +23,7 @@
 
 #include <stdint.h>
 
-#include "layers/natten/na_params.h"
+#include "layers/natten/na_problem.h"
 #include "nat/status.h"
 
 #ifdef __cplusplus
@@ -30,33 +31,27 @@ extern "C" {
 #endif
 
 /* attn = scale * q.k[key] + rpb[slot] (logits, before softmax). rpb may be NULL. */
-nat_status na_cpu_qk(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                     int64_t dim, const float *q, const float *k, const float *rpb, float *attn);
+nat_status na_cpu_qk(const na_problem *pb, const float *q, const float *k, const float *rpb, float *attn);
 
 /* out = sum over slots of attn[slot] * v[key(slot)] (attn holds weights). */
-nat_status na_cpu_av(const nat_na_params *p, int64_t batch, int64_t heads, const int64_t *spatial,
-                     int64_t dim, const float *attn, const float *v, float *out);
+nat_status na_cpu_av(const na_problem *pb, const float *attn, const float *v, float *out);
 
 /* Backward of na_cpu_qk: dq, dk and (if not NULL) drpb from d_attn. */
-nat_status na_cpu_qk_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                              const int64_t *spatial, int64_t dim, const float *d_attn,
+nat_status na_cpu_qk_backward(const na_problem *pb, const float *d_attn,
                               const float *q, const float *k, float *dq, float *dk, float *drpb);
 
 /* Backward of na_cpu_av: d_attn (zero on masked slots) and dv from d_out. */
-nat_status na_cpu_av_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                              const int64_t *spatial, int64_t dim, const float *d_out,
+nat_status na_cpu_av_backward(const na_problem *pb, const float *d_out,
                               const float *attn, const float *v, float *d_attn, float *dv);
 
 /* Fused forward (logits, softmax, weighted sum) without materialising the [.., K] weights: writes out
  * and lse. */
-nat_status na_cpu_fused_forward(const nat_na_params *p, int64_t batch, int64_t heads,
-                                const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cpu_fused_forward(const na_problem *pb, const float *q, const float *k,
                                 const float *v, const float *rpb, float *out, float *lse);
 
 /* Fused backward: rebuilds the weights from lse (FlashAttention-style, delta = rowsum(d_out * out)) and
  * writes dq, dk, dv and (if not NULL) drpb. */
-nat_status na_cpu_fused_backward(const nat_na_params *p, int64_t batch, int64_t heads,
-                                 const int64_t *spatial, int64_t dim, const float *q, const float *k,
+nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const float *k,
                                  const float *v, const float *rpb, const float *out, const float *lse,
                                  const float *d_out, float *dq, float *dk, float *dv, float *drpb);
 

@@ -1,13 +1,13 @@
-/* layers/natten/na_cuda_tc.cu — kernel lab v3: the fused neighborhood-attention forward on tensor cores
+/* layers/natten/cuda/tensorcore_fwd.cu — kernel lab v3: the fused neighborhood-attention forward on tensor cores
  * (mma.sync m16n8k16, bfloat16 or float16 operands, f32 accumulation, online softmax, lse saved), 1-D
  * and 2-D, head dim 32 or 64; and the autocast helpers (f32 -> rounded f32, f32 -> 2-byte bits).
  *
- * Idea and host model: na_cuda_v3.h (the kernel below is its block sequence with __syncthreads between
+ * Idea and host model: cuda/tensorcore.h (the kernel below is its block sequence with __syncthreads between
  * the shared-memory load and the warps' compute). Needs sm_80 or newer (mma.sync with bf16). The
- * backward (na_cuda_tc_bwd.cu) rebuilds the weights from this kernel's lse. Layouts and conventions:
- * na_cuda.h.
+ * backward (cuda/tensorcore_bwd.cu) rebuilds the weights from this kernel's lse. Layouts and conventions:
+ * cuda/na_cuda.h.
  */
-#include "layers/natten/na_cuda_v3.h"
+#include "layers/natten/cuda/tensorcore.h"
 
 namespace {
 
@@ -42,14 +42,14 @@ struct Round { /* y = x rounded to the 2-byte type, as float */
     const float *x;
     float *y;
     int f16;
-    __device__ void operator()(int64_t i) const { y[i] = f16 ? na_round_f16(x[i]) : na_round_bf16(x[i]); }
+    __device__ void operator()(int64_t i) const { y[i] = f16 ? half_round_f16(x[i]) : half_round_bf16(x[i]); }
 };
 
 struct ToHalf { /* y = bits of x in the 2-byte type */
     const float *x;
     uint16_t *y;
     int f16;
-    __device__ void operator()(int64_t i) const { y[i] = na_half_bits(x[i], f16); }
+    __device__ void operator()(int64_t i) const { y[i] = half_from_f32(x[i], f16); }
 };
 
 } // namespace
@@ -67,19 +67,14 @@ extern "C" nat_status na_cuda_to_half(int device, int f16, const float *x, uint1
     return na_launch(hb->stream, "na_cuda_to_half (autocast)", ToHalf{x, y, f16}, n);
 }
 
-extern "C" nat_status na_cuda_fused_forward_v3(int device, int f16, const nat_na_params *p, int64_t batch,
-                                               int64_t heads, const int64_t *spatial, int64_t dim, const uint16_t *q,
+extern "C" nat_status na_cuda_fused_forward_v3(const na_problem *pb, int f16, const uint16_t *q,
                                                const uint16_t *k, const uint16_t *v, const float *rpb, float *out,
                                                float *lse)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_fused_forward_v3";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     if (!na_v3_plan_init(&g, &pl))
         return na_v3_refuse(op, &g);

@@ -1,4 +1,4 @@
-/* layers/natten/na_cuda_fused.cu — kernel lab v1: fused neighborhood attention (fp32, 1-D/2-D/3-D), forward
+/* layers/natten/cuda/fused.cu — kernel lab v1: fused neighborhood attention (fp32, 1-D/2-D/3-D), forward
  * and backward, what nat_na calls on a CUDA device.
  *
  * Idea (v1): one thread per (query, chunk of 32 head-dim channels), the chunk's accumulators in
@@ -13,10 +13,10 @@
  * recomputes two dot products per (key, query) pair; k/v rows are read per thread through L1 (no
  * shared-memory tiles); the dS scratch is N*K floats while the backward runs.
  *
- * The bodies live in na_cuda_body.h, where tests/test_na_cuda.c also runs them on the host.
- * Layouts and conventions: na_cuda.h.
+ * The bodies live in cuda/body.h, where tests/test_na_cuda.c also runs them on the host.
+ * Layouts and conventions: cuda/na_cuda.h.
  */
-#include "layers/natten/na_cuda_body.h"
+#include "layers/natten/cuda/body.h"
 
 namespace {
 
@@ -70,40 +70,26 @@ extern "C" nat_status na_cuda_delta(int device, const na_geom *g, const float *d
     return na_launch(hb->stream, name, FusedDelta{*g, d_out, out, delta}, g->nquery);
 }
 
-extern "C" nat_status na_cuda_fused_forward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                            const int64_t *spatial, int64_t dim, const float *q, const float *k,
+extern "C" nat_status na_cuda_fused_forward(const na_problem *pb, const float *q, const float *k,
                                             const float *v, const float *rpb, float *out, float *lse)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_fused_forward";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     NAT_CUDA_ENTER(device);
     return na_launch(hb->stream, "na_cuda_fused_forward (v1)", FusedFwd{g, q, k, v, rpb, out, lse},
                      na_fused_chunks(&g) * g.nquery);
 }
 
-extern "C" nat_status na_cuda_fused_backward(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                             const int64_t *spatial, int64_t dim, const float *q, const float *k,
+extern "C" nat_status na_cuda_fused_backward(const na_problem *pb, const float *q, const float *k,
                                              const float *v, const float *rpb, const float *out, const float *lse,
                                              const float *d_out, float *dq, float *dk, float *dv, float *drpb)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_fused_backward";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL || drpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
-    NA_CHECK_PTR(lse, "lse", op);
-    NA_CHECK_PTR(d_out, "d_out", op);
-    NA_CHECK_PTR(dq, "dq", op);
-    NA_CHECK_PTR(dk, "dk", op);
-    NA_CHECK_PTR(dv, "dv", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     /* Scratch: delta [N], then dS [N, K] when drpb is wanted. */
     const nat_device d = {NAT_DEV_CUDA, device};
     const size_t bytes = sizeof(float) * (size_t)(g.nquery * (1 + (drpb ? (int64_t)g.nkeys : 0)));

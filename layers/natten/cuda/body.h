@@ -1,15 +1,15 @@
-/* layers/natten/na_cuda_body.h — the NA CUDA kernels' per-thread bodies and the window arithmetic they
- * use, written once as __host__ __device__ code: na_cuda_naive.cu and na_cuda_fused.cu wrap each body
+/* layers/natten/cuda/body.h — the NA CUDA kernels' per-thread bodies and the window arithmetic they
+ * use, written once as __host__ __device__ code: cuda/naive.cu and cuda/fused.cu wrap each body
  * in a grid-stride kernel (na_launch, at the end), and tests/test_na_cuda.c runs the very same bodies
- * on the host, thread index by thread index, against the double reference (na_ref.h) — so the index
+ * on the host, thread index by thread index, against the double reference (tests/ref/na_ref.h) — so the index
  * arithmetic and the maths of every kernel are checked on machines without a GPU. Keep the bodies
  * free of shared memory, warp intrinsics and synchronisation, or the host run stops meaning anything;
  * the cooperative versions keep the property with host models of their own: v2 (shared-memory tiles)
- * in na_cuda_v2.h, v3 (tensor cores) in na_cuda_v3.h.
+ * in cuda/tiled.h, v3 (tensor cores) in cuda/tensorcore.h.
  *
  * A body computes one output element (or one query's chunk of NA_FCH head-dim channels) from its
  * thread index `idx`; the index space of each kernel is given next to its body. Layouts are those of
- * na_cuda.h; every problem is 3-D (na_geom). Windows follow DESIGN.md §2 (per axis, inside the dilation
+ * cuda/na_cuda.h; every problem is 3-D (na_geom). Windows follow docs/design.md §2 (per axis, inside the dilation
  * group; see na_axis_window / na_axis_inverse).
  *
  * Plain C11 and CUDA C++ at once: no C++ features above the `__CUDACC__` section, no VLAs.
@@ -21,7 +21,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "layers/natten/na_cuda.h"
+#include "layers/natten/cuda/na_cuda.h"
 
 #ifdef __CUDACC__
 #define NA_HD static __host__ __device__ __forceinline__
@@ -44,47 +44,39 @@
 
 /* ---- host: problem set-up ---- */
 
-#define NA_CHECK_PTR(ptr, name, op)                                             \
-    do {                                                                        \
-        if (!(ptr))                                                             \
-            return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is NULL", (op), name); \
-    } while (0)
-
-/* Validates like the CPU kernels (same messages) and fills *g. Sizes must fit in int where one axis or
- * one head is indexed (flat indices are int64). */
-static inline nat_status na_geom_init(na_geom *g, const nat_na_params *p, int64_t batch, int64_t heads,
-                                      const int64_t *spatial, int64_t dim, int has_rpb, const char *op)
+/* The kernels' int view of a validated problem (na_problem_init ran where the op was called). Only
+ * checks what is CUDA's own limit: sizes must fit in int where one axis or one head is indexed (flat
+ * indices are int64). `op` names the entry point in that message. */
+static inline nat_status na_geom_init(na_geom *g, const na_problem *pb, const char *op)
 {
     const na_geom zero = {0};
     *g = zero; /* filled on success only; defined either way */
-    NAT_TRY(na_validate(p, batch, heads, spatial, dim, has_rpb, op));
-    na_problem pb;
-    na_problem_init(&pb, p, batch, heads, spatial, dim);
+    const int64_t batch = pb->batch, heads = pb->heads, dim = pb->dim;
     const int64_t lim = INT_MAX / 4;
-    int fits = batch <= lim && heads <= lim && dim <= lim && pb.nkeys <= lim && heads * pb.rpb_size <= lim;
+    int fits = batch <= lim && heads <= lim && dim <= lim && pb->nkeys <= lim && heads * pb->rpb_size <= lim;
     for (int a = 0; a < 3; a++)
-        fits = fits && pb.len[a] <= lim;
+        fits = fits && pb->len[a] <= lim;
     if (!fits)
         return nat_error(NAT_ERR_INVALID_ARG,
                          "%s: a size (batch %lld, heads %lld, head dim %lld, spatial %lldx%lldx%lld, %lld slots) "
                          "exceeds the CUDA kernels' 32-bit per-axis range",
-                         op, (long long)batch, (long long)heads, (long long)dim, (long long)pb.len[0],
-                         (long long)pb.len[1], (long long)pb.len[2], (long long)pb.nkeys);
+                         op, (long long)batch, (long long)heads, (long long)dim, (long long)pb->len[0],
+                         (long long)pb->len[1], (long long)pb->len[2], (long long)pb->nkeys);
     for (int a = 0; a < 3; a++) {
-        g->len[a] = (int)pb.len[a];
-        g->kernel[a] = pb.kernel[a];
-        g->dilation[a] = pb.dilation[a];
-        g->causal[a] = pb.causal[a];
-        g->rpb_ext[a] = (int)pb.rpb_ext[a];
+        g->len[a] = (int)pb->len[a];
+        g->kernel[a] = pb->kernel[a];
+        g->dilation[a] = pb->dilation[a];
+        g->causal[a] = pb->causal[a];
+        g->rpb_ext[a] = (int)pb->rpb_ext[a];
     }
     g->batch = (int)batch;
     g->heads = (int)heads;
     g->dim = (int)dim;
-    g->nkeys = (int)pb.nkeys;
-    g->rpb_size = (int)pb.rpb_size;
-    g->npix = pb.npix;
-    g->nquery = batch * heads * pb.npix;
-    g->scale = pb.scale;
+    g->nkeys = (int)pb->nkeys;
+    g->rpb_size = (int)pb->rpb_size;
+    g->npix = pb->npix;
+    g->nquery = batch * heads * pb->npix;
+    g->scale = pb->scale;
     return NAT_OK;
 }
 
@@ -93,7 +85,7 @@ static inline int64_t na_fused_chunks(const na_geom *g) { return (g->dim + NA_FC
 /* Partial sums per (head, rpb entry) in the drpb reduction. */
 static inline int64_t na_drpb_chunks(const na_geom *g) { return (g->npix + NA_DRPB_CHUNK - 1) / NA_DRPB_CHUNK; }
 
-/* ---- window arithmetic (DESIGN.md §2), one axis ---- */
+/* ---- window arithmetic (docs/design.md §2), one axis ---- */
 
 typedef struct na_win {
     int key0; /* index of key t = 0: s*d + g */
@@ -177,7 +169,7 @@ NA_HD float na_dot(const float *NA_RESTRICT a, const float *NA_RESTRICT b, int n
 }
 
 /* ================================================================================================
- * v0 — naive kernels (na_cuda_naive.cu): one thread per output element, windows recomputed by every
+ * v0 — naive kernels (cuda/naive.cu): one thread per output element, windows recomputed by every
  * thread, no shared memory. The GPU reference the faster versions are checked against.
  * ================================================================================================ */
 
@@ -301,7 +293,7 @@ NA_HD void na_drpb_final_body(const na_geom *g, const double *NA_RESTRICT part, 
 }
 
 /* ================================================================================================
- * v1 — fused kernels (na_cuda_fused.cu): one thread per (query, chunk of NA_FCH channels); the
+ * v1 — fused kernels (cuda/fused.cu): one thread per (query, chunk of NA_FCH channels); the
  * thread's channels live in registers. Forward: online softmax over the window (running max and sum,
  * rescaled when the max grows), so no [.., K] buffer; lse saved. Backward: delta = rowsum(d_out * out)
  * first; then per query dq (recomputing each weight from lse) and, only when drpb is wanted, dS into a

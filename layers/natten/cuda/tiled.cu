@@ -1,14 +1,14 @@
-/* layers/natten/na_cuda_tiled.cu — kernel lab v2: tiled neighborhood attention for the unfused ops (fp32,
+/* layers/natten/cuda/tiled.cu — kernel lab v2: tiled neighborhood attention for the unfused ops (fp32,
  * 1-D and 2-D): qk logits, av, and the per-query halves of their backwards (qk backward's dq, av
  * backward's d_attn); the per-key halves (dk, dv) and drpb stay v0's.
  *
  * Idea (v2): a block takes a tile of queries in one dilation group and loads the haloed key (value)
  * tile covering all their windows into shared memory once, 32 channels at a time; every (query, slot)
  * or (query, channel) output of the tile is then computed from shared memory. The bodies and the plan
- * (tile sizes, halo bounds, when v2 applies) are in na_cuda_v2.h, where tests/test_na_cuda.c runs them
- * on the host block by block in the same phase order. Layouts and conventions: na_cuda.h.
+ * (tile sizes, halo bounds, when v2 applies) are in cuda/tiled.h, where tests/test_na_cuda.c runs them
+ * on the host block by block in the same phase order. Layouts and conventions: cuda/na_cuda.h.
  */
-#include "layers/natten/na_cuda_v2.h"
+#include "layers/natten/cuda/tiled.h"
 
 namespace {
 
@@ -89,49 +89,38 @@ nat_status queue_sum(int device, const na_geom &g, const na_v2_plan &pl, const f
 
 } // namespace
 
-extern "C" nat_status na_cuda_qk_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                    const int64_t *spatial, int64_t dim, const float *q, const float *k,
+extern "C" nat_status na_cuda_qk_v2(const na_problem *pb, const float *q, const float *k,
                                     const float *rpb, float *attn)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_qk_v2";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, rpb != NULL, op));
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(attn, "attn", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     if (!na_v2_plan_init(&g, 1, &pl))
         return not_applicable(op, g);
     return queue_dot(device, g, pl, q, k, rpb, g.scale, -INFINITY, attn, "na_cuda_qk (v2 tiled slot dots)");
 }
 
-extern "C" nat_status na_cuda_av_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                    const int64_t *spatial, int64_t dim, const float *attn, const float *v, float *out)
+extern "C" nat_status na_cuda_av_v2(const na_problem *pb, const float *attn, const float *v, float *out)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_av_v2";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, 0, op));
-    NA_CHECK_PTR(attn, "attn", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(out, "out", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     if (!na_v2_plan_init(&g, 0, &pl))
         return not_applicable(op, g);
     return queue_sum(device, g, pl, attn, v, 1.0f, out, "na_cuda_av (v2 tiled window sums)");
 }
 
-extern "C" nat_status na_cuda_qk_backward_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                             const int64_t *spatial, int64_t dim, const float *d_attn, const float *q,
+extern "C" nat_status na_cuda_qk_backward_v2(const na_problem *pb, const float *d_attn, const float *q,
                                              const float *k, float *dq, float *dk, float *drpb)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_qk_backward_v2";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, drpb != NULL, op));
-    NA_CHECK_PTR(d_attn, "d_attn", op);
-    NA_CHECK_PTR(q, "q", op);
-    NA_CHECK_PTR(k, "k", op);
-    NA_CHECK_PTR(dq, "dq", op);
-    NA_CHECK_PTR(dk, "dk", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     if (!na_v2_plan_init(&g, 0, &pl))
         return not_applicable(op, g);
@@ -140,18 +129,13 @@ extern "C" nat_status na_cuda_qk_backward_v2(int device, const nat_na_params *p,
     return drpb ? na_cuda_drpb_reduce(device, &g, d_attn, drpb) : NAT_OK;
 }
 
-extern "C" nat_status na_cuda_av_backward_v2(int device, const nat_na_params *p, int64_t batch, int64_t heads,
-                                             const int64_t *spatial, int64_t dim, const float *d_out,
+extern "C" nat_status na_cuda_av_backward_v2(const na_problem *pb, const float *d_out,
                                              const float *attn, const float *v, float *d_attn, float *dv)
 {
+    const int device = pb->device;
     const char *op = "na_cuda_av_backward_v2";
     na_geom g;
-    NAT_TRY(na_geom_init(&g, p, batch, heads, spatial, dim, 0, op));
-    NA_CHECK_PTR(d_out, "d_out", op);
-    NA_CHECK_PTR(attn, "attn", op);
-    NA_CHECK_PTR(v, "v", op);
-    NA_CHECK_PTR(d_attn, "d_attn", op);
-    NA_CHECK_PTR(dv, "dv", op);
+    NAT_TRY(na_geom_init(&g, pb, op));
     na_v2_plan pl;
     if (!na_v2_plan_init(&g, 1, &pl))
         return not_applicable(op, g);
