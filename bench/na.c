@@ -5,10 +5,10 @@
  *   fused      na_cpu_fused_forward / na_cpu_fused_backward (saves only lse)
  *   unfused    na_cpu_qk -> softmax -> na_cpu_av, materialising the [.., K] weights; backward
  *              na_cpu_av_backward -> softmax backward -> na_cpu_qk_backward
- *   gather     the legacy algorithm of NATTEN's pure-PyTorch fallback: copy each query's K keys and
- *              values into [.., K, D] buffers, one small GEMM per query for the logits (cblas_sgemm),
- *              softmax, one GEMM per query with the gathered values; backward with the materialised
- *              buffers (GEMMs per query) and a scatter-add of the gathered gradients into dk, dv
+ *   gather     the legacy algorithm of NATTEN's pure-PyTorch fallback (bench/na_gather.c, the one
+ *              nat-profile runs inside models): each query's K keys and values copied into
+ *              [.., K, D] tensors, batched matmuls per query, softmax; autograd's backward
+ *              (matmuls and scatter-adds of the gathered gradients)
  *   reference  na_ref_fused_forward / na_ref_fused_backward (double precision)
  * FLOPs counted per query: 2*K*D (QK) + 2*K*D (AV), K = k*k; x3 for forward + backward.
  * Every tensor and every intermediate goes through nat_mem_alloc; intermediates an op needs (weights,
@@ -16,7 +16,6 @@
  * reset just before it, so peak_mib = inputs + outputs + what the implementation holds at its worst.
  */
 
-#include <cblas.h> /* cblas_sgemm (gather) */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -79,7 +78,7 @@ typedef struct bench_ctx {
     float scale;
     buf q, k, v, rpb, d_out, out, lse, dq, dk, dv, drpb;
     buf qd, kd, vd, rpbd, d_outd, outd, lsed, dqd, dkd, dvd, drpbd; /* reference only */
-    buf saved_w, saved_kg, saved_vg;                              /* unfused / gather */
+    buf saved_w;                                                  /* unfused */
 } bench_ctx;
 
 #define F(b) ((float *)(b).p)
@@ -117,146 +116,43 @@ static void softmax_backward_rows(const float *w, float *g, int64_t rows, int64_
     }
 }
 
-/* ---- gather (legacy) ---- */
+/* ---- gather (legacy): nat_bench_na_by_gather (bench/na_gather.c) through autograd ---- */
 
-/* Window start (first key) and rpb index of key 0 of query i on one axis (docs/design.md §2, non-causal). */
-static void gather_window(int64_t i, int64_t L, int k, int d, int64_t *key0, int64_t *rpb0)
+/* The same algorithm nat-profile --na-impl gather runs inside a model, on the benchmark's buffers:
+ * q, k, v and rpb wrapped as tensors, forward in a step context, backward from d_out; its gathered
+ * copies and weights are the context's step tensors, so the allocator's peak shows what it holds. */
+static nat_status gather_run(bench_ctx *c)
 {
-    int64_t g = i % d, p = i / d, lg = (L - g + d - 1) / d, s = p - k / 2;
-    s = s > lg - k ? lg - k : s;
-    s = s < 0 ? 0 : s;
-    *key0 = s * d + g;
-    *rpb0 = (k - 1) + s - p;
-}
-
-/* Flat key pixel and rpb index of every slot of query n: idx[n*K + s], ridx[n*K + s]. */
-static void gather_index(const bench_ctx *c, int64_t n, int64_t *idx, int64_t *ridx)
-{
-    const int64_t S = c->cfg->size, pix = n % (S * S);
-    const int k = c->cfg->kernel, d = c->cfg->dilation;
-    int64_t y0, x0, ry, rx;
-    gather_window(pix / S, S, k, d, &y0, &ry);
-    gather_window(pix % S, S, k, d, &x0, &rx);
-    for (int a = 0; a < k; a++)
-        for (int b = 0; b < k; b++) {
-            idx[a * k + b] = (y0 + a * d) * S + x0 + b * d;
-            ridx[a * k + b] = (ry + a) * (2 * k - 1) + rx + b;
-        }
-}
-
-/* dst[n, s, :] = src[b, h, key(n, s), :] */
-static void gather_rows(const bench_ctx *c, const float *src, float *dst)
-{
-    const int64_t K = c->K, D = c->D, npix = c->cfg->size * c->cfg->size;
-#pragma omp parallel
-    {
-        int64_t idx[1024], ridx[1024];
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < c->nq; n++) {
-            gather_index(c, n, idx, ridx);
-            const float *head = src + (n / npix) * npix * D;
-            for (int64_t s = 0; s < K; s++)
-                memcpy(dst + (n * K + s) * D, head + idx[s] * D, sizeof(float) * (size_t)D);
-        }
+    const bench_cfg *cfg = c->cfg;
+    const int64_t shape[5] = {cfg->batch, cfg->heads, cfg->size, cfg->size, c->D};
+    const int64_t rshape[3] = {cfg->heads, 2 * cfg->kernel - 1, 2 * cfg->kernel - 1};
+    nat_tensor *t[4] = {NULL, NULL, NULL, NULL}, *out = NULL, *g = NULL;
+    nat_ctx *ctx = NULL;
+    float *bufs[4] = {F(c->q), F(c->k), F(c->v), F(c->rpb)}, *grads[4] = {F(c->dq), F(c->dk), F(c->dv), F(c->drpb)};
+    nat_status st = nat_ctx_new(&ctx, NAT_CPU);
+    for (int i = 0; i < 4 && st == NAT_OK; i++) {
+        st = nat_tensor_wrap(&t[i], bufs[i], NAT_F32, NAT_CPU, i < 3 ? 5 : 3, i < 3 ? shape : rshape);
+        if (st == NAT_OK)
+            nat_set_requires_grad(t[i], cfg->fwdbwd != 0);
     }
-}
-
-static nat_status gather_forward(bench_ctx *c)
-{
-    const int64_t K = c->K, D = c->D, nq = c->nq, H = c->cfg->heads, npix = c->cfg->size * c->cfg->size;
-    const size_t kd = sizeof(float) * (size_t)(nq * K * D), kb = sizeof(float) * (size_t)(nq * K);
-    NAT_TRY(buf_alloc(&c->saved_kg, kd));
-    NAT_TRY(buf_alloc(&c->saved_vg, kd));
-    NAT_TRY(buf_alloc(&c->saved_w, kb));
-    float *kg = F(c->saved_kg), *vg = F(c->saved_vg), *w = F(c->saved_w);
-    gather_rows(c, F(c->k), kg);
-    gather_rows(c, F(c->v), vg);
-    const float *q = F(c->q), *rpb = F(c->rpb);
-#pragma omp parallel
-    {
-        int64_t idx[1024], ridx[1024];
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < nq; n++) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, (int)K, (int)D, c->scale, q + n * D,
-                        (int)D, kg + n * K * D, (int)D, 0.0f, w + n * K, (int)K);
-            gather_index(c, n, idx, ridx);
-            const float *rh = rpb + ((n / npix) % H) * c->nrpb / H;
-            for (int64_t s = 0; s < K; s++)
-                w[n * K + s] += rh[ridx[s]];
-        }
+    nat_ctx_set_grad_enabled(ctx, cfg->fwdbwd != 0);
+    if (st == NAT_OK)
+        st = nat_bench_na_by_gather(ctx, t[0], t[1], t[2], t[3], &c->p, 0.0f, false, NULL, &out);
+    if (st == NAT_OK)
+        st = nat_tensor_copy_to(out, F(c->out), nat_tensor_numel(out));
+    if (st == NAT_OK && cfg->fwdbwd) {
+        st = nat_ctx_empty(ctx, &g, NAT_F32, 5, shape);
+        if (st == NAT_OK)
+            st = nat_tensor_copy_from(g, F(c->d_out), nat_tensor_numel(g));
+        if (st == NAT_OK)
+            st = nat_backward_from(ctx, out, g);
+        for (int i = 0; i < 4 && st == NAT_OK; i++)
+            st = nat_tensor_copy_to(t[i]->grad, grads[i], nat_tensor_numel(t[i]));
     }
-    softmax_rows(w, nq, K);
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < nq; n++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, (int)D, (int)K, 1.0f, w + n * K,
-                    (int)K, vg + n * K * D, (int)D, 0.0f, F(c->out) + n * D, (int)D);
-    return NAT_OK;
-}
-
-static nat_status gather_backward(bench_ctx *c)
-{
-    const int64_t K = c->K, D = c->D, nq = c->nq, H = c->cfg->heads, npix = c->cfg->size * c->cfg->size;
-    const size_t kd = sizeof(float) * (size_t)(nq * K * D), kb = sizeof(float) * (size_t)(nq * K);
-    buf dkg, dvg, dw;
-    NAT_TRY(buf_alloc(&dkg, kd));
-    NAT_TRY(buf_alloc(&dvg, kd));
-    NAT_TRY(buf_alloc(&dw, kb));
-    const float *kg = F(c->saved_kg), *vg = F(c->saved_vg), *w = F(c->saved_w);
-    const float *q = F(c->q), *go = F(c->d_out);
-    float *g = F(dw);
-    /* dW = dO . Vg^T and dVg = W^T dO, per query. */
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < nq; n++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, (int)K, (int)D, 1.0f, go + n * D, (int)D,
-                    vg + n * K * D, (int)D, 0.0f, g + n * K, (int)K);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)D, 1, 1.0f, w + n * K, (int)K,
-                    go + n * D, (int)D, 0.0f, F(dvg) + n * K * D, (int)D);
-    }
-    softmax_backward_rows(w, g, nq, K);
-    /* dq = scale dS . Kg and dKg = scale dS^T q, per query. */
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < nq; n++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, (int)D, (int)K, c->scale, g + n * K,
-                    (int)K, kg + n * K * D, (int)D, 0.0f, F(c->dq) + n * D, (int)D);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)D, 1, c->scale, g + n * K,
-                    (int)K, q + n * D, (int)D, 0.0f, F(dkg) + n * K * D, (int)D);
-    }
-    /* Scatter-add into dk, dv and drpb, one (batch, head) per thread: no two threads share a target
-     * in dk/dv; drpb rows are per head, so each head's batch items go in order to one thread. */
-    memset(F(c->dk), 0, sizeof(float) * (size_t)(nq * D));
-    memset(F(c->dv), 0, sizeof(float) * (size_t)(nq * D));
-    memset(F(c->drpb), 0, sizeof(float) * (size_t)c->nrpb);
-    const int64_t nbh = nq / npix;
-#pragma omp parallel
-    {
-        int64_t idx[1024], ridx[1024];
-#pragma omp for schedule(static)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t bh = h; bh < nbh; bh += H)
-                for (int64_t n = bh * npix; n < (bh + 1) * npix; n++) {
-                    gather_index(c, n, idx, ridx);
-                    float *rh = F(c->drpb) + h * c->nrpb / H;
-                    for (int64_t s = 0; s < K; s++)
-                        rh[ridx[s]] += g[n * K + s];
-                }
-#pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < nbh; bh++)
-            for (int64_t n = bh * npix; n < (bh + 1) * npix; n++) {
-                gather_index(c, n, idx, ridx);
-                float *dkh = F(c->dk) + bh * npix * D, *dvh = F(c->dv) + bh * npix * D;
-                for (int64_t s = 0; s < K; s++) {
-                    const float *a = F(dkg) + (n * K + s) * D, *b = F(dvg) + (n * K + s) * D;
-                    for (int64_t e = 0; e < D; e++) {
-                        dkh[idx[s] * D + e] += a[e];
-                        dvh[idx[s] * D + e] += b[e];
-                    }
-                }
-            }
-    }
-    buf_free(&dw);
-    buf_free(&dvg);
-    buf_free(&dkg);
-    return NAT_OK;
+    nat_ctx_free(ctx);
+    for (int i = 0; i < 4; i++)
+        nat_tensor_free(t[i]);
+    return st;
 }
 
 /* ---- one timed iteration ---- */
@@ -300,12 +196,7 @@ static nat_status run_once(bench_ctx *c)
         break;
     }
     case IMPL_GATHER:
-        st = gather_forward(c);
-        if (st == NAT_OK && cfg->fwdbwd)
-            st = gather_backward(c);
-        buf_free(&c->saved_w);
-        buf_free(&c->saved_vg);
-        buf_free(&c->saved_kg);
+        st = gather_run(c);
         break;
     case IMPL_REFERENCE:
         NAT_TRY(na_ref_fused_forward(CTX_ARGS(c), DB(c->qd), DB(c->kd), DB(c->vd), DB(c->rpbd),
@@ -323,8 +214,7 @@ static void ctx_free(bench_ctx *c)
 {
     buf *all[] = {&c->q,   &c->k,   &c->v,   &c->rpb,    &c->d_out, &c->out,   &c->lse,   &c->dq,
                   &c->dk,  &c->dv,  &c->drpb, &c->qd,    &c->kd,    &c->vd,    &c->rpbd,  &c->d_outd,
-                  &c->outd, &c->lsed, &c->dqd, &c->dkd,  &c->dvd,   &c->drpbd, &c->saved_w,
-                  &c->saved_kg, &c->saved_vg};
+                  &c->outd, &c->lsed, &c->dqd, &c->dkd,  &c->dvd,   &c->drpbd, &c->saved_w};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         buf_free(all[i]);
 }

@@ -433,11 +433,11 @@ static int parse_backend(const options *o, nat_device *dev, nat_precision *prec)
     return 0;
 }
 
-static int parse_impl(const char *s, nat_na_impl *out)
+static int parse_impl(const char *s, nat_profile_na_impl *out)
 {
-    const nat_na_impl all[3] = {NAT_NA_IMPL_FUSED, NAT_NA_IMPL_UNFUSED, NAT_NA_IMPL_GATHER};
+    const nat_profile_na_impl all[3] = {NAT_PROFILE_NA_FUSED, NAT_PROFILE_NA_UNFUSED, NAT_PROFILE_NA_GATHER};
     for (int i = 0; i < 3; i++)
-        if (!strcmp(s, nat_na_impl_name(all[i]))) {
+        if (!strcmp(s, nat_profile_na_impl_name(all[i]))) {
             *out = all[i];
             return 0;
         }
@@ -495,7 +495,7 @@ static double roofline_value(const options *o)
     return end != o->roofline && !*end && g > 0 ? g : -1;
 }
 
-static int run_one(const options *o, const char *model, const char *mode, nat_na_impl impl, int window_attn,
+static int run_one(const options *o, const char *model, const char *mode, nat_profile_na_impl impl, int window_attn,
                    double roofline, nat_device dev, nat_precision prec)
 {
     nat_profile_opts po = nat_profile_opts_default();
@@ -610,7 +610,7 @@ static int runs(const options *o)
             return 2;
         }
     }
-    nat_na_impl impl_v[MAX_LIST];
+    nat_profile_na_impl impl_v[MAX_LIST];
     for (int i = 0; i < ni; i++)
         if ((rc = parse_impl(impls[i], &impl_v[i])))
             return rc;

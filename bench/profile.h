@@ -30,6 +30,18 @@
 #define NAT_PROFILE_ROOFLINE_DEFAULT 197.0 /* GFLOP/s: `nat-bench gemm`, square 2048, docs/benchmarks.md */
 #define NAT_PROFILE_MAX_ROWS 24
 
+/* How the model's NA layers compute the NA op (docs/profile.md): nat's fused op (the default), the
+ * unfused qk -> softmax -> av that keeps the weights, or the legacy gather of bench/na_gather.c. */
+typedef enum nat_profile_na_impl {
+    NAT_PROFILE_NA_FUSED = 0,
+    NAT_PROFILE_NA_UNFUSED = 1,
+    NAT_PROFILE_NA_GATHER = 2
+} nat_profile_na_impl;
+/* "fused", "unfused", "gather" (static strings); "?" otherwise. */
+const char *nat_profile_na_impl_name(nat_profile_na_impl impl);
+/* Switches the model's NA layers to impl (nat_model_set_na_fn, models/nat/nat_internal.h). */
+void nat_profile_set_na_impl(nat_model *m, nat_profile_na_impl impl);
+
 typedef struct nat_profile_opts {
     nat_model_desc desc; /* checked by the run */
     char label[64];      /* model label in output and CSV (variant name, or the config file) */
@@ -38,7 +50,7 @@ typedef struct nat_profile_opts {
     int warmup;          /* untimed steps first, >= 0 (the first step allocates) */
     int trace_steps;     /* traced steps for the per-layer table; 0: no table */
     bool train;
-    nat_na_impl na_impl;
+    nat_profile_na_impl na_impl;
     nat_device dev;          /* where the model runs (NAT_CPU or a CUDA device) */
     nat_precision precision; /* the context's autocast (bf16/f16 on the CPU: emulated rounding) */
     bool recompute;          /* activation checkpointing of the layers (nat_model_set_recompute) */

@@ -15,7 +15,7 @@ static const char *attn_name(const nat_profile_opts *o)
 {
     if (o->desc.attention == NAT_ATTN_WINDOW)
         return "window";
-    return nat_na_impl_name(o->na_impl);
+    return nat_profile_na_impl_name(o->na_impl);
 }
 
 static const char *precision_name(nat_precision p)
@@ -32,7 +32,7 @@ static bool single_time(const nat_profile_row *r)
 void nat_profile_print(FILE *f, const nat_profile_opts *o, const nat_profile_result *r)
 {
     fprintf(f, "%s (%s%s) %s, batch %d, %dx%d, %s %s, %d threads\n", o->label,
-            o->desc.attention == NAT_ATTN_WINDOW ? "window attention" : "NA ", o->desc.attention == NAT_ATTN_WINDOW ? "" : nat_na_impl_name(o->na_impl),
+            o->desc.attention == NAT_ATTN_WINDOW ? "window attention" : "NA ", o->desc.attention == NAT_ATTN_WINDOW ? "" : nat_profile_na_impl_name(o->na_impl),
             o->train ? "training" : "inference", o->batch, o->res, o->res, nat_device_name(o->dev), precision_name(o->precision),
             omp_get_max_threads());
     fprintf(f, "  step: median %.1f ms (min %.1f, max %.1f) over %d steps; first step %.1f ms\n", r->step_median_s * 1e3,

@@ -13,8 +13,26 @@
 #include "bench/bench.h"
 #include "train/train.h"
 #include "bench/profile.h"
+#include "models/nat/nat_internal.h" /* nat_model_set_na_fn */
 
 #define MAX_EVENTS 1024
+
+const char *nat_profile_na_impl_name(nat_profile_na_impl impl)
+{
+    switch (impl) {
+    case NAT_PROFILE_NA_FUSED: return "fused";
+    case NAT_PROFILE_NA_UNFUSED: return "unfused";
+    case NAT_PROFILE_NA_GATHER: return "gather";
+    }
+    return "?";
+}
+
+void nat_profile_set_na_impl(nat_model *m, nat_profile_na_impl impl)
+{
+    nat_model_set_na_fn(m, impl == NAT_PROFILE_NA_UNFUSED  ? nat_na_unfused
+                           : impl == NAT_PROFILE_NA_GATHER ? nat_bench_na_by_gather
+                                                           : NULL);
+}
 
 nat_profile_opts nat_profile_opts_default(void)
 {
@@ -31,7 +49,7 @@ nat_profile_opts nat_profile_opts_default(void)
     o.warmup = 1;
     o.trace_steps = 3;
     o.train = true;
-    o.na_impl = NAT_NA_IMPL_FUSED;
+    o.na_impl = NAT_PROFILE_NA_FUSED;
     o.roofline_gflops = NAT_PROFILE_ROOFLINE_DEFAULT;
     o.seed = 1;
     return o;
@@ -227,7 +245,7 @@ static nat_status setup(runner *r)
 {
     const nat_profile_opts *o = r->o;
     NAT_TRY(nat_model_new(&r->m, &o->desc));
-    nat_model_set_na_impl(r->m, o->na_impl);
+    nat_profile_set_na_impl(r->m, o->na_impl);
     nat_model_set_recompute(r->m, o->recompute);
     if (o->dev.kind != NAT_DEV_CPU)
         NAT_TRY(nat_model_to(r->m, o->dev));

@@ -1,6 +1,6 @@
 /* tests/test_profile.c — what nat-profile measures with (bench/profile.h) and the model switches it
  * uses:
- *  - the NA implementations of nat_model_set_na_impl (unfused, gather) give the fused path's logits and
+ *  - the NA implementations of nat_profile_set_na_impl (unfused, gather) give the fused path's logits and
  *    gradients; the gather ops' gradients by finite differences;
  *  - the trace events come in order and the per-layer rows add up to the traced step, in time, memory
  *    and parameters, for training and inference;
@@ -17,6 +17,8 @@
 #include "nat/layers.h"
 #include "nat/model.h"
 #include "nat/ops.h"
+#include "bench/bench.h"
+#include "models/nat/nat_internal.h" /* nat_model_get_na_fn */
 #include "support/harness.h"
 #include "bench/profile.h"
 
@@ -35,13 +37,13 @@ static nat_model_desc tiny_desc(void)
 }
 
 /* Logits and every parameter gradient of one forward + backward with the given NA implementation. */
-static float *run_impl(nat_na_impl impl, int64_t *n)
+static float *run_impl(nat_profile_na_impl impl, int64_t *n)
 {
     nat_model_desc d = tiny_desc();
     nat_model *m;
     TH_OK(nat_model_new(&m, &d));
-    nat_model_set_na_impl(m, impl);
-    ck_assert_int_eq(nat_model_get_na_impl(m), impl);
+    nat_profile_set_na_impl(m, impl);
+    ck_assert(impl == NAT_PROFILE_NA_FUSED ? nat_model_get_na_fn(m) == NULL : nat_model_get_na_fn(m) != NULL);
     nat_rng rng;
     nat_rng_seed(&rng, 5);
     int64_t xs[4] = {2, 2, 24, 24};
@@ -70,18 +72,18 @@ static float *run_impl(nat_na_impl impl, int64_t *n)
 START_TEST(na_impls_agree)
 {
     int64_t n, n2;
-    float *fused = run_impl(NAT_NA_IMPL_FUSED, &n);
-    const nat_na_impl others[2] = {NAT_NA_IMPL_UNFUSED, NAT_NA_IMPL_GATHER};
+    float *fused = run_impl(NAT_PROFILE_NA_FUSED, &n);
+    const nat_profile_na_impl others[2] = {NAT_PROFILE_NA_UNFUSED, NAT_PROFILE_NA_GATHER};
     for (int i = 0; i < 2; i++) {
         float *o = run_impl(others[i], &n2);
         ck_assert_int_eq(n, n2);
         char what[64];
-        snprintf(what, sizeof what, "%s vs fused: logits and gradients", nat_na_impl_name(others[i]));
+        snprintf(what, sizeof what, "%s vs fused: logits and gradients", nat_profile_na_impl_name(others[i]));
         th_assert_close_f(o, fused, n, 2e-5, what);
         free(o);
     }
     free(fused);
-    ck_assert_str_eq(nat_na_impl_name(NAT_NA_IMPL_GATHER), "gather");
+    ck_assert_str_eq(nat_profile_na_impl_name(NAT_PROFILE_NA_GATHER), "gather");
 }
 END_TEST
 
@@ -91,12 +93,12 @@ static int64_t g_sp[3];
 
 static nat_status f_gather(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
 {
-    return nat_na_gather(ctx, in[0], &g_p, g_transpose, out);
+    return nat_bench_na_gather(ctx, in[0], &g_p, g_transpose, out);
 }
 
 static nat_status f_gather_rpb(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
 {
-    return nat_na_gather_rpb(ctx, in[0], &g_p, g_sp, out);
+    return nat_bench_na_gather_rpb(ctx, in[0], &g_p, g_sp, out);
 }
 
 START_TEST(gather_ops)
@@ -112,7 +114,7 @@ START_TEST(gather_ops)
     nat_ctx *ctx;
     nat_tensor *g;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
-    TH_OK(nat_na_gather(ctx, t, &g_p, 0, &g));
+    TH_OK(nat_bench_na_gather(ctx, t, &g_p, 0, &g));
     ck_assert_int_eq(g->shape[2], 42);
     ck_assert_int_eq(g->shape[3], 15);
     /* y = 6, d = 2: group 0, p = 3, Lg = 4, s = clamp(3 - 1, 0, 1) = 1 -> rows 2, 4, 6; x = 0: cols 0..4 */
@@ -252,7 +254,7 @@ START_TEST(accounting_and_csv)
     ck_assert(rt.flop_per_image == 6.0 * (double)rt.macs_per_image);
     nat_profile_opts oi = o;
     oi.train = false;
-    oi.na_impl = NAT_NA_IMPL_GATHER;
+    oi.na_impl = NAT_PROFILE_NA_GATHER;
     oi.trace_steps = 3;
     TH_OK(nat_profile_run(&oi, &ri));
     check_accounting(&oi, &ri);

@@ -177,30 +177,6 @@ nat_status nat_na_layer_forward(nat_ctx *ctx, const nat_na_layer *m, nat_tensor 
 nat_status nat_na_layer_params(const nat_na_layer *m, nat_param_list *l, const char *prefix);
 void nat_na_layer_free(nat_na_layer *m);
 
-/* ---- NA implementations, for measuring them against each other (layers/na_gather.c) ---- */
-
-/* How the NA op inside the module is computed. All give the same values (to float rounding):
- *   FUSED    nat_na: softmax(qk + rpb)·v in one kernel, keeps only a log-sum-exp per query (the default)
- *   UNFUSED  nat_na_qk -> nat_softmax -> nat_na_av: keeps the [.., K] attention weights
- *   GATHER   the legacy algorithm of NATTEN's pure-PyTorch fallback, through generic ops: copy every
- *            query's K keys and values ([.., K, D] tensors, nat_na_gather), batched matmuls, softmax */
-typedef enum nat_na_impl { NAT_NA_IMPL_FUSED = 0, NAT_NA_IMPL_UNFUSED = 1, NAT_NA_IMPL_GATHER = 2 } nat_na_impl;
-
-/* "fused", "unfused", "gather" (static strings); "?" otherwise. */
-const char *nat_na_impl_name(nat_na_impl impl);
-/* Neighbours of every query: t [B, heads, *spatial, D] -> out [B, heads, S, K, D] (transpose 0) or
- * [B, heads, S, D, K] (transpose 1), S = prod(spatial) row-major, K = prod(kernel), slot order as
- * natten.h. Non-causal only. Backward scatter-adds into t. */
-nat_status nat_na_gather(nat_ctx *ctx, nat_tensor *t, const nat_na_params *p, int transpose, nat_tensor **out);
-/* The rpb entry of every (query, slot): rpb [heads, 2k0-1, ...] -> out [heads, S, K] for a map of
- * `spatial` (p->ndim lengths). Non-causal only. Backward scatter-adds into rpb. */
-nat_status nat_na_gather_rpb(nat_ctx *ctx, nat_tensor *rpb, const nat_na_params *p, const int64_t *spatial,
-                             nat_tensor **out);
-/* nat_na_layer_forward with the NA op computed by `impl` (the module's steps are the same; FUSED is
- * nat_na_layer_forward itself, which runs UNFUSED when attention dropout is active). */
-nat_status nat_na_layer_forward_impl(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
-                                     nat_na_impl impl, nat_tensor **out);
-
 /* ---- Window attention (Swin's W-MSA / SW-MSA), the baseline NA is measured against ----
  *
  * Swin Transformer's WindowAttention inside its block's pad / cyclic shift / partition steps, for

@@ -178,11 +178,6 @@ typedef struct nat_model_part_event {
 typedef void (*nat_model_trace_fn)(void *user, const nat_model_part_event *ev);
 void nat_model_set_trace(nat_model *m, nat_model_trace_fn fn, void *user);
 
-/* How the NA layers compute the NA op (nat/layers.h nat_na_impl; NAT_NA_IMPL_FUSED by default). A
- * runtime choice for measurements: it is not part of the description and not saved. */
-void nat_model_set_na_impl(nat_model *m, nat_na_impl impl);
-nat_na_impl nat_model_get_na_impl(const nat_model *m);
-
 /* Activation checkpointing of every NAT layer (nat_recompute): a training forward keeps only each
  * layer's input, and the backward recomputes the layer before backpropagating through it — the step's
  * memory drops to about one layer's activations plus one input per layer, for one more forward of the

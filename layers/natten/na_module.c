@@ -10,8 +10,9 @@
  * The padding happens before the qkv projection, so padded tokens are the qkv bias, not zeros: that is
  * what checkpoints trained with NATTEN expect. The fused op keeps no attention weights; attention
  * dropout needs them, so training with attn_drop > 0 takes the unfused qk -> softmax -> dropout -> av.
- * nat_na_layer_forward_impl picks the NA op (fused, unfused, or the legacy gather of layers/na_gather.c)
- * for measurements; everything around it is the same code.
+ * nat_na_layer_forward_with takes another NA algorithm (layers/layers_internal.h: nat-profile's
+ * unfused and the legacy gather of bench/na_gather.c) for measurements; everything around it is the
+ * same code.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -87,14 +88,22 @@ nat_status nat_na_layer_init(nat_na_layer *m, const nat_na_layer_desc *d, float 
 nat_status nat_na_layer_forward(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
                                 nat_tensor **out)
 {
-    return nat_na_layer_forward_impl(ctx, m, x, training, rng, NAT_NA_IMPL_FUSED, out);
+    return nat_na_layer_forward_with(ctx, m, x, training, rng, NULL, out);
 }
 
-nat_status nat_na_layer_forward_impl(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
-                                     nat_na_impl impl, nat_tensor **out)
+nat_status nat_na_unfused(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb,
+                          const nat_na_params *p, float attn_drop, bool training, nat_rng *rng, nat_tensor **out)
 {
-    if (impl != NAT_NA_IMPL_FUSED && impl != NAT_NA_IMPL_UNFUSED && impl != NAT_NA_IMPL_GATHER)
-        return nat_error(NAT_ERR_INVALID_ARG, "neighborhood attention: unknown implementation %d", (int)impl);
+    nat_tensor *attn;
+    NAT_TRY(nat_na_qk(ctx, q, k, rpb, p, &attn));
+    NAT_TRY(nat_softmax(ctx, attn, &attn));
+    NAT_TRY(nat_dropout(ctx, attn, attn_drop, training, rng, &attn));
+    return nat_na_av(ctx, attn, v, p, out);
+}
+
+nat_status nat_na_layer_forward_with(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
+                                     nat_na_fn fn, nat_tensor **out)
+{
     const nat_na_layer_desc *d = &m->desc;
     const int nd = d->ndim;
     const int64_t C = d->dim, heads = d->heads, hd = C / heads;
@@ -140,17 +149,12 @@ nat_status nat_na_layer_forward_impl(nat_ctx *ctx, const nat_na_layer *m, nat_te
         p.causal[a] = d->causal[a];
     }
     nat_tensor *o;
-    if (impl == NAT_NA_IMPL_GATHER) {
-        NAT_TRY(nat_na_by_gather(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, d->attn_drop, training, rng, &o));
-    } else if (impl == NAT_NA_IMPL_UNFUSED || (training && d->attn_drop > 0.0f)) {
-        nat_tensor *attn;
-        NAT_TRY(nat_na_qk(ctx, qkv3[0], qkv3[1], m->rpb, &p, &attn));
-        NAT_TRY(nat_softmax(ctx, attn, &attn));
-        NAT_TRY(nat_dropout(ctx, attn, d->attn_drop, training, rng, &attn));
-        NAT_TRY(nat_na_av(ctx, attn, qkv3[2], &p, &o));
-    } else {
+    if (!fn && training && d->attn_drop > 0.0f)
+        fn = nat_na_unfused;
+    if (fn)
+        NAT_TRY(fn(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, d->attn_drop, training, rng, &o));
+    else
         NAT_TRY(nat_na(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, &o));
-    }
 
     int64_t s4[4] = {B, heads, S, hd};
     NAT_TRY(nat_reshape(ctx, o, 4, s4, &o));

@@ -2,6 +2,7 @@
  * the rpb shape, and the 3-D view of a problem that the kernels work on (see na_problem.h). */
 #include "layers/natten/na_problem.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -50,6 +51,11 @@ nat_status na_validate(const nat_na_params *p, int64_t batch, int64_t heads, con
     }
     for (int a = 0; a < p->ndim; a++) {
         int64_t need = (int64_t)p->kernel[a] * p->dilation[a];
+        /* The window rule runs in int (layers/natten/na_window.h, shared with the CUDA kernels). */
+        if (spatial[a] > INT_MAX || need > INT_MAX)
+            return nat_error(NAT_ERR_INVALID_ARG, "%s: axis %d of length %lld with kernel %d x dilation %d: axes "
+                             "and windows must be shorter than 2^31", opname, a, (long long)spatial[a],
+                             p->kernel[a], p->dilation[a]);
         if (spatial[a] < need) {
             char shape[96];
             fmt_lengths(shape, sizeof shape, spatial, p->ndim);

@@ -3,6 +3,7 @@
 #ifndef NAT_MODELS_NAT_INTERNAL_H
 #define NAT_MODELS_NAT_INTERNAL_H
 
+#include "layers/layers_internal.h" /* nat_na_fn */
 #include "nat/layers.h"
 #include "nat/model.h"
 
@@ -37,13 +38,18 @@ struct nat_model {
     void *part_user;
     nat_model_trace_fn trace;
     void *trace_user;
-    nat_na_impl na_impl;
+    nat_na_fn na_fn; /* NULL: nat's NA op; another algorithm only for measurements (nat_model_set_na_fn) */
     bool recompute; /* activation checkpointing per layer (nat_model_set_recompute) */
 };
 
 /* With a trace function set: reports the end of a part's forward and, when *h is recorded on the tape,
  * replaces it by a pass-through marker whose backward reports the start of the part's backward
  * (nat_trace.c). Does nothing otherwise. */
+/* How the NA layers compute the NA op (layers/layers_internal.h; NULL, nat's own, by default): a
+ * runtime switch for measurements (nat-profile --na-impl), not part of the description, not saved. */
+void nat_model_set_na_fn(nat_model *m, nat_na_fn fn);
+nat_na_fn nat_model_get_na_fn(const nat_model *m);
+
 nat_status nat_model_trace_part(const nat_model *m, nat_ctx *ctx, nat_model_part_kind kind, int level, int layer,
                                 nat_tensor **h);
 

@@ -249,8 +249,8 @@ static nat_status layer_forward(nat_ctx *ctx, const nat_model *m, const nat_mode
     NAT_TRY(trace_part(tm, ctx, NAT_PART_NORM1, level, j, &h));
     if (b->wattn.table)
         NAT_TRY(nat_window_attn_layer_forward(ctx, &b->wattn, h, training, rng, &h));
-    else if (m->na_impl != NAT_NA_IMPL_FUSED)
-        NAT_TRY(nat_na_layer_forward_impl(ctx, &b->attn, h, training, rng, m->na_impl, &h));
+    else if (m->na_fn)
+        NAT_TRY(nat_na_layer_forward_with(ctx, &b->attn, h, training, rng, m->na_fn, &h));
     else
         NAT_TRY(nat_na_layer_forward(ctx, &b->attn, h, training, rng, &h));
     NAT_TRY(residual(ctx, x, h, b->gamma1, b->drop_path, training, rng, &x));

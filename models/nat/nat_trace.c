@@ -48,7 +48,7 @@ void nat_model_set_trace(nat_model *m, nat_model_trace_fn fn, void *user)
     m->trace_user = user;
 }
 
-void nat_model_set_na_impl(nat_model *m, nat_na_impl impl) { m->na_impl = impl; }
-nat_na_impl nat_model_get_na_impl(const nat_model *m) { return m->na_impl; }
+void nat_model_set_na_fn(nat_model *m, nat_na_fn fn) { m->na_fn = fn; }
+nat_na_fn nat_model_get_na_fn(const nat_model *m) { return m->na_fn; }
 void nat_model_set_recompute(nat_model *m, bool on) { m->recompute = on; }
 bool nat_model_get_recompute(const nat_model *m) { return m->recompute; }

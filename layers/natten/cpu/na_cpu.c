@@ -49,6 +49,7 @@
 #endif
 
 #include "layers/natten/na_backend.h"
+#include "layers/natten/na_window.h"
 #include "nat/alloc.h"
 #include "nat/half.h" /* nat_round_array */
 
@@ -621,45 +622,28 @@ typedef struct na_thread {
     int n;          /* length of the current list */
 } na_thread;
 
-/* Inverse neighbourhood of key index y: the queries lo, lo + d, ... below hi whose window holds it
- * (docs/design.md §2). */
-static void axis_inverse(int64_t y, int64_t L, int k, int d, int causal, int64_t *lo, int64_t *hi)
-{
-    const int64_t kd = (int64_t)k * d;
-    if (causal) {
-        *lo = y;
-        *hi = y + kd < L ? y + kd : L;
-    } else {
-        *lo = y < kd ? y % d : y - (int64_t)(k / 2) * d;
-        *hi = y >= L - kd ? L : y + (int64_t)(k / 2 + 1) * d;
-    }
-}
-
-/* Window of index i (docs/design.md §2): start s in the dilation sub-grid, clamped inward (non-causal) or
- * trailing (causal). */
+/* Per-axis tables of the window rule (layers/natten/na_window.h, docs/design.md §2): window start s in
+ * the dilation sub-grid (key0 = s·d + g, so s = key0 div d), first key, rpb index, valid keys, and the
+ * inverse neighbourhood. Axes are shorter than 2^31 (na_problem_init). */
 static void axis_tables(na_fast *f, int a)
 {
-    const int64_t L = f->pb.len[a];
+    const int L = (int)f->pb.len[a];
     const int k = f->pb.kernel[a], d = f->pb.dilation[a], causal = f->pb.causal[a];
-    for (int64_t i = 0; i < L; i++) {
-        int64_t g = i % d, p = i / d, lg = (L - g + d - 1) / d, s;
-        if (causal) {
-            s = p - (k - 1) < 0 ? 0 : p - (k - 1);
-        } else {
-            s = p - k / 2;
-            s = s > lg - k ? lg - k : s;
-            s = s < 0 ? 0 : s;
-        }
-        f->wstart[a][i] = s;
-        f->wkey0[a][i] = s * d + g;
-        f->wrpb0[a][i] = (k - 1) + s - p;
-        f->wcnt[a][i] = causal ? (p - s + 1 < k ? p - s + 1 : k) : k;
-        f->sub[a][i] = p;
+    for (int i = 0; i < L; i++) {
+        const na_win w = na_axis_window(i, L, k, d, causal);
+        f->wkey0[a][i] = w.key0;
+        f->wstart[a][i] = w.key0 / d;
+        f->wrpb0[a][i] = w.rpb0;
+        f->wcnt[a][i] = w.n;
+        f->sub[a][i] = i / d;
     }
     /* Inverse neighbourhood: the queries q (same group) with wstart[q] <= sub[y] < wstart[q] + wcnt[q];
      * wstart is non-decreasing along a group, so it is a contiguous run of the group. */
-    for (int64_t y = 0; y < L; y++)
-        axis_inverse(y, L, k, d, causal, &f->ilo[a][y], &f->ihi[a][y]);
+    for (int y = 0; y < L; y++) {
+        const na_span sp = na_axis_inverse(y, L, k, d, causal);
+        f->ilo[a][y] = sp.lo;
+        f->ihi[a][y] = sp.hi;
+    }
     /* Visiting order: all of group 0, then group 1, ... */
     int64_t u = 0;
     for (int64_t g = 0; g < d && g < L; g++)
@@ -725,9 +709,8 @@ static nat_status fast_init(na_fast *f, const na_problem *pb, int want_drpb, int
         /* Up to 2k - 1 on short axes, where a key near the middle is seen by every query. */
         f->ring_depth = 1;
         for (int64_t y = 0; y < L; y++) {
-            int64_t lo, hi;
-            axis_inverse(y, L, (int)kA, (int)dA, f->pb.causal[A], &lo, &hi);
-            int64_t cnt = (hi - lo + dA - 1) / dA;
+            const na_span sp = na_axis_inverse((int)y, (int)L, (int)kA, (int)dA, f->pb.causal[A]);
+            int64_t cnt = (sp.hi - sp.lo + dA - 1) / dA;
             f->ring_depth = cnt > f->ring_depth ? cnt : f->ring_depth;
         }
         f->ring_items = batch * heads * dA;

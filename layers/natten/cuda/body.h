@@ -10,7 +10,7 @@
  * A body computes one output element (or one query's chunk of NA_FCH head-dim channels) from its
  * thread index `idx`; the index space of each kernel is given next to its body. Layouts are those of
  * cuda/na_cuda.h; every problem is 3-D (na_geom). Windows follow docs/design.md §2 (per axis, inside the dilation
- * group; see na_axis_window / na_axis_inverse).
+ * group; see na_axis_window / na_axis_inverse in layers/natten/na_window.h).
  *
  * Plain C11 and CUDA C++ at once: no C++ features above the `__CUDACC__` section, no VLAs.
  */
@@ -22,12 +22,11 @@
 #include <stdint.h>
 
 #include "layers/natten/cuda/na_cuda.h"
+#include "layers/natten/na_window.h" /* NA_HD, na_axis_window, na_axis_inverse */
 
 #ifdef __CUDACC__
-#define NA_HD static __host__ __device__ __forceinline__
 #define NA_RESTRICT __restrict__
 #else
-#define NA_HD static inline
 #define NA_RESTRICT restrict
 #endif
 #if defined(__CUDA_ARCH__) /* the device pass only: the host compiler would warn about the pragma */
@@ -84,53 +83,6 @@ static inline nat_status na_geom_init(na_geom *g, const na_problem *pb, const ch
 static inline int64_t na_fused_chunks(const na_geom *g) { return (g->dim + NA_FCH - 1) / NA_FCH; }
 /* Partial sums per (head, rpb entry) in the drpb reduction. */
 static inline int64_t na_drpb_chunks(const na_geom *g) { return (g->npix + NA_DRPB_CHUNK - 1) / NA_DRPB_CHUNK; }
-
-/* ---- window arithmetic (docs/design.md §2), one axis ---- */
-
-typedef struct na_win {
-    int key0; /* index of key t = 0: s*d + g */
-    int rpb0; /* rpb index of key t = 0: (k - 1) + s - p */
-    int n;    /* valid keys t < n: k, or p - s + 1 near the start of a causal axis */
-} na_win;
-
-/* Window of query index i on an axis of length L: keys key0 + t*d, t = 0..k-1, valid for t < n. */
-NA_HD na_win na_axis_window(int i, int L, int k, int d, int causal)
-{
-    const int g = i % d, p = i / d, lg = (L - g + d - 1) / d;
-    int s;
-    if (causal) {
-        s = p - k + 1 > 0 ? p - k + 1 : 0;
-    } else {
-        s = p - k / 2;
-        s = s > lg - k ? lg - k : s;
-        s = s < 0 ? 0 : s;
-    }
-    na_win w;
-    w.key0 = s * d + g;
-    w.rpb0 = (k - 1) + s - p;
-    w.n = causal && p - s + 1 < k ? p - s + 1 : k;
-    return w;
-}
-
-/* Inverse neighbourhood of key index y: the queries lo, lo + d, ... below hi whose window holds y (as a
- * valid key); y is key (y - key0(i)) / d of query i. */
-typedef struct na_span {
-    int lo, hi;
-} na_span;
-
-NA_HD na_span na_axis_inverse(int y, int L, int k, int d, int causal)
-{
-    const int kd = k * d;
-    na_span s;
-    if (causal) {
-        s.lo = y;
-        s.hi = y + kd < L ? y + kd : L;
-    } else {
-        s.lo = y < kd ? y % d : y - (k / 2) * d;
-        s.hi = y >= L - kd ? L : y + (k / 2 + 1) * d;
-    }
-    return s;
-}
 
 /* ---- 3-D helpers ---- */
 

@@ -1,5 +1,7 @@
-/* layers/na_gather.c — the NeighborhoodAttention module with a choice of how its NA op is computed
- * (nat_na_impl: fused, unfused, gather), and the two gather ops the legacy algorithm needs.
+/* bench/na_gather.c — the legacy NA algorithm of NATTEN's pure-PyTorch fallback, as a nat_na_fn a
+ * NAT model can be switched to (nat-profile --na-impl gather) and as nat-bench na2d's `gather`, with the
+ * two gather ops it needs. It exists to be measured against nat's kernels, so it lives with the
+ * benchmarks, not in libnat.
  *
  * GATHER is what NATTEN's pure-PyTorch fallback (and tests/golden/nat_torch.py) does, through generic
  * ops: copy each query's K neighbour keys and values into [B, heads, S, K, D] tensors, one [1, D] x
@@ -7,81 +9,30 @@
  * query for the output; autograd does the backward. It keeps K copies of k and v per layer, which is
  * why it needs ~K times the memory of the fused kernel, and is here to measure that.
  *
- * The module itself (pad, qkv, split, NA, merge, crop, proj) is layers/natten/na_module.c for all three
- * implementations: they differ only in the NA op.
- *
- * Window rules (docs/design.md §2, non-causal): per axis of length L, kernel k, dilation d, query i:
- * g = i mod d, p = i div d, Lg = (L - g + d - 1) div d, s = clamp(p - k/2, 0, Lg - k); keys (s + t)·d + g
- * and rpb index (k - 1) + s - p + t, t = 0..k-1. Problems are seen as 3-D with leading axes of length 1.
+ * The module itself (pad, qkv, split, NA, merge, crop, proj) is layers/natten/na_module.c whatever the
+ * NA algorithm. Windows and validation are the kernels' (layers/natten/na_window.h, na_problem_init); problems are seen as 3-D with leading axes of length 1. Non-causal only.
  */
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
 
+#include "bench/bench.h"
 #include "core/ops_internal.h"
-#include "nat/layers.h"
+#include "layers/natten/na_problem.h"
+#include "layers/natten/na_window.h"
 #include "nat/ops.h"
 
-const char *nat_na_impl_name(nat_na_impl impl)
-{
-    switch (impl) {
-    case NAT_NA_IMPL_FUSED: return "fused";
-    case NAT_NA_IMPL_UNFUSED: return "unfused";
-    case NAT_NA_IMPL_GATHER: return "gather";
-    }
-    return "?";
-}
-
-/* One problem, as 3-D. */
-typedef struct gproblem {
-    int64_t len[3], npix, K;
-    int kernel[3], dilation[3];
-} gproblem;
-
-static nat_status gproblem_init(gproblem *g, const nat_na_params *p, const int64_t *spatial, const char *op)
-{
-    if (p->ndim < 1 || p->ndim > 3)
-        return nat_error(NAT_ERR_INVALID_ARG, "%s: ndim %d (1, 2 or 3 spatial axes)", op, p->ndim);
-    const int off = 3 - p->ndim;
-    g->npix = 1;
-    g->K = 1;
-    for (int a = 0; a < 3; a++) {
-        bool real = a >= off;
-        g->len[a] = real ? spatial[a - off] : 1;
-        g->kernel[a] = real ? p->kernel[a - off] : 1;
-        g->dilation[a] = real ? p->dilation[a - off] : 1;
-        if (real && p->causal[a - off])
-            return nat_error(NAT_ERR_INVALID_ARG, "%s: causal axes are not supported", op);
-        if (real && (g->kernel[a] < 3 || g->kernel[a] % 2 == 0 || g->dilation[a] < 1))
-            return nat_error(NAT_ERR_INVALID_ARG, "%s: kernel %d / dilation %d on axis %d (odd kernel >= 3, dilation >= 1)",
-                             op, g->kernel[a], g->dilation[a], a - off);
-        if (g->len[a] < (int64_t)g->kernel[a] * g->dilation[a])
-            return nat_error(NAT_ERR_SHAPE, "%s: feature map axis %d of %" PRId64 " is smaller than kernel %d x dilation %d",
-                             op, a - off, g->len[a], g->kernel[a], g->dilation[a]);
-        g->npix *= g->len[a];
-        g->K *= g->kernel[a];
-    }
-    return NAT_OK;
-}
-
-/* First key and rpb index of slot 0 of query i on one axis. */
-static void axis_window(int64_t i, int64_t L, int k, int d, int64_t *key0, int64_t *rpb0)
-{
-    int64_t g = i % d, p = i / d, lg = (L - g + d - 1) / d, s = p - k / 2;
-    s = s > lg - k ? lg - k : s;
-    s = s < 0 ? 0 : s;
-    *key0 = s * d + g;
-    *rpb0 = (k - 1) + s - p;
-}
-
-/* Flat key pixel and flat rpb index (per head) of every slot of pixel `pix`. */
-static void slots(const gproblem *g, int64_t pix, int64_t *key, int64_t *ridx)
+/* Flat key pixel and flat rpb index (per head) of every slot of pixel `pix` (non-causal), each axis's
+ * window from na_axis_window (layers/natten/na_window.h): the kernels' one reading of the rule. */
+static void slots(const na_problem *g, int64_t pix, int64_t *key, int64_t *ridx)
 {
     int64_t c[3], k0[3], r0[3], rem = pix;
     for (int a = 2; a >= 0; a--) {
         c[a] = rem % g->len[a];
         rem /= g->len[a];
-        axis_window(c[a], g->len[a], g->kernel[a], g->dilation[a], &k0[a], &r0[a]);
+        const na_win w = na_axis_window((int)c[a], (int)g->len[a], g->kernel[a], g->dilation[a], 0);
+        k0[a] = w.key0;
+        r0[a] = w.rpb0;
     }
     int64_t s = 0;
     for (int a0 = 0; a0 < g->kernel[0]; a0++)
@@ -90,9 +41,20 @@ static void slots(const gproblem *g, int64_t pix, int64_t *key, int64_t *ridx)
                 int64_t y = k0[0] + (int64_t)a0 * g->dilation[0], x = k0[1] + (int64_t)a1 * g->dilation[1],
                         z = k0[2] + (int64_t)a2 * g->dilation[2];
                 key[s] = (y * g->len[1] + x) * g->len[2] + z;
-                int64_t e1 = 2 * g->kernel[1] - 1, e2 = 2 * g->kernel[2] - 1;
-                ridx[s] = ((r0[0] + a0) * e1 + (r0[1] + a1)) * e2 + (r0[2] + a2);
+                ridx[s] = ((r0[0] + a0) * g->rpb_ext[1] + (r0[1] + a1)) * g->rpb_ext[2] + (r0[2] + a2);
             }
+}
+
+/* The problem of a gather op, validated as the NA ops validate theirs; the legacy algorithm has no
+ * causal mask. */
+static nat_status gather_problem(na_problem *g, const nat_na_params *p, int64_t heads, const int64_t *spatial,
+                                 int64_t dim, int has_rpb, const char *op)
+{
+    if (p->ndim >= 1 && p->ndim <= 3)
+        for (int a = 0; a < p->ndim; a++)
+            if (p->causal[a])
+                return nat_error(NAT_ERR_INVALID_ARG, "%s: causal axes are not supported", op);
+    return na_problem_init(g, p, 1, heads, spatial, dim, has_rpb, op);
 }
 
 #define MAX_K 4096
@@ -107,7 +69,8 @@ static void save_problem(nat_node *node, const nat_na_params *p, const int64_t *
     }
 }
 
-static nat_status load_problem(const nat_node *node, gproblem *g, const char *op)
+/* The forward's problem again (validated then): sizes only, no check. */
+static void load_problem(const nat_node *node, na_problem *g)
 {
     nat_na_params p = nat_na_params_make((int)node->i[0], 3, 1);
     int64_t spatial[3];
@@ -116,15 +79,15 @@ static nat_status load_problem(const nat_node *node, gproblem *g, const char *op
         p.dilation[a] = (int)(node->i[1 + a] >> 32);
         spatial[a] = node->i[4 + a];
     }
-    return gproblem_init(g, &p, spatial, op);
+    na_problem_fill(g, &p, 1, 1, spatial, 1);
 }
 
 /* ---- neighbours of every query ---- */
 
-static void gather_planes(const gproblem *g, int64_t planes, int64_t D, bool transpose, const float *src, float *dst,
+static void gather_planes(const na_problem *g, int64_t planes, int64_t D, bool transpose, const float *src, float *dst,
                           bool backward)
 {
-    const int64_t K = g->K;
+    const int64_t K = g->nkeys;
     if (!backward) {
 #pragma omp parallel
         {
@@ -168,8 +131,8 @@ static nat_status gather_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     if (!gt)
         return NAT_OK;
     NAT_TRY(nat_dense(ctx, g, &gd));
-    gproblem gp;
-    NAT_TRY(load_problem(node, &gp, "na_gather"));
+    na_problem gp;
+    load_problem(node, &gp);
     const nat_tensor *t = node->in[0];
     gather_planes(&gp, t->shape[0] * t->shape[1], t->shape[t->ndim - 1], node->i[7] != 0, nat_tensor_f32(gd),
                   nat_tensor_f32(gt), true);
@@ -178,7 +141,7 @@ static nat_status gather_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
 
 static const nat_op_def gather_op = {"na_gather", gather_backward};
 
-nat_status nat_na_gather(nat_ctx *ctx, nat_tensor *t, const nat_na_params *p, int transpose, nat_tensor **out)
+nat_status nat_bench_na_gather(nat_ctx *ctx, nat_tensor *t, const nat_na_params *p, int transpose, nat_tensor **out)
 {
     NAT_TRY(nat_check_f32(ctx, t, "na_gather", "t"));
     if (p->ndim < 1 || p->ndim > 3 || t->ndim != p->ndim + 3) {
@@ -186,14 +149,14 @@ nat_status nat_na_gather(nat_ctx *ctx, nat_tensor *t, const nat_na_params *p, in
         return nat_error(NAT_ERR_SHAPE, "na_gather: t %s; expected [B, heads, *spatial (%d axes), D]",
                          nat_shape_str(t, st, sizeof st), p->ndim);
     }
-    gproblem g;
-    NAT_TRY(gproblem_init(&g, p, t->shape + 2, "na_gather"));
-    if (g.K > MAX_K)
-        return nat_error(NAT_ERR_INVALID_ARG, "na_gather: %" PRId64 " keys per query (at most %d)", g.K, MAX_K);
+    na_problem g;
+    NAT_TRY(gather_problem(&g, p, t->shape[1], t->shape + 2, t->shape[t->ndim - 1], 0, "na_gather"));
+    if (g.nkeys > MAX_K)
+        return nat_error(NAT_ERR_INVALID_ARG, "na_gather: %" PRId64 " keys per query (at most %d)", g.nkeys, MAX_K);
     const int64_t D = t->shape[t->ndim - 1], planes = t->shape[0] * t->shape[1];
     nat_tensor *td, *y;
     NAT_TRY(nat_dense(ctx, t, &td));
-    int64_t s[5] = {t->shape[0], t->shape[1], g.npix, transpose ? D : g.K, transpose ? g.K : D};
+    int64_t s[5] = {t->shape[0], t->shape[1], g.npix, transpose ? D : g.nkeys, transpose ? g.nkeys : D};
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 5, s));
     gather_planes(&g, planes, D, transpose != 0, nat_tensor_f32(td), nat_tensor_f32(y), false);
     nat_node *node;
@@ -208,9 +171,9 @@ nat_status nat_na_gather(nat_ctx *ctx, nat_tensor *t, const nat_na_params *p, in
 
 /* ---- rpb of every (query, slot) ---- */
 
-static void rpb_planes(const gproblem *g, int64_t heads, int64_t per_head, const float *src, float *dst, bool backward)
+static void rpb_planes(const na_problem *g, int64_t heads, int64_t per_head, const float *src, float *dst, bool backward)
 {
-    const int64_t K = g->K;
+    const int64_t K = g->nkeys;
 #pragma omp parallel
     {
         int64_t key[MAX_K], ridx[MAX_K];
@@ -236,21 +199,21 @@ static nat_status gather_rpb_backward(nat_ctx *ctx, nat_node *node, const nat_te
         return NAT_OK;
     NAT_TRY(nat_dense(ctx, g, &gd));
     const nat_tensor *rpb = node->in[0];
-    gproblem gp;
-    NAT_TRY(load_problem(node, &gp, "na_gather_rpb"));
+    na_problem gp;
+    load_problem(node, &gp);
     rpb_planes(&gp, rpb->shape[0], nat_tensor_numel(rpb) / rpb->shape[0], nat_tensor_f32(gd), nat_tensor_f32(gr), true);
     return NAT_OK;
 }
 
 static const nat_op_def gather_rpb_op = {"na_gather_rpb", gather_rpb_backward};
 
-nat_status nat_na_gather_rpb(nat_ctx *ctx, nat_tensor *rpb, const nat_na_params *p, const int64_t *spatial,
-                             nat_tensor **out)
+nat_status nat_bench_na_gather_rpb(nat_ctx *ctx, nat_tensor *rpb, const nat_na_params *p, const int64_t *spatial,
+                                   nat_tensor **out)
 {
     NAT_TRY(nat_check_f32(ctx, rpb, "na_gather_rpb", "rpb"));
-    gproblem g;
-    NAT_TRY(gproblem_init(&g, p, spatial, "na_gather_rpb"));
-    bool ok = rpb->ndim == p->ndim + 1 && g.K <= MAX_K;
+    na_problem g;
+    NAT_TRY(gather_problem(&g, p, rpb->ndim >= 1 ? rpb->shape[0] : 1, spatial, 1, 1, "na_gather_rpb"));
+    bool ok = rpb->ndim == p->ndim + 1 && g.nkeys <= MAX_K;
     for (int a = 0; ok && a < p->ndim; a++)
         ok = rpb->shape[1 + a] == 2 * p->kernel[a] - 1;
     if (!ok) {
@@ -260,7 +223,7 @@ nat_status nat_na_gather_rpb(nat_ctx *ctx, nat_tensor *rpb, const nat_na_params 
     }
     nat_tensor *rd, *y;
     NAT_TRY(nat_dense(ctx, rpb, &rd));
-    int64_t s[3] = {rpb->shape[0], g.npix, g.K};
+    int64_t s[3] = {rpb->shape[0], g.npix, g.nkeys};
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 3, s));
     rpb_planes(&g, rpb->shape[0], nat_tensor_numel(rpb) / rpb->shape[0], nat_tensor_f32(rd), nat_tensor_f32(y), false);
     nat_node *node;
@@ -271,10 +234,10 @@ nat_status nat_na_gather_rpb(nat_ctx *ctx, nat_tensor *rpb, const nat_na_params 
     return NAT_OK;
 }
 
-/* ---- the NA op the legacy way (layers_internal.h) ---- */
+/* ---- the NA op the legacy way (a nat_na_fn) ---- */
 
-nat_status nat_na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb,
-                               const nat_na_params *p, float attn_drop, bool training, nat_rng *rng, nat_tensor **out)
+nat_status nat_bench_na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb,
+                                  const nat_na_params *p, float attn_drop, bool training, nat_rng *rng, nat_tensor **out)
 {
     const int nd = p->ndim;
     const int64_t B = q->shape[0], heads = q->shape[1], D = q->shape[nd + 2];
@@ -288,7 +251,7 @@ nat_status nat_na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tens
     NAT_TRY(nat_scale(ctx, q, scale, &qs));
     int64_t q3[3] = {B * heads * S, 1, D};
     NAT_TRY(nat_reshape(ctx, qs, 3, q3, &qs));
-    NAT_TRY(nat_na_gather(ctx, k, p, 1, &kg)); /* [B, heads, S, D, K] */
+    NAT_TRY(nat_bench_na_gather(ctx, k, p, 1, &kg)); /* [B, heads, S, D, K] */
     int64_t k3[3] = {B * heads * S, D, K};
     NAT_TRY(nat_reshape(ctx, kg, 3, k3, &kg));
     NAT_TRY(nat_matmul(ctx, qs, kg, &logits)); /* [B·heads·S, 1, K] */
@@ -296,14 +259,14 @@ nat_status nat_na_by_gather(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tens
     NAT_TRY(nat_reshape(ctx, logits, 4, l4, &logits));
     if (rpb) {
         nat_tensor *bias;
-        NAT_TRY(nat_na_gather_rpb(ctx, rpb, p, q->shape + 2, &bias)); /* [heads, S, K] */
+        NAT_TRY(nat_bench_na_gather_rpb(ctx, rpb, p, q->shape + 2, &bias)); /* [heads, S, K] */
         NAT_TRY(nat_add(ctx, logits, bias, &logits));
     }
     NAT_TRY(nat_softmax(ctx, logits, &logits));
     NAT_TRY(nat_dropout(ctx, logits, attn_drop, training, rng, &logits));
     int64_t a3[3] = {B * heads * S, 1, K};
     NAT_TRY(nat_reshape(ctx, logits, 3, a3, &logits));
-    NAT_TRY(nat_na_gather(ctx, v, p, 0, &vg)); /* [B, heads, S, K, D] */
+    NAT_TRY(nat_bench_na_gather(ctx, v, p, 0, &vg)); /* [B, heads, S, K, D] */
     int64_t v3[3] = {B * heads * S, K, D};
     NAT_TRY(nat_reshape(ctx, vg, 3, v3, &vg));
     NAT_TRY(nat_matmul(ctx, logits, vg, &o));
