@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 # PyTorch and PIL are optional for nat (install-deps.sh leaves them out); the tests install Debian's so
-# the converter test (test_convert: scripts/nat_convert.py against PyTorch's logits, ~2.5 min on 2
+# the converter test (test_convert: scripts/nat_convert.py against PyTorch's logits, ~100 s on 2
 # cores) runs in CI instead of reporting skipped.
 if ! python3 -c 'import torch, PIL' 2>/dev/null; then
   SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
