@@ -2,20 +2,16 @@
  *
  * Opening only lists and sorts paths (torchvision ImageFolder's order: class folders in byte order;
  * inside a class, the folder's own files sorted, then its sub-folders in order, recursively). Decoding
- * happens in get, on whichever thread calls it: stb_image keeps its failure reason per thread, so
- * concurrent decodes are safe. A file that cannot be opened is NAT_ERR_IO, one stb_image cannot decode
- * (corrupt, truncated, not really a JPEG/PNG) NAT_ERR_FORMAT; both messages start with the path. */
+ * happens in get, on whichever thread calls it, through nat_image_load (data/image.c), which nat-classify
+ * uses too, so a file is read the same way whether it sits in a folder or is named on a command line. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-
-#include <stb_image.h> /* stbi_load_from_file (linked from Debian's libstb) */
 
 #include "data/data_internal.h"
 
@@ -159,52 +155,12 @@ static nat_status scan_class(folder_set *s, const char *dir, int32_t label, int 
     return st;
 }
 
-static _Atomic int64_t max_pixels = NAT_DEFAULT_MAX_PIXELS; /* read by loader workers: atomic */
-
-int64_t nat_data_set_max_pixels(int64_t n) { return atomic_exchange(&max_pixels, n); }
-
 static nat_status folder_get(void *user, int64_t i, nat_image *img, int32_t *label)
 {
     const folder_set *s = user;
-    const char *path = s->paths[i];
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return nat_error(NAT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    /* The format by its first bytes, for messages: stb_image's own reason is that of the last decoder it
-     * tried, so a truncated JPEG came out as "bad png sig". */
-    unsigned char magic[4] = {0};
-    size_t got = fread(magic, 1, sizeof magic, f);
-    rewind(f);
-    const char *kind = got >= 3 && magic[0] == 0xff && magic[1] == 0xd8 && magic[2] == 0xff ? "JPEG"
-                       : got == 4 && !memcmp(magic, "\x89PNG", 4)                            ? "PNG"
-                                                                                            : "image";
-    int w = 0, h = 0, n = 0;
-    /* The size from the header before decoding: a small file can declare a huge image. */
-    const int64_t limit = atomic_load(&max_pixels);
-    if (stbi_info_from_file(f, &w, &h, &n) && (int64_t)w * (int64_t)h > limit) {
-        fclose(f);
-        return nat_error(NAT_ERR_FORMAT, "%s: the %s is %dx%d = %lld pixels, more than data.max_pixels = %lld", path,
-                         kind, w, h, (long long)w * h, (long long)limit);
-    }
-    unsigned char *px = stbi_load_from_file(f, &w, &h, &n, s->channels);
-    fclose(f);
-    if (!px)
-        return nat_error(NAT_ERR_FORMAT, "%s: cannot decode the %s (truncated or corrupt?): %s", path, kind,
-                         stbi_failure_reason());
-    nat_status st = nat_image_reserve(img, s->channels, h, w);
-    if (st == NAT_OK) {
-        const int C = s->channels;
-        const size_t plane = (size_t)h * (size_t)w;
-        for (int c = 0; c < C; c++) {
-            float *dst = img->data + (size_t)c * plane;
-            const unsigned char *src = px + c;
-            for (size_t p = 0; p < plane; p++)
-                dst[p] = (float)src[p * (size_t)C] / 255.0f;
-        }
-        *label = s->labels[i];
-    }
-    stbi_image_free(px);
-    return st;
+    NAT_TRY(nat_image_load(s->paths[i], s->channels, img));
+    *label = s->labels[i];
+    return NAT_OK;
 }
 
 nat_status nat_dataset_open_folder(const char *dir, int channels, nat_dataset **out)

@@ -83,6 +83,8 @@ static char *find_file(const char *dir, const char *stem)
 static const char *const fashion_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                               "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
 
+const char *const *nat_fashion_mnist_class_names(void) { return fashion_names; }
+
 nat_status nat_dataset_open_mnist(const char *dir, nat_split split, bool fashion, nat_dataset **out)
 {
     *out = NULL;

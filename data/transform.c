@@ -5,16 +5,26 @@
  * generators. Python's round() rounds halves to even: nearbyint() does the same in the default rounding
  * mode, so crop offsets and box sizes match torchvision's integer arithmetic.
  *
- * Resampling is PIL's bilinear (what torchvision uses on PIL images, and on tensors with antialias=True):
+ * Bilinear resampling is PIL's (what torchvision uses on PIL images, and on tensors with antialias=True):
  * a separable triangle filter whose support widens by the scale factor when shrinking, so a downscale
  * averages every source pixel instead of aliasing; when enlarging it is plain bilinear with half-pixel
  * centres. Weights are normalised per output pixel, so a constant image stays constant. Written here
- * rather than taken from stb_image_resize because crops of CHW planes and PIL's exact taps are simpler
- * to get right in 60 lines than through stbir's interleaved-pixel API.
+ * because PIL's exact taps (renormalised at the borders) are simple to reproduce in a few lines.
+ *
+ * Bicubic resampling (timm's evaluation of NAT/DiNAT: PIL's BICUBIC, Keys' cubic with a = -0.5, i.e.
+ * Catmull-Rom, support widened when shrinking) is stb_image_resize's (Debian's libstb ships v0.97, the
+ * stbir_resize_float_generic API; its Catmull-Rom filter is the same cubic and it widens the support by
+ * the scale factor too). Each CHW plane is one single-channel image to stbir; a crop box is passed as a
+ * sub-image (pointer + row stride), so the box is cropped before it is resized, as torchvision's
+ * resized_crop does. stbir clamps at the borders where PIL renormalises the truncated filter: only
+ * the outer ~2 output pixels can differ, which a centre crop removes. Measured against PIL on 50
+ * images: docs/pretrained.md.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <stb_image_resize.h> /* stbir_resize_float_generic (linked from Debian's libstb) */
 
 #include "nat/data.h"
 
@@ -60,6 +70,19 @@ nat_transform nat_tf_random_erasing(float p)
                            .ratio = {0.3f, 1.0f / 0.3f}, .value = 0.0f};
 }
 
+int nat_tf_eval_preset(nat_transform out[3], int img_size, float crop_pct, nat_interp interp, int channels,
+                       const float *mean, const float *std)
+{
+    /* timm: scale_size = math.floor(img_size / crop_pct); the epsilon keeps 224 / 0.875 at 256 whatever
+     * the float rounding of crop_pct. */
+    double scale = crop_pct > 0.0f ? (double)img_size / (double)crop_pct : 0.0;
+    out[0] = nat_tf_resize((int)floor(scale + 1e-6));
+    out[0].interp = interp;
+    out[1] = nat_tf_center_crop(img_size, img_size);
+    out[2] = nat_tf_normalize(channels, mean, std);
+    return 3;
+}
+
 static const char *kind_name(nat_transform_kind k)
 {
     switch (k) {
@@ -99,6 +122,14 @@ static nat_status check_size(const char *n, int h, int w)
     return NAT_OK;
 }
 
+static nat_status check_interp(const char *n, int interp)
+{
+    if (interp != NAT_INTERP_BILINEAR && interp != NAT_INTERP_BICUBIC)
+        return nat_error(NAT_ERR_INVALID_ARG, "transform %s: interpolation %d is not bilinear (0) or bicubic (1)", n,
+                         interp);
+    return NAT_OK;
+}
+
 nat_status nat_transform_check(const nat_transform *t)
 {
     const char *n = kind_name(t->kind);
@@ -106,11 +137,12 @@ nat_status nat_transform_check(const nat_transform *t)
     case NAT_TF_RESIZE:
         if (t->size < 1)
             return nat_error(NAT_ERR_INVALID_ARG, "transform %s: size %d must be >= 1", n, t->size);
-        return NAT_OK;
+        return check_interp(n, t->interp);
     case NAT_TF_CENTER_CROP:
         return check_size(n, t->height, t->width);
     case NAT_TF_RANDOM_RESIZED_CROP:
         NAT_TRY(check_size(n, t->height, t->width));
+        NAT_TRY(check_interp(n, t->interp));
         return check_ranges(n, t->scale, t->ratio);
     case NAT_TF_RANDOM_CROP:
         if (t->padding < 0)
@@ -278,6 +310,75 @@ static nat_status resample_box(nat_image *img, nat_image *tmp, int y0, int x0, i
     return s;
 }
 
+/* One pass of stb_image_resize's Catmull-Rom filter over a single-channel plane (strides in floats),
+ * clipped to [0, 1] when `clip`. */
+static nat_status cubic_pass(const float *src, int w, int h, int stride, float *dst, int ow, int oh, bool clip)
+{
+    if (!stbir_resize_float_generic(src, w, h, stride * (int)sizeof(float), dst, ow, oh, ow * (int)sizeof(float), 1,
+                                    STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP, STBIR_FILTER_CATMULLROM,
+                                    STBIR_COLORSPACE_LINEAR, NULL))
+        return nat_error(NAT_ERR_OOM, "bicubic resize %dx%d -> %dx%d: stb_image_resize failed (out of memory)", w, h, ow,
+                         oh);
+    if (clip)
+        for (size_t k = 0; k < (size_t)oh * ow; k++)
+            dst[k] = dst[k] < 0.0f ? 0.0f : dst[k] > 1.0f ? 1.0f : dst[k];
+    return NAT_OK;
+}
+
+/* The box of img resized to oh x ow with stb_image_resize's Catmull-Rom filter, plane by plane, into
+ * tmp, then swapped into img. PIL resizes bytes in two passes, horizontal then vertical, and clips the
+ * cubic's overshoot to 0..255 after each; so when the box's values lie in [0, 1] (bytes / 255), this
+ * runs the same two passes and clips after each (clipping only at the end differs by up to 8/255 next
+ * to sharp edges of upscaled images). Other data (already normalised) keeps its overshoot. A pass along
+ * an axis whose size does not change is the identity (the cubic is 1 at 0 and 0 at +-1), so it is
+ * skipped. */
+static nat_status resample_box_cubic(nat_image *img, nat_image *tmp, int y0, int x0, int bh, int bw, int oh, int ow)
+{
+    NAT_TRY(nat_image_reserve(tmp, img->c, oh, ow));
+    float *mid = bw != ow && bh != oh ? malloc((size_t)ow * bh * sizeof *mid) : NULL;
+    if (bw != ow && bh != oh && !mid)
+        return nat_error(NAT_ERR_OOM, "bicubic resize: no memory for a %dx%d plane", ow, bh);
+    const int W = img->w;
+    nat_status s = NAT_OK;
+    for (int c = 0; c < img->c && s == NAT_OK; c++) {
+        const float *src = img->data + ((size_t)c * img->h + y0) * W + x0;
+        float *dst = tmp->data + (size_t)c * oh * ow;
+        float lo = src[0], hi = src[0];
+        for (int y = 0; y < bh; y++)
+            for (int x = 0; x < bw; x++) {
+                float v = src[(size_t)y * W + x];
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
+        const bool clip = lo >= 0.0f && hi <= 1.0f;
+        if (bw != ow && bh != oh) {
+            s = cubic_pass(src, bw, bh, W, mid, ow, bh, clip);
+            if (s == NAT_OK)
+                s = cubic_pass(mid, ow, bh, ow, dst, ow, oh, clip);
+        } else if (bw != ow || bh != oh) {
+            s = cubic_pass(src, bw, bh, W, dst, ow, oh, clip);
+        } else {
+            for (int y = 0; y < oh; y++)
+                memcpy(dst + (size_t)y * ow, src + (size_t)y * W, (size_t)ow * sizeof *dst);
+        }
+    }
+    free(mid);
+    if (s != NAT_OK)
+        return s;
+    nat_image t = *img;
+    *img = *tmp;
+    *tmp = t;
+    return NAT_OK;
+}
+
+static nat_status resample(const nat_transform *t, nat_image *img, nat_image *tmp, int y0, int x0, int bh, int bw,
+                           int oh, int ow)
+{
+    if (t->interp == NAT_INTERP_BICUBIC)
+        return resample_box_cubic(img, tmp, y0, x0, bh, bw, oh, ow);
+    return resample_box(img, tmp, y0, x0, bh, bw, oh, ow);
+}
+
 /* out(y, x) = img(y + oy, x + ox), 0 outside the image; result oh x ow, swapped into img. */
 static nat_status crop_pad(nat_image *img, nat_image *tmp, int oy, int ox, int oh, int ow)
 {
@@ -365,7 +466,7 @@ static nat_status apply_one(const nat_transform *t, nat_image *img, nat_image *t
         resize_size(t->size, H, W, &oh, &ow);
         if (oh == H && ow == W)
             return NAT_OK;
-        return resample_box(img, tmp, 0, 0, H, W, oh, ow);
+        return resample(t, img, tmp, 0, 0, H, W, oh, ow);
     }
     case NAT_TF_CENTER_CROP: {
         int oy = t->height > H ? -((t->height - H) / 2) : pyround((H - t->height) / 2.0);
@@ -375,7 +476,7 @@ static nat_status apply_one(const nat_transform *t, nat_image *img, nat_image *t
     case NAT_TF_RANDOM_RESIZED_CROP: {
         int b[4];
         nat_tf_rrc_box(rng, H, W, t->scale, t->ratio, b);
-        return resample_box(img, tmp, b[0], b[1], b[2], b[3], t->height, t->width);
+        return resample(t, img, tmp, b[0], b[1], b[2], b[3], t->height, t->width);
     }
     case NAT_TF_RANDOM_CROP: {
         int ph = H + 2 * t->padding, pw = W + 2 * t->padding;

@@ -79,6 +79,8 @@ static const key_def keys[] = {
      "training and evaluation resolution; 0 = the dataset's own (folders: 224)"},
     {"data", "crop_pct", T_FLOAT, OFF(data.crop_pct), 0.05, 1, false, NULL, "0.875",
      "folders, evaluation: resize the shorter side to img_size / crop_pct, then centre-crop img_size"},
+    {"data", "interpolation", T_ENUM, OFF(data.interpolation), 0, 0, false, "bilinear|bicubic", "bilinear",
+     "filter of every resize and random_resized_crop: PIL's bilinear, or PIL's bicubic (timm's NAT/DiNAT; stb_image_resize's Catmull-Rom)"},
     {"data", "train_limit", T_I64, OFF(data.train_limit), 0, BIG, false, NULL, "0", "use only the first N training samples; 0 = all"},
     {"data", "test_limit", T_I64, OFF(data.test_limit), 0, BIG, false, NULL, "0", "use only the first N test samples; 0 = all"},
     {"data", "workers", T_INT, OFF(data.workers), 0, 256, false, NULL, "2", "loader threads; 0 = build batches in the training thread"},

@@ -105,6 +105,40 @@ static void default_norm(const nat_config *c, int ch, float *mean, float *std)
     }
 }
 
+nat_interp nat_config_interp(const nat_config *c)
+{
+    return !strcmp(c->data.interpolation, "bicubic") ? NAT_INTERP_BICUBIC : NAT_INTERP_BILINEAR;
+}
+
+/* data.mean/std, else the format's usual constants. */
+static void norm_of(const nat_config *c, int ch, float *mean, float *std)
+{
+    default_norm(c, ch, mean, std);
+    for (int i = 0; i < c->data.mean.n && i < NAT_TF_MAX_CHANNELS; i++) {
+        mean[i] = c->data.mean.v[i];
+        std[i] = c->data.std.v[i];
+    }
+}
+
+void nat_train_eval_transforms(const nat_config *c, int ch, bool varying, int h, int w, nat_transform tf[4], int *n)
+{
+    const int S = c->data.img_size;
+    const nat_interp interp = nat_config_interp(c);
+    float mean[NAT_TF_MAX_CHANNELS] = {0}, std[NAT_TF_MAX_CHANNELS] = {0};
+    norm_of(c, ch, mean, std);
+    if (varying) { /* one code path for image folders and nat-classify's files */
+        *n = nat_tf_eval_preset(tf, S, c->data.crop_pct, interp, ch, mean, std);
+        return;
+    }
+    *n = 0;
+    if (h != S || w != S) {
+        tf[*n] = nat_tf_resize(S);
+        tf[(*n)++].interp = interp;
+        tf[(*n)++] = nat_tf_center_crop(S, S);
+    }
+    tf[(*n)++] = nat_tf_normalize(ch, mean, std);
+}
+
 nat_status nat_train_loader_new(const nat_config *c, const nat_dataset *ds, bool train, nat_loader **out)
 {
     *out = NULL;
@@ -112,37 +146,33 @@ nat_status nat_train_loader_new(const nat_config *c, const nat_dataset *ds, bool
     nat_dataset_shape(ds, &ch, &h, &w);
     const int S = c->data.img_size;
     const bool fixed = h > 0 && w > 0, native = fixed && h == S && w == S;
+    const nat_interp interp = nat_config_interp(c);
     nat_transform tf[8];
     int n = 0;
     if (train) {
         const char *crop = c->aug.crop;
-        if (!native && strcmp(crop, "random_resized_crop"))
-            tf[n++] = nat_tf_resize(S);
+        if (!native && strcmp(crop, "random_resized_crop")) {
+            tf[n] = nat_tf_resize(S);
+            tf[n++].interp = interp;
+        }
         if (!strcmp(crop, "random_crop"))
             tf[n++] = nat_tf_random_crop(S, S, c->aug.padding);
         else if (!strcmp(crop, "random_resized_crop")) {
             tf[n] = nat_tf_random_resized_crop(S, S);
+            tf[n].interp = interp;
             tf[n++].scale[0] = c->aug.scale_min;
         } else if (!native)
             tf[n++] = nat_tf_center_crop(S, S);
         if (c->aug.hflip > 0.0f)
             tf[n++] = nat_tf_hflip(c->aug.hflip);
-    } else if (!fixed) {
-        tf[n++] = nat_tf_resize((int)((float)S / c->data.crop_pct + 0.5f));
-        tf[n++] = nat_tf_center_crop(S, S);
-    } else if (!native) {
-        tf[n++] = nat_tf_resize(S);
-        tf[n++] = nat_tf_center_crop(S, S);
+        float mean[NAT_TF_MAX_CHANNELS] = {0}, std[NAT_TF_MAX_CHANNELS] = {0};
+        norm_of(c, ch, mean, std);
+        tf[n++] = nat_tf_normalize(ch, mean, std);
+        if (c->aug.erasing > 0.0f)
+            tf[n++] = nat_tf_random_erasing(c->aug.erasing);
+    } else {
+        nat_train_eval_transforms(c, ch, !fixed, h, w, tf, &n);
     }
-    float mean[NAT_TF_MAX_CHANNELS] = {0}, std[NAT_TF_MAX_CHANNELS] = {0};
-    default_norm(c, ch, mean, std);
-    for (int i = 0; i < c->data.mean.n && i < NAT_TF_MAX_CHANNELS; i++) {
-        mean[i] = c->data.mean.v[i];
-        std[i] = c->data.std.v[i];
-    }
-    tf[n++] = nat_tf_normalize(ch, mean, std);
-    if (train && c->aug.erasing > 0.0f)
-        tf[n++] = nat_tf_random_erasing(c->aug.erasing);
 
     nat_loader_opts o = nat_loader_defaults();
     o.workers = c->data.workers;

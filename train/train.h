@@ -67,6 +67,8 @@ typedef struct nat_config {
         char root[NAT_CFG_STR]; /* "" = Fashion-MNIST's Debian path for fashion-mnist; required otherwise */
         int img_size;          /* 0 = the dataset's own size (folders: 224) */
         float crop_pct;        /* folders, evaluation: resize to img_size / crop_pct, centre crop */
+        char interpolation[16]; /* bilinear or bicubic: every resize and random_resized_crop (timm's
+                                   NAT/DiNAT: bicubic, configs/imagenet/nat_*.cfg) */
         int64_t train_limit, test_limit; /* use only the first N samples; 0 = all */
         int workers;
         nat_cfg_floats mean, std; /* empty = the dataset's usual constants */
@@ -292,8 +294,9 @@ nat_status nat_train_log_close(nat_train_log *log);
  * with aug.padding, random_resized_crop with (aug.scale_min, 1), or for folders with `none` a resize and
  * centre crop), horizontal flip, normalisation, random erasing; batches drop the last partial one and
  * mixup/cutmix (with label smoothing folded into soft targets) when either alpha is set.
- * Evaluation: folders resize to img_size / crop_pct and centre-crop img_size; fixed-size datasets are
- * resized only when img_size differs; then normalisation. */
+ * Evaluation: folders resize to floor(img_size / crop_pct) and centre-crop img_size (timm's eval
+ * transform, nat_tf_eval_preset); fixed-size datasets are resized only when img_size differs; then
+ * normalisation. Every resize uses data.interpolation. */
 
 /* Opens the config's dataset split, cut to data.train_limit / data.test_limit samples when set. */
 nat_status nat_train_open_dataset(const nat_config *c, nat_split split, nat_dataset **out);
@@ -304,6 +307,13 @@ nat_status nat_train_resolve_data(nat_config *c, const nat_dataset *ds);
  * Evaluation loaders run one epoch in dataset order; reposition them with nat_loader_set_state to
  * evaluate again. */
 nat_status nat_train_loader_new(const nat_config *c, const nat_dataset *ds, bool train, nat_loader **out);
+/* The evaluation transforms of images of ch channels as the loader builds them: `varying` sizes (image
+ * folders, or image files named on a command line: resize + centre crop by crop_pct), else a
+ * fixed-size dataset whose samples are h x w (resized to img_size only when that differs). The
+ * normalisation is data.mean/std, else the format's usual constants. Fills tf[0..*n), *n <= 4. */
+void nat_train_eval_transforms(const nat_config *c, int ch, bool varying, int h, int w, nat_transform tf[4], int *n);
+/* data.interpolation as a nat_interp. */
+nat_interp nat_config_interp(const nat_config *c);
 
 /* ---- device: the device nat-train and nat-eval run on (train.device) and the explicit copies
  * between the loader's host batches and that device.

@@ -49,6 +49,13 @@ typedef struct nat_image {
 nat_status nat_image_reserve(nat_image *im, int c, int h, int w);
 void nat_image_free(nat_image *im);
 
+/* Decodes a JPEG or PNG file (stb_image) into img as `channels` (1 or 3) planes of bytes / 255, the way
+ * PIL's convert("RGB") / convert("L") would: alpha is dropped (not composited), grey is replicated to
+ * RGB, RGB is reduced to grey with stb_image's integer weights. A file that cannot be opened is
+ * NAT_ERR_IO; one that does not decode, or declares more pixels than nat_data_set_max_pixels allows,
+ * is NAT_ERR_FORMAT; the message names the file. Thread-safe (image folders decode with it). */
+nat_status nat_image_load(const char *path, int channels, nat_image *img);
+
 /* ---------------------------------------------------------------------------------------------------
  * Datasets
  * ------------------------------------------------------------------------------------------------- */
@@ -83,6 +90,9 @@ nat_status nat_dataset_open_idx(const char *images_path, const char *labels_path
 /* The MNIST file layout in `dir`: {train,t10k}-images-idx3-ubyte[.gz] and {train,t10k}-labels-idx1-ubyte[.gz].
  * fashion selects Fashion-MNIST's class names ("T-shirt/top", "Trouser", ...) instead of digits. */
 nat_status nat_dataset_open_mnist(const char *dir, nat_split split, bool fashion, nat_dataset **out);
+
+/* Fashion-MNIST's ten class names, "T-shirt/top" .. "Ankle boot" (static). */
+const char *const *nat_fashion_mnist_class_names(void);
 
 /* CIFAR-10 binary version: dir holds data_batch_1.bin .. data_batch_5.bin (train) and test_batch.bin
  * (test); records of 1 label byte + 3072 pixel bytes (R, G, B planes of 32 x 32). A file whose size is
@@ -135,8 +145,16 @@ nat_status nat_dataset_get(const nat_dataset *ds, int64_t i, nat_image *img, int
  * in the defaults, then change fields as needed). Applied in array order.
  * ------------------------------------------------------------------------------------------------- */
 
+/* Resampling filter of NAT_TF_RESIZE and NAT_TF_RANDOM_RESIZED_CROP. */
+typedef enum nat_interp {
+    NAT_INTERP_BILINEAR = 0, /* PIL's bilinear: triangle filter, widened when shrinking (antialiased) */
+    NAT_INTERP_BICUBIC = 1   /* PIL's bicubic (Catmull-Rom, a = -0.5), widened when shrinking: timm's
+                                evaluation of NAT/DiNAT; computed by stb_image_resize; results are
+                                clipped to [0, 1] when the input lies in [0, 1], as PIL clips bytes */
+} nat_interp;
+
 typedef enum nat_transform_kind {
-    NAT_TF_RESIZE,              /* shorter side to `size`, the other int(size * long / short); bilinear */
+    NAT_TF_RESIZE,              /* shorter side to `size`, the other int(size * long / short); `interp` */
     NAT_TF_CENTER_CROP,         /* height x width from the centre (zero padding when the image is smaller) */
     NAT_TF_RANDOM_RESIZED_CROP, /* torchvision RandomResizedCrop: area `scale`, aspect `ratio`, to height x width */
     NAT_TF_RANDOM_CROP,         /* zero-pad every side by `padding`, then a random height x width window */
@@ -158,6 +176,7 @@ typedef struct nat_transform {
     float value;        /* RANDOM_ERASING: fill value, 0 */
     int channels;       /* NORMALIZE: how many mean/std entries are set (must match the image) */
     float mean[NAT_TF_MAX_CHANNELS], std[NAT_TF_MAX_CHANNELS];
+    int interp;         /* RESIZE, RANDOM_RESIZED_CROP: a nat_interp; 0 (bilinear) by default */
 } nat_transform;
 
 nat_transform nat_tf_resize(int size);
@@ -167,6 +186,18 @@ nat_transform nat_tf_random_crop(int height, int width, int padding);
 nat_transform nat_tf_hflip(float p);
 nat_transform nat_tf_normalize(int channels, const float *mean, const float *std);
 nat_transform nat_tf_random_erasing(float p);
+
+/* timm's evaluation transform (transforms_factory, crop_mode 'center'): resize the shorter side to
+ * floor(img_size / crop_pct) with `interp`, centre-crop img_size x img_size, normalise with mean/std
+ * (`channels` values each). Fills out[0..3) and returns 3. NAT/DiNAT on ImageNet: 224, 0.875 (so
+ * 256), NAT_INTERP_BICUBIC, NAT_IMAGENET_MEAN/STD. crop_pct 1 resizes straight to img_size. */
+int nat_tf_eval_preset(nat_transform out[3], int img_size, float crop_pct, nat_interp interp, int channels,
+                       const float *mean, const float *std);
+
+/* nat_image_load + nat_tf_eval_preset applied: one file as the evaluation of an image folder sees it
+ * (nat-classify, nat-eval with configs/imagenet/nat_*.cfg). img ends channels x img_size x img_size. */
+nat_status nat_image_preprocess_eval(const char *path, int channels, int img_size, float crop_pct, nat_interp interp,
+                                     const float *mean, const float *std, nat_image *img);
 
 /* Common normalisation constants (torchvision/timm's). */
 #define NAT_IMAGENET_MEAN {0.485f, 0.456f, 0.406f}

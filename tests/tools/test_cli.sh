@@ -30,7 +30,7 @@ has() {
 }
 
 # ---- exit codes ----
-for t in nat-train nat-eval nat-bench nat-profile; do
+for t in nat-train nat-eval nat-classify nat-bench nat-profile; do
   expect 0 "$t --help" "$build/$t" --help
   has "usage" "$t --help prints the usage"
   expect 2 "$t with an unknown option" "$build/$t" --no-such-option
@@ -50,6 +50,30 @@ expect 1 "nat-eval with a missing checkpoint" "$build/nat-eval" --checkpoint "$t
 has "none.safetensors" "the missing checkpoint is named"
 expect 2 "nat-bench with an unknown benchmark" "$build/nat-bench" no-such-bench
 expect 2 "nat-profile with an unknown model" "$build/nat-profile" --model no_such_model --mode infer
+
+# ---- nat-classify on the checked-in tiny Fashion-MNIST NAT ----
+ck="$src/tests/data/tiny_fmnist.safetensors"
+boot="$src/tests/data/fmnist_test0_ankle_boot.png"
+expect 2 "nat-classify without --checkpoint" "$build/nat-classify" "$boot"
+expect 2 "nat-classify without images" "$build/nat-classify" --checkpoint "$ck"
+expect 2 "nat-classify --top 0" "$build/nat-classify" --checkpoint "$ck" --top 0 "$boot"
+expect 0 "nat-classify an ankle boot" "$build/nat-classify" --checkpoint "$ck" --top 3 "$boot"
+has "1\. 0\.[0-9]*  Ankle boot (9)" "nat-classify: the ankle boot is class 9, with its Fashion-MNIST name"
+has "images/s" "nat-classify prints images/s"
+expect 1 "nat-classify with one unreadable image among good ones" "$build/nat-classify" --checkpoint "$ck" \
+  "$boot" "$tmp/none.png" "$src/tests/data/fmnist_test2_trouser.png"
+has "none.png: cannot open" "the unreadable image is named"
+has "Trouser (1)" "the images after it still run"
+expect 1 "nat-classify with a missing checkpoint" "$build/nat-classify" --checkpoint "$tmp/none.safetensors" "$boot"
+has "none.safetensors" "the missing checkpoint is named"
+printf 'a\nb\n' >"$tmp/two.txt"
+expect 2 "nat-classify --labels with 2 names for 10 classes" "$build/nat-classify" --checkpoint "$ck" --labels "$tmp/two.txt" "$boot"
+expect 1 "nat-classify --json with a failure" "$build/nat-classify" --checkpoint "$ck" --json --top 2 "$boot" "$tmp/none.png"
+if python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); i=d["images"]; assert i[0]["top"][0]["class"]==9 and len(i[0]["top"])==2 and "error" in i[1] and d["failed"]==1' "$tmp/out" 2>/dev/null; then
+  ok "nat-classify --json parses: class 9 first, the failed image has an error"
+else
+  bad "nat-classify --json: output does not parse or is wrong"; head -20 "$tmp/out" | sed 's/^/      /'
+fi
 
 # ---- examples ----
 expect 0 "embed_na runs" "$build/examples/embed_na"

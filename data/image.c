@@ -1,0 +1,79 @@
+/* data/image.c — decoding one image file (nat_image_load) and timm's evaluation preprocessing of one
+ * file (nat_image_preprocess_eval).
+ *
+ * stb_image keeps its failure reason per thread, so concurrent decodes (the loader's workers) are safe.
+ * A file that cannot be opened is NAT_ERR_IO; one stb_image cannot decode (corrupt, truncated, not
+ * really a JPEG/PNG) NAT_ERR_FORMAT; both messages start with the path.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <stb_image.h> /* stbi_load_from_file (linked from Debian's libstb) */
+
+#include "nat/data.h"
+
+static _Atomic int64_t max_pixels = NAT_DEFAULT_MAX_PIXELS; /* read by loader workers: atomic */
+
+int64_t nat_data_set_max_pixels(int64_t n) { return atomic_exchange(&max_pixels, n); }
+
+nat_status nat_image_load(const char *path, int channels, nat_image *img)
+{
+    if (channels != 1 && channels != 3)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: images are read as 1 or 3 channels, not %d", path, channels);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return nat_error(NAT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* The format by its first bytes, for messages: stb_image's own reason is that of the last decoder it
+     * tried, so a truncated JPEG came out as "bad png sig". */
+    unsigned char magic[4] = {0};
+    size_t got = fread(magic, 1, sizeof magic, f);
+    rewind(f);
+    const char *kind = got >= 3 && magic[0] == 0xff && magic[1] == 0xd8 && magic[2] == 0xff ? "JPEG"
+                       : got == 4 && !memcmp(magic, "\x89PNG", 4)                            ? "PNG"
+                                                                                            : "image";
+    int w = 0, h = 0, n = 0;
+    /* The size from the header before decoding: a small file can declare a huge image. */
+    const int64_t limit = atomic_load(&max_pixels);
+    if (stbi_info_from_file(f, &w, &h, &n) && (int64_t)w * (int64_t)h > limit) {
+        fclose(f);
+        return nat_error(NAT_ERR_FORMAT, "%s: the %s is %dx%d = %lld pixels, more than data.max_pixels = %lld", path,
+                         kind, w, h, (long long)w * h, (long long)limit);
+    }
+    unsigned char *px = stbi_load_from_file(f, &w, &h, &n, channels);
+    fclose(f);
+    if (!px)
+        return nat_error(NAT_ERR_FORMAT, "%s: cannot decode the %s (truncated or corrupt?): %s", path, kind,
+                         stbi_failure_reason());
+    nat_status st = nat_image_reserve(img, channels, h, w);
+    if (st == NAT_OK) {
+        const size_t plane = (size_t)h * (size_t)w;
+        for (int c = 0; c < channels; c++) {
+            float *dst = img->data + (size_t)c * plane;
+            const unsigned char *src = px + c;
+            for (size_t p = 0; p < plane; p++)
+                dst[p] = (float)src[p * (size_t)channels] / 255.0f;
+        }
+    }
+    stbi_image_free(px);
+    return st;
+}
+
+nat_status nat_image_preprocess_eval(const char *path, int channels, int img_size, float crop_pct, nat_interp interp,
+                                     const float *mean, const float *std, nat_image *img)
+{
+    nat_transform tf[3];
+    int n = nat_tf_eval_preset(tf, img_size, crop_pct, interp, channels, mean, std);
+    for (int i = 0; i < n; i++) {
+        nat_status s = nat_transform_check(&tf[i]);
+        if (s != NAT_OK)
+            return nat_error_context(s, "%s: preprocessing", path);
+    }
+    NAT_TRY(nat_image_load(path, channels, img));
+    nat_image tmp = {0};
+    nat_status s = nat_transforms_apply(tf, n, img, &tmp, NULL);
+    nat_image_free(&tmp);
+    return s == NAT_OK ? NAT_OK : nat_error_context(s, "%s", path);
+}
