@@ -11,7 +11,7 @@ bash scripts/install-deps.sh
 # PyTorch and PIL are optional for nat (install-deps.sh leaves them out); the tests install Debian's so
 # the converter test (test_convert: scripts/nat_convert.py against PyTorch's logits, ~100 s on 2
 # cores) runs in CI instead of reporting skipped.
-if ! python3 -c 'import torch, PIL' 2>/dev/null; then
+if ! python3 -c 'import torch, PIL' 2>/dev/null && ! /usr/bin/python3 -c 'import torch, PIL' 2>/dev/null; then
   SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends python3-torch python3-pil
 fi
