@@ -66,7 +66,7 @@ uint64_t na_test_seed = 20240611;
 const int na_case_kernels[] = {3, 5, 7, 9, 11, 13, 21};
 const int64_t na_case_dims[] = {8, 16, 20, 32, 64};
 
-/* The sweep: every kernel size, dilation 1-3 (lengths not divisible by d included), every length from
+/* The sweep: every kernel size, dilation 1-3 (lengths not divisible by d included), 4 and 8 at kernel 7, every length from
  * k*d to k*d+9 on some axis, non-square maps, every causal combination in 2-D and 3-D, rpb on and off,
  * batch/heads 1 and >1, every head dim -- spread over the cases instead of a Cartesian product, with the
  * work per case bounded so that the whole file stays fast. */
@@ -196,6 +196,31 @@ void na_cases_build(void)
         /* Head dim 65: three fused chunks (of the CPU and CUDA fused kernels), the last one channel wide. */
         c = (na_case){.ndim = 2, .batch = 2, .heads = 1, .len = {8, 9}, .dim = 65, .kernel = {3, 3},
                       .dilation = {2, 1}, .causal = {0, 1}};
+        add_case(c);
+    }
+    /* DiNAT's large dilations at NAT's kernel 7: d 4 and 8, lengths k*d .. k*d+9 (L mod d != 0 in most,
+     * so the dilation groups differ in length), 1-D causal and not, 2-D with rpb on maps like DiNAT's
+     * first two levels, 3-D with one dilated axis. */
+    for (int i = 0; i < 6; i++) {
+        const int d = i % 2 ? 8 : 4;
+        na_case c = {.ndim = 1, .batch = 1 + i % 2, .heads = 2, .dim = 16, .kernel = {7}, .dilation = {d}};
+        c.len[0] = 7 * d + (i * 3 + 1) % 10;
+        c.causal[0] = i >= 4;
+        c.rpb = !c.causal[0];
+        add_case(c);
+    }
+    {
+        na_case c = {.ndim = 2, .batch = 1, .heads = 2, .len = {30, 29}, .dim = 16, .kernel = {7, 7},
+                     .dilation = {4, 4}, .rpb = 1};
+        add_case(c);
+        c = (na_case){.ndim = 2, .batch = 1, .heads = 1, .len = {58, 61}, .dim = 8, .kernel = {7, 7},
+                      .dilation = {8, 8}, .rpb = 1};
+        add_case(c);
+        c = (na_case){.ndim = 2, .batch = 1, .heads = 1, .len = {60, 31}, .dim = 8, .kernel = {7, 7},
+                      .dilation = {8, 4}, .causal = {1, 0}};
+        add_case(c);
+        c = (na_case){.ndim = 3, .batch = 1, .heads = 1, .len = {9, 30, 8}, .dim = 8, .kernel = {3, 7, 3},
+                      .dilation = {1, 4, 2}, .rpb = 1};
         add_case(c);
     }
 }
