@@ -31,7 +31,7 @@
 #include <string.h>
 
 #include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 #include "nat/half.h" /* nat_round_array */
 

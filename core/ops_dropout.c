@@ -20,7 +20,7 @@
 #include <math.h>
 
 #include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 
 #define CHUNK ((int64_t)1 << 16)

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 
 /* Below this many elements a parallel region costs more than it saves. */

@@ -16,7 +16,7 @@
 #include <inttypes.h>
 
 #include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 #include "nat/half.h" /* nat_round_array */
 

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 
 #define PAR_MIN 32768

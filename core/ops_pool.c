@@ -8,7 +8,7 @@
 #include <inttypes.h>
 
 #include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 
 static nat_status avg_pool_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *grad_out)

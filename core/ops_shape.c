@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 
 /* dst = src (or dst += src) elementwise over `shape`, both strided (strides in elements). The innermost

@@ -18,7 +18,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "nat/layers.h"
 #include "nat/ops.h"
 

@@ -21,7 +21,7 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "layers/natten/na_cpu.h"
 #include "layers/natten/na_cuda.h"
 #include "nat/half.h" /* nat_round_array */
