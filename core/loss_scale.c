@@ -7,7 +7,7 @@
  * double) and so costs one read-back per batch of gradients. */
 #include <math.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/optim.h"
 
 void nat_loss_scaler_init(nat_loss_scaler *s, float init_scale, int growth_interval)
@@ -32,7 +32,7 @@ static nat_status flush(pending *p, bool *finite)
     if (p->k == 0)
         return NAT_OK;
     double sq = 0.0;
-    NAT_TRY(nat_cuda_sum_squares(p->dev, p->k, p->xs, p->ns, &sq));
+    NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(p->dev), sum_squares, p->k, p->xs, p->ns, &sq));
     if (!isfinite(sq))
         *finite = false;
     p->k = 0;
@@ -57,8 +57,8 @@ nat_status nat_loss_scaler_unscale(const nat_loss_scaler *s, nat_tensor *const *
         if (gr->device.kind == NAT_DEV_CUDA) {
             int dev = gr->device.index;
             int64_t unit = 1;
-            NAT_TRY(nat_cuda_check_device(gr->device, "loss_scaler"));
-            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, inv));
+            NAT_TRY(nat_device_check(gr->device, "loss_scaler"));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, inv));
             if (p.k == 64 || (p.k > 0 && p.dev != dev))
                 NAT_TRY(flush(&p, finite));
             p.dev = dev;

@@ -15,13 +15,13 @@
  * gradient of the sample-parallel path goes to per-thread buffers summed at the end, so results do not
  * depend on scheduling order beyond float rounding of that last sum.
  *
- * On a CUDA device the three convolutions go to cuDNN (core/ops_cuda_conv.cu) and the bias to the
+ * On a CUDA device the three convolutions go to cuDNN (core/cuda/conv.cu) and the bias to the
  * elementwise and reduction kernels; shapes, checks and the tape are the same.
  *
  * Autocast (nat_ctx_precision BF16 / F16): x, the weight and (backward) the output gradient are rounded
  * to the format before the convolutions, accumulation and results stay f32; the bias and its gradient
  * stay f32. The CPU rounds into scratch and runs the f32 path on it (exact emulation up to summation
- * order); CUDA runs cuDNN with 2-byte tensors (see core/ops_cuda.h for its one extra rounding). The
+ * order); CUDA runs cuDNN with 2-byte tensors (see core/cuda/kernels.h for its one extra rounding). The
  * precision is saved on the node for backward.
  */
 #include <cblas.h> /* cblas_sgemm */
@@ -30,7 +30,7 @@
 #include <omp.h>
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 #include "nat/half.h" /* nat_round_array */
@@ -298,16 +298,16 @@ static nat_status conv2d_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
         if (gb) {
             int64_t shape[3] = {g.N, g.O, g.P}, stride[3] = {g.O * g.P, g.P, 1};
             bool keep[3] = {false, true, false};
-            NAT_TRY(nat_cuda_reduce(dev, nat_tensor_f32(gb), true, 1.0f, 3, shape, G, stride, keep));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), reduce, nat_tensor_f32(gb), true, 1.0f, 3, shape, G, stride, keep));
         }
         if (gx && prec != NAT_PREC_F32)
-            NAT_TRY(nat_cuda_conv2d_backward_data_lowp(dev, (int)prec, &cg, nat_tensor_f32(w), G, nat_tensor_f32(gx)));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), conv2d_backward_data_lowp, (int)prec, &cg, nat_tensor_f32(w), G, nat_tensor_f32(gx)));
         else if (gx)
-            NAT_TRY(nat_cuda_conv2d_backward_data(dev, &cg, nat_tensor_f32(w), G, nat_tensor_f32(gx)));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), conv2d_backward_data, &cg, nat_tensor_f32(w), G, nat_tensor_f32(gx)));
         if (gw && prec != NAT_PREC_F32)
-            NAT_TRY(nat_cuda_conv2d_backward_filter_lowp(dev, (int)prec, &cg, nat_tensor_f32(x), G, nat_tensor_f32(gw)));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), conv2d_backward_filter_lowp, (int)prec, &cg, nat_tensor_f32(x), G, nat_tensor_f32(gw)));
         else if (gw)
-            NAT_TRY(nat_cuda_conv2d_backward_filter(dev, &cg, nat_tensor_f32(x), G, nat_tensor_f32(gw)));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), conv2d_backward_filter, &cg, nat_tensor_f32(x), G, nat_tensor_f32(gw)));
         return NAT_OK;
     }
     if (gb) {
@@ -392,14 +392,14 @@ nat_status nat_conv2d(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
     if (dev >= 0 && g.N > 0 && g.O > 0) {
         nat_cuda_conv_geom cg = {g.N, g.C, g.H, g.W, g.O, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.Ho, g.Wo};
         if (prec != NAT_PREC_F32)
-            NAT_TRY(nat_cuda_conv2d_forward_lowp(dev, (int)prec, &cg, nat_tensor_f32(xd), nat_tensor_f32(wd),
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), conv2d_forward_lowp, (int)prec, &cg, nat_tensor_f32(xd), nat_tensor_f32(wd),
                                                  nat_tensor_f32(y)));
         else
-            NAT_TRY(nat_cuda_conv2d_forward(dev, &cg, nat_tensor_f32(xd), nat_tensor_f32(wd), nat_tensor_f32(y)));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), conv2d_forward, &cg, nat_tensor_f32(xd), nat_tensor_f32(wd), nat_tensor_f32(y)));
         if (B) {
             /* y [N, O, P] += bias read with strides (0, 1, 0). */
             int64_t s3[3] = {g.N, g.O, g.P}, bs[3] = {0, 1, 0};
-            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, true, nat_tensor_f32(y), 3, s3, B, bs, NULL, NULL, 1.0f));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, true, nat_tensor_f32(y), 3, s3, B, bs, NULL, NULL, 1.0f));
         }
     } else if (g.N > 0 && g.O > 0) {
         const float *ops[2] = {nat_tensor_f32(xd), nat_tensor_f32(wd)};

@@ -12,14 +12,14 @@
  * draw per call.
  *
  * On a CUDA device dropout's mask is a hash of (that same one draw, element index) computed in the kernel
- * (core/ops_cuda_dropout.cu): no mask memory, and backward regenerates it from the seed on the tape. It
+ * (core/cuda/dropout.cu): no mask memory, and backward regenerates it from the seed on the tape. It
  * is a different mask from the CPU's for the same rng state, reproducible on its own. Drop-path draws its
  * per-sample factors on the host exactly as on the CPU and copies them to the device.
  */
 #include <inttypes.h>
 #include <math.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 
@@ -51,7 +51,7 @@ static nat_status dropout_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     NAT_TRY(nat_dense(ctx, g, &gd));
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        return nat_cuda_dropout(dev, nat_tensor_f32(gd), nat_tensor_f32(gx), true, nat_tensor_numel(gx),
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), dropout, nat_tensor_f32(gd), nat_tensor_f32(gx), true, nat_tensor_numel(gx),
                                 (uint64_t)node->i[0], (uint64_t)node->i[1], (float)node->f[0]);
     const uint8_t *mask = node->extra;
     const float scale = (float)node->f[0];
@@ -83,7 +83,7 @@ nat_status nat_dropout(nat_ctx *ctx, nat_tensor *x, float p, bool training, nat_
     const float scale = 1.0f / (1.0f - p);
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0) {
-        NAT_TRY(nat_cuda_dropout(dev, nat_tensor_f32(xd), nat_tensor_f32(y), false, n, base, thresh, scale));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), dropout, nat_tensor_f32(xd), nat_tensor_f32(y), false, n, base, thresh, scale));
         nat_node *node;
         NAT_TRY(nat_ctx_record(ctx, &dropout_op, y, 1, &x, &node));
         if (node) {
@@ -137,7 +137,7 @@ static nat_status drop_path_backward(nat_ctx *ctx, nat_node *node, const nat_ten
         /* gx [N, per] += g ⊙ factor [N] read with stride 0 along each sample. */
         int64_t N = gx->shape[0], per = N ? nat_tensor_numel(gx) / N : 0;
         int64_t shape[2] = {N, per}, gs[2] = {per, 1}, fs[2] = {1, 0};
-        return nat_cuda_binary(dev, NAT_CUDA_MUL, true, nat_tensor_f32(gx), 2, shape, nat_tensor_f32(gd), gs,
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_MUL, true, nat_tensor_f32(gx), 2, shape, nat_tensor_f32(gd), gs,
                                nat_tensor_f32(node->saved[0]), fs, 1.0f);
     }
     const float *factor = node->extra;
@@ -184,7 +184,7 @@ nat_status nat_drop_path(nat_ctx *ctx, nat_tensor *x, float p, bool training, na
         NAT_TRY(nat_ctx_empty(ctx, &fd, NAT_F32, 1, &N));
         NAT_TRY(nat_cuda_memcpy(dev, nat_tensor_f32(fd), factor, (size_t)N * sizeof *factor, NAT_CUDA_H2D));
         int64_t shape[2] = {N, per}, xs[2] = {per, 1}, fs[2] = {1, 0};
-        NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_MUL, false, nat_tensor_f32(y), 2, shape, nat_tensor_f32(xd), xs,
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_MUL, false, nat_tensor_f32(y), 2, shape, nat_tensor_f32(xd), xs,
                                 nat_tensor_f32(fd), fs, 1.0f));
         nat_node *node;
         NAT_TRY(nat_ctx_record(ctx, &drop_path_op, y, 1, &x, &node));

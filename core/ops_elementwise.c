@@ -7,7 +7,7 @@
  * contiguous. Backward undoes broadcasting with nat_reduce_to_shape and accumulates (+=) into the
  * gradient buffers from nat_grad_get, which are contiguous in the input's logical shape.
  *
- * On a CUDA device the same operands (pointer + strides per dim) go to nat_cuda_binary (core/ops_cuda.h);
+ * On a CUDA device the same operands (pointer + strides per dim) go to nat_cuda_binary (core/cuda/kernels.h);
  * a host scalar factor (opnd_scalar) becomes the kernel's scale argument.
  */
 #include <inttypes.h>
@@ -15,7 +15,7 @@
 #include <omp.h> /* per-thread partial sums in bias_add's backward */
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 
@@ -149,10 +149,10 @@ static nat_status apply_on(int dev, int op, bool acc, float *y, int nd, const in
     if (b.host) {
         if (op != OP_MUL)
             return nat_error(NAT_ERR_INTERNAL, "elementwise: host scalar with op %d on %s", op, "cuda");
-        return nat_cuda_binary(dev, NAT_CUDA_SCALE, acc, y, nd, shape, a.p, a.s, NULL, NULL, b.p[0]);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, acc, y, nd, shape, a.p, a.s, NULL, NULL, b.p[0]);
     }
     int cop = op == OP_ADD ? NAT_CUDA_ADD : op == OP_SUB ? NAT_CUDA_SUB : NAT_CUDA_MUL;
-    return nat_cuda_binary(dev, cop, acc, y, nd, shape, a.p, a.s, b.p, b.s, 1.0f);
+    return NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, cop, acc, y, nd, shape, a.p, a.s, b.p, b.s, 1.0f);
 }
 
 /* ---- add, sub, mul ---- */
@@ -352,7 +352,7 @@ static nat_status bias_add_backward(nat_ctx *ctx, nat_node *node, const nat_tens
         NAT_TRY(nat_dense(ctx, g, &gd));
         int64_t shape[3] = {node->i[0], node->i[1], node->i[2]}, stride[3] = {shape[1] * shape[2], shape[2], 1};
         bool keep[3] = {false, true, false};
-        NAT_TRY(nat_cuda_reduce(dev, nat_tensor_f32(gb), true, 1.0f, 3, shape, nat_tensor_f32(gd), stride, keep));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), reduce, nat_tensor_f32(gb), true, 1.0f, 3, shape, nat_tensor_f32(gd), stride, keep));
     } else if (gb) {
         nat_tensor *gd;
         NAT_TRY(nat_dense(ctx, g, &gd));
@@ -466,7 +466,7 @@ static nat_status gelu_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *
     int64_t n = nat_tensor_numel(gx);
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        return nat_cuda_gelu_backward(dev, X, G, GX, n);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), gelu_backward, X, G, GX, n);
     /* d/dx x·Φ(x) = Φ(x) + x·φ(x) */
 #pragma omp parallel for simd if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
@@ -490,7 +490,7 @@ nat_status nat_gelu(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
     int64_t n = nat_tensor_numel(x);
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0) {
-        NAT_TRY(nat_cuda_gelu_forward(dev, X, Y, n));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), gelu_forward, X, Y, n));
     } else {
 #pragma omp parallel for simd if (n > PAR_MIN)
         for (int64_t i = 0; i < n; i++)

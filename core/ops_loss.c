@@ -9,14 +9,14 @@
  * the number of threads. The labels are copied into step memory, so the caller's array need not outlive
  * the call.
  *
- * On a CUDA device (core/ops_cuda_loss.cu, core/ops_cuda_reduce.cu) the scalar loss stays on the device;
+ * On a CUDA device (core/cuda/loss.cu, core/cuda/reduce.cu) the scalar loss stays on the device;
  * the labels are validated on the host, then copied to an int32 step tensor on the device.
  */
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 
@@ -63,7 +63,7 @@ static nat_status ce_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
         return NAT_OK;
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        return nat_cuda_cross_entropy_backward(dev, nat_tensor_f32(node->saved[0]), nat_tensor_data(node->saved[2]),
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), cross_entropy_backward, nat_tensor_f32(node->saved[0]), nat_tensor_data(node->saved[2]),
                                                NULL, nat_tensor_data(node->saved[1]), nat_tensor_f32(g), node->i[0],
                                                node->i[1], (float)node->f[0], nat_tensor_f32(gz), NULL);
     const float *Z = nat_tensor_f32(node->saved[0]);
@@ -115,7 +115,7 @@ nat_status nat_cross_entropy(nat_ctx *ctx, nat_tensor *logits, const int32_t *la
         NAT_TRY(nat_ctx_empty(ctx, &lab, NAT_I32, 1, &N));
         NAT_TRY(nat_cuda_memcpy(dev, nat_tensor_data(lab), labels, (size_t)N * sizeof *labels, NAT_CUDA_H2D));
         NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 1, &one));
-        NAT_TRY(nat_cuda_cross_entropy_forward(dev, nat_tensor_f32(zd), nat_tensor_data(lab), NULL, N, C, smoothing,
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), cross_entropy_forward, nat_tensor_f32(zd), nat_tensor_data(lab), NULL, N, C, smoothing,
                                                nat_tensor_data(lse_t), nat_tensor_f32(y)));
         nat_node *node;
         NAT_TRY(nat_ctx_record(ctx, &ce_op, y, 1, &logits, &node));
@@ -178,7 +178,7 @@ static nat_status ce_soft_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     NAT_TRY(nat_grad_get(ctx, node->in[1], &gt));
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        return nat_cuda_cross_entropy_backward(dev, nat_tensor_f32(node->saved[0]), NULL, nat_tensor_f32(node->saved[1]),
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), cross_entropy_backward, nat_tensor_f32(node->saved[0]), NULL, nat_tensor_f32(node->saved[1]),
                                                nat_tensor_data(node->saved[2]), nat_tensor_f32(g), node->i[0],
                                                node->i[1], 0.0f, gz ? nat_tensor_f32(gz) : NULL,
                                                gt ? nat_tensor_f32(gt) : NULL);
@@ -232,7 +232,7 @@ nat_status nat_cross_entropy_soft(nat_ctx *ctx, nat_tensor *logits, nat_tensor *
     if (dev >= 0) {
         int64_t one = 1;
         NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 1, &one));
-        NAT_TRY(nat_cuda_cross_entropy_forward(dev, nat_tensor_f32(zd), NULL, nat_tensor_f32(td), N, C, 0.0f,
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), cross_entropy_forward, nat_tensor_f32(zd), NULL, nat_tensor_f32(td), N, C, 0.0f,
                                                nat_tensor_data(lse_t), nat_tensor_f32(y)));
     } else {
         double *row_loss;
@@ -312,7 +312,7 @@ static nat_status sum_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g
     if (dev >= 0) {
         /* gx += f · g[0], g read with stride 0 everywhere: the value never leaves the device. */
         int64_t zero[NAT_MAX_DIMS] = {0};
-        return nat_cuda_binary(dev, NAT_CUDA_SCALE, true, nat_tensor_f32(gx), gx->ndim, gx->shape, nat_tensor_f32(g),
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, true, nat_tensor_f32(gx), gx->ndim, gx->shape, nat_tensor_f32(g),
                                zero, NULL, NULL, (float)node->f[0]);
     }
     const float v = nat_tensor_f32(g)[0] * (float)node->f[0];
@@ -344,7 +344,7 @@ static nat_status reduce_all(nat_ctx *ctx, nat_tensor *x, bool mean, nat_tensor 
     if (dev >= 0) {
         nat_tensor *xd;
         NAT_TRY(nat_dense(ctx, x, &xd));
-        NAT_TRY(nat_cuda_sum(dev, nat_tensor_f32(xd), n, false, (float)f, nat_tensor_f32(y)));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), sum, nat_tensor_f32(xd), n, false, (float)f, nat_tensor_f32(y)));
     } else {
         double s;
         NAT_TRY(sum_all(ctx, x, &s));

@@ -1,5 +1,5 @@
 /* core/ops_matmul.c — matmul, batched matmul and linear: OpenBLAS sgemm on the CPU, cuBLAS on a CUDA
- * device (core/ops_cuda.h: one strided-batched call per batched product).
+ * device (core/cuda/kernels.h: one strided-batched call per batched product).
  *
  * Autocast (nat_ctx_precision BF16 / F16): every GEMM of these ops, forward and backward, takes its two
  * operands rounded to the format and accumulates in f32 into an f32 result; bias adds and the bias
@@ -15,7 +15,7 @@
 #include <cblas.h> /* cblas_sgemm */
 #include <inttypes.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 #include "nat/half.h" /* nat_round_array */
@@ -33,9 +33,9 @@ static nat_status mm(int dev, nat_precision prec, bool ta, bool tb, int64_t M, i
                      int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch)
 {
     if (dev >= 0 && prec != NAT_PREC_F32)
-        return nat_cuda_gemm_lowp(dev, (int)prec, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), gemm_lowp, (int)prec, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
     if (dev >= 0)
-        return nat_cuda_gemm(dev, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), gemm, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
     float *scratch = NULL;
     size_t bytes = 0;
     if (prec != NAT_PREC_F32 && batch > 0) {
@@ -152,7 +152,7 @@ static nat_status linear_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     if (gb && dev >= 0) {
         int64_t shape[2] = {M, outf}, stride[2] = {outf, 1};
         bool keep[2] = {false, true};
-        NAT_TRY(nat_cuda_reduce(dev, nat_tensor_f32(gb), true, 1.0f, 2, shape, G, stride, keep));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), reduce, nat_tensor_f32(gb), true, 1.0f, 2, shape, G, stride, keep));
     } else if (gb) {
         float *B = nat_tensor_f32(gb);
 #pragma omp parallel for if (M * outf > 65536)
@@ -202,7 +202,7 @@ nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
     if (bias && dev >= 0) {
         /* Every row of y starts as the bias (read with row stride 0); the GEMM adds onto it. */
         int64_t shape2[2] = {M, outf}, ys[2] = {outf, 1}, bs[2] = {0, bias->stride[0]};
-        NAT_TRY(nat_cuda_strided_copy(dev, Y, ys, nat_tensor_f32(bias), bs, 2, shape2, false));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), strided_copy, Y, ys, nat_tensor_f32(bias), bs, 2, shape2, false));
         beta = 1.0f;
     } else if (bias) {
         nat_tensor *bd;

@@ -6,14 +6,14 @@
  * PyTorch does, but in f64 [rows]: row statistics are accumulated in double with the variance taken in a
  * second pass over (x - mean), and a mean rounded to f32 would cost rows with a large mean (activations
  * around 1000 with unit spread) most of their gradient's precision. Softmax subtracts the row maximum
- * before exponentiating. On a CUDA device the same saved tensors are filled by core/ops_cuda_norm.cu.
+ * before exponentiating. On a CUDA device the same saved tensors are filled by core/cuda/norm.cu.
  */
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h> /* per-thread partial sums of the weight/bias gradients */
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 
@@ -37,7 +37,7 @@ static nat_status layernorm_backward(nat_ctx *ctx, nat_node *node, const nat_ten
     float *GX = gx ? nat_tensor_f32(gx) : NULL;
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        return nat_cuda_layernorm_backward(dev, X, M, R, W, G, GX, gw ? nat_tensor_f32(gw) : NULL,
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), layernorm_backward, X, M, R, W, G, GX, gw ? nat_tensor_f32(gw) : NULL,
                                            gb ? nat_tensor_f32(gb) : NULL, rows, C);
     /* Weight and bias gradients are sums over rows: each thread keeps its own partial rows over a static
      * block of rows, added in thread order afterwards, so a given thread count always gives the same bits. */
@@ -142,7 +142,7 @@ nat_status nat_layernorm(nat_ctx *ctx, nat_tensor *x, nat_tensor *weight, nat_te
     double *M = nat_tensor_data(mean_t), *R = nat_tensor_data(rstd_t);
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0) {
-        NAT_TRY(nat_cuda_layernorm_forward(dev, X, W, B, Y, M, R, rows, C, eps));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), layernorm_forward, X, W, B, Y, M, R, rows, C, eps));
     } else {
 #pragma omp parallel for if (rows * C > PAR_MIN)
         for (int64_t r = 0; r < rows; r++) {
@@ -199,7 +199,7 @@ static nat_status softmax_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     int64_t rows = node->i[0], C = node->i[1];
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0)
-        return nat_cuda_softmax_backward(dev, Y, G, GX, rows, C);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), softmax_backward, Y, G, GX, rows, C);
     /* dx = y ⊙ (g - Σ g ⊙ y) */
 #pragma omp parallel for if (rows * C > PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
@@ -236,7 +236,7 @@ nat_status nat_softmax(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
     float *Y = nat_tensor_f32(y);
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0) {
-        NAT_TRY(nat_cuda_softmax_forward(dev, X, Y, rows, C));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), softmax_forward, X, Y, rows, C));
     } else {
 #pragma omp parallel for if (rows * C > PAR_MIN)
         for (int64_t r = 0; r < rows; r++) {

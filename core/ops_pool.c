@@ -3,11 +3,11 @@
  * Layouts: channels-first x [N, C, H, W] (the conv stem) or channels-last x [N, H, W, C] (NAT's
  * activations before the classifier head) -> [N, C]. Any number of spatial dims is accepted
  * ([N, C, L], [N, L, C], ...): they are flattened to one of length S. Strided inputs are made dense first.
- * On a CUDA device: a reduction over S (forward) and a stride-0 broadcast add (backward), core/ops_cuda.h.
+ * On a CUDA device: a reduction over S (forward) and a stride-0 broadcast add (backward), core/cuda/kernels.h.
  */
 #include <inttypes.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 
@@ -28,7 +28,7 @@ static nat_status avg_pool_backward(nat_ctx *ctx, nat_node *node, const nat_tens
         /* gx viewed as [N, C, S] or [N, S, C] += inv · g [N, C] read with stride 0 along S. */
         int64_t shape[3] = {N, last ? S : C, last ? C : S};
         int64_t gs[3] = {C, last ? 0 : 1, last ? 1 : 0};
-        return nat_cuda_binary(dev, NAT_CUDA_SCALE, true, GX, 3, shape, G, gs, NULL, NULL, inv);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, true, GX, 3, shape, G, gs, NULL, NULL, inv);
     }
     if (!last) {
 #pragma omp parallel for if (N * C * S > 65536)
@@ -79,7 +79,7 @@ nat_status nat_global_avg_pool(nat_ctx *ctx, nat_tensor *x, int channels_last, n
         int64_t dims[3] = {N, channels_last ? S : C, channels_last ? C : S};
         int64_t xs[3] = {S * C, dims[2], 1};
         bool keep[3] = {true, !channels_last, (bool)channels_last};
-        NAT_TRY(nat_cuda_reduce(dev, Y, false, inv, 3, dims, X, xs, keep));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), reduce, Y, false, inv, 3, dims, X, xs, keep));
     } else if (!channels_last) {
 #pragma omp parallel for if (N * C * S > 65536)
         for (int64_t r = 0; r < N * C; r++) {

@@ -5,12 +5,12 @@
  * storage writes into x. Backward of a view scatters the gradient into the positions the view read:
  * permute through the inverse permutation, slice into the [start, end) band, pad by cropping.
  * Gradients arrive dense in practice (autograd makes them with nat_ctx_zeros) but any strides work.
- * On a CUDA device every copy is nat_cuda_strided_copy (core/ops_cuda.h), with the same strides.
+ * On a CUDA device every copy is nat_cuda_strided_copy (core/cuda/kernels.h), with the same strides.
  */
 #include <inttypes.h>
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 
@@ -59,7 +59,7 @@ static nat_status copy_on(int dev, float *dst, const int64_t *ds, const float *s
                           const int64_t *shape, bool add)
 {
     if (dev >= 0)
-        return nat_cuda_strided_copy(dev, dst, ds, src, ss, ndim, shape, add);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), strided_copy, dst, ds, src, ss, ndim, shape, add);
     strided_copy(dst, ds, src, ss, ndim, shape, add);
     return NAT_OK;
 }
@@ -174,7 +174,7 @@ static nat_status reshape_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     int dev = nat_ctx_cuda_index(ctx);
     if (dev >= 0) {
         int64_t unit = 1;
-        return nat_cuda_strided_copy(dev, dst, &unit, src, &unit, 1, &n, true);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), strided_copy, dst, &unit, src, &unit, 1, &n, true);
     }
 #pragma omp parallel for simd if (n > 65536)
     for (int64_t i = 0; i < n; i++)

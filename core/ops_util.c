@@ -3,7 +3,7 @@
  * autograd does not depend on it. The tensor's device picks the CPU or CUDA path. */
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 
@@ -35,7 +35,7 @@ nat_status nat_check_f32_dev(const nat_ctx *ctx, const nat_tensor *t, const char
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is on %s but the context runs on %s (copy it with nat_tensor_to)",
                          op, arg, nat_device_name(t->device), nat_device_name(d));
     if (t->device.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(t->device, op));
+        NAT_TRY(nat_device_check(t->device, op));
     if (t->storage == NULL || t->storage->data == NULL)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s has no storage (freed by nat_ctx_reset?)", op, arg);
     return NAT_OK;
@@ -50,7 +50,7 @@ nat_status nat_dense(nat_ctx *ctx, const nat_tensor *x, nat_tensor **out)
     nat_tensor *y;
     if (on_cuda(x)) {
         NAT_TRY(nat_ctx_empty(ctx, &y, x->dtype, x->ndim, x->shape));
-        NAT_TRY(nat_cuda_strided_copy(x->device.index, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride,
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(x->device.index), strided_copy, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride,
                                       x->ndim, x->shape, false));
         *out = y;
         return NAT_OK;
@@ -79,7 +79,7 @@ nat_status nat_reduce_to_shape(nat_ctx *ctx, const nat_tensor *g, int ndim, cons
         for (int d = 0; d < g->ndim; d++)
             keep[d] = d - off >= 0 && shape[d - off] != 1;
         NAT_TRY(nat_ctx_empty(ctx, &r, NAT_F32, ndim, shape));
-        NAT_TRY(nat_cuda_reduce(g->device.index, nat_tensor_f32(r), false, 1.0f, g->ndim, g->shape, nat_tensor_f32(g),
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(g->device.index), reduce, nat_tensor_f32(r), false, 1.0f, g->ndim, g->shape, nat_tensor_f32(g),
                                 g->stride, keep));
         *out = r;
         return NAT_OK;

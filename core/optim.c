@@ -2,7 +2,7 @@
  * parameter groups, and global-norm gradient clipping (see include/nat/optim.h for the exact rules).
  *
  * Parameters and gradients are contiguous f32 tensors on the CPU or a CUDA device (each parameter is
- * updated where it lives: core/ops_cuda_optim.cu has the same loops as fused kernels, and the gradient
+ * updated where it lives: core/cuda/optim.cu has the same loops as fused kernels, and the gradient
  * norm is a deterministic device reduction); updated element by element; each update is
  * written in the order PyTorch's single-tensor kernels use (scalars computed in double, applied in
  * float) so results track a PyTorch run closely. State tensors are made at add_group time so that
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_cuda.h" /* fused updates and the gradient norm on CUDA devices */
+#include "core/backend.h" /* fused updates and the gradient norm on CUDA devices */
 #include "nat/autograd.h"   /* nat_zero_grad */
 
 /* Large tensors are split over threads; small ones (biases, norms) stay serial. */
@@ -126,7 +126,7 @@ static const char *param_problem(const nat_tensor *t)
         return "is a step tensor (made inside a nat_ctx); parameters must be persistent (nat_tensor_new)";
     if (t->dtype != NAT_F32)
         return "is not f32";
-    if (t->device.kind == NAT_DEV_CUDA && nat_cuda_check_device(t->device, "optim") != NAT_OK)
+    if (t->device.kind == NAT_DEV_CUDA && nat_device_check(t->device, "optim") != NAT_OK)
         return "is on a CUDA device that this build or machine cannot use";
     if (!nat_tensor_is_contiguous(t))
         return "is not contiguous";
@@ -322,7 +322,7 @@ nat_status nat_optim_step(nat_optim *opt, float lr)
         if (c->kind == NAT_OPTIM_SGD) {
             float *buf = q->m ? nat_tensor_f32(q->m) : NULL;
             if (dev >= 0)
-                NAT_TRY(nat_cuda_sgd_update(dev, p, g, buf, n, lr, wd, c->momentum, c->nesterov));
+                NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), sgd_update, p, g, buf, n, lr, wd, c->momentum, c->nesterov));
             else
                 sgd_update(p, g, buf, n, lr, wd, c->momentum, c->nesterov);
             continue;
@@ -336,7 +336,7 @@ nat_status nat_optim_step(nat_optim *opt, float lr)
         const float decay_mul = (float)(1.0 - (double)lr * wd), w1 = (float)(1.0 - (double)c->beta1);
         const float omb2 = (float)(1.0 - (double)c->beta2), neg_step = (float)-step_size, bc2s = (float)sqrt(bc2);
         if (dev >= 0)
-            NAT_TRY(nat_cuda_adamw_update(dev, p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1,
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), adamw_update, p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1,
                                           c->beta2, omb2, neg_step, bc2s, c->eps));
         else
             adamw_update(p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1, c->beta2, omb2, neg_step,
@@ -400,7 +400,7 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
                              i, nat_shape_str(gr, b, sizeof b), nat_dtype_name(gr->dtype), nat_device_name(gr->device));
         }
         if (gr && gr->device.kind == NAT_DEV_CUDA)
-            NAT_TRY(nat_cuda_check_device(gr->device, "clip_grad_norm"));
+            NAT_TRY(nat_device_check(gr->device, "clip_grad_norm"));
     }
     /* Squares summed in double: millions of float squares would otherwise lose the small ones. Runs of
      * consecutive CUDA gradients on one device go to the device in one batch (one wait per batch). */
@@ -425,7 +425,7 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
             }
             i--; /* the loop's i++ moves to the first parameter not taken */
             double s = 0.0;
-            NAT_TRY(nat_cuda_sum_squares(dev, k, xs, ns, &s));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), sum_squares, k, xs, ns, &s));
             sq += s;
             continue;
         }
@@ -453,7 +453,7 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
         int64_t m = nat_tensor_numel(gr);
         if (gr->device.kind == NAT_DEV_CUDA) {
             int64_t unit = 1;
-            NAT_TRY(nat_cuda_binary(gr->device.index, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, coef));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(gr->device.index), binary, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, coef));
             continue;
         }
 #pragma omp parallel for simd if (m > OPTIM_PAR_MIN)
@@ -484,8 +484,8 @@ nat_status nat_params_ema_update(nat_tensor *const *avg, nat_tensor *const *para
             /* m = decay·m, then m += w·x: the CPU's two roundings (unless the kernel contracts to FMA). */
             int dev = avg[i]->device.index;
             int64_t unit = 1;
-            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, false, m, 1, &count, m, &unit, NULL, NULL, decay));
-            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, true, m, 1, &count, x, &unit, NULL, NULL, w));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, false, m, 1, &count, m, &unit, NULL, NULL, decay));
+            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, true, m, 1, &count, x, &unit, NULL, NULL, w));
             continue;
         }
         for (int64_t j = 0; j < count; j++)

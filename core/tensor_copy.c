@@ -1,6 +1,6 @@
 /* core/tensor_copy.c — explicit copies between devices: nat_tensor_to and nat_tensor_copy
  * (include/nat/cuda.h). Works in every build: CPU to CPU needs no CUDA, and anything touching a CUDA
- * device goes through core/ops_cuda.h, whose stubs say "nat was built without CUDA".
+ * device goes through core/cuda/kernels.h, whose stubs say "nat was built without CUDA".
  *
  * A strided source is first made dense on its own device (a temporary from the caching allocator), then
  * copied in one piece. Copies between two different GPUs are staged through host memory: simple and
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "core/tensor_internal.h"
 #include "nat/cuda.h"
 
@@ -35,7 +35,7 @@ static nat_status dense_data(const nat_tensor *src, size_t bytes, const void **d
     } else {
         int64_t st[NAT_MAX_DIMS];
         nat_contiguous_strides(src->ndim, src->shape, st);
-        s = nat_cuda_strided_copy(src->device.index, tmp, st, nat_tensor_f32(src), src->stride, src->ndim, src->shape,
+        s = NAT_KERNEL(NAT_EXEC_CUDA(src->device.index), strided_copy, tmp, st, nat_tensor_f32(src), src->stride, src->ndim, src->shape,
                                   false);
     }
     if (s != NAT_OK) {
@@ -87,9 +87,9 @@ nat_status nat_tensor_copy(nat_tensor *dst, const nat_tensor *src)
     if (!src->storage || !src->storage->data || !dst->storage || !dst->storage->data)
         return nat_error(NAT_ERR_INVALID_ARG, "tensor_copy: a tensor has no storage (freed by nat_ctx_reset?)");
     if (src->device.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(src->device, "tensor_copy"));
+        NAT_TRY(nat_device_check(src->device, "tensor_copy"));
     if (dst->device.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(dst->device, "tensor_copy"));
+        NAT_TRY(nat_device_check(dst->device, "tensor_copy"));
     size_t bytes = (size_t)nat_tensor_numel(src) * nat_dtype_size(src->dtype);
     if (bytes == 0)
         return NAT_OK;
@@ -110,7 +110,7 @@ nat_status nat_tensor_to(nat_ctx *ctx, const nat_tensor *src, nat_device dev, na
     if (!src)
         return nat_error(NAT_ERR_INVALID_ARG, "tensor_to: src is NULL");
     if (dev.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(dev, "tensor_to"));
+        NAT_TRY(nat_device_check(dev, "tensor_to"));
     nat_tensor *t;
     if (ctx) {
         if (!same_device(nat_ctx_device(ctx), dev))

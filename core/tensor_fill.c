@@ -4,7 +4,7 @@
  * picks the kernel. */
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "core/tensor_internal.h"
 
 static bool on_cuda(const nat_tensor *t) { return t->device.kind == NAT_DEV_CUDA; }
@@ -14,13 +14,13 @@ static nat_status cuda_fill_strided(nat_tensor *t, float v)
 {
     int dev = t->device.index;
     if (nat_tensor_is_contiguous(t))
-        return nat_cuda_fill(dev, nat_tensor_f32(t), nat_tensor_numel(t), v);
+        return NAT_KERNEL(NAT_EXEC_CUDA(dev), fill, nat_tensor_f32(t), nat_tensor_numel(t), v);
     float *one;
     NAT_TRY(nat_mem_alloc(t->device, sizeof *one, (void **)&one));
     int64_t zero[NAT_MAX_DIMS] = {0};
-    nat_status s = nat_cuda_fill(dev, one, 1, v);
+    nat_status s = NAT_KERNEL(NAT_EXEC_CUDA(dev), fill, one, 1, v);
     if (s == NAT_OK)
-        s = nat_cuda_strided_copy(dev, nat_tensor_f32(t), t->stride, one, zero, t->ndim, t->shape, false);
+        s = NAT_KERNEL(NAT_EXEC_CUDA(dev), strided_copy, nat_tensor_f32(t), t->stride, one, zero, t->ndim, t->shape, false);
     nat_mem_free(t->device, one, sizeof *one); /* stream-ordered reuse */
     return s;
 }
@@ -44,7 +44,7 @@ nat_status nat_fill_zero(nat_tensor *t)
     if (nat_tensor_is_contiguous(t)) {
         size_t bytes = (size_t)nat_tensor_numel(t) * nat_dtype_size(t->dtype);
         if (on_cuda(t))
-            return nat_cuda_memset0(t->device.index, nat_tensor_data(t), bytes);
+            return NAT_KERNEL(NAT_EXEC_CUDA(t->device.index), memset0, nat_tensor_data(t), bytes);
         memset(nat_tensor_data(t), 0, bytes);
         return NAT_OK;
     }
@@ -84,7 +84,7 @@ nat_status nat_add_into(nat_tensor *dst, const nat_tensor *src)
                          nat_device_name(src->device), nat_shape_str(dst, b, sizeof b), nat_device_name(dst->device));
     }
     if (on_cuda(dst))
-        return nat_cuda_strided_copy(dst->device.index, nat_tensor_f32(dst), dst->stride, nat_tensor_f32(src),
+        return NAT_KERNEL(NAT_EXEC_CUDA(dst->device.index), strided_copy, nat_tensor_f32(dst), dst->stride, nat_tensor_f32(src),
                                      src->stride, src->ndim, src->shape, true);
     strided_add(nat_tensor_f32(dst), nat_tensor_f32(src), src->ndim, src->shape, src->stride);
     return NAT_OK;

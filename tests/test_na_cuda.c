@@ -40,7 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_cuda.h"                /* nat_cuda_memcpy: raw device buffers */
+#include "core/backend.h"                  /* nat_cuda_memcpy: raw device buffers */
 #include "layers/natten/na_cpu.h"
 #include "layers/natten/na_cuda_body.h"   /* the kernels' bodies, run here on the host */
 #include "layers/natten/na_cuda_v3b.h"    /* v3's forward and backward warp bodies (and v2's via them) */

@@ -26,7 +26,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/ops_cuda.h" /* nat_cuda_memcpy, nat_cuda_fill */
+#include "core/backend.h" /* nat_cuda_memcpy, nat_cuda_fill */
 #include "layers/natten/na_cpu.h"
 #include "layers/natten/na_cuda.h"
 #include "layers/natten/na_half.h"

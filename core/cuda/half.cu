@@ -6,7 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 #include "nat/autograd.h" /* nat_precision */
 
 template <typename T> __device__ __forceinline__ T from_f32(float v);

@@ -1,0 +1,49 @@
+/* core/backend.c — the lookup of a device's kernel table (core/backend.h), the check that an entry
+ * exists, and CPU scratch for kernels. This is the one place that knows whether the CUDA table was built. */
+#include <stdlib.h>
+
+#include "core/backend.h"
+#include "nat/alloc.h"
+
+#define NO_CUDA "nat was built without CUDA (configure with -DNAT_CUDA=ON on a machine with nvcc)"
+
+#ifdef NAT_WITH_CUDA
+extern const nat_backend nat_backend_cuda; /* core/cuda/backend_cuda.cu */
+#define CUDA_TABLE (&nat_backend_cuda)
+#else
+#define CUDA_TABLE NULL
+#endif
+
+const nat_backend *nat_backend_for(nat_device dev)
+{
+    switch (dev.kind) {
+    case NAT_DEV_CPU: return &nat_backend_cpu;
+    case NAT_DEV_CUDA: return CUDA_TABLE;
+    }
+    return NULL;
+}
+
+bool nat_exec_ready(nat_device dev, size_t entry, const char *kernel)
+{
+    const nat_backend *bk = nat_backend_for(dev);
+    /* Every entry is a function pointer: read the one at `entry` as such to see whether it is filled. */
+    void (*const *fn)(void) = bk ? (void (*const *)(void))((const char *)bk + entry) : NULL;
+    if (fn && *fn)
+        return true;
+    nat_error(NAT_ERR_UNSUPPORTED, "%s: no kernel on %s%s", kernel, nat_device_name(dev), bk ? "" : " (" NO_CUDA ")");
+    return false;
+}
+
+nat_status nat_exec_scratch(const nat_exec *ex, size_t bytes, void **out)
+{
+    if (ex->ctx)
+        return nat_ctx_scratch(ex->ctx, bytes, out);
+    *out = malloc(bytes ? bytes : 1);
+    return *out ? NAT_OK : nat_error(NAT_ERR_OOM, "kernel scratch: out of memory (%zu bytes)", bytes);
+}
+
+void nat_exec_scratch_release(const nat_exec *ex, void *p)
+{
+    if (!ex->ctx)
+        free(p);
+}

@@ -1,0 +1,54 @@
+/* core/cuda/backend_cuda.c — the CUDA kernel table (core/backend.h): every entry is one of the nat_cu_*
+ * functions of the .cu files of core/cuda/ (declared in core/cuda/kernels.h). Compiled only in a CUDA build; core/backend.c
+ * hands this table out for NAT_DEV_CUDA devices. */
+#include "core/backend.h"
+#include "core/cuda/kernels.h"
+
+const nat_backend nat_backend_cuda = {
+    .name = "cuda",
+    .device_count = nat_cu_device_count,
+    .check_device = nat_cu_check_device,
+    .device_name = nat_cu_device_name,
+    .set_tf32 = nat_cu_set_tf32,
+    .tf32 = nat_cu_tf32,
+    .synchronize = nat_cu_synchronize,
+    .raw_malloc = nat_cu_raw_malloc,
+    .raw_free = nat_cu_raw_free,
+    .raw_copy = nat_cu_raw_copy,
+
+    .copy_bytes = nat_cu_memcpy,
+    .memset0 = nat_cu_memset0,
+    .strided_copy = nat_cu_strided_copy,
+    .fill = nat_cu_fill,
+
+    .binary = nat_cu_binary,
+    .gelu_forward = nat_cu_gelu_forward,
+    .gelu_backward = nat_cu_gelu_backward,
+
+    .reduce = nat_cu_reduce,
+    .sum = nat_cu_sum,
+    .sum_squares = nat_cu_sum_squares,
+
+    .layernorm_forward = nat_cu_layernorm_forward,
+    .layernorm_backward = nat_cu_layernorm_backward,
+    .softmax_forward = nat_cu_softmax_forward,
+    .softmax_backward = nat_cu_softmax_backward,
+
+    .cross_entropy_forward = nat_cu_cross_entropy_forward,
+    .cross_entropy_backward = nat_cu_cross_entropy_backward,
+
+    .gemm = nat_cu_gemm,
+    .gemm_lowp = nat_cu_gemm_lowp,
+
+    .conv2d_forward = nat_cu_conv2d_forward,
+    .conv2d_backward_data = nat_cu_conv2d_backward_data,
+    .conv2d_backward_filter = nat_cu_conv2d_backward_filter,
+    .conv2d_forward_lowp = nat_cu_conv2d_forward_lowp,
+    .conv2d_backward_data_lowp = nat_cu_conv2d_backward_data_lowp,
+    .conv2d_backward_filter_lowp = nat_cu_conv2d_backward_filter_lowp,
+
+    .dropout = nat_cu_dropout,
+
+    .sgd_update = nat_cu_sgd_update,
+    .adamw_update = nat_cu_adamw_update,
+};
