@@ -91,6 +91,8 @@ struct nat_backend {
                          const float *x, const int64_t *x_stride, const bool *keep);
     /* *y = alpha · Σ x[0..n) (squares: Σ x²), y one device float */
     nat_status (*sum)(const nat_exec *ex, const float *x, int64_t n, bool squares, float alpha, float *y);
+    /* gb[c] += Σ over o and i of g[o, c, i]: a bias gradient, g dense [outer, C, inner] */
+    nat_status (*bias_grad)(const nat_exec *ex, const float *g, int64_t outer, int64_t C, int64_t inner, float *gb);
     /* Σ over tensors of Σ t_i² in double, returned on the host */
     nat_status (*sum_squares)(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns,
                               double *host_out);

@@ -126,8 +126,8 @@ static const char *param_problem(const nat_tensor *t)
         return "is a step tensor (made inside a nat_ctx); parameters must be persistent (nat_tensor_new)";
     if (t->dtype != NAT_F32)
         return "is not f32";
-    if (t->device.kind == NAT_DEV_CUDA && nat_device_check(t->device, "optim") != NAT_OK)
-        return "is on a CUDA device that this build or machine cannot use";
+    if (nat_device_check(t->device, "optim") != NAT_OK)
+        return "is on a CUDA device that this build or machine cannot use"; /* only a CUDA device can fail the check */
     if (!nat_tensor_is_contiguous(t))
         return "is not contiguous";
     if (!t->requires_grad)
@@ -240,47 +240,6 @@ nat_status nat_optim_add_group(nat_optim *opt, nat_tensor **params, int n, float
 
 /* ---- updates (contiguous f32, n elements) ---- */
 
-static void sgd_update(float *p, const float *g, float *buf, int64_t n, float lr, float wd, float mu, bool nesterov)
-{
-    if (!buf) {
-#pragma omp parallel for simd if (n > OPTIM_PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float d = g[i] + wd * p[i];
-            p[i] = p[i] + -lr * d;
-        }
-        return;
-    }
-    /* A zero-filled buffer makes the first step's μ·0 + d equal PyTorch's buf = clone(d). */
-#pragma omp parallel for simd if (n > OPTIM_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
-        float b = buf[i] * mu + d;
-        buf[i] = b;
-        if (nesterov)
-            d = d + mu * b;
-        else
-            d = b;
-        p[i] = p[i] + -lr * d;
-    }
-}
-
-static void adamw_update(float *p, const float *g, float *m, float *v, int64_t n, float decay_mul, float w1,
-                         float beta2, float one_minus_beta2, float neg_step_size, float bc2_sqrt, float eps)
-{
-#pragma omp parallel for simd if (n > OPTIM_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float pi = p[i] * decay_mul;
-        float gi = g[i];
-        /* torch.lerp with weight < 0.5: start + w * (end - start). */
-        float mi = m[i] + w1 * (gi - m[i]);
-        float vi = v[i] * beta2 + one_minus_beta2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = pi + neg_step_size * mi / denom; /* addcdiv: value * t1 / t2 */
-    }
-}
-
 static nat_status check_grad(const opt_param *q, int index_in_group)
 {
     const nat_tensor *gr = q->p->grad;
@@ -318,13 +277,10 @@ nat_status nat_optim_step(nat_optim *opt, float lr)
         float *p = nat_tensor_f32(q->p);
         const float *g = nat_tensor_f32(q->p->grad);
         int64_t n = nat_tensor_numel(q->p);
-        int dev = q->p->device.kind == NAT_DEV_CUDA ? q->p->device.index : -1;
+        const nat_exec *ex = NAT_EXEC_DEV(q->p->device);
         if (c->kind == NAT_OPTIM_SGD) {
             float *buf = q->m ? nat_tensor_f32(q->m) : NULL;
-            if (dev >= 0)
-                NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), sgd_update, p, g, buf, n, lr, wd, c->momentum, c->nesterov));
-            else
-                sgd_update(p, g, buf, n, lr, wd, c->momentum, c->nesterov);
+            NAT_TRY(NAT_KERNEL(ex, sgd_update, p, g, buf, n, lr, wd, c->momentum, c->nesterov));
             continue;
         }
         float *t = nat_tensor_f32(q->steps);
@@ -335,12 +291,8 @@ nat_status nat_optim_step(nat_optim *opt, float lr)
         double step_size = (double)lr / bc1;
         const float decay_mul = (float)(1.0 - (double)lr * wd), w1 = (float)(1.0 - (double)c->beta1);
         const float omb2 = (float)(1.0 - (double)c->beta2), neg_step = (float)-step_size, bc2s = (float)sqrt(bc2);
-        if (dev >= 0)
-            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), adamw_update, p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1,
-                                          c->beta2, omb2, neg_step, bc2s, c->eps));
-        else
-            adamw_update(p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1, c->beta2, omb2, neg_step,
-                         bc2s, c->eps);
+        NAT_TRY(NAT_KERNEL(ex, adamw_update, p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1,
+                           c->beta2, omb2, neg_step, bc2s, c->eps));
     }
     opt->steps++;
     return NAT_OK;

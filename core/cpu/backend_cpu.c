@@ -1,8 +1,29 @@
 /* core/cpu/backend_cpu.c — the CPU kernel table (core/backend.h): every entry is one of the nat_cpu_*
  * kernels of the files of core/cpu/ (declared in core/cpu/kernels.h). The CPU has no device entries: they are
  * reached only through the CUDA table (core/device.c). */
-#include "core/backend.h"
+#include "core/cpu/kernels.h"
 
 const nat_backend nat_backend_cpu = {
     .name = "cpu",
+
+    .copy_bytes = nat_cpu_copy_bytes,
+    .memset0 = nat_cpu_memset0,
+    .strided_copy = nat_cpu_strided_copy,
+    .fill = nat_cpu_fill,
+
+    .binary = nat_cpu_binary,
+    .gelu_forward = nat_cpu_gelu_forward,
+    .gelu_backward = nat_cpu_gelu_backward,
+
+    .bias_grad = nat_cpu_bias_grad,
+
+    .layernorm_forward = nat_cpu_layernorm_forward,
+    .layernorm_backward = nat_cpu_layernorm_backward,
+    .softmax_forward = nat_cpu_softmax_forward,
+    .softmax_backward = nat_cpu_softmax_backward,
+
+    .dropout = nat_cpu_dropout,
+
+    .sgd_update = nat_cpu_sgd_update,
+    .adamw_update = nat_cpu_adamw_update,
 };

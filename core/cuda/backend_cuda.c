@@ -4,6 +4,14 @@
 #include "core/backend.h"
 #include "core/cuda/kernels.h"
 
+/* A bias gradient is the general reduction keeping the middle dim. */
+static nat_status bias_grad(const nat_exec *ex, const float *g, int64_t outer, int64_t C, int64_t inner, float *gb)
+{
+    int64_t shape[3] = {outer, C, inner}, stride[3] = {C * inner, inner, 1};
+    bool keep[3] = {false, true, false};
+    return nat_cu_reduce(ex, gb, true, 1.0f, 3, shape, g, stride, keep);
+}
+
 const nat_backend nat_backend_cuda = {
     .name = "cuda",
     .device_count = nat_cu_device_count,
@@ -26,6 +34,7 @@ const nat_backend nat_backend_cuda = {
     .gelu_backward = nat_cu_gelu_backward,
 
     .reduce = nat_cu_reduce,
+    .bias_grad = bias_grad,
     .sum = nat_cu_sum,
     .sum_squares = nat_cu_sum_squares,
 
