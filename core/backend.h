@@ -89,13 +89,15 @@ struct nat_backend {
     /* out (+)= alpha · Σ x over the dims where keep[d] is false; out contiguous over the kept dims */
     nat_status (*reduce)(const nat_exec *ex, float *out, bool acc, float alpha, int nd, const int64_t *shape,
                          const float *x, const int64_t *x_stride, const bool *keep);
-    /* *y = alpha · Σ x[0..n) (squares: Σ x²), y one device float */
-    nat_status (*sum)(const nat_exec *ex, const float *x, int64_t n, bool squares, float alpha, float *y);
+    /* *y = alpha · Σ x[0..n) (squares: Σ x²), y one device float; alpha in double (the CPU multiplies the
+     * double sum by it, CUDA rounds it to float) */
+    nat_status (*sum)(const nat_exec *ex, const float *x, int64_t n, bool squares, double alpha, float *y);
     /* gb[c] += Σ over o and i of g[o, c, i]: a bias gradient, g dense [outer, C, inner] */
     nat_status (*bias_grad)(const nat_exec *ex, const float *g, int64_t outer, int64_t C, int64_t inner, float *gb);
-    /* Σ over tensors of Σ t_i² in double, returned on the host */
+    /* *host_acc += Σ over tensors of Σ t_i², in double, on the host (waits for the device). The CPU adds
+     * tensor by tensor into *host_acc, CUDA the batch's total: each keeps the order it always had */
     nat_status (*sum_squares)(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns,
-                              double *host_out);
+                              double *host_acc);
 
     /* ---- normalisation, rows of C contiguous elements ---- */
     nat_status (*layernorm_forward)(const nat_exec *ex, const float *x, const float *w, const float *b, float *y,
@@ -147,6 +149,8 @@ struct nat_backend {
     nat_status (*adamw_update)(const nat_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,
                                float decay_mul, float w1, float beta2, float one_minus_beta2, float neg_step_size,
                                float bc2_sqrt, float eps);
+    /* weight averaging: m = decay·m + w·x, contiguous, n elements */
+    nat_status (*ema_update)(const nat_exec *ex, float *m, const float *x, int64_t n, float decay, float w);
 };
 
 /* The table of dev's kind: the CPU's, the CUDA one in a CUDA build, else NULL. */

@@ -351,43 +351,32 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
                              "gradients are supported",
                              i, nat_shape_str(gr, b, sizeof b), nat_dtype_name(gr->dtype), nat_device_name(gr->device));
         }
-        if (gr && gr->device.kind == NAT_DEV_CUDA)
+        if (gr)
             NAT_TRY(nat_device_check(gr->device, "clip_grad_norm"));
     }
     /* Squares summed in double: millions of float squares would otherwise lose the small ones. Runs of
-     * consecutive CUDA gradients on one device go to the device in one batch (one wait per batch). */
+     * consecutive gradients on one device go to its kernel in one batch (on CUDA: one wait per batch). */
     double sq = 0.0;
     for (int i = 0; i < n; i++) {
         const nat_tensor *gr = params[i]->grad;
         if (!gr)
             continue;
-        if (gr->device.kind == NAT_DEV_CUDA) {
-            enum { BATCH = 64 };
-            const float *xs[BATCH];
-            int64_t ns[BATCH];
-            int k = 0, dev = gr->device.index;
-            for (; i < n && k < BATCH; i++) {
-                const nat_tensor *gi = params[i]->grad;
-                if (!gi)
-                    continue;
-                if (gi->device.kind != NAT_DEV_CUDA || gi->device.index != dev)
-                    break;
-                xs[k] = nat_tensor_f32(gi);
-                ns[k++] = nat_tensor_numel(gi);
-            }
-            i--; /* the loop's i++ moves to the first parameter not taken */
-            double s = 0.0;
-            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), sum_squares, k, xs, ns, &s));
-            sq += s;
-            continue;
+        enum { BATCH = 64 };
+        const float *xs[BATCH];
+        int64_t ns[BATCH];
+        int k = 0;
+        nat_device dev = gr->device;
+        for (; i < n && k < BATCH; i++) {
+            const nat_tensor *gi = params[i]->grad;
+            if (!gi)
+                continue;
+            if (gi->device.kind != dev.kind || gi->device.index != dev.index)
+                break;
+            xs[k] = nat_tensor_f32(gi);
+            ns[k++] = nat_tensor_numel(gi);
         }
-        const float *g = nat_tensor_f32(gr);
-        int64_t m = nat_tensor_numel(gr);
-        double s = 0.0;
-#pragma omp parallel for simd reduction(+ : s) if (m > OPTIM_PAR_MIN)
-        for (int64_t j = 0; j < m; j++)
-            s += (double)g[j] * g[j];
-        sq += s;
+        i--; /* the loop's i++ moves to the first parameter not taken */
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_DEV(dev), sum_squares, k, xs, ns, &sq));
     }
     double norm = sqrt(sq);
     if (total_norm_out)
@@ -403,14 +392,8 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
             continue;
         float *g = nat_tensor_f32(gr);
         int64_t m = nat_tensor_numel(gr);
-        if (gr->device.kind == NAT_DEV_CUDA) {
-            int64_t unit = 1;
-            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(gr->device.index), binary, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, coef));
-            continue;
-        }
-#pragma omp parallel for simd if (m > OPTIM_PAR_MIN)
-        for (int64_t j = 0; j < m; j++)
-            g[j] *= coef;
+        int64_t unit = 1;
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_DEV(gr->device), binary, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, coef));
     }
     return NAT_OK;
 }
@@ -432,16 +415,7 @@ nat_status nat_params_ema_update(nat_tensor *const *avg, nat_tensor *const *para
         float *m = nat_tensor_f32(avg[i]);
         const float *x = nat_tensor_f32(params[i]);
         int64_t count = nat_tensor_numel(avg[i]);
-        if (avg[i]->device.kind == NAT_DEV_CUDA) {
-            /* m = decay·m, then m += w·x: the CPU's two roundings (unless the kernel contracts to FMA). */
-            int dev = avg[i]->device.index;
-            int64_t unit = 1;
-            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, false, m, 1, &count, m, &unit, NULL, NULL, decay));
-            NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(dev), binary, NAT_CUDA_SCALE, true, m, 1, &count, x, &unit, NULL, NULL, w));
-            continue;
-        }
-        for (int64_t j = 0; j < count; j++)
-            m[j] = decay * m[j] + w * x[j];
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_DEV(avg[i]->device), ema_update, m, x, count, decay, w));
     }
     return NAT_OK;
 }

@@ -16,14 +16,20 @@ const nat_backend nat_backend_cpu = {
     .gelu_backward = nat_cpu_gelu_backward,
 
     .bias_grad = nat_cpu_bias_grad,
+    .sum = nat_cpu_sum,
+    .sum_squares = nat_cpu_sum_squares,
 
     .layernorm_forward = nat_cpu_layernorm_forward,
     .layernorm_backward = nat_cpu_layernorm_backward,
     .softmax_forward = nat_cpu_softmax_forward,
     .softmax_backward = nat_cpu_softmax_backward,
 
+    .cross_entropy_forward = nat_cpu_cross_entropy_forward,
+    .cross_entropy_backward = nat_cpu_cross_entropy_backward,
+
     .dropout = nat_cpu_dropout,
 
     .sgd_update = nat_cpu_sgd_update,
     .adamw_update = nat_cpu_adamw_update,
+    .ema_update = nat_cpu_ema_update,
 };

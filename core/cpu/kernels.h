@@ -25,6 +25,16 @@ nat_status nat_cpu_gelu_backward(const nat_exec *ex, const float *x, const float
 
 /* reduce.c */
 nat_status nat_cpu_bias_grad(const nat_exec *ex, const float *g, int64_t outer, int64_t C, int64_t inner, float *gb);
+nat_status nat_cpu_sum(const nat_exec *ex, const float *x, int64_t n, bool squares, double alpha, float *y);
+nat_status nat_cpu_sum_squares(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns, double *acc);
+
+/* loss.c */
+nat_status nat_cpu_cross_entropy_forward(const nat_exec *ex, const float *logits, const int32_t *labels,
+                                         const float *targets, int64_t N, int64_t C, float smoothing,
+                                         double *lse_rows, float *loss);
+nat_status nat_cpu_cross_entropy_backward(const nat_exec *ex, const float *logits, const int32_t *labels,
+                                          const float *targets, const double *lse_rows, const float *g, int64_t N,
+                                          int64_t C, float smoothing, float *gz, float *gt);
 
 /* norm.c */
 nat_status nat_cpu_layernorm_forward(const nat_exec *ex, const float *x, const float *w, const float *b, float *y,
@@ -46,5 +56,6 @@ nat_status nat_cpu_sgd_update(const nat_exec *ex, float *p, const float *g, floa
 nat_status nat_cpu_adamw_update(const nat_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,
                                 float decay_mul, float w1, float beta2, float one_minus_beta2, float neg_step_size,
                                 float bc2_sqrt, float eps);
+nat_status nat_cpu_ema_update(const nat_exec *ex, float *m, const float *x, int64_t n, float decay, float w);
 
 #endif

@@ -1,6 +1,6 @@
 /* core/cpu/optim.c — the CPU's optimizer updates, one pass over each contiguous parameter: SGD (coupled
  * weight decay, momentum, Nesterov) and AdamW (decoupled decay), with PyTorch's float operations in its
- * order (the scalars come from core/optim.c). */
+ * order (the scalars come from core/optim.c), and the weight-averaging update. */
 #include <math.h>
 
 #include "core/cpu/kernels.h"
@@ -51,5 +51,13 @@ nat_status nat_cpu_adamw_update(const nat_exec *ex, float *p, const float *g, fl
         float denom = sqrtf(vi) / bc2_sqrt + eps;
         p[i] = pi + neg_step_size * mi / denom; /* addcdiv: value * t1 / t2 */
     }
+    return NAT_OK;
+}
+
+nat_status nat_cpu_ema_update(const nat_exec *ex, float *m, const float *x, int64_t count, float decay, float w)
+{
+    (void)ex;
+    for (int64_t j = 0; j < count; j++)
+        m[j] = decay * m[j] + w * x[j];
     return NAT_OK;
 }

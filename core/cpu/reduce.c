@@ -1,4 +1,5 @@
-/* core/cpu/reduce.c — the CPU's sums: bias gradients (a sum over all dims but one). */
+/* core/cpu/reduce.c — the CPU's sums: bias gradients (a sum over all dims but one), the full sum of a
+ * tensor (sum, mean) and the sum of squares of a list of tensors (gradient norm, overflow check). */
 #include <omp.h> /* per-thread partial sums */
 #include <string.h>
 
@@ -38,5 +39,54 @@ nat_status nat_cpu_bias_grad(const nat_exec *ex, const float *G, int64_t outer, 
         for (int64_t c = 0; c < C; c++)
             gb[c] += part[(int64_t)t * C + c];
     nat_exec_scratch_release(ex, part);
+    return NAT_OK;
+}
+
+/* Σ x in double over fixed blocks, then the block sums in order: the same bits for any thread count.
+ * *y = alpha · Σ x (squares: Σ x²), alpha in double as the ops compute it (1/n for mean). */
+#define SUM_BLOCK 4096
+
+nat_status nat_cpu_sum(const nat_exec *ex, const float *X, int64_t n, bool squares, double alpha, float *y)
+{
+    int64_t nb = (n + SUM_BLOCK - 1) / SUM_BLOCK;
+    double *part;
+    NAT_TRY(nat_exec_scratch(ex, (size_t)(nb ? nb : 1) * sizeof *part, (void **)&part));
+#pragma omp parallel for if (n > NAT_CPU_PAR_MIN)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t lo = b * SUM_BLOCK, hi = lo + SUM_BLOCK < n ? lo + SUM_BLOCK : n;
+        double s = 0;
+        if (squares) {
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = lo; i < hi; i++)
+                s += (double)X[i] * X[i];
+        } else {
+#pragma omp simd reduction(+ : s)
+            for (int64_t i = lo; i < hi; i++)
+                s += X[i];
+        }
+        part[b] = s;
+    }
+    double s = 0;
+    for (int64_t b = 0; b < nb; b++)
+        s += part[b];
+    nat_exec_scratch_release(ex, part);
+    *y = (float)(s * alpha);
+    return NAT_OK;
+}
+
+/* *acc += Σ_i Σ x_i², each tensor's squares summed in double (millions of float squares would otherwise
+ * lose the small ones) and added to *acc in list order. */
+nat_status nat_cpu_sum_squares(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns, double *acc)
+{
+    (void)ex;
+    for (int k = 0; k < count; k++) {
+        const float *g = xs[k];
+        int64_t m = ns[k];
+        double s = 0.0;
+#pragma omp parallel for simd reduction(+ : s) if (m > NAT_CPU_PAR_MIN)
+        for (int64_t j = 0; j < m; j++)
+            s += (double)g[j] * g[j];
+        *acc += s;
+    }
     return NAT_OK;
 }

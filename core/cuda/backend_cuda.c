@@ -12,6 +12,29 @@ static nat_status bias_grad(const nat_exec *ex, const float *g, int64_t outer, i
     return nat_cu_reduce(ex, gb, true, 1.0f, 3, shape, g, stride, keep);
 }
 
+/* The table's alpha is double for the CPU's sake; the kernel scales in float. */
+static nat_status sum(const nat_exec *ex, const float *x, int64_t n, bool squares, double alpha, float *y)
+{
+    return nat_cu_sum(ex, x, n, squares, (float)alpha, y);
+}
+
+/* The batch's total, added to the caller's running sum. */
+static nat_status sum_squares(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns, double *acc)
+{
+    double t = 0.0;
+    NAT_TRY(nat_cu_sum_squares(ex, count, xs, ns, &t));
+    *acc += t;
+    return NAT_OK;
+}
+
+/* m = decay·m, then m += w·x: the CPU's two roundings (unless the kernel contracts to FMA). */
+static nat_status ema_update(const nat_exec *ex, float *m, const float *x, int64_t n, float decay, float w)
+{
+    int64_t unit = 1;
+    NAT_TRY(nat_cu_binary(ex, NAT_CUDA_SCALE, false, m, 1, &n, m, &unit, NULL, NULL, decay));
+    return nat_cu_binary(ex, NAT_CUDA_SCALE, true, m, 1, &n, x, &unit, NULL, NULL, w);
+}
+
 const nat_backend nat_backend_cuda = {
     .name = "cuda",
     .device_count = nat_cu_device_count,
@@ -35,8 +58,8 @@ const nat_backend nat_backend_cuda = {
 
     .reduce = nat_cu_reduce,
     .bias_grad = bias_grad,
-    .sum = nat_cu_sum,
-    .sum_squares = nat_cu_sum_squares,
+    .sum = sum,
+    .sum_squares = sum_squares,
 
     .layernorm_forward = nat_cu_layernorm_forward,
     .layernorm_backward = nat_cu_layernorm_backward,
@@ -60,4 +83,5 @@ const nat_backend nat_backend_cuda = {
 
     .sgd_update = nat_cu_sgd_update,
     .adamw_update = nat_cu_adamw_update,
+    .ema_update = ema_update,
 };
