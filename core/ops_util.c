@@ -1,13 +1,11 @@
 /* core/ops_util.c — helpers for op implementations: argument checks, dense copies of strided views and
  * broadcast reduction (see include/nat/op.h). It builds on autograd (step tensors) and core/tensor_fill.c;
- * autograd does not depend on it. The tensor's device picks the CPU or CUDA path. */
+ * autograd does not depend on it. Kernels run through the table of the context's device (core/backend.h). */
 #include <string.h>
 
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
-
-static bool on_cuda(const nat_tensor *t) { return t->device.kind == NAT_DEV_CUDA; }
 
 int nat_ctx_cuda_index(const nat_ctx *ctx)
 {
@@ -34,8 +32,7 @@ nat_status nat_check_f32_dev(const nat_ctx *ctx, const nat_tensor *t, const char
     if (t->device.kind != d.kind || t->device.index != d.index)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is on %s but the context runs on %s (copy it with nat_tensor_to)",
                          op, arg, nat_device_name(t->device), nat_device_name(d));
-    if (t->device.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_device_check(t->device, op));
+    NAT_TRY(nat_device_check(t->device, op));
     if (t->storage == NULL || t->storage->data == NULL)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s has no storage (freed by nat_ctx_reset?)", op, arg);
     return NAT_OK;
@@ -47,16 +44,12 @@ nat_status nat_dense(nat_ctx *ctx, const nat_tensor *x, nat_tensor **out)
         *out = (nat_tensor *)x;
         return NAT_OK;
     }
+    /* 0 + x, not a plain copy: the dense copy has always been an accumulation into zeros (-0.0 becomes
+     * +0.0), and results keep their bits. */
     nat_tensor *y;
-    if (on_cuda(x)) {
-        NAT_TRY(nat_ctx_empty(ctx, &y, x->dtype, x->ndim, x->shape));
-        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(x->device.index), strided_copy, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride,
-                                      x->ndim, x->shape, false));
-        *out = y;
-        return NAT_OK;
-    }
     NAT_TRY(nat_ctx_zeros(ctx, &y, x->dtype, x->ndim, x->shape));
-    NAT_TRY(nat_add_into(y, x)); /* 0 + x: the CPU's dense copy */
+    NAT_TRY(NAT_KERNEL(NAT_EXEC_CTX(ctx), strided_copy, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride,
+                       x->ndim, x->shape, true));
     *out = y;
     return NAT_OK;
 }
@@ -72,43 +65,14 @@ nat_status nat_reduce_to_shape(nat_ctx *ctx, const nat_tensor *g, int ndim, cons
         return nat_dense(ctx, g, out);
     if (off < 0)
         return nat_error(NAT_ERR_INTERNAL, "reduce_to_shape: target has more dims than the gradient");
+    /* r is contiguous over the dims that stay, the others having size 1 or being absent. */
+    bool keep[NAT_MAX_DIMS];
+    for (int d = 0; d < g->ndim; d++)
+        keep[d] = d - off >= 0 && shape[d - off] != 1;
     nat_tensor *r;
-    if (on_cuda(g)) {
-        /* r is contiguous over the dims that stay, the others having size 1 or being absent. */
-        bool keep[NAT_MAX_DIMS];
-        for (int d = 0; d < g->ndim; d++)
-            keep[d] = d - off >= 0 && shape[d - off] != 1;
-        NAT_TRY(nat_ctx_empty(ctx, &r, NAT_F32, ndim, shape));
-        NAT_TRY(NAT_KERNEL(NAT_EXEC_CUDA(g->device.index), reduce, nat_tensor_f32(r), false, 1.0f, g->ndim, g->shape, nat_tensor_f32(g),
-                                g->stride, keep));
-        *out = r;
-        return NAT_OK;
-    }
-    NAT_TRY(nat_ctx_zeros(ctx, &r, NAT_F32, ndim, shape));
-    int64_t rstride[NAT_MAX_DIMS];
-    nat_contiguous_strides(ndim, shape, rstride);
-    /* Map each element of g to its broadcast source in r. */
-    int64_t gs[NAT_MAX_DIMS];
-    for (int d = 0; d < g->ndim; d++) {
-        int rd = d - off;
-        gs[d] = (rd < 0 || shape[rd] == 1) ? 0 : rstride[rd];
-    }
-    const float *gp = nat_tensor_f32(g);
-    float *rp = nat_tensor_f32(r);
-    int64_t idx[NAT_MAX_DIMS] = {0}, n = nat_tensor_numel(g);
-    for (int64_t i = 0; i < n; i++) {
-        int64_t go = 0, ro = 0;
-        for (int d = 0; d < g->ndim; d++) {
-            go += idx[d] * g->stride[d];
-            ro += idx[d] * gs[d];
-        }
-        rp[ro] += gp[go];
-        for (int d = g->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < g->shape[d])
-                break;
-            idx[d] = 0;
-        }
-    }
+    NAT_TRY(nat_ctx_empty(ctx, &r, NAT_F32, ndim, shape));
+    NAT_TRY(NAT_KERNEL(NAT_EXEC_CTX(ctx), reduce, nat_tensor_f32(r), false, 1.0f, g->ndim, g->shape, nat_tensor_f32(g),
+                       g->stride, keep));
     *out = r;
     return NAT_OK;
 }

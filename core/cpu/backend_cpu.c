@@ -15,6 +15,7 @@ const nat_backend nat_backend_cpu = {
     .gelu_forward = nat_cpu_gelu_forward,
     .gelu_backward = nat_cpu_gelu_backward,
 
+    .reduce = nat_cpu_reduce,
     .bias_grad = nat_cpu_bias_grad,
     .sum = nat_cpu_sum,
     .sum_squares = nat_cpu_sum_squares,

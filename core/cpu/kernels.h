@@ -24,6 +24,8 @@ nat_status nat_cpu_gelu_forward(const nat_exec *ex, const float *x, float *y, in
 nat_status nat_cpu_gelu_backward(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n);
 
 /* reduce.c */
+nat_status nat_cpu_reduce(const nat_exec *ex, float *out, bool acc, float alpha, int nd, const int64_t *shape,
+                          const float *x, const int64_t *x_stride, const bool *keep);
 nat_status nat_cpu_bias_grad(const nat_exec *ex, const float *g, int64_t outer, int64_t C, int64_t inner, float *gb);
 nat_status nat_cpu_sum(const nat_exec *ex, const float *x, int64_t n, bool squares, double alpha, float *y);
 nat_status nat_cpu_sum_squares(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns, double *acc);

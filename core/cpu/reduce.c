@@ -1,9 +1,46 @@
-/* core/cpu/reduce.c — the CPU's sums: bias gradients (a sum over all dims but one), the full sum of a
+/* core/cpu/reduce.c — the CPU's sums: a reduction over any set of dims (undoing broadcasting), bias
+ * gradients (a sum over all dims but one), the full sum of a
  * tensor (sum, mean) and the sum of squares of a list of tensors (gradient norm, overflow check). */
 #include <omp.h> /* per-thread partial sums */
 #include <string.h>
 
 #include "core/cpu/kernels.h"
+#include "core/tensor_internal.h"
+
+/* out (+)= alpha · Σ x over the dims where keep[d] is false; out is contiguous over the kept dims. Each
+ * element of x is added to its place in out in row-major order (alpha, when not 1, multiplies each
+ * element). */
+nat_status nat_cpu_reduce(const nat_exec *ex, float *rp, bool acc, float alpha, int nd, const int64_t *shape,
+                          const float *gp, const int64_t *gstride, const bool *keep)
+{
+    (void)ex;
+    /* Map each element of x to its place in out (stride 0 along a summed dim). */
+    int64_t gs[NAT_MAX_DIMS], nout = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        gs[d] = keep[d] ? nout : 0;
+        nout *= keep[d] ? shape[d] : 1;
+    }
+    if (!acc)
+        memset(rp, 0, (size_t)nout * sizeof *rp);
+    int64_t idx[NAT_MAX_DIMS] = {0}, n = nat_shape_numel(nd, shape);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t go = 0, ro = 0;
+        for (int d = 0; d < nd; d++) {
+            go += idx[d] * gstride[d];
+            ro += idx[d] * gs[d];
+        }
+        if (alpha == 1.0f)
+            rp[ro] += gp[go];
+        else
+            rp[ro] += alpha * gp[go];
+        for (int d = nd - 1; d >= 0; d--) {
+            if (++idx[d] < shape[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    return NAT_OK;
+}
 
 /* g viewed as [outer, C, inner]; gb[c] += Σ over outer and inner. Each thread sums its own static block of
  * `outer` into a private row of partial sums; the rows are added in thread order, so a given thread count
