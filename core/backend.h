@@ -94,6 +94,9 @@ struct nat_backend {
     nat_status (*sum)(const nat_exec *ex, const float *x, int64_t n, bool squares, double alpha, float *y);
     /* gb[c] += Σ over o and i of g[o, c, i]: a bias gradient, g dense [outer, C, inner] */
     nat_status (*bias_grad)(const nat_exec *ex, const float *g, int64_t outer, int64_t C, int64_t inner, float *gb);
+    /* linear's bias gradient, gb[o] += Σ_r g[r, o] over g dense [M, outf]: the same sum as bias_grad with
+     * inner = 1, a separate entry because the CPU has always summed it in another order (bits kept) */
+    nat_status (*linear_bias_grad)(const nat_exec *ex, const float *g, int64_t M, int64_t outf, float *gb);
     /* *host_acc += Σ over tensors of Σ t_i², in double, on the host (waits for the device). The CPU adds
      * tensor by tensor into *host_acc, CUDA the batch's total: each keeps the order it always had */
     nat_status (*sum_squares)(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns,
@@ -138,6 +141,13 @@ struct nat_backend {
                                             const float *w, const float *gy, float *gx);
     nat_status (*conv2d_backward_filter_lowp)(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
                                               const float *x, const float *gy, float *gw);
+
+    /* ---- global average pooling: x [N, C, S] (channels_last: [N, S, C]) -> y [N, C] = mean over S ---- */
+    nat_status (*avg_pool_forward)(const nat_exec *ex, const float *x, float *y, int64_t N, int64_t C, int64_t S,
+                                   bool channels_last);
+    /* gx += g / S, spread over S */
+    nat_status (*avg_pool_backward)(const nat_exec *ex, const float *g, float *gx, int64_t N, int64_t C, int64_t S,
+                                    bool channels_last);
 
     /* ---- dropout with a hashed mask: kept when hash(seed, i) >= threshold ---- */
     nat_status (*dropout)(const nat_exec *ex, const float *x, float *y, bool acc, int64_t n, uint64_t seed,

@@ -25,8 +25,15 @@ const nat_backend nat_backend_cpu = {
     .softmax_forward = nat_cpu_softmax_forward,
     .softmax_backward = nat_cpu_softmax_backward,
 
+    .gemm = nat_cpu_gemm,
+    .gemm_lowp = nat_cpu_gemm_lowp,
+    .linear_bias_grad = nat_cpu_linear_bias_grad,
+
     .cross_entropy_forward = nat_cpu_cross_entropy_forward,
     .cross_entropy_backward = nat_cpu_cross_entropy_backward,
+
+    .avg_pool_forward = nat_cpu_avg_pool_forward,
+    .avg_pool_backward = nat_cpu_avg_pool_backward,
 
     .dropout = nat_cpu_dropout,
 

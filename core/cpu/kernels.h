@@ -30,6 +30,14 @@ nat_status nat_cpu_bias_grad(const nat_exec *ex, const float *g, int64_t outer, 
 nat_status nat_cpu_sum(const nat_exec *ex, const float *x, int64_t n, bool squares, double alpha, float *y);
 nat_status nat_cpu_sum_squares(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns, double *acc);
 
+/* gemm.c */
+nat_status nat_cpu_gemm(const nat_exec *ex, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+                        int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch);
+nat_status nat_cpu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                             const float *A, int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc,
+                             int64_t batch);
+nat_status nat_cpu_linear_bias_grad(const nat_exec *ex, const float *g, int64_t M, int64_t outf, float *gb);
+
 /* loss.c */
 nat_status nat_cpu_cross_entropy_forward(const nat_exec *ex, const float *logits, const int32_t *labels,
                                          const float *targets, int64_t N, int64_t C, float smoothing,
@@ -47,6 +55,12 @@ nat_status nat_cpu_layernorm_backward(const nat_exec *ex, const float *x, const 
 nat_status nat_cpu_softmax_forward(const nat_exec *ex, const float *x, float *y, int64_t rows, int64_t C);
 nat_status nat_cpu_softmax_backward(const nat_exec *ex, const float *y, const float *g, float *gx, int64_t rows,
                                     int64_t C);
+
+/* pool.c */
+nat_status nat_cpu_avg_pool_forward(const nat_exec *ex, const float *x, float *y, int64_t N, int64_t C, int64_t S,
+                                    bool channels_last);
+nat_status nat_cpu_avg_pool_backward(const nat_exec *ex, const float *g, float *gx, int64_t N, int64_t C, int64_t S,
+                                     bool channels_last);
 
 /* dropout.c */
 nat_status nat_cpu_dropout(const nat_exec *ex, const float *x, float *y, bool acc, int64_t n, uint64_t seed,

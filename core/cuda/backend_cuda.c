@@ -35,6 +35,30 @@ static nat_status ema_update(const nat_exec *ex, float *m, const float *x, int64
     return nat_cu_binary(ex, NAT_CUDA_SCALE, true, m, 1, &n, x, &unit, NULL, NULL, w);
 }
 
+static nat_status linear_bias_grad(const nat_exec *ex, const float *g, int64_t M, int64_t outf, float *gb)
+{
+    return bias_grad(ex, g, M, outf, 1, gb);
+}
+
+/* Pooling is a reduction over S (forward) and a stride-0 broadcast add (backward). */
+static nat_status avg_pool_forward(const nat_exec *ex, const float *x, float *y, int64_t N, int64_t C, int64_t S,
+                                   bool channels_last)
+{
+    int64_t dims[3] = {N, channels_last ? S : C, channels_last ? C : S};
+    int64_t xs[3] = {S * C, dims[2], 1};
+    bool keep[3] = {true, !channels_last, channels_last};
+    return nat_cu_reduce(ex, y, false, 1.0f / (float)S, 3, dims, x, xs, keep);
+}
+
+static nat_status avg_pool_backward(const nat_exec *ex, const float *g, float *gx, int64_t N, int64_t C, int64_t S,
+                                    bool last)
+{
+    /* gx viewed as [N, C, S] or [N, S, C] += inv · g [N, C] read with stride 0 along S. */
+    int64_t shape[3] = {N, last ? S : C, last ? C : S};
+    int64_t gs[3] = {C, last ? 0 : 1, last ? 1 : 0};
+    return nat_cu_binary(ex, NAT_CUDA_SCALE, true, gx, 3, shape, g, gs, NULL, NULL, 1.0f / (float)S);
+}
+
 const nat_backend nat_backend_cuda = {
     .name = "cuda",
     .device_count = nat_cu_device_count,
@@ -58,6 +82,7 @@ const nat_backend nat_backend_cuda = {
 
     .reduce = nat_cu_reduce,
     .bias_grad = bias_grad,
+    .linear_bias_grad = linear_bias_grad,
     .sum = sum,
     .sum_squares = sum_squares,
 
@@ -78,6 +103,9 @@ const nat_backend nat_backend_cuda = {
     .conv2d_forward_lowp = nat_cu_conv2d_forward_lowp,
     .conv2d_backward_data_lowp = nat_cu_conv2d_backward_data_lowp,
     .conv2d_backward_filter_lowp = nat_cu_conv2d_backward_filter_lowp,
+
+    .avg_pool_forward = avg_pool_forward,
+    .avg_pool_backward = avg_pool_backward,
 
     .dropout = nat_cu_dropout,
 
