@@ -129,18 +129,21 @@ struct nat_backend {
                             int64_t batch);
 
     /* ---- convolution: y = conv(x, w); gx += bwd_data(w, gy); gw += bwd_filter(x, gy) ---- */
+    /* y = conv(x, w) + b (b [O] optional) */
     nat_status (*conv2d_forward)(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x, const float *w,
-                                 float *y);
+                                 const float *b, float *y);
     nat_status (*conv2d_backward_data)(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *w,
                                        const float *gy, float *gx);
     nat_status (*conv2d_backward_filter)(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x,
                                          const float *gy, float *gw);
     nat_status (*conv2d_forward_lowp)(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g, const float *x,
-                                      const float *w, float *y);
+                                      const float *w, const float *b, float *y);
     nat_status (*conv2d_backward_data_lowp)(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
                                             const float *w, const float *gy, float *gx);
     nat_status (*conv2d_backward_filter_lowp)(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
                                               const float *x, const float *gy, float *gw);
+    /* gb[o] += Σ over n and p of gy [N, O, P]: the bias gradient (its own entry: the CPU's summation order) */
+    nat_status (*conv2d_bias_grad)(const nat_exec *ex, const float *gy, int64_t N, int64_t O, int64_t P, float *gb);
 
     /* ---- global average pooling: x [N, C, S] (channels_last: [N, S, C]) -> y [N, C] = mean over S ---- */
     nat_status (*avg_pool_forward)(const nat_exec *ex, const float *x, float *y, int64_t N, int64_t C, int64_t S,

@@ -32,6 +32,14 @@ const nat_backend nat_backend_cpu = {
     .cross_entropy_forward = nat_cpu_cross_entropy_forward,
     .cross_entropy_backward = nat_cpu_cross_entropy_backward,
 
+    .conv2d_forward = nat_cpu_conv2d_forward,
+    .conv2d_backward_data = nat_cpu_conv2d_backward_data,
+    .conv2d_backward_filter = nat_cpu_conv2d_backward_filter,
+    .conv2d_forward_lowp = nat_cpu_conv2d_forward_lowp,
+    .conv2d_backward_data_lowp = nat_cpu_conv2d_backward_data_lowp,
+    .conv2d_backward_filter_lowp = nat_cpu_conv2d_backward_filter_lowp,
+    .conv2d_bias_grad = nat_cpu_conv2d_bias_grad,
+
     .avg_pool_forward = nat_cpu_avg_pool_forward,
     .avg_pool_backward = nat_cpu_avg_pool_backward,
 

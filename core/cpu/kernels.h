@@ -38,6 +38,21 @@ nat_status nat_cpu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int
                              int64_t batch);
 nat_status nat_cpu_linear_bias_grad(const nat_exec *ex, const float *g, int64_t M, int64_t outf, float *gb);
 
+/* conv.c */
+nat_status nat_cpu_conv2d_forward(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x, const float *w,
+                                  const float *b, float *y);
+nat_status nat_cpu_conv2d_forward_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g, const float *x,
+                                       const float *w, const float *b, float *y);
+nat_status nat_cpu_conv2d_backward_data(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *w,
+                                        const float *gy, float *gx);
+nat_status nat_cpu_conv2d_backward_filter(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x,
+                                          const float *gy, float *gw);
+nat_status nat_cpu_conv2d_backward_data_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
+                                             const float *w, const float *gy, float *gx);
+nat_status nat_cpu_conv2d_backward_filter_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
+                                               const float *x, const float *gy, float *gw);
+nat_status nat_cpu_conv2d_bias_grad(const nat_exec *ex, const float *gy, int64_t N, int64_t O, int64_t P, float *gb);
+
 /* loss.c */
 nat_status nat_cpu_cross_entropy_forward(const nat_exec *ex, const float *logits, const int32_t *labels,
                                          const float *targets, int64_t N, int64_t C, float smoothing,

@@ -59,6 +59,34 @@ static nat_status avg_pool_backward(const nat_exec *ex, const float *g, float *g
     return nat_cu_binary(ex, NAT_CUDA_SCALE, true, gx, 3, shape, g, gs, NULL, NULL, 1.0f / (float)S);
 }
 
+/* cuDNN convolves; the bias, y [N, O, P] += b read with strides (0, 1, 0), is the elementwise kernel. */
+static nat_status conv_bias(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *b, float *y)
+{
+    if (!b)
+        return NAT_OK;
+    int64_t s3[3] = {g->N, g->O, g->Ho * g->Wo}, bs[3] = {0, 1, 0};
+    return nat_cu_binary(ex, NAT_CUDA_SCALE, true, y, 3, s3, b, bs, NULL, NULL, 1.0f);
+}
+
+static nat_status conv2d_forward(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x, const float *w,
+                                 const float *b, float *y)
+{
+    NAT_TRY(nat_cu_conv2d_forward(ex, g, x, w, y));
+    return conv_bias(ex, g, b, y);
+}
+
+static nat_status conv2d_forward_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g, const float *x,
+                                      const float *w, const float *b, float *y)
+{
+    NAT_TRY(nat_cu_conv2d_forward_lowp(ex, prec, g, x, w, y));
+    return conv_bias(ex, g, b, y);
+}
+
+static nat_status conv2d_bias_grad(const nat_exec *ex, const float *gy, int64_t N, int64_t O, int64_t P, float *gb)
+{
+    return bias_grad(ex, gy, N, O, P, gb);
+}
+
 const nat_backend nat_backend_cuda = {
     .name = "cuda",
     .device_count = nat_cu_device_count,
@@ -97,12 +125,13 @@ const nat_backend nat_backend_cuda = {
     .gemm = nat_cu_gemm,
     .gemm_lowp = nat_cu_gemm_lowp,
 
-    .conv2d_forward = nat_cu_conv2d_forward,
+    .conv2d_forward = conv2d_forward,
     .conv2d_backward_data = nat_cu_conv2d_backward_data,
     .conv2d_backward_filter = nat_cu_conv2d_backward_filter,
-    .conv2d_forward_lowp = nat_cu_conv2d_forward_lowp,
+    .conv2d_forward_lowp = conv2d_forward_lowp,
     .conv2d_backward_data_lowp = nat_cu_conv2d_backward_data_lowp,
     .conv2d_backward_filter_lowp = nat_cu_conv2d_backward_filter_lowp,
+    .conv2d_bias_grad = conv2d_bias_grad,
 
     .avg_pool_forward = avg_pool_forward,
     .avg_pool_backward = avg_pool_backward,
