@@ -4,6 +4,7 @@
 
 #include "core/backend.h"
 #include "nat/alloc.h"
+#include "nat/op.h" /* nat_ctx_cuda_index */
 
 #define NO_CUDA "nat was built without CUDA (configure with -DNAT_CUDA=ON on a machine with nvcc)"
 
@@ -32,6 +33,13 @@ bool nat_exec_ready(nat_device dev, size_t entry, const char *kernel)
         return true;
     nat_error(NAT_ERR_UNSUPPORTED, "%s: no kernel on %s%s", kernel, nat_device_name(dev), bk ? "" : " (" NO_CUDA ")");
     return false;
+}
+
+/* For layers that still pick their own path by device (layers/natten); core ops go through the table. */
+int nat_ctx_cuda_index(const nat_ctx *ctx)
+{
+    nat_device d = nat_ctx_device(ctx);
+    return d.kind == NAT_DEV_CUDA ? d.index : -1;
 }
 
 nat_status nat_exec_scratch(const nat_exec *ex, size_t bytes, void **out)

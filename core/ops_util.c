@@ -7,12 +7,6 @@
 #include "nat/op.h"
 #include "core/tensor_internal.h"
 
-int nat_ctx_cuda_index(const nat_ctx *ctx)
-{
-    nat_device d = nat_ctx_device(ctx);
-    return d.kind == NAT_DEV_CUDA ? d.index : -1;
-}
-
 nat_status nat_check_f32(const nat_ctx *ctx, const nat_tensor *t, const char *op, const char *arg)
 {
     NAT_TRY(nat_check_f32_dev(ctx, t, op, arg));

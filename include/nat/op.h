@@ -1,6 +1,6 @@
 /* nat/op.h — for op authors: what an op implementation needs besides the public API. In-place fills and
  * accumulation used by autograd, argument checks with messages, the contiguous-input helper, broadcast
- * reduction, and the kernel table of a device (core/backend.h: nat_exec_of + NAT_KERNEL).
+ * reduction, and the kernel table of a device (core/backend.h: NAT_EXEC_CTX + NAT_KERNEL).
  *
  * An op checks its arguments (nat_check_f32_dev), makes its step tensors, records the tape, and runs
  * its kernels through the table of the context's device; it never branches on the device itself.
