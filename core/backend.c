@@ -6,10 +6,8 @@
 #include "nat/alloc.h"
 #include "nat/op.h" /* nat_ctx_cuda_index */
 
-#define NO_CUDA "nat was built without CUDA (configure with -DNAT_CUDA=ON on a machine with nvcc)"
-
 #ifdef NAT_WITH_CUDA
-extern const nat_backend nat_backend_cuda; /* core/cuda/backend_cuda.cu */
+extern const nat_backend nat_backend_cuda; /* core/cuda/backend_cuda.c */
 #define CUDA_TABLE (&nat_backend_cuda)
 #else
 #define CUDA_TABLE NULL
@@ -24,15 +22,10 @@ const nat_backend *nat_backend_for(nat_device dev)
     return NULL;
 }
 
-bool nat_exec_ready(nat_device dev, size_t entry, const char *kernel)
+nat_status nat_exec_missing(nat_device dev, const char *kernel)
 {
-    const nat_backend *bk = nat_backend_for(dev);
-    /* Every entry is a function pointer: read the one at `entry` as such to see whether it is filled. */
-    void (*const *fn)(void) = bk ? (void (*const *)(void))((const char *)bk + entry) : NULL;
-    if (fn && *fn)
-        return true;
-    nat_error(NAT_ERR_UNSUPPORTED, "%s: no kernel on %s%s", kernel, nat_device_name(dev), bk ? "" : " (" NO_CUDA ")");
-    return false;
+    return nat_error(NAT_ERR_UNSUPPORTED, "%s: no kernel on %s%s", kernel, nat_device_name(dev),
+                     nat_backend_for(dev) ? "" : " (" NAT_NO_CUDA ")");
 }
 
 /* For layers that still pick their own path by device (layers/natten); core ops go through the table. */

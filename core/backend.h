@@ -79,7 +79,8 @@ struct nat_backend {
     nat_status (*fill)(const nat_exec *ex, float *p, int64_t n, float v);
 
     /* ---- elementwise ---- */
-    /* y (+)= s · (a op b) over shape (y contiguous); a, b strided (0 on broadcast dims); SCALE: s · a */
+    /* y (+)= s · (a op b) over shape (y contiguous); a, b strided (0 on broadcast dims); SCALE: s · a.
+     * Only SCALE takes s != 1 (the CPU kernel refuses another factor); y may alias a at the same strides */
     nat_status (*binary)(const nat_exec *ex, int op, bool acc, float *y, int nd, const int64_t *shape,
                          const float *a, const int64_t *a_stride, const float *b, const int64_t *b_stride, float s);
     nat_status (*gelu_forward)(const nat_exec *ex, const float *x, float *y, int64_t n);
@@ -166,20 +167,23 @@ struct nat_backend {
     nat_status (*ema_update)(const nat_exec *ex, float *m, const float *x, int64_t n, float decay, float w);
 };
 
+/* What every CUDA request of a build without CUDA says. */
+#define NAT_NO_CUDA "nat was built without CUDA (configure with -DNAT_CUDA=ON on a machine with nvcc)"
+
 /* The table of dev's kind: the CPU's, the CUDA one in a CUDA build, else NULL. */
 const nat_backend *nat_backend_for(nat_device dev);
 extern const nat_backend nat_backend_cpu;
 
-/* Whether dev's table has the entry at byte offset `entry` (offsetof); when not, sets the error
- * NAT_ERR_UNSUPPORTED "<kernel>: no kernel on cuda:0 (nat was built without CUDA ...)" and returns false. */
-bool nat_exec_ready(nat_device dev, size_t entry, const char *kernel);
+/* Sets NAT_ERR_UNSUPPORTED "<kernel>: no kernel on cuda:0 (nat was built without CUDA ...)" and returns it:
+ * what NAT_KERNEL gives when dev has no table in this build or the table has no such entry. */
+nat_status nat_exec_missing(nat_device dev, const char *kernel);
 
 /* Runs kernel `entry` on ex's device: a nat_status expression (NAT_ERR_UNSUPPORTED when the device has no
  * such kernel in this build). ex is a const nat_exec *, evaluated more than once. */
-#define NAT_KERNEL(ex, entry, ...)                                                                  \
-    (nat_exec_ready((ex)->dev, offsetof(nat_backend, entry), #entry)                                \
-         ? nat_backend_for((ex)->dev)->entry((ex), __VA_ARGS__)                                    \
-         : NAT_ERR_UNSUPPORTED)
+#define NAT_KERNEL(ex, entry, ...)                                                                             \
+    (nat_backend_for((ex)->dev) && nat_backend_for((ex)->dev)->entry                                           \
+         ? nat_backend_for((ex)->dev)->entry((ex), __VA_ARGS__)                                                \
+         : nat_exec_missing((ex)->dev, #entry))
 
 /* CPU scratch for a kernel: from ex->ctx when there is one (released by nat_ctx_reset), else malloc'd;
  * give it back with nat_exec_scratch_release, which frees only what was malloc'd. */

@@ -4,11 +4,9 @@
 #include "core/backend.h"
 #include "nat/cuda.h"
 
-#define NO_CUDA "nat was built without CUDA (configure with -DNAT_CUDA=ON on a machine with nvcc)"
-
 static const nat_backend *cuda_table(void) { return nat_backend_for((nat_device){NAT_DEV_CUDA, 0}); }
 
-static nat_status no_cuda(const char *what) { return nat_error(NAT_ERR_UNSUPPORTED, "%s: " NO_CUDA, what); }
+static nat_status no_cuda(const char *what) { return nat_error(NAT_ERR_UNSUPPORTED, "%s: " NAT_NO_CUDA, what); }
 
 int nat_cuda_built(void) { return cuda_table() != NULL; }
 
@@ -26,7 +24,7 @@ nat_status nat_device_check(nat_device dev, const char *op)
         return NAT_OK;
     const nat_backend *b = nat_backend_for(dev);
     if (!b)
-        return nat_error(NAT_ERR_UNSUPPORTED, "%s: tensors are on %s but " NO_CUDA, op, nat_device_name(dev));
+        return nat_error(NAT_ERR_UNSUPPORTED, "%s: tensors are on %s but " NAT_NO_CUDA, op, nat_device_name(dev));
     return b->check_device(dev, op);
 }
 
