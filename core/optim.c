@@ -2,8 +2,9 @@
  * parameter groups, and global-norm gradient clipping (see include/nat/optim.h for the exact rules).
  *
  * Parameters and gradients are contiguous f32 tensors on the CPU or a CUDA device (each parameter is
- * updated where it lives: core/cuda/optim.cu has the same loops as fused kernels, and the gradient
- * norm is a deterministic device reduction); updated element by element; each update is
+ * updated where it lives, through its device's kernel table: core/cpu/optim.c's loops, core/cuda/optim.cu's
+ * fused kernels with the same operations, and a deterministic sum of squares for the gradient norm);
+ * updated element by element; each update is
  * written in the order PyTorch's single-tensor kernels use (scalars computed in double, applied in
  * float) so results track a PyTorch run closely. State tensors are made at add_group time so that
  * nat_optim_step never allocates. AdamW's per-parameter step count stays on the host whatever the
@@ -17,11 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/backend.h" /* fused updates and the gradient norm on CUDA devices */
+#include "core/backend.h" /* the updates and the gradient norm through the kernel table */
 #include "nat/autograd.h"   /* nat_zero_grad */
-
-/* Large tensors are split over threads; small ones (biases, norms) stay serial. */
-#define OPTIM_PAR_MIN 32768
 
 typedef struct opt_param {
     nat_tensor *p;     /* borrowed */

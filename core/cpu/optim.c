@@ -5,6 +5,7 @@
 
 #include "core/cpu/kernels.h"
 
+/* Large tensors are split over threads; small ones (biases, norms) stay serial. */
 #define OPTIM_PAR_MIN 32768
 
 nat_status nat_cpu_sgd_update(const nat_exec *ex, float *p, const float *g, float *buf, int64_t n, float lr, float wd,
