@@ -17,9 +17,9 @@
 #include <string.h>
 
 #include "bench/bench.h"
-#include "core/ops_internal.h"
 #include "layers/natten/na_problem.h"
 #include "layers/natten/na_window.h"
+#include "nat/op.h"
 #include "nat/ops.h"
 
 /* Flat key pixel and flat rpb index (per head) of every slot of pixel `pix` (non-causal), each axis's

@@ -23,7 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/cuda_raw.h" /* nat_cuda_built */
+#include "nat/cuda.h" /* nat_cuda_built */
 #include "nat/model.h"
 #include "nat/ops.h"
 #include "bench/bench.h"

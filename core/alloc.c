@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cuda_raw.h" /* raw device malloc/free, stubs without CUDA */
+#include "core/backend.h" /* raw device malloc/free (none without CUDA) */
 
 typedef struct free_node {
     struct free_node *next;

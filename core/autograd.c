@@ -8,7 +8,6 @@
 
 #include <string.h>
 
-#include "core/ops_internal.h"
 #include "core/tensor_internal.h"
 
 #define POOL_CHUNK 256

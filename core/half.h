@@ -1,7 +1,7 @@
 /* core/half.h — internal: bfloat16 / float16 <-> f32 conversions, round to nearest even, as inline
  * functions that compile as plain C11 (host) and as CUDA __host__ __device__ code. The one definition
  * behind include/nat/half.h (core/half.c), the safetensors reader (core/safetensors.c), the device
- * rounding of autocast (core/ops_cuda_half.cu) and neighborhood attention under autocast (CPU rounding
+ * rounding of autocast (core/cuda/half.cu) and neighborhood attention under autocast (CPU rounding
  * and the 2-byte operands of the tensor-core kernels in layers/natten/cuda/).
  *
  * Bits are manipulated directly rather than through _Float16 or the CUDA intrinsics so that host and

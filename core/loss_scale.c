@@ -2,12 +2,12 @@
  * finiteness check, and the skip / halve / double rule of torch.cuda.amp.GradScaler.
  *
  * Unscaling multiplies by 1/scale: the scale is a power of two, so that is exact (barring subnormal
- * results) and the same as a division. The finiteness check on CUDA reuses the gradient-norm reduction
- * (a sum of squares in double is finite exactly when every element is: float squares cannot overflow a
- * double) and so costs one read-back per batch of gradients. */
+ * results) and the same as a division. The finiteness check reuses the gradient-norm reduction of the
+ * gradients' device (a sum of squares in double is finite exactly when every element is: float squares
+ * cannot overflow a double); on CUDA it costs one read-back per batch of gradients. */
 #include <math.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "nat/optim.h"
 
 void nat_loss_scaler_init(nat_loss_scaler *s, float init_scale, int growth_interval)
@@ -20,9 +20,10 @@ void nat_loss_scaler_init(nat_loss_scaler *s, float init_scale, int growth_inter
 
 float nat_loss_scaler_scale(const nat_loss_scaler *s) { return s->scale; }
 
-/* The pending CUDA gradients of one device, checked together (one read-back per batch). */
+/* The pending gradients of one device, checked together (on CUDA: one read-back per batch). */
 typedef struct pending {
-    int dev, k;
+    nat_device dev;
+    int k;
     const float *xs[64];
     int64_t ns[64];
 } pending;
@@ -32,8 +33,8 @@ static nat_status flush(pending *p, bool *finite)
     if (p->k == 0)
         return NAT_OK;
     double sq = 0.0;
-    NAT_TRY(nat_cuda_sum_squares(p->dev, p->k, p->xs, p->ns, &sq));
-    if (!isfinite(sq))
+    NAT_TRY(NAT_KERNEL(NAT_EXEC_DEV(p->dev), sum_squares, p->k, p->xs, p->ns, &sq));
+    if (!isfinite(sq)) /* a float square cannot overflow a double: only inf or NaN make sq non-finite */
         *finite = false;
     p->k = 0;
     return NAT_OK;
@@ -45,7 +46,7 @@ nat_status nat_loss_scaler_unscale(const nat_loss_scaler *s, nat_tensor *const *
     if (!(s->scale > 0.0f) || isinf(s->scale))
         return nat_error(NAT_ERR_INVALID_ARG, "loss_scaler: scale %g must be finite and > 0", (double)s->scale);
     const float inv = 1.0f / s->scale;
-    pending p = {.dev = -1};
+    pending p = {.k = 0};
     for (int i = 0; i < n; i++) {
         nat_tensor *gr = params[i] ? params[i]->grad : NULL;
         if (!gr)
@@ -53,27 +54,14 @@ nat_status nat_loss_scaler_unscale(const nat_loss_scaler *s, nat_tensor *const *
         if (gr->dtype != NAT_F32 || !nat_tensor_is_contiguous(gr))
             return nat_error(NAT_ERR_UNSUPPORTED, "loss_scaler: param %d's gradient is not a contiguous f32 tensor", i);
         float *g = nat_tensor_f32(gr);
-        int64_t m = nat_tensor_numel(gr);
-        if (gr->device.kind == NAT_DEV_CUDA) {
-            int dev = gr->device.index;
-            int64_t unit = 1;
-            NAT_TRY(nat_cuda_check_device(gr->device, "loss_scaler"));
-            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, inv));
-            if (p.k == 64 || (p.k > 0 && p.dev != dev))
-                NAT_TRY(flush(&p, finite));
-            p.dev = dev;
-            p.xs[p.k] = g;
-            p.ns[p.k++] = m;
-            continue;
-        }
-        bool ok = true;
-#pragma omp parallel for reduction(&& : ok) if (m > 32768)
-        for (int64_t j = 0; j < m; j++) {
-            g[j] *= inv;
-            ok = ok && isfinite(g[j]);
-        }
-        if (!ok)
-            *finite = false;
+        int64_t m = nat_tensor_numel(gr), unit = 1;
+        NAT_TRY(nat_device_check(gr->device, "loss_scaler"));
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_DEV(gr->device), binary, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, inv));
+        if (p.k == 64 || (p.k > 0 && (p.dev.kind != gr->device.kind || p.dev.index != gr->device.index)))
+            NAT_TRY(flush(&p, finite));
+        p.dev = gr->device;
+        p.xs[p.k] = g;
+        p.ns[p.k++] = m;
     }
     return flush(&p, finite);
 }

@@ -1,5 +1,6 @@
-/* core/ops_matmul.c — matmul, batched matmul and linear: OpenBLAS sgemm on the CPU, cuBLAS on a CUDA
- * device (core/ops_cuda.h: one strided-batched call per batched product).
+/* core/ops_matmul.c — matmul, batched matmul and linear: checks, step tensors and the tape; the GEMMs
+ * are OpenBLAS sgemm on the CPU (core/cpu/gemm.c), cuBLAS on a CUDA device (core/cuda/gemm.cu: one
+ * strided-batched call per batched product), through the kernel table.
  *
  * Autocast (nat_ctx_precision BF16 / F16): every GEMM of these ops, forward and backward, takes its two
  * operands rounded to the format and accumulates in f32 into an f32 result; bias adds and the bias
@@ -12,47 +13,21 @@
  * second operand transposed. Backward accumulates straight into the gradient buffers (beta = 1), so no
  * temporary the size of a weight gradient is made. Strided inputs are made dense first.
  */
-#include <cblas.h> /* cblas_sgemm */
 #include <inttypes.h>
 
-#include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "core/backend.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
-#include "nat/half.h" /* nat_round_array */
 
-/* C[M,N] = alpha * op(A) op(B) + beta * C, all row-major and dense. */
-static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float beta, float *C)
+/* `batch` products C_i = op(A_i) op(B_i) + beta·C_i with operand strides sa, sb, sc (0: shared) through
+ * the table of the context's device, with operands rounded to `prec`. */
+static nat_status mm(nat_ctx *ctx, nat_precision prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                     const float *A, int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc,
+                     int64_t batch)
 {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                1.0f, A, ta ? (int)M : (int)K, B, tb ? (int)K : (int)N, beta, C, (int)N);
-}
-
-/* `batch` products C_i = op(A_i) op(B_i) + beta·C_i with operand strides sa, sb, sc (0: shared) on the
- * context's device (dev -1: the CPU), with operands rounded to `prec`. */
-static nat_status mm(int dev, nat_precision prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
-                     int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc, int64_t batch)
-{
-    if (dev >= 0 && prec != NAT_PREC_F32)
-        return nat_cuda_gemm_lowp(dev, (int)prec, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
-    if (dev >= 0)
-        return nat_cuda_gemm(dev, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
-    float *scratch = NULL;
-    size_t bytes = 0;
-    if (prec != NAT_PREC_F32 && batch > 0) {
-        /* Elements each operand spans over the batch (a shared operand: one matrix). */
-        int64_t na = sa * (batch - 1) + M * K, nb = sb * (batch - 1) + K * N;
-        bytes = (size_t)(na + nb) * sizeof(float);
-        NAT_TRY(nat_mem_alloc(NAT_CPU, bytes, (void **)&scratch));
-        nat_round_array(prec, A, scratch, na);
-        nat_round_array(prec, B, scratch + na, nb);
-        A = scratch;
-        B = scratch + na;
-    }
-    for (int64_t i = 0; i < batch; i++)
-        gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, beta, C + i * sc);
-    if (scratch)
-        nat_mem_free(NAT_CPU, scratch, bytes);
-    return NAT_OK;
+    if (prec != NAT_PREC_F32)
+        return NAT_KERNEL(NAT_EXEC_CTX(ctx), gemm_lowp, (int)prec, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
+    return NAT_KERNEL(NAT_EXEC_CTX(ctx), gemm, ta, tb, M, N, K, A, sa, B, sb, beta, C, sc, batch);
 }
 
 /* ---- matmul ---- */
@@ -68,19 +43,18 @@ static nat_status matmul_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     NAT_TRY(nat_grad_get(ctx, node->in[0], &ga));
     NAT_TRY(nat_grad_get(ctx, node->in[1], &gb));
     const float *G = nat_tensor_f32(gd), *A = nat_tensor_f32(a), *B = nat_tensor_f32(b);
-    int dev = nat_ctx_cuda_index(ctx);
     if (shared_b) {
         /* a was flattened to [batch*M, K]. */
         if (ga)
-            NAT_TRY(mm(dev, prec, false, true, batch * M, K, N, G, 0, B, 0, 1.0f, nat_tensor_f32(ga), 0, 1));
+            NAT_TRY(mm(ctx, prec, false, true, batch * M, K, N, G, 0, B, 0, 1.0f, nat_tensor_f32(ga), 0, 1));
         if (gb)
-            NAT_TRY(mm(dev, prec, true, false, K, N, batch * M, A, 0, G, 0, 1.0f, nat_tensor_f32(gb), 0, 1));
+            NAT_TRY(mm(ctx, prec, true, false, K, N, batch * M, A, 0, G, 0, 1.0f, nat_tensor_f32(gb), 0, 1));
         return NAT_OK;
     }
     if (ga)
-        NAT_TRY(mm(dev, prec, false, true, M, K, N, G, M * N, B, K * N, 1.0f, nat_tensor_f32(ga), M * K, batch));
+        NAT_TRY(mm(ctx, prec, false, true, M, K, N, G, M * N, B, K * N, 1.0f, nat_tensor_f32(ga), M * K, batch));
     if (gb)
-        NAT_TRY(mm(dev, prec, true, false, K, N, M, A, M * K, G, M * N, 1.0f, nat_tensor_f32(gb), K * N, batch));
+        NAT_TRY(mm(ctx, prec, true, false, K, N, M, A, M * K, G, M * N, 1.0f, nat_tensor_f32(gb), K * N, batch));
     return NAT_OK;
 }
 
@@ -111,12 +85,11 @@ nat_status nat_matmul(nat_ctx *ctx, nat_tensor *a, nat_tensor *b, nat_tensor **o
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, a->ndim, shape));
     const float *A = nat_tensor_f32(ad), *B = nat_tensor_f32(bd);
     float *Y = nat_tensor_f32(y);
-    int dev = nat_ctx_cuda_index(ctx);
     nat_precision prec = nat_ctx_precision(ctx);
     if (shared_b)
-        NAT_TRY(mm(dev, prec, false, false, batch * M, N, K, A, 0, B, 0, 0.0f, Y, 0, 1));
+        NAT_TRY(mm(ctx, prec, false, false, batch * M, N, K, A, 0, B, 0, 0.0f, Y, 0, 1));
     else
-        NAT_TRY(mm(dev, prec, false, false, M, N, K, A, M * K, B, K * N, 0.0f, Y, M * N, batch));
+        NAT_TRY(mm(ctx, prec, false, false, M, N, K, A, M * K, B, K * N, 0.0f, Y, M * N, batch));
     nat_node *node;
     nat_tensor *ins[2] = {a, b};
     NAT_TRY(nat_ctx_record(ctx, &matmul_op, y, 2, ins, &node));
@@ -144,25 +117,12 @@ static nat_status linear_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     NAT_TRY(nat_grad_get(ctx, node->in[1], &gw));
     NAT_TRY(nat_grad_get(ctx, node->in[2], &gb));
     const float *G = nat_tensor_f32(gd);
-    int dev = nat_ctx_cuda_index(ctx);
     if (gx)
-        NAT_TRY(mm(dev, prec, false, false, M, in, outf, G, 0, nat_tensor_f32(w), 0, 1.0f, nat_tensor_f32(gx), 0, 1));
+        NAT_TRY(mm(ctx, prec, false, false, M, in, outf, G, 0, nat_tensor_f32(w), 0, 1.0f, nat_tensor_f32(gx), 0, 1));
     if (gw)
-        NAT_TRY(mm(dev, prec, true, false, outf, in, M, G, 0, nat_tensor_f32(x), 0, 1.0f, nat_tensor_f32(gw), 0, 1));
-    if (gb && dev >= 0) {
-        int64_t shape[2] = {M, outf}, stride[2] = {outf, 1};
-        bool keep[2] = {false, true};
-        NAT_TRY(nat_cuda_reduce(dev, nat_tensor_f32(gb), true, 1.0f, 2, shape, G, stride, keep));
-    } else if (gb) {
-        float *B = nat_tensor_f32(gb);
-#pragma omp parallel for if (M * outf > 65536)
-        for (int64_t o = 0; o < outf; o++) {
-            float s = 0;
-            for (int64_t r = 0; r < M; r++)
-                s += G[r * outf + o];
-            B[o] += s;
-        }
-    }
+        NAT_TRY(mm(ctx, prec, true, false, outf, in, M, G, 0, nat_tensor_f32(x), 0, 1.0f, nat_tensor_f32(gw), 0, 1));
+    if (gb)
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CTX(ctx), linear_bias_grad, G, M, outf, nat_tensor_f32(gb)));
     return NAT_OK;
 }
 
@@ -198,24 +158,14 @@ nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bi
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, shape));
     float *Y = nat_tensor_f32(y);
     float beta = 0.0f;
-    int dev = nat_ctx_cuda_index(ctx);
-    if (bias && dev >= 0) {
+    if (bias) {
         /* Every row of y starts as the bias (read with row stride 0); the GEMM adds onto it. */
         int64_t shape2[2] = {M, outf}, ys[2] = {outf, 1}, bs[2] = {0, bias->stride[0]};
-        NAT_TRY(nat_cuda_strided_copy(dev, Y, ys, nat_tensor_f32(bias), bs, 2, shape2, false));
-        beta = 1.0f;
-    } else if (bias) {
-        nat_tensor *bd;
-        NAT_TRY(nat_dense(ctx, bias, &bd));
-        const float *B = nat_tensor_f32(bd);
-#pragma omp parallel for if (M * outf > 65536)
-        for (int64_t r = 0; r < M; r++)
-            for (int64_t o = 0; o < outf; o++)
-                Y[r * outf + o] = B[o];
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_CTX(ctx), strided_copy, Y, ys, nat_tensor_f32(bias), bs, 2, shape2, false));
         beta = 1.0f;
     }
     nat_precision prec = nat_ctx_precision(ctx);
-    NAT_TRY(mm(dev, prec, false, true, M, outf, in, nat_tensor_f32(xd), 0, nat_tensor_f32(wd), 0, beta, Y, 0, 1));
+    NAT_TRY(mm(ctx, prec, false, true, M, outf, in, nat_tensor_f32(xd), 0, nat_tensor_f32(wd), 0, beta, Y, 0, 1));
     nat_node *node;
     nat_tensor *ins[3] = {x, w, bias};
     NAT_TRY(nat_ctx_record(ctx, &linear_op, y, 3, ins, &node));

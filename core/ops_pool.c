@@ -3,12 +3,13 @@
  * Layouts: channels-first x [N, C, H, W] (the conv stem) or channels-last x [N, H, W, C] (NAT's
  * activations before the classifier head) -> [N, C]. Any number of spatial dims is accepted
  * ([N, C, L], [N, L, C], ...): they are flattened to one of length S. Strided inputs are made dense first.
- * On a CUDA device: a reduction over S (forward) and a stride-0 broadcast add (backward), core/ops_cuda.h.
+ * Kernels: core/cpu/pool.c; on a CUDA device a reduction over S (forward) and a stride-0 broadcast add
+ * (backward), core/cuda/backend_cuda.c.
  */
 #include <inttypes.h>
 
-#include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "core/backend.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 
 static nat_status avg_pool_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *grad_out)
@@ -22,32 +23,7 @@ static nat_status avg_pool_backward(nat_ctx *ctx, nat_node *node, const nat_tens
     NAT_TRY(nat_dense(ctx, grad_out, &gd));
     const float *G = nat_tensor_f32(gd);
     float *GX = nat_tensor_f32(gx);
-    const float inv = 1.0f / (float)S;
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0) {
-        /* gx viewed as [N, C, S] or [N, S, C] += inv · g [N, C] read with stride 0 along S. */
-        int64_t shape[3] = {N, last ? S : C, last ? C : S};
-        int64_t gs[3] = {C, last ? 0 : 1, last ? 1 : 0};
-        return nat_cuda_binary(dev, NAT_CUDA_SCALE, true, GX, 3, shape, G, gs, NULL, NULL, inv);
-    }
-    if (!last) {
-#pragma omp parallel for if (N * C * S > 65536)
-        for (int64_t r = 0; r < N * C; r++) {
-            float v = G[r] * inv;
-            float *dst = GX + r * S;
-            for (int64_t s = 0; s < S; s++)
-                dst[s] += v;
-        }
-    } else {
-#pragma omp parallel for if (N * C * S > 65536)
-        for (int64_t r = 0; r < N * S; r++) {
-            const float *gr = G + (r / S) * C;
-            float *dst = GX + r * C;
-            for (int64_t c = 0; c < C; c++)
-                dst[c] += gr[c] * inv;
-        }
-    }
-    return NAT_OK;
+    return NAT_KERNEL(NAT_EXEC_CTX(ctx), avg_pool_backward, G, GX, N, C, S, last);
 }
 
 static const nat_op_def avg_pool_op = {"global_avg_pool", avg_pool_backward};
@@ -73,38 +49,7 @@ nat_status nat_global_avg_pool(nat_ctx *ctx, nat_tensor *x, int channels_last, n
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, 2, shape));
     const float *X = nat_tensor_f32(xd);
     float *Y = nat_tensor_f32(y);
-    const float inv = 1.0f / (float)S;
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0) {
-        int64_t dims[3] = {N, channels_last ? S : C, channels_last ? C : S};
-        int64_t xs[3] = {S * C, dims[2], 1};
-        bool keep[3] = {true, !channels_last, (bool)channels_last};
-        NAT_TRY(nat_cuda_reduce(dev, Y, false, inv, 3, dims, X, xs, keep));
-    } else if (!channels_last) {
-#pragma omp parallel for if (N * C * S > 65536)
-        for (int64_t r = 0; r < N * C; r++) {
-            const float *src = X + r * S;
-            float s = 0.0f;
-            for (int64_t i = 0; i < S; i++)
-                s += src[i];
-            Y[r] = s * inv;
-        }
-    } else {
-        /* Rows of C channels are summed whole, so the inner loop runs along contiguous memory. */
-#pragma omp parallel for if (N * C * S > 65536)
-        for (int64_t n = 0; n < N; n++) {
-            float *acc = Y + n * C;
-            for (int64_t c = 0; c < C; c++)
-                acc[c] = 0.0f;
-            for (int64_t i = 0; i < S; i++) {
-                const float *src = X + (n * S + i) * C;
-                for (int64_t c = 0; c < C; c++)
-                    acc[c] += src[c];
-            }
-            for (int64_t c = 0; c < C; c++)
-                acc[c] *= inv;
-        }
-    }
+    NAT_TRY(NAT_KERNEL(NAT_EXEC_CTX(ctx), avg_pool_forward, X, Y, N, C, S, (bool)channels_last));
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &avg_pool_op, y, 1, &x, &node));
     if (node)

@@ -5,63 +5,20 @@
  * storage writes into x. Backward of a view scatters the gradient into the positions the view read:
  * permute through the inverse permutation, slice into the [start, end) band, pad by cropping.
  * Gradients arrive dense in practice (autograd makes them with nat_ctx_zeros) but any strides work.
- * On a CUDA device every copy is nat_cuda_strided_copy (core/ops_cuda.h), with the same strides.
+ * On a CUDA device every copy is nat_cuda_strided_copy (core/cuda/kernels.h), with the same strides.
  */
 #include <inttypes.h>
 #include <string.h>
 
-#include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "core/backend.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
 
-/* dst = src (or dst += src) elementwise over `shape`, both strided (strides in elements). The innermost
- * dim is the tight loop; rows are split over threads when large. */
-static void strided_copy(float *dst, const int64_t *ds, const float *src, const int64_t *ss, int ndim,
-                         const int64_t *shape, bool add)
-{
-    if (ndim == 0) {
-        dst[0] = add ? dst[0] + src[0] : src[0];
-        return;
-    }
-    int64_t inner = shape[ndim - 1], di = ds[ndim - 1], si = ss[ndim - 1];
-    int64_t outer = nat_shape_numel(ndim - 1, shape);
-    if (inner == 0 || outer == 0)
-        return;
-#pragma omp parallel for if (outer * inner > 65536)
-    for (int64_t o = 0; o < outer; o++) {
-        int64_t doff = 0, soff = 0, rem = o;
-        for (int d = ndim - 2; d >= 0; d--) {
-            int64_t k = rem % shape[d];
-            rem /= shape[d];
-            doff += k * ds[d];
-            soff += k * ss[d];
-        }
-        float *dp = dst + doff;
-        const float *sp = src + soff;
-        if (di == 1 && si == 1) {
-            if (add)
-                for (int64_t i = 0; i < inner; i++)
-                    dp[i] += sp[i];
-            else
-                memcpy(dp, sp, (size_t)inner * sizeof *dp);
-        } else if (add) {
-            for (int64_t i = 0; i < inner; i++)
-                dp[i * di] += sp[i * si];
-        } else {
-            for (int64_t i = 0; i < inner; i++)
-                dp[i * di] = sp[i * si];
-        }
-    }
-}
-
-/* strided_copy on the context's device (dev -1: the CPU). */
-static nat_status copy_on(int dev, float *dst, const int64_t *ds, const float *src, const int64_t *ss, int ndim,
+/* dst = src (or dst += src) elementwise over `shape`, both strided, on the context's device. */
+static nat_status copy_on(nat_ctx *ctx, float *dst, const int64_t *ds, const float *src, const int64_t *ss, int ndim,
                           const int64_t *shape, bool add)
 {
-    if (dev >= 0)
-        return nat_cuda_strided_copy(dev, dst, ds, src, ss, ndim, shape, add);
-    strided_copy(dst, ds, src, ss, ndim, shape, add);
-    return NAT_OK;
+    return NAT_KERNEL(NAT_EXEC_CTX(ctx), strided_copy, dst, ds, src, ss, ndim, shape, add);
 }
 
 /* ---- permute ---- */
@@ -76,7 +33,7 @@ static nat_status permute_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     int64_t gs[NAT_MAX_DIMS];
     for (int i = 0; i < g->ndim; i++)
         gs[node->i[i]] = g->stride[i];
-    return copy_on(nat_ctx_cuda_index(ctx), nat_tensor_f32(gx), gx->stride, nat_tensor_f32(g), gs, x->ndim, x->shape,
+    return copy_on(ctx, nat_tensor_f32(gx), gx->stride, nat_tensor_f32(g), gs, x->ndim, x->shape,
                    true);
 }
 
@@ -127,7 +84,7 @@ static nat_status slice_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
         return NAT_OK;
     int dim = (int)node->i[0];
     float *band = nat_tensor_f32(gx) + node->i[1] * gx->stride[dim];
-    return copy_on(nat_ctx_cuda_index(ctx), band, gx->stride, nat_tensor_f32(g), g->stride, g->ndim, g->shape, true);
+    return copy_on(ctx, band, gx->stride, nat_tensor_f32(g), g->stride, g->ndim, g->shape, true);
 }
 
 static const nat_op_def slice_op = {"slice", slice_backward};
@@ -171,15 +128,8 @@ static nat_status reshape_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     float *dst = nat_tensor_f32(gx);
     const float *src = nat_tensor_f32(gd);
     int64_t n = nat_tensor_numel(x);
-    int dev = nat_ctx_cuda_index(ctx);
-    if (dev >= 0) {
-        int64_t unit = 1;
-        return nat_cuda_strided_copy(dev, dst, &unit, src, &unit, 1, &n, true);
-    }
-#pragma omp parallel for simd if (n > 65536)
-    for (int64_t i = 0; i < n; i++)
-        dst[i] += src[i];
-    return NAT_OK;
+    int64_t unit = 1;
+    return NAT_KERNEL(NAT_EXEC_CTX(ctx), strided_copy, dst, &unit, src, &unit, 1, &n, true);
 }
 
 static const nat_op_def reshape_op = {"reshape", reshape_backward};
@@ -246,7 +196,7 @@ nat_status nat_contiguous(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
     }
     nat_tensor *y;
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, x->ndim, x->shape));
-    NAT_TRY(copy_on(nat_ctx_cuda_index(ctx), nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride, x->ndim,
+    NAT_TRY(copy_on(ctx, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride, x->ndim,
                     x->shape, false));
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &contiguous_op, y, 1, &x, &node));
@@ -266,7 +216,7 @@ static nat_status pad_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g
     const float *interior = nat_tensor_f32(g);
     for (int d = 0; d < x->ndim; d++)
         interior += node->i[d] * g->stride[d];
-    return copy_on(nat_ctx_cuda_index(ctx), nat_tensor_f32(gx), gx->stride, interior, g->stride, x->ndim, x->shape,
+    return copy_on(ctx, nat_tensor_f32(gx), gx->stride, interior, g->stride, x->ndim, x->shape,
                    true);
 }
 
@@ -294,7 +244,7 @@ nat_status nat_pad(nat_ctx *ctx, nat_tensor *x, const int64_t *before, const int
     float *interior = nat_tensor_f32(y);
     for (int d = 0; d < x->ndim; d++)
         interior += before[d] * y->stride[d];
-    NAT_TRY(copy_on(nat_ctx_cuda_index(ctx), interior, y->stride, nat_tensor_f32(x), x->stride, x->ndim, x->shape,
+    NAT_TRY(copy_on(ctx, interior, y->stride, nat_tensor_f32(x), x->stride, x->ndim, x->shape,
                     false));
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &pad_op, y, 1, &x, &node));

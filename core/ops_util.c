@@ -1,100 +1,11 @@
-/* core/ops_util.c — in-place helpers behind autograd (fill, accumulate), argument checks, dense
- * copies of strided views and broadcast reduction (see core/ops_internal.h). Each helper works on the
- * CPU and, through core/ops_cuda.h, on a CUDA device; the tensor's device picks the path. */
+/* core/ops_util.c — helpers for op implementations: argument checks, dense copies of strided views and
+ * broadcast reduction (see include/nat/op.h). It builds on autograd (step tensors) and core/tensor_fill.c;
+ * autograd does not depend on it. Kernels run through the table of the context's device (core/backend.h). */
 #include <string.h>
 
-#include "core/ops_cuda.h"
-#include "core/ops_internal.h"
+#include "core/backend.h"
+#include "nat/op.h"
 #include "core/tensor_internal.h"
-
-static bool on_cuda(const nat_tensor *t) { return t->device.kind == NAT_DEV_CUDA; }
-
-int nat_ctx_cuda_index(const nat_ctx *ctx)
-{
-    nat_device d = nat_ctx_device(ctx);
-    return d.kind == NAT_DEV_CUDA ? d.index : -1;
-}
-
-/* t = v on a CUDA device, any strides: a one-element source read with stride 0. */
-static nat_status cuda_fill_strided(nat_tensor *t, float v)
-{
-    int dev = t->device.index;
-    if (nat_tensor_is_contiguous(t))
-        return nat_cuda_fill(dev, nat_tensor_f32(t), nat_tensor_numel(t), v);
-    float *one;
-    NAT_TRY(nat_mem_alloc(t->device, sizeof *one, (void **)&one));
-    int64_t zero[NAT_MAX_DIMS] = {0};
-    nat_status s = nat_cuda_fill(dev, one, 1, v);
-    if (s == NAT_OK)
-        s = nat_cuda_strided_copy(dev, nat_tensor_f32(t), t->stride, one, zero, t->ndim, t->shape, false);
-    nat_mem_free(t->device, one, sizeof *one); /* stream-ordered reuse */
-    return s;
-}
-
-nat_status nat_fill_value(nat_tensor *t, float v)
-{
-    if (on_cuda(t))
-        return cuda_fill_strided(t, v);
-    if (!nat_tensor_is_contiguous(t))
-        return nat_tensor_fill(t, v);
-    float *p = nat_tensor_f32(t);
-    int64_t n = nat_tensor_numel(t);
-#pragma omp parallel for simd if (n > 65536)
-    for (int64_t i = 0; i < n; i++)
-        p[i] = v;
-    return NAT_OK;
-}
-
-nat_status nat_fill_zero(nat_tensor *t)
-{
-    if (nat_tensor_is_contiguous(t)) {
-        size_t bytes = (size_t)nat_tensor_numel(t) * nat_dtype_size(t->dtype);
-        if (on_cuda(t))
-            return nat_cuda_memset0(t->device.index, nat_tensor_data(t), bytes);
-        memset(nat_tensor_data(t), 0, bytes);
-        return NAT_OK;
-    }
-    return nat_fill_value(t, 0.0f);
-}
-
-/* Visits src in row-major order, calling body(i, src_offset). Kept as a macro-free iterator over at most
- * NAT_MAX_DIMS dims; the innermost dim is a tight loop. */
-static void strided_add(float *dst, const float *src, int ndim, const int64_t *shape, const int64_t *stride)
-{
-    if (ndim == 0) {
-        dst[0] += src[0];
-        return;
-    }
-    int64_t inner = shape[ndim - 1], istride = stride[ndim - 1];
-    int64_t outer = nat_shape_numel(ndim - 1, shape);
-#pragma omp parallel for if (outer * inner > 65536)
-    for (int64_t o = 0; o < outer; o++) {
-        int64_t off = 0, rem = o;
-        for (int d = ndim - 2; d >= 0; d--) {
-            off += (rem % shape[d]) * stride[d];
-            rem /= shape[d];
-        }
-        float *dp = dst + o * inner;
-        const float *sp = src + off;
-        for (int64_t i = 0; i < inner; i++)
-            dp[i] += sp[i * istride];
-    }
-}
-
-nat_status nat_add_into(nat_tensor *dst, const nat_tensor *src)
-{
-    if (!nat_tensor_same_shape(dst, src) || !nat_tensor_is_contiguous(dst) || dst->device.kind != src->device.kind ||
-        dst->device.index != src->device.index) {
-        char a[96], b[96];
-        return nat_error(NAT_ERR_INTERNAL, "accumulate: %s on %s into %s on %s", nat_shape_str(src, a, sizeof a),
-                         nat_device_name(src->device), nat_shape_str(dst, b, sizeof b), nat_device_name(dst->device));
-    }
-    if (on_cuda(dst))
-        return nat_cuda_strided_copy(dst->device.index, nat_tensor_f32(dst), dst->stride, nat_tensor_f32(src),
-                                     src->stride, src->ndim, src->shape, true);
-    strided_add(nat_tensor_f32(dst), nat_tensor_f32(src), src->ndim, src->shape, src->stride);
-    return NAT_OK;
-}
 
 nat_status nat_check_f32(const nat_ctx *ctx, const nat_tensor *t, const char *op, const char *arg)
 {
@@ -115,8 +26,7 @@ nat_status nat_check_f32_dev(const nat_ctx *ctx, const nat_tensor *t, const char
     if (t->device.kind != d.kind || t->device.index != d.index)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is on %s but the context runs on %s (copy it with nat_tensor_to)",
                          op, arg, nat_device_name(t->device), nat_device_name(d));
-    if (t->device.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(t->device, op));
+    NAT_TRY(nat_device_check(t->device, op));
     if (t->storage == NULL || t->storage->data == NULL)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s has no storage (freed by nat_ctx_reset?)", op, arg);
     return NAT_OK;
@@ -128,16 +38,12 @@ nat_status nat_dense(nat_ctx *ctx, const nat_tensor *x, nat_tensor **out)
         *out = (nat_tensor *)x;
         return NAT_OK;
     }
+    /* 0 + x, not a plain copy: the dense copy has always been an accumulation into zeros (-0.0 becomes
+     * +0.0), and results keep their bits. */
     nat_tensor *y;
-    if (on_cuda(x)) {
-        NAT_TRY(nat_ctx_empty(ctx, &y, x->dtype, x->ndim, x->shape));
-        NAT_TRY(nat_cuda_strided_copy(x->device.index, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride,
-                                      x->ndim, x->shape, false));
-        *out = y;
-        return NAT_OK;
-    }
     NAT_TRY(nat_ctx_zeros(ctx, &y, x->dtype, x->ndim, x->shape));
-    strided_add(nat_tensor_f32(y), nat_tensor_f32(x), x->ndim, x->shape, x->stride);
+    NAT_TRY(NAT_KERNEL(NAT_EXEC_CTX(ctx), strided_copy, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride,
+                       x->ndim, x->shape, true));
     *out = y;
     return NAT_OK;
 }
@@ -153,43 +59,14 @@ nat_status nat_reduce_to_shape(nat_ctx *ctx, const nat_tensor *g, int ndim, cons
         return nat_dense(ctx, g, out);
     if (off < 0)
         return nat_error(NAT_ERR_INTERNAL, "reduce_to_shape: target has more dims than the gradient");
+    /* r is contiguous over the dims that stay, the others having size 1 or being absent. */
+    bool keep[NAT_MAX_DIMS];
+    for (int d = 0; d < g->ndim; d++)
+        keep[d] = d - off >= 0 && shape[d - off] != 1;
     nat_tensor *r;
-    if (on_cuda(g)) {
-        /* r is contiguous over the dims that stay, the others having size 1 or being absent. */
-        bool keep[NAT_MAX_DIMS];
-        for (int d = 0; d < g->ndim; d++)
-            keep[d] = d - off >= 0 && shape[d - off] != 1;
-        NAT_TRY(nat_ctx_empty(ctx, &r, NAT_F32, ndim, shape));
-        NAT_TRY(nat_cuda_reduce(g->device.index, nat_tensor_f32(r), false, 1.0f, g->ndim, g->shape, nat_tensor_f32(g),
-                                g->stride, keep));
-        *out = r;
-        return NAT_OK;
-    }
-    NAT_TRY(nat_ctx_zeros(ctx, &r, NAT_F32, ndim, shape));
-    int64_t rstride[NAT_MAX_DIMS];
-    nat_contiguous_strides(ndim, shape, rstride);
-    /* Map each element of g to its broadcast source in r. */
-    int64_t gs[NAT_MAX_DIMS];
-    for (int d = 0; d < g->ndim; d++) {
-        int rd = d - off;
-        gs[d] = (rd < 0 || shape[rd] == 1) ? 0 : rstride[rd];
-    }
-    const float *gp = nat_tensor_f32(g);
-    float *rp = nat_tensor_f32(r);
-    int64_t idx[NAT_MAX_DIMS] = {0}, n = nat_tensor_numel(g);
-    for (int64_t i = 0; i < n; i++) {
-        int64_t go = 0, ro = 0;
-        for (int d = 0; d < g->ndim; d++) {
-            go += idx[d] * g->stride[d];
-            ro += idx[d] * gs[d];
-        }
-        rp[ro] += gp[go];
-        for (int d = g->ndim - 1; d >= 0; d--) {
-            if (++idx[d] < g->shape[d])
-                break;
-            idx[d] = 0;
-        }
-    }
+    NAT_TRY(nat_ctx_empty(ctx, &r, NAT_F32, ndim, shape));
+    NAT_TRY(NAT_KERNEL(NAT_EXEC_CTX(ctx), reduce, nat_tensor_f32(r), false, 1.0f, g->ndim, g->shape, nat_tensor_f32(g),
+                       g->stride, keep));
     *out = r;
     return NAT_OK;
 }

@@ -2,8 +2,9 @@
  * parameter groups, and global-norm gradient clipping (see include/nat/optim.h for the exact rules).
  *
  * Parameters and gradients are contiguous f32 tensors on the CPU or a CUDA device (each parameter is
- * updated where it lives: core/ops_cuda_optim.cu has the same loops as fused kernels, and the gradient
- * norm is a deterministic device reduction); updated element by element; each update is
+ * updated where it lives, through its device's kernel table: core/cpu/optim.c's loops, core/cuda/optim.cu's
+ * fused kernels with the same operations, and a deterministic sum of squares for the gradient norm);
+ * updated element by element; each update is
  * written in the order PyTorch's single-tensor kernels use (scalars computed in double, applied in
  * float) so results track a PyTorch run closely. State tensors are made at add_group time so that
  * nat_optim_step never allocates. AdamW's per-parameter step count stays on the host whatever the
@@ -17,11 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_cuda.h" /* fused updates and the gradient norm on CUDA devices */
+#include "core/backend.h" /* the updates and the gradient norm through the kernel table */
 #include "nat/autograd.h"   /* nat_zero_grad */
-
-/* Large tensors are split over threads; small ones (biases, norms) stay serial. */
-#define OPTIM_PAR_MIN 32768
 
 typedef struct opt_param {
     nat_tensor *p;     /* borrowed */
@@ -126,8 +124,8 @@ static const char *param_problem(const nat_tensor *t)
         return "is a step tensor (made inside a nat_ctx); parameters must be persistent (nat_tensor_new)";
     if (t->dtype != NAT_F32)
         return "is not f32";
-    if (t->device.kind == NAT_DEV_CUDA && nat_cuda_check_device(t->device, "optim") != NAT_OK)
-        return "is on a CUDA device that this build or machine cannot use";
+    if (nat_device_check(t->device, "optim") != NAT_OK)
+        return "is on a CUDA device that this build or machine cannot use"; /* only a CUDA device can fail the check */
     if (!nat_tensor_is_contiguous(t))
         return "is not contiguous";
     if (!t->requires_grad)
@@ -240,47 +238,6 @@ nat_status nat_optim_add_group(nat_optim *opt, nat_tensor **params, int n, float
 
 /* ---- updates (contiguous f32, n elements) ---- */
 
-static void sgd_update(float *p, const float *g, float *buf, int64_t n, float lr, float wd, float mu, bool nesterov)
-{
-    if (!buf) {
-#pragma omp parallel for simd if (n > OPTIM_PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float d = g[i] + wd * p[i];
-            p[i] = p[i] + -lr * d;
-        }
-        return;
-    }
-    /* A zero-filled buffer makes the first step's μ·0 + d equal PyTorch's buf = clone(d). */
-#pragma omp parallel for simd if (n > OPTIM_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
-        float b = buf[i] * mu + d;
-        buf[i] = b;
-        if (nesterov)
-            d = d + mu * b;
-        else
-            d = b;
-        p[i] = p[i] + -lr * d;
-    }
-}
-
-static void adamw_update(float *p, const float *g, float *m, float *v, int64_t n, float decay_mul, float w1,
-                         float beta2, float one_minus_beta2, float neg_step_size, float bc2_sqrt, float eps)
-{
-#pragma omp parallel for simd if (n > OPTIM_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float pi = p[i] * decay_mul;
-        float gi = g[i];
-        /* torch.lerp with weight < 0.5: start + w * (end - start). */
-        float mi = m[i] + w1 * (gi - m[i]);
-        float vi = v[i] * beta2 + one_minus_beta2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = pi + neg_step_size * mi / denom; /* addcdiv: value * t1 / t2 */
-    }
-}
-
 static nat_status check_grad(const opt_param *q, int index_in_group)
 {
     const nat_tensor *gr = q->p->grad;
@@ -318,13 +275,10 @@ nat_status nat_optim_step(nat_optim *opt, float lr)
         float *p = nat_tensor_f32(q->p);
         const float *g = nat_tensor_f32(q->p->grad);
         int64_t n = nat_tensor_numel(q->p);
-        int dev = q->p->device.kind == NAT_DEV_CUDA ? q->p->device.index : -1;
+        const nat_exec *ex = NAT_EXEC_DEV(q->p->device);
         if (c->kind == NAT_OPTIM_SGD) {
             float *buf = q->m ? nat_tensor_f32(q->m) : NULL;
-            if (dev >= 0)
-                NAT_TRY(nat_cuda_sgd_update(dev, p, g, buf, n, lr, wd, c->momentum, c->nesterov));
-            else
-                sgd_update(p, g, buf, n, lr, wd, c->momentum, c->nesterov);
+            NAT_TRY(NAT_KERNEL(ex, sgd_update, p, g, buf, n, lr, wd, c->momentum, c->nesterov));
             continue;
         }
         float *t = nat_tensor_f32(q->steps);
@@ -335,12 +289,8 @@ nat_status nat_optim_step(nat_optim *opt, float lr)
         double step_size = (double)lr / bc1;
         const float decay_mul = (float)(1.0 - (double)lr * wd), w1 = (float)(1.0 - (double)c->beta1);
         const float omb2 = (float)(1.0 - (double)c->beta2), neg_step = (float)-step_size, bc2s = (float)sqrt(bc2);
-        if (dev >= 0)
-            NAT_TRY(nat_cuda_adamw_update(dev, p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1,
-                                          c->beta2, omb2, neg_step, bc2s, c->eps));
-        else
-            adamw_update(p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1, c->beta2, omb2, neg_step,
-                         bc2s, c->eps);
+        NAT_TRY(NAT_KERNEL(ex, adamw_update, p, g, nat_tensor_f32(q->m), nat_tensor_f32(q->v), n, decay_mul, w1,
+                           c->beta2, omb2, neg_step, bc2s, c->eps));
     }
     opt->steps++;
     return NAT_OK;
@@ -399,43 +349,32 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
                              "gradients are supported",
                              i, nat_shape_str(gr, b, sizeof b), nat_dtype_name(gr->dtype), nat_device_name(gr->device));
         }
-        if (gr && gr->device.kind == NAT_DEV_CUDA)
-            NAT_TRY(nat_cuda_check_device(gr->device, "clip_grad_norm"));
+        if (gr)
+            NAT_TRY(nat_device_check(gr->device, "clip_grad_norm"));
     }
     /* Squares summed in double: millions of float squares would otherwise lose the small ones. Runs of
-     * consecutive CUDA gradients on one device go to the device in one batch (one wait per batch). */
+     * consecutive gradients on one device go to its kernel in one batch (on CUDA: one wait per batch). */
     double sq = 0.0;
     for (int i = 0; i < n; i++) {
         const nat_tensor *gr = params[i]->grad;
         if (!gr)
             continue;
-        if (gr->device.kind == NAT_DEV_CUDA) {
-            enum { BATCH = 64 };
-            const float *xs[BATCH];
-            int64_t ns[BATCH];
-            int k = 0, dev = gr->device.index;
-            for (; i < n && k < BATCH; i++) {
-                const nat_tensor *gi = params[i]->grad;
-                if (!gi)
-                    continue;
-                if (gi->device.kind != NAT_DEV_CUDA || gi->device.index != dev)
-                    break;
-                xs[k] = nat_tensor_f32(gi);
-                ns[k++] = nat_tensor_numel(gi);
-            }
-            i--; /* the loop's i++ moves to the first parameter not taken */
-            double s = 0.0;
-            NAT_TRY(nat_cuda_sum_squares(dev, k, xs, ns, &s));
-            sq += s;
-            continue;
+        enum { BATCH = 64 };
+        const float *xs[BATCH];
+        int64_t ns[BATCH];
+        int k = 0;
+        nat_device dev = gr->device;
+        for (; i < n && k < BATCH; i++) {
+            const nat_tensor *gi = params[i]->grad;
+            if (!gi)
+                continue;
+            if (gi->device.kind != dev.kind || gi->device.index != dev.index)
+                break;
+            xs[k] = nat_tensor_f32(gi);
+            ns[k++] = nat_tensor_numel(gi);
         }
-        const float *g = nat_tensor_f32(gr);
-        int64_t m = nat_tensor_numel(gr);
-        double s = 0.0;
-#pragma omp parallel for simd reduction(+ : s) if (m > OPTIM_PAR_MIN)
-        for (int64_t j = 0; j < m; j++)
-            s += (double)g[j] * g[j];
-        sq += s;
+        i--; /* the loop's i++ moves to the first parameter not taken */
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_DEV(dev), sum_squares, k, xs, ns, &sq));
     }
     double norm = sqrt(sq);
     if (total_norm_out)
@@ -451,14 +390,8 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
             continue;
         float *g = nat_tensor_f32(gr);
         int64_t m = nat_tensor_numel(gr);
-        if (gr->device.kind == NAT_DEV_CUDA) {
-            int64_t unit = 1;
-            NAT_TRY(nat_cuda_binary(gr->device.index, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, coef));
-            continue;
-        }
-#pragma omp parallel for simd if (m > OPTIM_PAR_MIN)
-        for (int64_t j = 0; j < m; j++)
-            g[j] *= coef;
+        int64_t unit = 1;
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_DEV(gr->device), binary, NAT_CUDA_SCALE, false, g, 1, &m, g, &unit, NULL, NULL, coef));
     }
     return NAT_OK;
 }
@@ -480,16 +413,7 @@ nat_status nat_params_ema_update(nat_tensor *const *avg, nat_tensor *const *para
         float *m = nat_tensor_f32(avg[i]);
         const float *x = nat_tensor_f32(params[i]);
         int64_t count = nat_tensor_numel(avg[i]);
-        if (avg[i]->device.kind == NAT_DEV_CUDA) {
-            /* m = decay·m, then m += w·x: the CPU's two roundings (unless the kernel contracts to FMA). */
-            int dev = avg[i]->device.index;
-            int64_t unit = 1;
-            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, false, m, 1, &count, m, &unit, NULL, NULL, decay));
-            NAT_TRY(nat_cuda_binary(dev, NAT_CUDA_SCALE, true, m, 1, &count, x, &unit, NULL, NULL, w));
-            continue;
-        }
-        for (int64_t j = 0; j < count; j++)
-            m[j] = decay * m[j] + w * x[j];
+        NAT_TRY(NAT_KERNEL(NAT_EXEC_DEV(avg[i]->device), ema_update, m, x, count, decay, w));
     }
     return NAT_OK;
 }

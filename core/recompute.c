@@ -9,7 +9,7 @@
  */
 #include <string.h>
 
-#include "core/ops_internal.h" /* nat_add_into */
+#include "nat/op.h" /* nat_add_into */
 #include "nat/nat.h"
 
 typedef struct recompute_state {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_cuda.h" /* device check and zero fill of CUDA tensors */
+#include "core/backend.h" /* device check and zero fill */
 #include "core/tensor_internal.h"
 
 size_t nat_dtype_size(nat_dtype t)
@@ -127,14 +127,9 @@ static nat_status new_persistent(nat_tensor **out, void *data, bool external, na
 nat_status nat_tensor_new(nat_tensor **out, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape)
 {
     /* A CUDA tensor without that device (or without CUDA): say so, rather than "out of memory". */
-    if (dev.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(dev, "tensor_new"));
+    NAT_TRY(nat_device_check(dev, "tensor_new"));
     NAT_TRY(new_persistent(out, NULL, false, dtype, dev, ndim, shape, "tensor_new"));
-    if (dev.kind == NAT_DEV_CPU) {
-        memset((*out)->storage->data, 0, (*out)->storage->nbytes);
-        return NAT_OK;
-    }
-    nat_status st = nat_cuda_memset0(dev.index, (*out)->storage->data, (*out)->storage->nbytes);
+    nat_status st = NAT_KERNEL(NAT_EXEC_DEV(dev), memset0, (*out)->storage->data, (*out)->storage->nbytes);
     if (st != NAT_OK) {
         nat_tensor_free(*out);
         *out = NULL;

@@ -1,6 +1,6 @@
 /* core/tensor_copy.c — explicit copies between devices: nat_tensor_to and nat_tensor_copy
- * (include/nat/cuda.h). Works in every build: CPU to CPU needs no CUDA, and anything touching a CUDA
- * device goes through core/ops_cuda.h, whose stubs say "nat was built without CUDA".
+ * (include/nat/cuda.h). Works in every build: copies run through the kernel tables (core/backend.h), and
+ * a CUDA device in a build without CUDA gets "nat was built without CUDA" from the device check.
  *
  * A strided source is first made dense on its own device (a temporary from the caching allocator), then
  * copied in one piece. Copies between two different GPUs are staged through host memory: simple and
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_cuda.h"
+#include "core/backend.h"
 #include "core/tensor_internal.h"
 #include "nat/cuda.h"
 
@@ -29,15 +29,10 @@ static nat_status dense_data(const nat_tensor *src, size_t bytes, const void **d
                          nat_dtype_name(src->dtype));
     void *tmp;
     NAT_TRY(nat_mem_alloc(src->device, bytes, &tmp));
-    nat_status s;
-    if (src->device.kind == NAT_DEV_CPU) {
-        s = nat_tensor_copy_to(src, tmp, nat_tensor_numel(src));
-    } else {
-        int64_t st[NAT_MAX_DIMS];
-        nat_contiguous_strides(src->ndim, src->shape, st);
-        s = nat_cuda_strided_copy(src->device.index, tmp, st, nat_tensor_f32(src), src->stride, src->ndim, src->shape,
-                                  false);
-    }
+    int64_t st[NAT_MAX_DIMS];
+    nat_contiguous_strides(src->ndim, src->shape, st);
+    nat_status s = NAT_KERNEL(NAT_EXEC_DEV(src->device), strided_copy, tmp, st, nat_tensor_f32(src), src->stride,
+                              src->ndim, src->shape, false);
     if (s != NAT_OK) {
         nat_mem_free(src->device, tmp, bytes);
         return s;
@@ -47,27 +42,23 @@ static nat_status dense_data(const nat_tensor *src, size_t bytes, const void **d
     return NAT_OK;
 }
 
+/* One copy of `bytes` between the tensors' devices, run by the table of the device that is not the host
+ * (the host's own table when both are). Copies between two GPUs are staged through host memory. */
 static nat_status copy_bytes(nat_tensor *dst, const nat_tensor *src, const void *from, size_t bytes)
 {
     void *to = nat_tensor_data(dst);
     nat_device sd = src->device, dd = dst->device;
-    if (sd.kind == NAT_DEV_CPU && dd.kind == NAT_DEV_CPU) {
-        memmove(to, from, bytes);
-        return NAT_OK;
-    }
-    if (sd.kind == NAT_DEV_CPU)
-        return nat_cuda_memcpy(dd.index, to, from, bytes, NAT_CUDA_H2D);
-    if (dd.kind == NAT_DEV_CPU)
-        return nat_cuda_memcpy(sd.index, to, from, bytes, NAT_CUDA_D2H);
-    if (sd.index == dd.index)
-        return nat_cuda_memcpy(sd.index, to, from, bytes, NAT_CUDA_D2D);
+    bool s_host = sd.kind == NAT_DEV_CPU, d_host = dd.kind == NAT_DEV_CPU;
+    if (s_host || d_host || sd.index == dd.index)
+        return NAT_KERNEL(NAT_EXEC_DEV(s_host ? dd : sd), copy_bytes, to, from, bytes,
+                          s_host ? NAT_CUDA_H2D : d_host ? NAT_CUDA_D2H : NAT_CUDA_D2D);
     void *host = malloc(bytes ? bytes : 1);
     if (!host)
         return nat_error(NAT_ERR_OOM, "tensor_copy: out of host memory staging %zu bytes from %s to %s", bytes,
                          nat_device_name(sd), nat_device_name(dd));
-    nat_status s = nat_cuda_memcpy(sd.index, host, from, bytes, NAT_CUDA_D2H);
+    nat_status s = NAT_KERNEL(NAT_EXEC_DEV(sd), copy_bytes, host, from, bytes, NAT_CUDA_D2H);
     if (s == NAT_OK)
-        s = nat_cuda_memcpy(dd.index, to, host, bytes, NAT_CUDA_H2D);
+        s = NAT_KERNEL(NAT_EXEC_DEV(dd), copy_bytes, to, host, bytes, NAT_CUDA_H2D);
     free(host);
     return s;
 }
@@ -86,10 +77,8 @@ nat_status nat_tensor_copy(nat_tensor *dst, const nat_tensor *src)
                          nat_shape_str(dst, b, sizeof b), nat_device_name(dst->device));
     if (!src->storage || !src->storage->data || !dst->storage || !dst->storage->data)
         return nat_error(NAT_ERR_INVALID_ARG, "tensor_copy: a tensor has no storage (freed by nat_ctx_reset?)");
-    if (src->device.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(src->device, "tensor_copy"));
-    if (dst->device.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(dst->device, "tensor_copy"));
+    NAT_TRY(nat_device_check(src->device, "tensor_copy"));
+    NAT_TRY(nat_device_check(dst->device, "tensor_copy"));
     size_t bytes = (size_t)nat_tensor_numel(src) * nat_dtype_size(src->dtype);
     if (bytes == 0)
         return NAT_OK;
@@ -109,8 +98,7 @@ nat_status nat_tensor_to(nat_ctx *ctx, const nat_tensor *src, nat_device dev, na
     *dst = NULL;
     if (!src)
         return nat_error(NAT_ERR_INVALID_ARG, "tensor_to: src is NULL");
-    if (dev.kind == NAT_DEV_CUDA)
-        NAT_TRY(nat_cuda_check_device(dev, "tensor_to"));
+    NAT_TRY(nat_device_check(dev, "tensor_to"));
     nat_tensor *t;
     if (ctx) {
         if (!same_device(nat_ctx_device(ctx), dev))

@@ -1,5 +1,5 @@
-/* core/tensor_internal.h — helpers shared by core/ files: storage reference counting and the
- * contiguous-stride computation. Not part of the public API. */
+/* core/tensor_internal.h — helpers shared by core/ files: storage reference counting, the
+ * contiguous-stride computation and whole-tensor fills. Not part of the public API. */
 #ifndef NAT_CORE_TENSOR_INTERNAL_H
 #define NAT_CORE_TENSOR_INTERNAL_H
 
@@ -13,5 +13,11 @@ void nat_storage_release(nat_storage *s);
 void nat_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 int64_t nat_shape_numel(int ndim, const int64_t *shape);
 nat_status nat_check_dims(int ndim, const int64_t *shape, const char *what);
+
+/* core/tensor_fill.c: whole-tensor fills and accumulation on the tensor's device. */
+nat_status nat_fill_zero(nat_tensor *t);
+nat_status nat_fill_value(nat_tensor *t, float v);
+/* dst += src, same shape; dst contiguous, src any strides. */
+nat_status nat_add_into(nat_tensor *dst, const nat_tensor *src);
 
 #endif

@@ -22,7 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "layers/layers_internal.h"
 #include "nat/ops.h"
 

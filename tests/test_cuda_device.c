@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/cuda_raw.h"
+#include "core/backend.h" /* nat_cuda_raw_copy */
 #include "support/harness.h"
 
 START_TEST(device_round_trip)

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "nat/cuda.h"
 #include "nat/natten.h"
 #include "nat/optim.h"

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "support/harness.h"
 
 static nat_tensor *ones(int ndim, const int64_t *shape, bool grad)

@@ -7,7 +7,7 @@
 #include <cblas.h> /* openblas_get_parallel, openblas_get_num_threads */
 #include <omp.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "support/harness.h"
 
 /* Reference: C[b] = A[b] @ B[b or shared], double accumulation. */

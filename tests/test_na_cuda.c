@@ -40,7 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_cuda.h"                /* nat_cuda_memcpy: raw device buffers */
+#include "core/backend.h"                 /* nat_cuda_memcpy: raw device buffers */
 #include "layers/natten/cpu/na_cpu.h"
 #include "layers/natten/na_backend.h"
 #include "layers/natten/cuda/body.h"   /* the kernels' bodies, run here on the host */

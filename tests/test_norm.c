@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "support/harness.h"
 
 /* ---- LayerNorm reference (double) ---- */

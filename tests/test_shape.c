@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "support/harness.h"
 
 /* Logical (row-major) values of any tensor, strided or not; the caller frees them. */

@@ -1,7 +1,7 @@
 /* nat/half.h — bfloat16 and IEEE float16 rounding on the host: what autocast (nat_ctx_set_precision in
  * autograd.h) does to the operands of GEMMs and convolutions. The CPU backend emulates mixed precision
  * with these (operands rounded in a scratch copy, then an f32 sgemm), and the CUDA conversion kernels
- * (core/ops_cuda_half.cu) run the same inline code (core/half.h), so the CPU is the GPU's reference.
+ * (core/cuda/half.cu) run the same inline code (core/half.h), so the CPU is the GPU's reference.
  *
  * Both conversions round to nearest, ties to even. bf16 keeps f32's exponent range (8 significant bits);
  * f16 has 11 significant bits, subnormals down to 2^-24, and overflows to ±inf from 65520 up (the

@@ -22,7 +22,7 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "core/ops_internal.h"
+#include "nat/op.h"
 #include "layers/natten/na_backend.h"
 #include "nat/natten.h"
 

@@ -418,7 +418,7 @@ NA_HD void na_fused_dkdv_body(const na_geom *g, const float *NA_RESTRICT q, cons
 
 /* ---- CUDA only: the grid-stride wrapper every kernel is ---- */
 #ifdef __CUDACC__
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 
 /* F is a functor holding the body's arguments; f(idx) runs the body for one index. */
 template <class F>

@@ -26,7 +26,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/ops_cuda.h" /* nat_cuda_memcpy, nat_cuda_fill */
+#include "core/backend.h" /* nat_cuda_memcpy, nat_cuda_fill */
 #include "layers/natten/cpu/na_cpu.h"
 #include "core/half.h"
 #include "layers/natten/na_backend.h" /* every version through the CUDA table: links without CUDA too */

@@ -1,11 +1,11 @@
-/* core/ops_cuda_reduce.cu — sums on the device: a reduction over any set of dims of a strided tensor
+/* core/cuda/reduce.cu — sums on the device: a reduction over any set of dims of a strided tensor
  * (broadcast undoing, bias gradients, pooling) and a two-pass full sum (sum/mean, the gradient norm).
  *
  * Every sum is taken in double in a fixed order for a given shape (a fixed partition of the index space
  * and a fixed tree inside each block), so results are the same bits run after run; no atomics. */
 #include <stdlib.h>
 
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 
 /* One block per output element (grid-stride over outputs); the block's threads stride over the reduced
  * index space. */
@@ -30,9 +30,10 @@ __global__ void reduce_kernel(float *out, bool acc, float alpha, const float *__
     }
 }
 
-extern "C" nat_status nat_cuda_reduce(int dev, float *out, bool acc, float alpha, int nd, const int64_t *shape,
+extern "C" nat_status nat_cu_reduce(const nat_exec *ex, float *out, bool acc, float alpha, int nd, const int64_t *shape,
                                       const float *x, const int64_t *x_stride, const bool *keep)
 {
+    const int dev = ex->dev.index;
     int64_t ks[NAT_MAX_DIMS], kst[NAT_MAX_DIMS], rs[NAT_MAX_DIMS], rst[NAT_MAX_DIMS];
     int nk = 0, nr = 0;
     int64_t nout = 1, nred = 1;
@@ -112,8 +113,9 @@ static nat_status queue_sums(int dev, int count, const float *const *xs, const i
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_sum(int dev, const float *x, int64_t n, bool squares, float alpha, float *y)
+extern "C" nat_status nat_cu_sum(const nat_exec *ex, const float *x, int64_t n, bool squares, float alpha, float *y)
 {
+    const int dev = ex->dev.index;
     nat_device d = {NAT_DEV_CUDA, dev};
     double *part;
     NAT_TRY(nat_mem_alloc(d, SUM_MAX_BLOCKS * sizeof(double), (void **)&part));
@@ -123,9 +125,10 @@ extern "C" nat_status nat_cuda_sum(int dev, const float *x, int64_t n, bool squa
     return s;
 }
 
-extern "C" nat_status nat_cuda_sum_squares(int dev, int count, const float *const *xs, const int64_t *ns,
+extern "C" nat_status nat_cu_sum_squares(const nat_exec *ex, int count, const float *const *xs, const int64_t *ns,
                                            double *host_out)
 {
+    const int dev = ex->dev.index;
     *host_out = 0.0;
     if (count <= 0)
         return NAT_OK;
@@ -138,7 +141,7 @@ extern "C" nat_status nat_cuda_sum_squares(int dev, int count, const float *cons
     if (s == NAT_OK)
         s = queue_sums(dev, count, xs, ns, true, buf, buf + SUM_MAX_BLOCKS, 1.0f, nullptr);
     if (s == NAT_OK)
-        s = nat_cuda_memcpy(dev, totals, buf + SUM_MAX_BLOCKS, (size_t)count * sizeof(double), NAT_CUDA_D2H);
+        s = nat_cu_memcpy(ex, totals, buf + SUM_MAX_BLOCKS, (size_t)count * sizeof(double), NAT_CUDA_D2H);
     if (s == NAT_OK) {
         double t = 0.0; /* in parameter order, on the host: the same bits every run */
         for (int i = 0; i < count; i++)

@@ -1,11 +1,11 @@
-/* core/ops_cuda_dropout.cu — dropout's mask from a counter-based hash: element i is kept when the top 32
+/* core/cuda/dropout.cu — dropout's mask from a counter-based hash: element i is kept when the top 32
  * bits of mix(seed, i) are >= threshold (P(drop) = threshold / 2^32 = p, as on the CPU). The mask is a
  * pure function of (seed, i), so it takes no memory, does not depend on the launch configuration, and
  * backward regenerates it from the seed saved on the tape. The seed is one draw from the caller's nat_rng
  * on the host. (The CPU draws its mask from xoshiro streams instead, so the two devices drop different
  * elements for the same rng; each is reproducible on its own.) Drop-path needs no kernel: its per-sample
  * factors are drawn on the host exactly as on the CPU and applied with nat_cuda_binary. */
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 
 /* splitmix64's finaliser over seed + (i + 1)·golden: a bijection of the counter, well mixed. */
 __device__ __forceinline__ uint32_t drop_bits(uint64_t seed, uint64_t i)
@@ -29,9 +29,10 @@ __global__ void dropout_kernel(const float *x, float *y, int64_t n, uint64_t see
     }
 }
 
-extern "C" nat_status nat_cuda_dropout(int dev, const float *x, float *y, bool acc, int64_t n, uint64_t seed,
+extern "C" nat_status nat_cu_dropout(const nat_exec *ex, const float *x, float *y, bool acc, int64_t n, uint64_t seed,
                                        uint64_t threshold, float scale)
 {
+    const int dev = ex->dev.index;
     if (n <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);

@@ -1,8 +1,8 @@
-/* core/ops_cuda_elementwise.cu — add/sub/mul with broadcasting (each operand read through its own
+/* core/cuda/elementwise.cu — add/sub/mul with broadcasting (each operand read through its own
  * strides, 0 on broadcast dims), scale, and GELU (erf form) forward and backward, on the device.
  * Bias-add, the broadcast half of pooling's backward and drop-path are this same binary kernel with the
  * right strides. Outputs are contiguous; "acc" adds into them (gradients). */
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 
 template <int OP, bool ACC>
 __global__ void binary_kernel(float *y, const float *a, const float *b, nat_iter it, int64_t n, float s)
@@ -37,10 +37,11 @@ static void launch_binary(bool acc, float *y, const float *a, const float *b, co
         binary_kernel<OP, false><<<nat_cuda_blocks(n, 256), 256, 0, st>>>(y, a, b, it, n, s);
 }
 
-extern "C" nat_status nat_cuda_binary(int dev, int op, bool acc, float *y, int nd, const int64_t *shape,
+extern "C" nat_status nat_cu_binary(const nat_exec *ex, int op, bool acc, float *y, int nd, const int64_t *shape,
                                       const float *a, const int64_t *a_stride, const float *b,
                                       const int64_t *b_stride, float s)
 {
+    const int dev = ex->dev.index;
     int64_t n = 1, ys[NAT_MAX_DIMS], zero[NAT_MAX_DIMS] = {0};
     for (int d = 0; d < nd; d++)
         n *= shape[d];
@@ -89,8 +90,9 @@ __global__ void gelu_backward_kernel(const float *__restrict__ x, const float *_
     }
 }
 
-extern "C" nat_status nat_cuda_gelu_forward(int dev, const float *x, float *y, int64_t n)
+extern "C" nat_status nat_cu_gelu_forward(const nat_exec *ex, const float *x, float *y, int64_t n)
 {
+    const int dev = ex->dev.index;
     if (n <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);
@@ -99,8 +101,9 @@ extern "C" nat_status nat_cuda_gelu_forward(int dev, const float *x, float *y, i
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_gelu_backward(int dev, const float *x, const float *g, float *gx, int64_t n)
+extern "C" nat_status nat_cu_gelu_backward(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n)
 {
+    const int dev = ex->dev.index;
     if (n <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);

@@ -1,11 +1,11 @@
-/* core/ops_cuda_half.cu — f32 <-> bf16 / f16 conversions on the device for autocast: operands of the
+/* core/cuda/half.cu — f32 <-> bf16 / f16 conversions on the device for autocast: operands of the
  * mixed-precision GEMMs and convolutions are rounded into 2-byte scratch, and cuDNN's 2-byte results are
  * widened back into f32 tensors. The conversions are core/half.h's, the very code core/half.c runs on
  * the host (round to nearest even, overflow to inf), so the CPU emulation gets the same operand bits.
  * 2-byte values travel as their uint16_t bits (the memory layout of CUDA's bfloat16 / half types). */
 #include <stdint.h>
 
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 #include "core/half.h"
 #include "nat/autograd.h" /* nat_precision */
 

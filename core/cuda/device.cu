@@ -1,16 +1,15 @@
-/* core/ops_cuda_device.cu — the per-device handle bundles (stream, cuBLAS, cuDNN, TF32 flag), device
+/* core/cuda/device.cu — the per-device handle bundles (stream, cuBLAS, cuDNN, TF32 flag), device
  * checks, copies and fills on nat's stream, the error text of failed calls, and the device queries of
  * include/nat/cuda.h.
  *
  * The bundle table is process state by nature (handles belong to the process), guarded by a mutex and
  * filled lazily per device index; nothing in it selects a device. The stream is a blocking stream, so
- * work on the legacy default stream (core/cuda_raw.cu's cudaMemcpy) is still ordered with it.
+ * work on the legacy default stream (core/cuda/raw.cu's cudaMemcpy) is still ordered with it.
  */
 #include <pthread.h>
 #include <stdio.h>
 
-#include "core/cuda_common.cuh"
-#include "nat/cuda.h"
+#include "core/cuda/common.cuh"
 
 static nat_cuda_bundle bundles[NAT_MAX_CUDA_DEVICES];
 static bool bundle_made[NAT_MAX_CUDA_DEVICES];
@@ -40,7 +39,7 @@ const char *nat_cublas_error_string(cublasStatus_t s)
 
 static int device_count_once = -1;
 static pthread_once_t count_once = PTHREAD_ONCE_INIT;
-static void count_devices(void) { device_count_once = nat_cuda_device_count(); }
+static void count_devices(void) { device_count_once = nat_cu_device_count(); }
 
 static int devices(void)
 {
@@ -48,7 +47,7 @@ static int devices(void)
     return device_count_once;
 }
 
-nat_status nat_cuda_check_device(nat_device dev, const char *op)
+nat_status nat_cu_check_device(nat_device dev, const char *op)
 {
     int n = devices();
     if (n == 0)
@@ -118,8 +117,9 @@ nat_status nat_cuda_bundle_cudnn(nat_cuda_bundle *b)
     return s;
 }
 
-extern "C" nat_status nat_cuda_memcpy(int dev, void *dst, const void *src, size_t bytes, int kind)
+extern "C" nat_status nat_cu_memcpy(const nat_exec *ex, void *dst, const void *src, size_t bytes, int kind)
 {
+    const int dev = ex->dev.index;
     static const cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice};
     if (kind < 0 || kind > 2)
         return nat_error(NAT_ERR_INTERNAL, "cuda memcpy: bad direction %d", kind);
@@ -133,8 +133,9 @@ extern "C" nat_status nat_cuda_memcpy(int dev, void *dst, const void *src, size_
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_memset0(int dev, void *p, size_t bytes)
+extern "C" nat_status nat_cu_memset0(const nat_exec *ex, void *p, size_t bytes)
 {
+    const int dev = ex->dev.index;
     if (bytes == 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);
@@ -151,15 +152,13 @@ extern "C" nat_status nat_cuda_sync(int dev)
 
 /* ---- include/nat/cuda.h ---- */
 
-extern "C" int nat_cuda_available(void) { return devices() > 0; }
-
 static nat_status check_index(int index, const char *what)
 {
     nat_device d = {NAT_DEV_CUDA, index};
-    return nat_cuda_check_device(d, what);
+    return nat_cu_check_device(d, what);
 }
 
-extern "C" nat_status nat_cuda_device_name(int index, char *buf, size_t cap)
+extern "C" nat_status nat_cu_device_name(int index, char *buf, size_t cap)
 {
     if (!buf || cap == 0)
         return nat_error(NAT_ERR_INVALID_ARG, "cuda_device_name: no buffer");
@@ -171,7 +170,7 @@ extern "C" nat_status nat_cuda_device_name(int index, char *buf, size_t cap)
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_set_tf32(int index, bool on)
+extern "C" nat_status nat_cu_set_tf32(int index, bool on)
 {
     NAT_TRY(check_index(index, "cuda_set_tf32"));
     NAT_CUDA_ENTER(index);
@@ -181,7 +180,7 @@ extern "C" nat_status nat_cuda_set_tf32(int index, bool on)
     return NAT_OK;
 }
 
-extern "C" bool nat_cuda_tf32(int index)
+extern "C" bool nat_cu_tf32(int index)
 {
     if (index < 0 || index >= NAT_MAX_CUDA_DEVICES)
         return false;
@@ -191,7 +190,7 @@ extern "C" bool nat_cuda_tf32(int index)
     return on;
 }
 
-extern "C" nat_status nat_cuda_synchronize(int index)
+extern "C" nat_status nat_cu_synchronize(int index)
 {
     NAT_TRY(check_index(index, "cuda_synchronize"));
     return nat_cuda_sync(index);

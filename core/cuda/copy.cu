@@ -1,7 +1,7 @@
-/* core/ops_cuda_shape.cu — strided copy / accumulate between any two layouts (dense copies of views,
+/* core/cuda/copy.cu — strided copy / accumulate between any two layouts (dense copies of views,
  * permute and slice backward, pad and crop, gradient accumulation) and constant fill, on the device.
  * One index space walked by a grid-stride loop; dims are merged first (nat_iter_make). */
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 
 template <bool ADD>
 __global__ void strided_copy_kernel(float *__restrict__ dst, const float *__restrict__ src, nat_iter it, int64_t n)
@@ -22,9 +22,10 @@ __global__ void fill_kernel(float *p, int64_t n, float v)
         p[i] = v;
 }
 
-extern "C" nat_status nat_cuda_strided_copy(int dev, float *dst, const int64_t *dst_stride, const float *src,
+extern "C" nat_status nat_cu_strided_copy(const nat_exec *ex, float *dst, const int64_t *dst_stride, const float *src,
                                             const int64_t *src_stride, int ndim, const int64_t *shape, bool add)
 {
+    const int dev = ex->dev.index;
     int64_t n = 1;
     for (int d = 0; d < ndim; d++)
         n *= shape[d];
@@ -41,8 +42,9 @@ extern "C" nat_status nat_cuda_strided_copy(int dev, float *dst, const int64_t *
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_fill(int dev, float *p, int64_t n, float v)
+extern "C" nat_status nat_cu_fill(const nat_exec *ex, float *p, int64_t n, float v)
 {
+    const int dev = ex->dev.index;
     if (n <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);

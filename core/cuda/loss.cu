@@ -1,9 +1,9 @@
-/* core/ops_cuda_loss.cu — cross-entropy on the device: integer labels with label smoothing, or soft
+/* core/cuda/loss.cu — cross-entropy on the device: integer labels with label smoothing, or soft
  * targets (mixup/cutmix); forward and backward. The rules are core/ops_loss.c's: per-row log-sum-exp
  * in double (saved, f64 [N]), row losses in double summed in row order by one block, loss = mean over
  * rows; backward gz += (g/N)·(softmax(z)·Σt - t), soft targets also gt += (g/N)·(lse - z). One block per
  * row; the loss and its gradient are one-element device tensors, never read back on the host. */
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 
 #define ROW_THREADS 128
 
@@ -67,10 +67,11 @@ static nat_status ce_forward(int dev, const float *z, const int32_t *labels, con
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_cross_entropy_forward(int dev, const float *z, const int32_t *labels,
+extern "C" nat_status nat_cu_cross_entropy_forward(const nat_exec *ex, const float *z, const int32_t *labels,
                                                      const float *targets, int64_t N, int64_t C, float smoothing,
                                                      double *lse, float *loss)
 {
+    const int dev = ex->dev.index;
     if (N <= 0)
         return nat_error(NAT_ERR_INTERNAL, "cuda cross_entropy: no rows");
     nat_device d = {NAT_DEV_CUDA, dev};
@@ -115,10 +116,11 @@ __global__ void ce_backward_kernel(const float *__restrict__ Z, const int32_t *_
     }
 }
 
-extern "C" nat_status nat_cuda_cross_entropy_backward(int dev, const float *z, const int32_t *labels,
+extern "C" nat_status nat_cu_cross_entropy_backward(const nat_exec *ex, const float *z, const int32_t *labels,
                                                       const float *targets, const double *lse, const float *g,
                                                       int64_t N, int64_t C, float smoothing, float *gz, float *gt)
 {
+    const int dev = ex->dev.index;
     if (N <= 0 || (!gz && !gt))
         return NAT_OK;
     if (!targets && !gz)

@@ -1,4 +1,4 @@
-/* core/cuda_common.cuh — what every core/ops_cuda_*.cu file shares: the per-device handle bundle, the
+/* core/cuda/common.cuh — what every the .cu files of core/cuda/ file shares: the per-device handle bundle, the
  * device guard, and the checking macros that turn a failed CUDA, cuBLAS or cuDNN call into a nat_status
  * whose message holds the call's text and the library's error string. CUDA sources only.
  *
@@ -19,7 +19,7 @@
 
 #include <stdint.h>
 
-#include "core/ops_cuda.h"
+#include "core/cuda/kernels.h"
 #include "nat/tensor.h" /* NAT_MAX_DIMS */
 
 /* The handles nat keeps for one device: made on first use, kept for the process's life. */

@@ -1,13 +1,11 @@
-/* core/cuda_raw.cu — raw CUDA runtime calls for the core (see core/cuda_raw.h). Device memory is
+/* core/cuda/raw.cu — raw CUDA runtime calls for the core (entries of the CUDA table, core/cuda/kernels.h). Device memory is
  * requested on the device given by index each time, so no "current device" is left behind for another
  * model to trip over. */
 #include <cuda_runtime.h>
 
-#include "core/cuda_raw.h"
+#include "core/cuda/kernels.h"
 
-extern "C" int nat_cuda_built(void) { return 1; }
-
-extern "C" int nat_cuda_device_count(void)
+extern "C" int nat_cu_device_count(void)
 {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -17,7 +15,7 @@ extern "C" int nat_cuda_device_count(void)
     return n;
 }
 
-extern "C" void *nat_cuda_raw_malloc(int device, size_t bytes)
+extern "C" void *nat_cu_raw_malloc(int device, size_t bytes)
 {
     int prev = 0;
     cudaGetDevice(&prev);
@@ -33,7 +31,7 @@ extern "C" void *nat_cuda_raw_malloc(int device, size_t bytes)
     return p;
 }
 
-extern "C" void nat_cuda_raw_free(int device, void *p)
+extern "C" void nat_cu_raw_free(int device, void *p)
 {
     int prev = 0;
     cudaGetDevice(&prev);
@@ -42,7 +40,7 @@ extern "C" void nat_cuda_raw_free(int device, void *p)
     cudaSetDevice(prev);
 }
 
-extern "C" nat_status nat_cuda_raw_copy(int device, void *dst, const void *src, size_t bytes, int kind)
+extern "C" nat_status nat_cu_raw_copy(int device, void *dst, const void *src, size_t bytes, int kind)
 {
     static const cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice};
     if (kind < 0 || kind > 2)

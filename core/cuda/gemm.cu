@@ -1,16 +1,17 @@
-/* core/ops_cuda_gemm.cu — row-major GEMMs through cuBLAS (column-major): C = op(A)·op(B) is computed as
+/* core/cuda/gemm.cu — row-major GEMMs through cuBLAS (column-major): C = op(A)·op(B) is computed as
  * Cᵀ = op(B)ᵀ·op(A)ᵀ, which is the same memory read column-major, so no transposes are made. Batches go
  * to one strided-batched call (a stride of 0 shares an operand). The device's TF32 flag selects
  * CUBLAS_TF32_TENSOR_OP_MATH; otherwise full-f32 math. */
 #include <limits.h>
 
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 #include "nat/autograd.h" /* nat_precision */
 
-extern "C" nat_status nat_cuda_gemm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+extern "C" nat_status nat_cu_gemm(const nat_exec *ex, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
                                     int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc,
                                     int64_t batch)
 {
+    const int dev = ex->dev.index;
     if (M == 0 || N == 0 || batch == 0)
         return NAT_OK;
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX || batch > INT_MAX)
@@ -37,10 +38,11 @@ extern "C" nat_status nat_cuda_gemm(int dev, bool ta, bool tb, int64_t M, int64_
 /* Autocast: both operands rounded into one 2-byte scratch block (a shared operand, stride 0, is one
  * matrix), then cublasGemmEx / cublasGemmStridedBatchedEx with f32 C and CUBLAS_COMPUTE_32F. The block
  * goes back to the caching allocator once the GEMM is queued (stream order makes the reuse safe). */
-extern "C" nat_status nat_cuda_gemm_lowp(int dev, int prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+extern "C" nat_status nat_cu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                                          const float *A, int64_t sa, const float *B, int64_t sb, float beta, float *C,
                                          int64_t sc, int64_t batch)
 {
+    const int dev = ex->dev.index;
     if (prec != NAT_PREC_BF16 && prec != NAT_PREC_F16)
         return nat_error(NAT_ERR_INTERNAL, "cuda gemm: precision %d is not bf16 or f16", prec);
     if (M == 0 || N == 0 || batch == 0)

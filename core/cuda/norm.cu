@@ -1,11 +1,11 @@
-/* core/ops_cuda_norm.cu — LayerNorm and softmax over the last dim on the device, forward and backward.
+/* core/cuda/norm.cu — LayerNorm and softmax over the last dim on the device, forward and backward.
  *
  * Layout: rows of C contiguous floats. One block per row (grid-stride over rows). Row statistics follow
  * core/ops_norm.c: mean and variance in double with the variance taken over (x - mean) in a second pass,
  * mean and rstd saved in f64; softmax subtracts the row max, a row that is -inf everywhere gives zeros.
  * LayerNorm's weight/bias gradients are column sums over rows: partial sums per band of rows (double),
  * then the bands added in order, so the result does not depend on scheduling. */
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 
 #define ROW_THREADS 128
 
@@ -38,9 +38,10 @@ __global__ void layernorm_forward_kernel(const float *__restrict__ X, const floa
     }
 }
 
-extern "C" nat_status nat_cuda_layernorm_forward(int dev, const float *x, const float *w, const float *b, float *y,
+extern "C" nat_status nat_cu_layernorm_forward(const nat_exec *ex, const float *x, const float *w, const float *b, float *y,
                                                  double *mean, double *rstd, int64_t rows, int64_t C, float eps)
 {
+    const int dev = ex->dev.index;
     if (rows <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);
@@ -135,10 +136,11 @@ static nat_status layernorm_dwb(int dev, const float *x, const double *mean, con
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_layernorm_backward(int dev, const float *x, const double *mean, const double *rstd,
+extern "C" nat_status nat_cu_layernorm_backward(const nat_exec *ex, const float *x, const double *mean, const double *rstd,
                                                   const float *w, const float *g, float *gx, float *gw, float *gb,
                                                   int64_t rows, int64_t C)
 {
+    const int dev = ex->dev.index;
     if (rows <= 0)
         return NAT_OK;
     if (gx) {
@@ -208,8 +210,9 @@ __global__ void softmax_backward_kernel(const float *__restrict__ Y, const float
     }
 }
 
-extern "C" nat_status nat_cuda_softmax_forward(int dev, const float *x, float *y, int64_t rows, int64_t C)
+extern "C" nat_status nat_cu_softmax_forward(const nat_exec *ex, const float *x, float *y, int64_t rows, int64_t C)
 {
+    const int dev = ex->dev.index;
     if (rows <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);
@@ -219,9 +222,10 @@ extern "C" nat_status nat_cuda_softmax_forward(int dev, const float *x, float *y
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_softmax_backward(int dev, const float *y, const float *g, float *gx, int64_t rows,
+extern "C" nat_status nat_cu_softmax_backward(const nat_exec *ex, const float *y, const float *g, float *gx, int64_t rows,
                                                 int64_t C)
 {
+    const int dev = ex->dev.index;
     if (rows <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);

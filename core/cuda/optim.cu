@@ -1,9 +1,9 @@
-/* core/ops_cuda_optim.cu — fused optimizer updates on the device, one pass over each parameter: SGD
+/* core/cuda/optim.cu — fused optimizer updates on the device, one pass over each parameter: SGD
  * (coupled weight decay, momentum, Nesterov) and AdamW (decoupled decay). Each element is updated with
  * the same float operations in the same order as core/optim.c's loops (the scalars are computed on the
  * host in double, as there), so a CPU and a GPU run agree to float rounding of sqrtf and division.
- * The gradient norm for clipping is nat_cuda_sum_squares (ops_cuda_reduce.cu). */
-#include "core/cuda_common.cuh"
+ * The gradient norm for clipping is nat_cuda_sum_squares (reduce.cu). */
+#include "core/cuda/common.cuh"
 
 __global__ void sgd_kernel(float *__restrict__ p, const float *__restrict__ g, float *__restrict__ buf, int64_t n,
                            float lr, float wd, float mu, bool nesterov)
@@ -35,9 +35,10 @@ __global__ void adamw_kernel(float *__restrict__ p, const float *__restrict__ g,
     }
 }
 
-extern "C" nat_status nat_cuda_sgd_update(int dev, float *p, const float *g, float *buf, int64_t n, float lr, float wd,
+extern "C" nat_status nat_cu_sgd_update(const nat_exec *ex, float *p, const float *g, float *buf, int64_t n, float lr, float wd,
                                           float mu, bool nesterov)
 {
+    const int dev = ex->dev.index;
     if (n <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);
@@ -46,10 +47,11 @@ extern "C" nat_status nat_cuda_sgd_update(int dev, float *p, const float *g, flo
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cuda_adamw_update(int dev, float *p, const float *g, float *m, float *v, int64_t n,
+extern "C" nat_status nat_cu_adamw_update(const nat_exec *ex, float *p, const float *g, float *m, float *v, int64_t n,
                                             float decay_mul, float w1, float beta2, float one_minus_beta2,
                                             float neg_step_size, float bc2_sqrt, float eps)
 {
+    const int dev = ex->dev.index;
     if (n <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);

@@ -1,4 +1,4 @@
-/* core/ops_cuda_conv.cu — 2-D convolution through cuDNN: forward, backward data, backward filter, NCHW
+/* core/cuda/conv.cu — 2-D convolution through cuDNN: forward, backward data, backward filter, NCHW
  * f32, cross-correlation (PyTorch's conv2d). The algorithm of each (device, shape, TF32) and direction is
  * chosen once with cudnnFind*Algorithm and kept in a small table; workspaces come from the caching
  * allocator, so a steady-state step allocates nothing. With TF32 off the descriptors ask for
@@ -6,7 +6,7 @@
  *
  * Uses cuDNN's v8 "legacy" convolution API, still present (deprecated) in cuDNN 9.
  *
- * Autocast (the *_lowp entry points): operands are rounded into 2-byte scratch (core/ops_cuda_half.cu) and
+ * Autocast (the *_lowp entry points): operands are rounded into 2-byte scratch (core/cuda/half.cu) and
  * cuDNN runs its PSEUDO_BFLOAT16 / PSEUDO_HALF configuration: bf16 / half tensors, float compute,
  * tensor-op math. That API takes x, w and y of one type, so the result lands in 2-byte scratch too and
  * is widened into the f32 output (overwritten forward, accumulated backward). The precision is part of
@@ -14,7 +14,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "core/cuda_common.cuh"
+#include "core/cuda/common.cuh"
 #include "nat/autograd.h" /* nat_precision */
 
 enum { DIR_FWD = 0, DIR_BWD_DATA = 1, DIR_BWD_FILTER = 2 };
@@ -237,38 +237,44 @@ static nat_status run(int dev, int dir, int prec, const nat_cuda_conv_geom *g, c
     return s;
 }
 
-extern "C" nat_status nat_cuda_conv2d_forward(int dev, const nat_cuda_conv_geom *g, const float *x, const float *w,
+extern "C" nat_status nat_cu_conv2d_forward(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x, const float *w,
                                               float *y)
 {
+    const int dev = ex->dev.index;
     return run(dev, DIR_FWD, NAT_PREC_F32, g, x, w, y);
 }
 
-extern "C" nat_status nat_cuda_conv2d_backward_data(int dev, const nat_cuda_conv_geom *g, const float *w,
+extern "C" nat_status nat_cu_conv2d_backward_data(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *w,
                                                     const float *gy, float *gx)
 {
+    const int dev = ex->dev.index;
     return run(dev, DIR_BWD_DATA, NAT_PREC_F32, g, w, gy, gx);
 }
 
-extern "C" nat_status nat_cuda_conv2d_backward_filter(int dev, const nat_cuda_conv_geom *g, const float *x,
+extern "C" nat_status nat_cu_conv2d_backward_filter(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x,
                                                       const float *gy, float *gw)
 {
+    const int dev = ex->dev.index;
     return run(dev, DIR_BWD_FILTER, NAT_PREC_F32, g, x, gy, gw);
 }
 
-extern "C" nat_status nat_cuda_conv2d_forward_lowp(int dev, int prec, const nat_cuda_conv_geom *g, const float *x,
+extern "C" nat_status nat_cu_conv2d_forward_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g, const float *x,
                                                    const float *w, float *y)
 {
+    const int dev = ex->dev.index;
     return run(dev, DIR_FWD, prec, g, x, w, y);
 }
 
-extern "C" nat_status nat_cuda_conv2d_backward_data_lowp(int dev, int prec, const nat_cuda_conv_geom *g,
+extern "C" nat_status nat_cu_conv2d_backward_data_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
                                                          const float *w, const float *gy, float *gx)
 {
+    const int dev = ex->dev.index;
     return run(dev, DIR_BWD_DATA, prec, g, w, gy, gx);
 }
 
-extern "C" nat_status nat_cuda_conv2d_backward_filter_lowp(int dev, int prec, const nat_cuda_conv_geom *g,
+extern "C" nat_status nat_cu_conv2d_backward_filter_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
                                                            const float *x, const float *gy, float *gw)
 {
+    const int dev = ex->dev.index;
     return run(dev, DIR_BWD_FILTER, prec, g, x, gy, gw);
 }
