@@ -38,7 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
-# C, depths, heads, mlp ratio, layer scale; DiNAT dilations as DESIGN.md §3 / nat_desc.c
+# C, depths, heads, mlp ratio, layer scale; DiNAT dilations as docs/design.md §3 / nat_desc.c
 SIZES = {
     "mini": (64, [3, 4, 6, 5], [2, 4, 8, 16], 3.0, None),
     "tiny": (64, [3, 4, 18, 5], [2, 4, 8, 16], 3.0, None),

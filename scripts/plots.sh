@@ -148,7 +148,7 @@ when=$(grep -m1 '^start:' "$data/machine.txt" | sed 's/^start: //; s/, load.*//'
 # column index by name in a CSV header
 col() { head -n 1 "$1" | tr ',' '\n' | grep -nx "$2" | cut -d: -f1; }
 
-# ImageNet panel: published top-1 (DESIGN.md §3; DiNAT paper) with nat's measurements at 224², batch 8
+# ImageNet panel: published top-1 (docs/design.md §3; DiNAT paper) with nat's measurements at 224², batch 8
 cat > "$tmpd/paper.txt" <<'EOF'
 nat_mini 81.8
 nat_tiny 83.2

@@ -1,6 +1,6 @@
 /* tests/test_checkpoint.c — model checkpoints (nat_model_save / nat_model_load over safetensors):
  * tensor names and order are PyTorch NAT's state_dict keys (spelled out below for a tiny network, from
- * DESIGN.md §3); a save -> load round trip is bit-exact in every parameter and in the logits; the
+ * docs/design.md §3); a save -> load round trip is bit-exact in every parameter and in the logits; the
  * description comes back from the metadata; strict loading rejects a missing, an unexpected and a
  * mis-shaped tensor and a truncated file, naming the tensor or the file, and leaves the model
  * untouched. */

@@ -1,7 +1,7 @@
 /* nat/model.h — the NAT / DiNAT image classifier (Hassani et al.), its variants, its analytic parameter
  * and MAC counts, and its checkpoints.
  *
- * Network (DESIGN.md §3), input x [B, in_chans, H, W] (NCHW, f32):
+ * Network (docs/design.md §3), input x [B, in_chans, H, W] (NCHW, f32):
  *   patch_embed  conv 3×3 s2 p1 (in -> C/2, bias), conv 3×3 s(patch_stride/2) p1 (C/2 -> C, bias),
  *                channels-last, LayerNorm(C); then dropout(drop). patch_stride 4 is NAT's (224² -> 56²);
  *                2 keeps small inputs (28² -> 14²) from shrinking too fast
@@ -121,7 +121,7 @@ nat_status nat_model_desc_count(const nat_model_desc *d, int h, int w, nat_model
 typedef struct nat_model nat_model;
 
 /* Checks a description, builds the model (the description is copied) and initialises it from a nat_rng
- * seeded with d->seed (DESIGN.md §3: truncated normal 0.02 at ±2σ for linear weights and rpb, zero
+ * seeded with d->seed (docs/design.md §3: truncated normal 0.02 at ±2σ for linear weights and rpb, zero
  * linear biases, LayerNorm 1/0, convs PyTorch's default kaiming-uniform, γ = layer_scale), module by
  * module in state_dict order. Owned by the caller: nat_model_free. On failure *out is NULL. */
 nat_status nat_model_new(nat_model **out, const nat_model_desc *d);

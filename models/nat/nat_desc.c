@@ -1,5 +1,5 @@
 /* models/nat/nat_desc.c — network descriptions: the default, the published NAT and DiNAT variants
- * (DESIGN.md §3; dilations from DiNAT's configs), and the checks whose messages name the bad value. */
+ * (docs/design.md §3; dilations from DiNAT's configs), and the checks whose messages name the bad value. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
