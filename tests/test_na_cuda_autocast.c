@@ -120,8 +120,8 @@ static void run_at(nat_device dev, int prec, const ac_case *c, nat_tensor **in, 
         nat_tensor_free(x[i]);
 }
 
-/* (dev_a, prec_a) against (dev_b, prec_b): tol < 0 means bitwise. */
-static void compare(const ac_case *c, nat_tensor **in, nat_device da, int pa, nat_device db, int pb, double tol,
+/* (dev_a, prec_a) against (dev_b, prec_b): tol < 0 means bitwise. Returns the forward's error. */
+static double compare(const ac_case *c, nat_tensor **in, nat_device da, int pa, nat_device db, int pb, double tol,
                     const char *what)
 {
     float *ya, *yb, *ga[4], *gb[4];
@@ -130,6 +130,7 @@ static void compare(const ac_case *c, nat_tensor **in, nat_device da, int pa, na
     run_at(db, pb, c, in, &yb, &nb, gb);
     ck_assert_int_eq(na, nb);
     const int n_in = is_causal(&c->p) ? 3 : 4;
+    const double forward_err = th_max_rel_err_f(ya, yb, na);
     char msg[160];
     for (int i = -1; i < n_in; i++) {
         const float *a = i < 0 ? ya : ga[i], *b = i < 0 ? yb : gb[i];
@@ -143,6 +144,7 @@ static void compare(const ac_case *c, nat_tensor **in, nat_device da, int pa, na
     free(ya), free(yb);
     for (int i = 0; i < n_in; i++)
         free(ga[i]), free(gb[i]);
+    return forward_err;
 }
 
 static void free_inputs(nat_tensor **in)
@@ -157,8 +159,14 @@ START_TEST(cpu_matches_f32)
         for (int f16 = 0; f16 <= 1; f16++) {
             nat_tensor *in[4];
             make_inputs(&CASES[ci], 11 + ci, in);
-            compare(&CASES[ci], in, NAT_CPU, f16 ? NAT_PREC_F16 : NAT_PREC_BF16, NAT_CPU, NAT_PREC_F32, TOL16,
-                    f16 ? "cpu f16 vs f32" : "cpu bf16 vs f32");
+            double e = compare(&CASES[ci], in, NAT_CPU, f16 ? NAT_PREC_F16 : NAT_PREC_BF16, NAT_CPU, NAT_PREC_F32,
+                               TOL16, f16 ? "cpu f16 vs f32" : "cpu bf16 vs f32");
+            /* ... and the rounding happened: an op that ignored the precision would match f32 exactly.
+             * bf16 keeps 8 bits, f16 11: the forward moves by ~1e-3 and ~1e-4 of its max-abs; the
+             * floors are ten times below. */
+            const double floor = f16 ? 1e-5 : 1e-4;
+            ck_assert_msg(e > floor, "[%s] %s autocast differs from f32 by only %.3g (floor %.3g): was it applied?",
+                          CASES[ci].name, f16 ? "f16" : "bf16", e, floor);
             free_inputs(in);
         }
 }
