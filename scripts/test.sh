@@ -29,6 +29,13 @@ echo "== install to a temporary prefix; build and run the examples out of tree a
 prefix=$(mktemp -d /tmp/nat-install.XXXXXX)
 trap 'rm -rf "$prefix"' EXIT
 cmake --install build --prefix "$prefix" >/dev/null
+# Everything a user gets, nothing else: the installed files against tests/tools/install_manifest.txt
+# (a tool, header or library dropped from install(), or a private header leaking, fails here).
+if ! diff -u tests/tools/install_manifest.txt <(cd "$prefix" && find . \( -type f -o -type l \) | sed 's|^\./||' | sort); then
+  echo "the installed files differ from tests/tools/install_manifest.txt (lines: - expected, + installed)" >&2
+  exit 1
+fi
+echo "install: $(wc -l < tests/tools/install_manifest.txt) files, as tests/tools/install_manifest.txt lists"
 cmake -S examples -B "$prefix/build-examples" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/build-examples" -j"$jobs"
 LD_LIBRARY_PATH="$prefix/lib" "$prefix/build-examples/embed_na"
