@@ -75,6 +75,20 @@ else
   bad "nat-classify --json: output does not parse or is wrong"; head -20 "$tmp/out" | sed 's/^/      /'
 fi
 
+# ---- the benchmark tools run (tiny problems) ----
+expect 0 "nat-bench na2d, fused forward and backward, checked against unfused" "$build/nat-bench" na2d \
+  --size 14 --batch 1 --pass fwdbwd --reps 2
+has "RESULT impl=fused pass=fwdbwd" "nat-bench prints its RESULT line"
+err=$(sed -n 's/.*max |diff| \/ max |value| = \([0-9.e+-]*\).*/\1/p' "$tmp/out")
+awk -v e="$err" 'BEGIN { exit !(e != "" && e < 1e-5) }' && ok "nat-bench's fused and unfused kernels agree ($err)" \
+  || bad "nat-bench's check: '$err', expected < 1e-5"
+expect 0 "nat-bench na2d, legacy gather" "$build/nat-bench" na2d --size 14 --batch 1 --pass fwdbwd --impl gather --reps 1
+expect 0 "nat-profile, NAT-Mini inference at 32x32" "$build/nat-profile" --model nat_mini --mode infer --batch 1 \
+  --res 32 --steps 1 --warmup 0 --trace-steps 0 --in-chans 1 --classes 10 --csv "$tmp/profile.csv"
+has "throughput: .* images/s" "nat-profile prints images/s"
+[ "$(wc -l < "$tmp/profile.csv")" -eq 2 ] && ok "nat-profile wrote a CSV header and one row" \
+  || bad "nat-profile's CSV has $(wc -l < "$tmp/profile.csv") lines, expected 2"
+
 # ---- examples ----
 expect 0 "embed_na runs" "$build/examples/embed_na"
 # The NA layer's output on the example's fixed input and seed (f32, any thread count; recorded when the
