@@ -171,15 +171,13 @@ typedef struct result {
     float *prob;
 } result;
 
-int main(int argc, char **argv)
+/* The whole tool; sets and images have room for argc entries each and are main's to free, so every
+ * early return leaves nothing behind. */
+static int classify(int argc, char **argv, const char **sets, const char **images)
 {
-    nat_train_passive_omp(argv);
     const char *ckpt = NULL, *labels_path = NULL, *config = NULL, *save = NULL, *tensor_path = NULL;
-    const char **sets = calloc((size_t)argc, sizeof *sets), **images = calloc((size_t)argc, sizeof *images);
     int n_sets = 0, n_images = 0, top = 5;
     bool json = false, ema = false;
-    if (!sets || !images)
-        return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -248,6 +246,12 @@ int main(int argc, char **argv)
     nat_config cfg;
     nat_config_defaults(&cfg);
     nat_status s = NAT_OK;
+    /* Everything below is released at `out`, whichever way the run ends. */
+    labels lab = {0};
+    int n_in = n_images, rc = 0;
+    nat_tensor *given = NULL, *x = NULL, *all_in = NULL, *all_logits = NULL;
+    result *res = NULL;
+    nat_ctx *ctx = NULL;
     char *text = NULL;
     if (config)
         s = nat_config_load(&cfg, config);
@@ -262,10 +266,10 @@ int main(int argc, char **argv)
     free(text);
     for (int i = 0; s == NAT_OK && i < n_sets; i++)
         s = nat_config_set(&cfg, sets[i]);
-    free(sets);
     if (s != NAT_OK) {
         fprintf(stderr, "nat-classify: %s\n", nat_error_message());
-        return 2;
+        rc = 2;
+        goto out;
     }
     if (cfg.train.threads > 0)
         omp_set_num_threads(cfg.train.threads);
@@ -278,21 +282,20 @@ int main(int argc, char **argv)
     nat_train_eval_transforms(&cfg, C, true, 0, 0, tf, &n_tf);
     if (cfg.data.mean.n && cfg.data.mean.n != C) {
         fprintf(stderr, "nat-classify: data.mean/std have %d values for a %d-channel model\n", cfg.data.mean.n, C);
-        return 2;
+        rc = 2;
+        goto out;
     }
 
-    labels lab = {0};
     s = labels_path ? labels_from_file(&lab, labels_path, d.num_classes) : labels_default(&lab, f, &d);
     if (s != NAT_OK) {
         fprintf(stderr, "nat-classify: %s\n", nat_error_message());
-        return labels_path ? 2 : 1;
+        rc = labels_path ? 2 : 1;
+        goto out;
     }
     if (top > d.num_classes)
         top = d.num_classes;
 
     /* Inputs: the tensor file's batch, or the image files one by one. */
-    int n_in = n_images;
-    nat_tensor *given = NULL;
     if (tensor_path) {
         nat_st_file *tf_file = NULL;
         nat_dtype dt;
@@ -313,17 +316,17 @@ int main(int argc, char **argv)
         nat_st_close(tf_file);
         if (s != NAT_OK) {
             fprintf(stderr, "nat-classify: %s\n", nat_error_message());
-            return 1;
+            rc = 1;
+            goto out;
         }
         n_in = (int)shape[0];
     }
-    result *res = calloc((size_t)n_in, sizeof *res);
+    res = calloc((size_t)n_in, sizeof *res);
     int64_t xs[4] = {1, C, S, S};
-    nat_tensor *x = NULL, *all_in = NULL, *all_logits = NULL;
-    nat_ctx *ctx = NULL;
     if (!res || nat_tensor_new(&x, NAT_F32, NAT_CPU, 4, xs) || nat_ctx_new(&ctx, NAT_CPU)) {
         fprintf(stderr, "nat-classify: %s\n", nat_error_message());
-        return 1;
+        rc = 1;
+        goto out;
     }
     if (given) {
         nat_tensor_free(x);
@@ -334,7 +337,8 @@ int main(int argc, char **argv)
         int64_t ls[2] = {n_in, d.num_classes};
         if (nat_tensor_new(&all_in, NAT_F32, NAT_CPU, 4, is) || nat_tensor_new(&all_logits, NAT_F32, NAT_CPU, 2, ls)) {
             fprintf(stderr, "nat-classify: %s\n", nat_error_message());
-            return 1;
+            rc = 1;
+            goto out;
         }
     }
     nat_ctx_set_grad_enabled(ctx, false);
@@ -487,12 +491,13 @@ int main(int argc, char **argv)
         printf("%d image(s) classified with %s (%s, %d classes) in %.3f s: %.1f images/s%s\n", done, path, d.name,
                d.num_classes, secs, ips, failed ? "; some failed (see above)" : "");
     }
-    for (int i = 0; i < n_in; i++) {
+    rc = failed ? 1 : 0;
+out:
+    for (int i = 0; res && i < n_in; i++) {
         free(res[i].top);
         free(res[i].prob);
     }
     free(res);
-    free(images);
     labels_free(&lab);
     nat_tensor_free(x);
     nat_tensor_free(given);
@@ -501,5 +506,15 @@ int main(int argc, char **argv)
     nat_ctx_free(ctx);
     nat_model_free(m);
     nat_st_close(f);
-    return failed ? 1 : 0;
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    nat_train_passive_omp(argv);
+    const char **sets = calloc((size_t)argc, sizeof *sets), **images = calloc((size_t)argc, sizeof *images);
+    int rc = sets && images ? classify(argc, argv, sets, images) : 1;
+    free((void *)sets);
+    free((void *)images);
+    return rc;
 }
