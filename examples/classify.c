@@ -46,9 +46,13 @@ int main(int argc, char **argv)
     if (nat_st_open(&f, argv[1]))
         return fail("opening the checkpoint");
     nat_model_desc d;
-    nat_model *m;
-    if (nat_model_desc_read(f, &d) || nat_model_new(&m, &d) || nat_model_read(m, f, true))
-        return fail("loading the model");
+    nat_model *m = NULL;
+    if (nat_model_desc_read(f, &d) || nat_model_new(&m, &d) || nat_model_read(m, f, true)) {
+        int rc = fail("loading the model");
+        nat_model_free(m);
+        nat_st_close(f);
+        return rc;
+    }
     nat_st_close(f);
     if (d.in_chans == 1 && !user_norm)
         mean[0] = 0.2860f, std[0] = 0.3530f;
@@ -57,6 +61,7 @@ int main(int argc, char **argv)
     unsigned char *img = stbi_load(argv[2], &w, &h, &c, d.in_chans);
     if (!img) {
         fprintf(stderr, "classify: %s: cannot decode image: %s\n", argv[2], stbi_failure_reason());
+        nat_model_free(m);
         return 1;
     }
     /* Nearest-neighbour resize to the model's input size keeps the example short; nat's data/ has
