@@ -214,8 +214,10 @@ def main():
 
     try:
         import torch
-    except ImportError:
-        sys.exit("na_vs_torch: PyTorch is not installed for this interpreter (try /usr/bin/python3)")
+    except ImportError:  # exit 2, as for the other missing prerequisites below
+        print("na_vs_torch: PyTorch is not installed for this interpreter (try /usr/bin/python3, or "
+              "scripts/torch-venv.sh)", file=sys.stderr)
+        sys.exit(2)
     sys.path.insert(0, os.path.join(HERE, "..", "tests", "golden"))
     if not os.path.exists(args.lib):
         sys.exit(f"na_vs_torch: {args.lib} not found: build it (cmake --build build --target nat_na_driver) "

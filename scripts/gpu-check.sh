@@ -5,7 +5,7 @@
 #
 #   here (Debian 12, nvcc):  bash scripts/gpu-check.sh --prepare [--arch 90]
 #       builds nat with CUDA in build-gpu/ (Release, CMAKE_CUDA_ARCHITECTURES=90 by default: Hopper) and
-#       stages in .gpu/ (ignored by git, ~55 MiB) what the GPU machine needs: bin/ (the GPU test suites,
+#       packs into .gpu/stage.tar.xz (ignored by git, ~11 MB) what the GPU machine needs: bin/ (the GPU test suites,
 #       na-lab, nat-profile), lib/ (OpenBLAS, inih, stb, zlib, gfortran, libgomp, check's subunit, the
 #       ctypes driver of bench/na_vs_torch.py). Then check it here: bash scripts/gpu-check.sh --local
 #   on the GPU machine:      bash scripts/gpu-check.sh        (the device tool: carry [".gpu"])
@@ -47,28 +47,37 @@ if [ "$mode" = prepare ]; then
   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DNAT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
         -DNAT_NATIVE=OFF > /dev/null
   cmake --build build-gpu -j"$(nproc)" --target nat-profile nat-train na-lab nat_na_driver "${gpu_suites[@]}"
-  rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib .gpu/data
-  cp build-gpu/nat-profile build-gpu/nat-train build-gpu/na-lab .gpu/bin/
-  # Fashion-MNIST's 10,000 test images serve as the training set too: a few hundred steps need no more,
-  # and the whole data set would not fit the 64 MiB that travels.
-  fm=/usr/share/datasets/fashion-mnist
-  for part in images-idx3 labels-idx1; do
-    cp "$fm/t10k-$part-ubyte.gz" .gpu/data/
-    cp "$fm/t10k-$part-ubyte.gz" ".gpu/data/train-$part-ubyte.gz"
-  done
-  for t in "${gpu_suites[@]}"; do cp "build-gpu/tests/$t" .gpu/bin/; done
-  cp -L build-gpu/libnat_na_driver.so .gpu/lib/
+  st=$(mktemp -d /tmp/nat-gpu-stage.XXXXXX)
+  mkdir -p "$st/bin" "$st/lib" "$st/data"
+  cp build-gpu/nat-profile build-gpu/nat-train build-gpu/na-lab "$st/bin/"
+  for t in "${gpu_suites[@]}"; do cp "build-gpu/tests/$t" "$st/bin/"; done
+  cp -L build-gpu/libnat_na_driver.so "$st/lib/"
   # every shared library the binaries need that is not CUDA's, glibc's or the C++ runtime's
-  for b in .gpu/bin/* .gpu/lib/libnat_na_driver.so; do
+  for b in "$st"/bin/* "$st/lib/libnat_na_driver.so"; do
     ldd "$b" | awk '/=> \// {print $3}'
   done | sort -u | grep -vE '/(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so|/libcu|/libnv' |
-    while read -r lib; do cp -L "$lib" .gpu/lib/; done
-  du -sh .gpu
-  echo "gpu-check.sh: staged .gpu/; on the GPU machine: bash scripts/gpu-check.sh (carry .gpu)"
+    while read -r lib; do cp -L "$lib" "$st/lib/"; done
+  # Fashion-MNIST's 10,000 test images serve as the training set too: a few hundred steps need no more.
+  fm=/usr/share/datasets/fashion-mnist
+  for part in images-idx3 labels-idx1; do
+    cp "$fm/t10k-$part-ubyte.gz" "$st/data/"
+    ln -s "t10k-$part-ubyte.gz" "$st/data/train-$part-ubyte.gz"
+  done
+  strip --strip-unneeded "$st"/bin/* "$st"/lib/*.so* 2>/dev/null || true
+  # Packed: OpenBLAS alone is 36 MB, and the working tree travels with .gpu under the device tool's
+  # 64 MiB. The run unpacks it outside the tree.
+  rm -rf .gpu && mkdir -p .gpu
+  tar -C "$st" -cJf .gpu/stage.tar.xz bin lib data
+  rm -rf "$st"
+  du -sh .gpu/stage.tar.xz
+  echo "gpu-check.sh: staged .gpu/stage.tar.xz; on the GPU machine: bash scripts/gpu-check.sh (carry .gpu)"
   exit 0
 fi
 
-[ -x .gpu/bin/nat-profile ] || { echo "gpu-check.sh: .gpu/ missing: run bash scripts/gpu-check.sh --prepare here first" >&2; exit 1; }
+[ -f .gpu/stage.tar.xz ] || { echo "gpu-check.sh: .gpu/stage.tar.xz missing: run bash scripts/gpu-check.sh --prepare here first" >&2; exit 1; }
+# Unpacked outside the tree, so nothing of it travels back or along next time.
+G=$(mktemp -d /tmp/nat-gpu.XXXXXX)
+tar -C "$G" -xJf .gpu/stage.tar.xz
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 # CUDA's libraries: the toolkit's, or the ones PyTorch's wheels brought
@@ -79,7 +88,7 @@ for n in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9; do
     [ -n "$f" ] && cudalibs="$cudalibs:$(dirname "$f")"
   fi
 done
-export LD_LIBRARY_PATH="$PWD/.gpu/lib${cudalibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$G/lib${cudalibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CK_FORK=no OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 summary=()
 failures=0
@@ -98,7 +107,7 @@ if nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1; then have_gpu=1; head -n 15 "$OUT/nv
 
 echo "== GPU test suites"
 for t in "${gpu_suites[@]}"; do
-  timeout 600 ".gpu/bin/$t" > "$OUT/$t.log" 2>&1
+  timeout 600 "$G/bin/$t" > "$OUT/$t.log" 2>&1
   rc=$?
   tail -n 3 "$OUT/$t.log"
   result "$t" "$rc"
@@ -108,7 +117,7 @@ echo "== compute-sanitizer on the op and NA suites"
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
 if [ "$have_gpu" = 1 ] && [ -n "$sanitizer" ]; then
   for t in test_cuda_ops test_na_cuda; do
-    timeout 900 "$sanitizer" --error-exitcode 99 ".gpu/bin/$t" > "$OUT/sanitizer-$t.log" 2>&1
+    timeout 900 "$sanitizer" --error-exitcode 99 "$G/bin/$t" > "$OUT/sanitizer-$t.log" 2>&1
     rc=$?
     tail -n 2 "$OUT/sanitizer-$t.log"
     result "compute-sanitizer $t" "$rc"
@@ -118,7 +127,7 @@ else
 fi
 
 echo "== na-lab: NA kernel versions, validated then timed"
-timeout 900 .gpu/bin/na-lab > "$OUT/na-lab.txt" 2>&1
+timeout 900 "$G"/bin/na-lab > "$OUT/na-lab.txt" 2>&1
 rc=$?
 tail -n 40 "$OUT/na-lab.txt"
 result na-lab "$rc"
@@ -129,7 +138,7 @@ for b in 64 128; do
     for m in train infer; do
       f="$OUT/profile-$m-$dt-b$b.txt"
       if [ "$have_gpu" != 1 ]; then result "nat-profile $m $dt b$b" 77; continue; fi
-      if timeout 600 .gpu/bin/nat-profile --model nat_mini --device cuda --dtype "$dt" --mode "$m" --batch "$b" \
+      if timeout 600 "$G"/bin/nat-profile --model nat_mini --device cuda --dtype "$dt" --mode "$m" --batch "$b" \
            --steps 10 --trace-steps 1 --csv "$OUT/profile.csv" > "$f" 2>&1; then
         summary+=("nat-profile $m $dt b$b: $(grep -m1 -o 'throughput: [0-9.]* images/s' "$f"), $(grep -m1 -o 'allocator peak [0-9.]* MiB' "$f")")
       else
@@ -143,19 +152,19 @@ echo "== nat-train on cuda:0 (300 steps), then its checkpoint resumed on the CPU
 for dt in f32 bf16 f16; do
   if [ "$have_gpu" != 1 ]; then result "nat-train cuda $dt" 77; continue; fi
   run="$OUT/train-$dt"
-  timeout 600 .gpu/bin/nat-train configs/nat_mini.cfg --set data.root="$PWD/.gpu/data" --set train.device=cuda \
+  timeout 600 "$G"/bin/nat-train configs/nat_mini.cfg --set data.root="$G/data" --set train.device=cuda \
     --set train.precision="$dt" --set train.replicas=1 --set train.max_steps=300 --set train.eval_every=0 \
     --set data.test_limit=2000 --out "$run" > "$run.txt" 2>&1
   rc=$?
   result "nat-train cuda $dt ($(grep -m1 -o 'test top-1 [0-9.]*%' "$run.txt"))" "$rc"
-  timeout 300 .gpu/bin/nat-train --resume "$run" --set train.device=cpu --set train.max_steps=310 \
-    --set data.root="$PWD/.gpu/data" --set data.test_limit=500 > "$run-resume-cpu.txt" 2>&1
+  timeout 300 "$G"/bin/nat-train --resume "$run" --set train.device=cpu --set train.max_steps=310 \
+    --set data.root="$G/data" --set data.test_limit=500 > "$run-resume-cpu.txt" 2>&1
   rc=$?
   result "nat-train $dt checkpoint resumed on the CPU" "$rc"
 done
 
 echo "== bench/na_vs_torch.py"
-timeout 900 python3 bench/na_vs_torch.py --lib .gpu/lib/libnat_na_driver.so --csv "$OUT/na_vs_torch.csv" \
+timeout 900 python3 bench/na_vs_torch.py --lib "$G"/lib/libnat_na_driver.so --csv "$OUT/na_vs_torch.csv" \
   > "$OUT/na_vs_torch.txt" 2>&1
 rc=$?
 tail -n 25 "$OUT/na_vs_torch.txt"
