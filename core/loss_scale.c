@@ -9,6 +9,7 @@
 
 #include "core/backend.h"
 #include "nat/optim.h"
+#include "core/check.h"
 
 void nat_loss_scaler_init(nat_loss_scaler *s, float init_scale, int growth_interval)
 {
@@ -42,6 +43,9 @@ static nat_status flush(pending *p, bool *finite)
 
 nat_status nat_loss_scaler_unscale(const nat_loss_scaler *s, nat_tensor *const *params, int n, bool *finite)
 {
+    NAT_CHECK_ARG(s, "nat_loss_scaler_unscale", "s");
+    if (n > 0)
+        NAT_CHECK_ARG(params, "nat_loss_scaler_unscale", "params");
     *finite = true;
     if (!(s->scale > 0.0f) || isinf(s->scale))
         return nat_error(NAT_ERR_INVALID_ARG, "loss_scaler: scale %g must be finite and > 0", (double)s->scale);

@@ -18,6 +18,7 @@
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 static nat_cuda_conv_geom geom_of(const nat_tensor *x, const nat_tensor *w, const int64_t *attr)
 {
@@ -62,6 +63,7 @@ static const nat_op_def conv2d_op = {"conv2d", conv2d_backward};
 nat_status nat_conv2d(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bias, int stride_h, int stride_w,
                       int pad_h, int pad_w, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "conv2d", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "conv2d", "input"));
     NAT_TRY(nat_check_f32_dev(ctx, w, "conv2d", "weight"));
     char sx[96], sw[96];

@@ -17,6 +17,7 @@
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 /* A 32-bit uniform k drops its element when k < threshold; P(drop) = threshold / 2^32 = p to 2^-32. */
 static uint64_t drop_threshold(float p) { return (uint64_t)ceil((double)p * 4294967296.0); }
@@ -50,6 +51,7 @@ static const nat_op_def dropout_op = {"dropout", dropout_backward};
 
 nat_status nat_dropout(nat_ctx *ctx, nat_tensor *x, float p, bool training, nat_rng *rng, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "dropout", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "dropout", "input"));
     NAT_TRY(check_p(x, p, training, rng, "dropout"));
     if (!training || p == 0.0f) {
@@ -94,6 +96,7 @@ static const nat_op_def drop_path_op = {"drop_path", drop_path_backward};
 
 nat_status nat_drop_path(nat_ctx *ctx, nat_tensor *x, float p, bool training, nat_rng *rng, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "drop_path", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "drop_path", "input"));
     NAT_TRY(check_p(x, p, training, rng, "drop_path"));
     if (x->ndim < 1) {

@@ -12,6 +12,7 @@
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 enum { OP_ADD = NAT_CUDA_ADD, OP_SUB = NAT_CUDA_SUB, OP_MUL = NAT_CUDA_MUL };
 
@@ -136,6 +137,8 @@ static const nat_op_def mul_op = {"mul", mul_backward};
 static nat_status binary(nat_ctx *ctx, int op, nat_tensor *a, nat_tensor *b, nat_tensor **out)
 {
     const char *name = binary_name(op);
+    if (!out)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: out is NULL", name);
     NAT_TRY(nat_check_f32_dev(ctx, a, name, "a"));
     NAT_TRY(nat_check_f32_dev(ctx, b, name, "b"));
     int nd = 0;
@@ -183,6 +186,7 @@ static const nat_op_def scale_op = {"scale", scale_backward};
 
 nat_status nat_scale(nat_ctx *ctx, nat_tensor *a, float s, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "scale", "out");
     NAT_TRY(nat_check_f32_dev(ctx, a, "scale", "a"));
     nat_tensor *y;
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, a->ndim, a->shape));
@@ -217,6 +221,7 @@ static const nat_op_def bias_add_op = {"bias_add", bias_add_backward};
 
 nat_status nat_bias_add(nat_ctx *ctx, nat_tensor *x, nat_tensor *bias, int axis, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "bias_add", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "bias_add", "x"));
     NAT_TRY(nat_check_f32_dev(ctx, bias, "bias_add", "bias"));
     char sx[96], sb[96];
@@ -266,6 +271,7 @@ static const nat_op_def gelu_op = {"gelu", gelu_backward};
 
 nat_status nat_gelu(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "gelu", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "gelu", "x"));
     nat_tensor *xd, *y;
     NAT_TRY(nat_dense(ctx, x, &xd));

@@ -16,6 +16,7 @@
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 static nat_status check_logits(const nat_ctx *ctx, const nat_tensor *logits, const char *op)
 {
@@ -46,6 +47,7 @@ static const nat_op_def ce_op = {"cross_entropy", ce_backward};
 nat_status nat_cross_entropy(nat_ctx *ctx, nat_tensor *logits, const int32_t *labels, float smoothing,
                              nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "cross_entropy", "out");
     NAT_TRY(check_logits(ctx, logits, "cross_entropy"));
     if (!labels)
         return nat_error(NAT_ERR_INVALID_ARG, "cross_entropy: labels is NULL");
@@ -101,6 +103,7 @@ static const nat_op_def ce_soft_op = {"cross_entropy_soft", ce_soft_backward};
 
 nat_status nat_cross_entropy_soft(nat_ctx *ctx, nat_tensor *logits, nat_tensor *targets, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "cross_entropy_soft", "out");
     NAT_TRY(check_logits(ctx, logits, "cross_entropy_soft"));
     NAT_TRY(nat_check_f32_dev(ctx, targets, "cross_entropy_soft", "targets"));
     if (!nat_tensor_same_shape(logits, targets)) {
@@ -152,6 +155,8 @@ static const nat_op_def mean_op = {"mean", sum_backward};
 static nat_status reduce_all(nat_ctx *ctx, nat_tensor *x, bool mean, nat_tensor **out)
 {
     const char *name = mean ? "mean" : "sum";
+    if (!out)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: out is NULL", name);
     NAT_TRY(nat_check_f32_dev(ctx, x, name, "x"));
     int64_t n = nat_tensor_numel(x);
     if (mean && n == 0) {

@@ -18,6 +18,7 @@
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 /* `batch` products C_i = op(A_i) op(B_i) + beta·C_i with operand strides sa, sb, sc (0: shared) through
  * the table of the context's device, with operands rounded to `prec`. */
@@ -62,6 +63,7 @@ static const nat_op_def matmul_op = {"matmul", matmul_backward};
 
 nat_status nat_matmul(nat_ctx *ctx, nat_tensor *a, nat_tensor *b, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "matmul", "out");
     NAT_TRY(nat_check_f32_dev(ctx, a, "matmul", "a"));
     NAT_TRY(nat_check_f32_dev(ctx, b, "matmul", "b"));
     char sa[96], sb[96];
@@ -130,6 +132,7 @@ static const nat_op_def linear_op = {"linear", linear_backward};
 
 nat_status nat_linear(nat_ctx *ctx, nat_tensor *x, nat_tensor *w, nat_tensor *bias, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "linear", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "linear", "x"));
     NAT_TRY(nat_check_f32_dev(ctx, w, "linear", "weight"));
     char sx[96], sw[96];

@@ -15,6 +15,7 @@
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 /* ---- layernorm ---- */
 
@@ -53,6 +54,7 @@ static nat_status check_affine(const nat_ctx *ctx, const nat_tensor *p, const ch
 nat_status nat_layernorm(nat_ctx *ctx, nat_tensor *x, nat_tensor *weight, nat_tensor *bias, float eps,
                          nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "layernorm", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "layernorm", "x"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);
@@ -114,6 +116,7 @@ static const nat_op_def softmax_op = {"softmax", softmax_backward};
 
 nat_status nat_softmax(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "softmax", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "softmax", "x"));
     if (x->ndim < 1 || x->shape[x->ndim - 1] < 1) {
         char sx[96];

@@ -11,6 +11,7 @@
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 static nat_status avg_pool_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *grad_out)
 {
@@ -30,6 +31,7 @@ static const nat_op_def avg_pool_op = {"global_avg_pool", avg_pool_backward};
 
 nat_status nat_global_avg_pool(nat_ctx *ctx, nat_tensor *x, int channels_last, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "global_avg_pool", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "global_avg_pool", "input"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);

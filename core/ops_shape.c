@@ -13,6 +13,7 @@
 #include "core/backend.h"
 #include "nat/op.h"
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 /* dst = src (or dst += src) elementwise over `shape`, both strided, on the context's device. */
 static nat_status copy_on(nat_ctx *ctx, float *dst, const int64_t *ds, const float *src, const int64_t *ss, int ndim,
@@ -41,6 +42,7 @@ static const nat_op_def permute_op = {"permute", permute_backward};
 
 nat_status nat_permute(nat_ctx *ctx, nat_tensor *x, const int *perm, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "permute", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "permute", "input"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);
@@ -91,6 +93,7 @@ static const nat_op_def slice_op = {"slice", slice_backward};
 
 nat_status nat_slice(nat_ctx *ctx, nat_tensor *x, int dim, int64_t start, int64_t end, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "slice", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "slice", "input"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);
@@ -136,6 +139,7 @@ static const nat_op_def reshape_op = {"reshape", reshape_backward};
 
 nat_status nat_reshape(nat_ctx *ctx, nat_tensor *x, int ndim, const int64_t *shape, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "reshape", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "reshape", "input"));
     char sx[96], sn[128];
     nat_shape_str(x, sx, sizeof sx);
@@ -189,6 +193,7 @@ static const nat_op_def contiguous_op = {"contiguous", contiguous_backward};
 
 nat_status nat_contiguous(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "contiguous", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "contiguous", "input"));
     if (nat_tensor_is_contiguous(x)) {
         *out = x;
@@ -225,6 +230,7 @@ static const nat_op_def pad_op = {"pad", pad_backward};
 nat_status nat_pad(nat_ctx *ctx, nat_tensor *x, const int64_t *before, const int64_t *after, float value,
                    nat_tensor **out)
 {
+    NAT_CHECK_ARG(out, "pad", "out");
     NAT_TRY(nat_check_f32_dev(ctx, x, "pad", "input"));
     char sx[96];
     nat_shape_str(x, sx, sizeof sx);

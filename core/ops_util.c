@@ -20,6 +20,14 @@ nat_status nat_check_f32_dev(const nat_ctx *ctx, const nat_tensor *t, const char
 {
     if (!t)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is NULL", op, arg);
+    if (!ctx)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: ctx is NULL", op);
+    /* Before the storage check: a stale tensor has none, and this says why. Persistent tensors (no ctx)
+     * are never stale. */
+    if (t->ctx && t->gen != nat_ctx_generation(t->ctx))
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: %s belongs to a step that nat_ctx_reset has ended (step tensors "
+                                              "live until the next reset; copy what you keep into a persistent tensor)",
+                         op, arg);
     if (t->dtype != NAT_F32)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: %s is %s; this op takes f32", op, arg, nat_dtype_name(t->dtype));
     nat_device d = nat_ctx_device(ctx);

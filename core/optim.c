@@ -20,6 +20,7 @@
 
 #include "core/backend.h" /* the updates and the gradient norm through the kernel table */
 #include "nat/autograd.h"   /* nat_zero_grad */
+#include "core/check.h"
 
 typedef struct opt_param {
     nat_tensor *p;     /* borrowed */
@@ -63,6 +64,8 @@ static bool in_unit(float x) { return x >= 0.0f && x < 1.0f; } /* false for NaN 
 
 nat_status nat_optim_new(nat_optim **out, const nat_optim_config *cfg)
 {
+    NAT_CHECK_ARG(out, "nat_optim_new", "out");
+    NAT_CHECK_ARG(cfg, "nat_optim_new", "cfg");
     if (!out)
         return nat_error(NAT_ERR_INVALID_ARG, "optim_new: out is NULL");
     *out = NULL;
@@ -148,6 +151,9 @@ static nat_status new_like(nat_tensor **out, const nat_tensor *p)
 
 nat_status nat_optim_add_group(nat_optim *opt, nat_tensor **params, int n, float weight_decay)
 {
+    NAT_CHECK_ARG(opt, "nat_optim_add_group", "opt");
+    if (n > 0)
+        NAT_CHECK_ARG(params, "nat_optim_add_group", "params");
     if (!opt)
         return nat_error(NAT_ERR_INVALID_ARG, "optim_add_group: optimizer is NULL");
     int g = opt->n_groups;
@@ -255,6 +261,7 @@ static nat_status check_grad(const opt_param *q, int index_in_group)
 
 nat_status nat_optim_step(nat_optim *opt, float lr)
 {
+    NAT_CHECK_ARG(opt, "nat_optim_step", "opt");
     if (!opt)
         return nat_error(NAT_ERR_INVALID_ARG, "optim_step: optimizer is NULL");
     if (!(lr >= 0.0f) || isinf(lr))
@@ -308,6 +315,7 @@ int64_t nat_optim_step_count(const nat_optim *opt) { return opt->steps; }
 
 nat_status nat_optim_set_step_count(nat_optim *opt, int64_t steps)
 {
+    NAT_CHECK_ARG(opt, "nat_optim_set_step_count", "opt");
     if (steps < 0)
         return nat_error(NAT_ERR_INVALID_ARG, "optim_set_step_count: %" PRId64 " steps is negative", steps);
     opt->steps = steps;
@@ -318,6 +326,7 @@ int nat_optim_state_count(const nat_optim *opt) { return opt->n_states; }
 
 nat_status nat_optim_state_get(const nat_optim *opt, int i, const char **name, nat_tensor **tensor)
 {
+    NAT_CHECK_ARG(opt, "nat_optim_state_get", "opt");
     if (i < 0 || i >= opt->n_states)
         return nat_error(NAT_ERR_INVALID_ARG, "optim_state_get: index %d is outside [0, %d)", i, opt->n_states);
     if (name)
@@ -331,6 +340,8 @@ nat_status nat_optim_state_get(const nat_optim *opt, int i, const char **name, n
 
 nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float *total_norm_out)
 {
+    if (n > 0)
+        NAT_CHECK_ARG(params, "nat_clip_grad_norm", "params");
     if (total_norm_out)
         *total_norm_out = 0.0f;
     if (n < 0 || (n > 0 && !params))
@@ -400,6 +411,10 @@ nat_status nat_clip_grad_norm(nat_tensor **params, int n, float max_norm, float 
 
 nat_status nat_params_ema_update(nat_tensor *const *avg, nat_tensor *const *params, int n, float decay)
 {
+    if (n > 0)
+        NAT_CHECK_ARG(avg, "nat_params_ema_update", "avg");
+    if (n > 0)
+        NAT_CHECK_ARG(params, "nat_params_ema_update", "params");
     for (int i = 0; i < n; i++) {
         const nat_tensor *a = avg[i], *p = params[i];
         if (!a || !p || a->dtype != NAT_F32 || p->dtype != NAT_F32 || !nat_tensor_same_shape(a, p) ||

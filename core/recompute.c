@@ -11,6 +11,7 @@
 
 #include "nat/op.h" /* nat_add_into */
 #include "nat/nat.h"
+#include "core/check.h"
 
 typedef struct recompute_state {
     nat_recompute_fn fn;
@@ -50,6 +51,10 @@ static const nat_op_def recompute_op = {"recompute", recompute_backward};
 nat_status nat_recompute(nat_ctx *ctx, nat_recompute_fn fn, void *user, size_t user_size, nat_tensor *x,
                          nat_tensor *anchor, nat_tensor **y)
 {
+    NAT_CHECK_ARG(ctx, "nat_recompute", "ctx");
+    NAT_CHECK_ARG(fn, "nat_recompute", "fn");
+    NAT_CHECK_ARG(x, "nat_recompute", "x");
+    NAT_CHECK_ARG(y, "nat_recompute", "y");
     *y = NULL;
     nat_tensor *ins[2] = {x, anchor};
     const int n_in = anchor ? 2 : 1;

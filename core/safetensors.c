@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "core/check.h"
 
 /* Dimensions and offsets are JSON numbers, which cJSON holds as doubles: integers are exact to 2^53. */
 #define ST_MAX_INT 9007199254740992.0
@@ -371,6 +372,8 @@ static nat_status read_full(const nat_st_file *f, uint64_t off, void *buf, size_
 
 nat_status nat_st_open(nat_st_file **out, const char *path)
 {
+    NAT_CHECK_ARG(out, "nat_st_open", "out");
+    NAT_CHECK_ARG(path, "nat_st_open", "path");
     if (!out || !path)
         return nat_error(NAT_ERR_INVALID_ARG, "nat_st_open: NULL %s", out ? "path" : "out");
     *out = NULL;
@@ -480,6 +483,7 @@ const char *nat_st_dtype(const nat_st_file *f, int i) { return i >= 0 && i < f->
 
 nat_status nat_st_info(const nat_st_file *f, int i, nat_dtype *dtype, int *ndim, int64_t *shape)
 {
+    NAT_CHECK_ARG(f, "nat_st_info", "f");
     if (i < 0 || i >= f->n)
         return st_err(NAT_ERR_INVALID_ARG, f->path, "tensor index %d is out of range (the file has %d)", i, f->n);
     const st_entry *e = &f->e[i];
@@ -563,6 +567,10 @@ static int is_float_dtype(const st_dtype *dt)
 
 nat_status nat_st_read_f32(nat_st_file *f, const char *name, float *dst, int64_t n)
 {
+    NAT_CHECK_ARG(f, "nat_st_read_f32", "f");
+    NAT_CHECK_ARG(name, "nat_st_read_f32", "name");
+    if (n > 0)
+        NAT_CHECK_ARG(dst, "nat_st_read_f32", "dst");
     const st_entry *e = NULL;
     NAT_TRY(lookup(f, name, n, &e));
     if (!is_float_dtype(e->dt))
@@ -573,6 +581,10 @@ nat_status nat_st_read_f32(nat_st_file *f, const char *name, float *dst, int64_t
 
 nat_status nat_st_read_i32(nat_st_file *f, const char *name, int32_t *dst, int64_t n)
 {
+    NAT_CHECK_ARG(f, "nat_st_read_i32", "f");
+    NAT_CHECK_ARG(name, "nat_st_read_i32", "name");
+    if (n > 0)
+        NAT_CHECK_ARG(dst, "nat_st_read_i32", "dst");
     const st_entry *e = NULL;
     NAT_TRY(lookup(f, name, n, &e));
     if (e->dt->nat != NAT_I32)
@@ -589,6 +601,11 @@ nat_status nat_st_read_i32(nat_st_file *f, const char *name, int32_t *dst, int64
 
 nat_status nat_st_load_into(nat_st_file *f, nat_tensor **tensors, const char **names, int n, int strict)
 {
+    NAT_CHECK_ARG(f, "nat_st_load_into", "f");
+    if (n > 0)
+        NAT_CHECK_ARG(tensors, "nat_st_load_into", "tensors");
+    if (n > 0)
+        NAT_CHECK_ARG(names, "nat_st_load_into", "names");
     if (!f || n < 0 || (n > 0 && (!tensors || !names)))
         return nat_error(NAT_ERR_INVALID_ARG, "nat_st_load_into: NULL file, tensors or names, or n < 0");
     const char *p = f->path;
@@ -735,6 +752,7 @@ struct nat_st_writer {
 
 nat_status nat_st_writer_new(nat_st_writer **out)
 {
+    NAT_CHECK_ARG(out, "nat_st_writer_new", "out");
     if (!out)
         return nat_error(NAT_ERR_INVALID_ARG, "nat_st_writer_new: NULL out");
     *out = calloc(1, sizeof **out);
@@ -788,6 +806,9 @@ static nat_status writer_add_host(nat_st_writer *w, const char *name, const nat_
 
 nat_status nat_st_writer_add(nat_st_writer *w, const char *name, const nat_tensor *t)
 {
+    NAT_CHECK_ARG(w, "nat_st_writer_add", "w");
+    NAT_CHECK_ARG(name, "nat_st_writer_add", "name");
+    NAT_CHECK_ARG(t, "nat_st_writer_add", "t");
     if (!w || !name || !t)
         return nat_error(NAT_ERR_INVALID_ARG, "nat_st_writer_add: NULL %s", !w ? "writer" : !name ? "name" : "tensor");
     if (!*name || strcmp(name, "__metadata__") == 0)
@@ -871,6 +892,9 @@ int64_t nat_utf8_invalid_at(const char *s)
 
 nat_status nat_st_writer_set_metadata(nat_st_writer *w, const char *key, const char *value)
 {
+    NAT_CHECK_ARG(w, "nat_st_writer_set_metadata", "w");
+    NAT_CHECK_ARG(key, "nat_st_writer_set_metadata", "key");
+    NAT_CHECK_ARG(value, "nat_st_writer_set_metadata", "value");
     if (!w || !key || !value)
         return nat_error(NAT_ERR_INVALID_ARG, "nat_st_writer_set_metadata: NULL writer, key or value");
     /* The header is JSON: bytes that are not UTF-8 (a Latin-1 data.root) make it unreadable elsewhere. */
@@ -979,6 +1003,8 @@ static void sync_dir(const char *path)
 
 nat_status nat_st_writer_save(nat_st_writer *w, const char *path)
 {
+    NAT_CHECK_ARG(w, "nat_st_writer_save", "w");
+    NAT_CHECK_ARG(path, "nat_st_writer_save", "path");
     if (!w || !path)
         return nat_error(NAT_ERR_INVALID_ARG, "nat_st_writer_save: NULL %s", !w ? "writer" : "path");
     char *json = build_header(w);

@@ -9,6 +9,7 @@
 
 #include "core/backend.h" /* device check and zero fill */
 #include "core/tensor_internal.h"
+#include "core/check.h"
 
 size_t nat_dtype_size(nat_dtype t)
 {
@@ -126,6 +127,9 @@ static nat_status new_persistent(nat_tensor **out, void *data, bool external, na
 
 nat_status nat_tensor_new(nat_tensor **out, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape)
 {
+    NAT_CHECK_ARG(out, "nat_tensor_new", "out");
+    if (ndim > 0)
+        NAT_CHECK_ARG(shape, "nat_tensor_new", "shape");
     /* A CUDA tensor without that device (or without CUDA): say so, rather than "out of memory". */
     NAT_TRY(nat_device_check(dev, "tensor_new"));
     NAT_TRY(new_persistent(out, NULL, false, dtype, dev, ndim, shape, "tensor_new"));
@@ -139,6 +143,10 @@ nat_status nat_tensor_new(nat_tensor **out, nat_dtype dtype, nat_device dev, int
 
 nat_status nat_tensor_wrap(nat_tensor **out, void *data, nat_dtype dtype, nat_device dev, int ndim, const int64_t *shape)
 {
+    NAT_CHECK_ARG(out, "nat_tensor_wrap", "out");
+    NAT_CHECK_ARG(data, "nat_tensor_wrap", "data");
+    if (ndim > 0)
+        NAT_CHECK_ARG(shape, "nat_tensor_wrap", "shape");
     return new_persistent(out, data, true, dtype, dev, ndim, shape, "tensor_wrap");
 }
 
@@ -237,6 +245,9 @@ static nat_status check_host_f32(const nat_tensor *t, int64_t n, const char *wha
 
 nat_status nat_tensor_copy_from(nat_tensor *t, const float *src, int64_t n)
 {
+    NAT_CHECK_ARG(t, "nat_tensor_copy_from", "t");
+    if (n > 0)
+        NAT_CHECK_ARG(src, "nat_tensor_copy_from", "src");
     NAT_TRY(check_host_f32(t, n, "tensor_copy_from"));
     copy_job j = {nat_tensor_f32(t), (float *)src};
     if (nat_tensor_is_contiguous(t))
@@ -248,6 +259,9 @@ nat_status nat_tensor_copy_from(nat_tensor *t, const float *src, int64_t n)
 
 nat_status nat_tensor_copy_to(const nat_tensor *t, float *dst, int64_t n)
 {
+    NAT_CHECK_ARG(t, "nat_tensor_copy_to", "t");
+    if (n > 0)
+        NAT_CHECK_ARG(dst, "nat_tensor_copy_to", "dst");
     NAT_TRY(check_host_f32(t, n, "tensor_copy_to"));
     copy_job j = {nat_tensor_f32(t), dst};
     if (nat_tensor_is_contiguous(t))
@@ -266,6 +280,7 @@ static void fill_one(void *u, int64_t i, int64_t off)
 
 nat_status nat_tensor_fill(nat_tensor *t, float value)
 {
+    NAT_CHECK_ARG(t, "nat_tensor_fill", "t");
     NAT_TRY(check_host_f32(t, nat_tensor_numel(t), "tensor_fill"));
     copy_job j = {nat_tensor_f32(t), &value};
     for_each_offset(t, fill_one, &j);

@@ -12,6 +12,7 @@
 #include "core/backend.h"
 #include "core/tensor_internal.h"
 #include "nat/cuda.h"
+#include "core/check.h"
 
 static bool same_device(nat_device a, nat_device b) { return a.kind == b.kind && (a.kind == NAT_DEV_CPU || a.index == b.index); }
 
@@ -65,6 +66,8 @@ static nat_status copy_bytes(nat_tensor *dst, const nat_tensor *src, const void 
 
 nat_status nat_tensor_copy(nat_tensor *dst, const nat_tensor *src)
 {
+    NAT_CHECK_ARG(dst, "nat_tensor_copy", "dst");
+    NAT_CHECK_ARG(src, "nat_tensor_copy", "src");
     if (!dst || !src)
         return nat_error(NAT_ERR_INVALID_ARG, "tensor_copy: %s is NULL", dst ? "src" : "dst");
     char a[96], b[96];

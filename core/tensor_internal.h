@@ -14,6 +14,11 @@ void nat_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 int64_t nat_shape_numel(int ndim, const int64_t *shape);
 nat_status nat_check_dims(int ndim, const int64_t *shape, const char *what);
 
+struct nat_ctx;
+/* core/autograd.c: the context's current step (generation), advanced by every nat_ctx_reset. A step
+ * tensor whose `gen` differs belongs to a step that has ended. */
+uint32_t nat_ctx_generation(const struct nat_ctx *ctx);
+
 /* core/tensor_fill.c: whole-tensor fills and accumulation on the tensor's device. */
 nat_status nat_fill_zero(nat_tensor *t);
 nat_status nat_fill_value(nat_tensor *t, float v);

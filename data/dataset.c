@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "data/data_internal.h"
+#include "core/check.h"
 
 struct nat_dataset {
     nat_dataset_desc d;
@@ -17,6 +18,7 @@ struct nat_dataset {
 
 nat_status nat_image_reserve(nat_image *im, int c, int h, int w)
 {
+    NAT_CHECK_ARG(im, "nat_image_reserve", "im");
     if (c < 1 || h < 1 || w < 1)
         return nat_error(NAT_ERR_INVALID_ARG, "image: size %dx%dx%d is not positive", c, h, w);
     size_t need = (size_t)c * (size_t)h * (size_t)w;
@@ -56,6 +58,9 @@ static void free_names(char **names, int n)
 
 nat_status nat_dataset_set_class_names(nat_dataset *ds, int n, const char *const *names)
 {
+    NAT_CHECK_ARG(ds, "nat_dataset_set_class_names", "ds");
+    if (n > 0)
+        NAT_CHECK_ARG(names, "nat_dataset_set_class_names", "names");
     if (!ds || !names || n != ds->d.classes)
         return nat_error(NAT_ERR_INVALID_ARG, "dataset %s: %d class names given for %d classes",
                          ds ? ds->name : "(null)", n, ds ? ds->d.classes : 0);
@@ -76,6 +81,8 @@ nat_status nat_dataset_set_class_names(nat_dataset *ds, int n, const char *const
 
 nat_status nat_dataset_new(const nat_dataset_desc *desc, nat_dataset **out)
 {
+    NAT_CHECK_ARG(desc, "nat_dataset_new", "desc");
+    NAT_CHECK_ARG(out, "nat_dataset_new", "out");
     *out = NULL;
     nat_status s = NAT_OK;
     if (!desc || !desc->get)
@@ -156,6 +163,9 @@ const char *nat_dataset_class_name(const nat_dataset *ds, int k)
 
 nat_status nat_dataset_get(const nat_dataset *ds, int64_t i, nat_image *img, int32_t *label)
 {
+    NAT_CHECK_ARG(ds, "nat_dataset_get", "ds");
+    NAT_CHECK_ARG(img, "nat_dataset_get", "img");
+    NAT_CHECK_ARG(label, "nat_dataset_get", "label");
     if (i < 0 || i >= ds->d.count)
         return nat_error(NAT_ERR_INVALID_ARG, "dataset %s: sample %lld is out of range (%lld samples)", ds->name,
                          (long long)i, (long long)ds->d.count);
@@ -170,6 +180,9 @@ static bool is_dir(const char *path)
 
 nat_status nat_dataset_open(const char *format, const char *path, nat_split split, nat_dataset **out)
 {
+    NAT_CHECK_ARG(format, "nat_dataset_open", "format");
+    NAT_CHECK_ARG(path, "nat_dataset_open", "path");
+    NAT_CHECK_ARG(out, "nat_dataset_open", "out");
     *out = NULL;
     if (!format || !path)
         return nat_error(NAT_ERR_INVALID_ARG, "dataset: format and path are required");

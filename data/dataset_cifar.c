@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "data/data_internal.h"
+#include "core/check.h"
 
 #define CIFAR_PIXELS 3072
 
@@ -144,6 +145,8 @@ static const char *const cifar100_fine[100] = {
 
 nat_status nat_dataset_open_cifar10(const char *dir, nat_split split, nat_dataset **out)
 {
+    NAT_CHECK_ARG(dir, "nat_dataset_open_cifar10", "dir");
+    NAT_CHECK_ARG(out, "nat_dataset_open_cifar10", "out");
     static const char *const train[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                                         "data_batch_4.bin", "data_batch_5.bin"};
     static const char *const test[] = {"test_batch.bin"};
@@ -153,6 +156,8 @@ nat_status nat_dataset_open_cifar10(const char *dir, nat_split split, nat_datase
 
 nat_status nat_dataset_open_cifar100(const char *dir, nat_split split, bool coarse, nat_dataset **out)
 {
+    NAT_CHECK_ARG(dir, "nat_dataset_open_cifar100", "dir");
+    NAT_CHECK_ARG(out, "nat_dataset_open_cifar100", "out");
     static const char *const train[] = {"train.bin"};
     static const char *const test[] = {"test.bin"};
     return open_files(dir, split == NAT_SPLIT_TRAIN ? train : test, 1, 2, coarse ? 0 : 1, coarse ? 20 : 100,

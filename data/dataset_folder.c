@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "data/data_internal.h"
+#include "core/check.h"
 
 #define FOLDER_MAX_DEPTH 32
 
@@ -165,6 +166,8 @@ static nat_status folder_get(void *user, int64_t i, nat_image *img, int32_t *lab
 
 nat_status nat_dataset_open_folder(const char *dir, int channels, nat_dataset **out)
 {
+    NAT_CHECK_ARG(dir, "nat_dataset_open_folder", "dir");
+    NAT_CHECK_ARG(out, "nat_dataset_open_folder", "out");
     *out = NULL;
     if (channels != 1 && channels != 3)
         return nat_error(NAT_ERR_INVALID_ARG, "image folder %s: channels must be 1 or 3, not %d", dir, channels);

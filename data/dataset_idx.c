@@ -8,6 +8,7 @@
 
 #include "data/data_internal.h"
 #include "nat/idx.h"
+#include "core/check.h"
 
 typedef struct idx_set {
     nat_idx images, labels;
@@ -34,6 +35,9 @@ static nat_status idx_get(void *user, int64_t i, nat_image *img, int32_t *label)
 
 nat_status nat_dataset_open_idx(const char *images_path, const char *labels_path, nat_dataset **out)
 {
+    NAT_CHECK_ARG(images_path, "nat_dataset_open_idx", "images_path");
+    NAT_CHECK_ARG(labels_path, "nat_dataset_open_idx", "labels_path");
+    NAT_CHECK_ARG(out, "nat_dataset_open_idx", "out");
     *out = NULL;
     idx_set *s = calloc(1, sizeof *s);
     if (!s)
@@ -87,6 +91,8 @@ const char *const *nat_fashion_mnist_class_names(void) { return fashion_names; }
 
 nat_status nat_dataset_open_mnist(const char *dir, nat_split split, bool fashion, nat_dataset **out)
 {
+    NAT_CHECK_ARG(dir, "nat_dataset_open_mnist", "dir");
+    NAT_CHECK_ARG(out, "nat_dataset_open_mnist", "out");
     *out = NULL;
     const char *prefix = split == NAT_SPLIT_TRAIN ? "train" : "t10k";
     char stem[64];

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h> /* gzopen/gzread: gzipped and plain files alike */
+#include "core/check.h"
 
 static nat_status read_exact(gzFile f, void *buf, size_t n, const char *path, const char *what)
 {
@@ -64,6 +65,8 @@ static uint32_t be32(const uint8_t *b) { return (uint32_t)b[0] << 24 | (uint32_t
 
 nat_status nat_idx_load(const char *path, nat_idx *out)
 {
+    NAT_CHECK_ARG(path, "nat_idx_load", "path");
+    NAT_CHECK_ARG(out, "nat_idx_load", "out");
     memset(out, 0, sizeof *out);
     gzFile f = gzopen(path, "rb");
     if (!f)

@@ -14,6 +14,7 @@
 #include <stb_image.h> /* stbi_load_from_file (linked from Debian's libstb) */
 
 #include "nat/data.h"
+#include "core/check.h"
 
 static _Atomic int64_t max_pixels = NAT_DEFAULT_MAX_PIXELS; /* read by loader workers: atomic */
 
@@ -21,6 +22,8 @@ int64_t nat_data_set_max_pixels(int64_t n) { return atomic_exchange(&max_pixels,
 
 nat_status nat_image_load(const char *path, int channels, nat_image *img)
 {
+    NAT_CHECK_ARG(path, "nat_image_load", "path");
+    NAT_CHECK_ARG(img, "nat_image_load", "img");
     if (channels != 1 && channels != 3)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: images are read as 1 or 3 channels, not %d", path, channels);
     FILE *f = fopen(path, "rb");
@@ -64,6 +67,8 @@ nat_status nat_image_load(const char *path, int channels, nat_image *img)
 nat_status nat_image_preprocess_eval(const char *path, int channels, int img_size, float crop_pct, nat_interp interp,
                                      const float *mean, const float *std, nat_image *img)
 {
+    NAT_CHECK_ARG(path, "nat_image_preprocess_eval", "path");
+    NAT_CHECK_ARG(img, "nat_image_preprocess_eval", "img");
     nat_transform tf[3];
     int n = nat_tf_eval_preset(tf, img_size, crop_pct, interp, channels, mean, std);
     for (int i = 0; i < n; i++) {

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "nat/data.h"
+#include "core/check.h"
 
 #define LOADER_MSG_CAP 1024
 #define LOADER_MAX_SUBSTITUTES 64
@@ -287,6 +288,8 @@ static nat_status check_opts(const nat_dataset *ds, const nat_loader_opts *o)
 
 nat_status nat_loader_new(const nat_dataset *ds, const nat_loader_opts *opts, nat_loader **out)
 {
+    NAT_CHECK_ARG(ds, "nat_loader_new", "ds");
+    NAT_CHECK_ARG(out, "nat_loader_new", "out");
     *out = NULL;
     if (!ds || !opts)
         return nat_error(NAT_ERR_INVALID_ARG, "loader: dataset and options are required");
@@ -393,6 +396,8 @@ nat_status nat_loader_new(const nat_dataset *ds, const nat_loader_opts *opts, na
 
 nat_status nat_loader_next(nat_loader *L, nat_batch *out)
 {
+    NAT_CHECK_ARG(L, "nat_loader_next", "L");
+    NAT_CHECK_ARG(out, "nat_loader_next", "out");
     memset(out, 0, sizeof *out);
     out->c = L->c;
     out->h = L->h;
@@ -467,6 +472,8 @@ nat_loader_state nat_loader_get_state(const nat_loader *L)
 
 nat_status nat_loader_set_state(nat_loader *L, const nat_loader_state *st)
 {
+    NAT_CHECK_ARG(L, "nat_loader_set_state", "L");
+    NAT_CHECK_ARG(st, "nat_loader_set_state", "st");
     if (st->epoch < 0 || st->batch < 0 || st->batch >= L->per_epoch)
         return nat_error(NAT_ERR_INVALID_ARG,
                          "loader: state epoch %lld batch %lld is out of range (%lld batches per epoch)",

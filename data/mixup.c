@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "nat/data.h"
+#include "core/check.h"
 
 static double u01_open(nat_rng *r) { return ((double)(nat_rng_u64(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 static double u01(nat_rng *r) { return (double)(nat_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
@@ -56,6 +57,10 @@ static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v;
 nat_status nat_mixup_apply(const nat_mixup *m, nat_rng *rng, float *x, int64_t n, int c, int h, int w,
                            const int32_t *labels, int classes, float *targets, nat_mixup_result *res)
 {
+    NAT_CHECK_ARG(m, "nat_mixup_apply", "m");
+    NAT_CHECK_ARG(x, "nat_mixup_apply", "x");
+    NAT_CHECK_ARG(labels, "nat_mixup_apply", "labels");
+    NAT_CHECK_ARG(targets, "nat_mixup_apply", "targets");
     if (!(m->mixup_alpha >= 0.0f && m->cutmix_alpha >= 0.0f && m->prob >= 0.0f && m->prob <= 1.0f &&
           m->switch_prob >= 0.0f && m->switch_prob <= 1.0f && m->label_smoothing >= 0.0f && m->label_smoothing < 1.0f))
         return nat_error(NAT_ERR_INVALID_ARG,

@@ -27,6 +27,7 @@
 #include <stb_image_resize.h> /* stbir_resize_float_generic (linked from Debian's libstb) */
 
 #include "nat/data.h"
+#include "core/check.h"
 
 static double u01(nat_rng *r) { return (double)(nat_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
 static double uniform(nat_rng *r, double lo, double hi) { return lo + (hi - lo) * u01(r); }
@@ -132,6 +133,7 @@ static nat_status check_interp(const char *n, int interp)
 
 nat_status nat_transform_check(const nat_transform *t)
 {
+    NAT_CHECK_ARG(t, "nat_transform_check", "t");
     const char *n = kind_name(t->kind);
     switch (t->kind) {
     case NAT_TF_RESIZE:
@@ -179,6 +181,10 @@ static void resize_size(int size, int h, int w, int *oh, int *ow)
 
 nat_status nat_transforms_shape(const nat_transform *tfs, int n, int c, int h, int w, int *oh, int *ow)
 {
+    if (n > 0)
+        NAT_CHECK_ARG(tfs, "nat_transforms_shape", "tfs");
+    NAT_CHECK_ARG(oh, "nat_transforms_shape", "oh");
+    NAT_CHECK_ARG(ow, "nat_transforms_shape", "ow");
     for (int i = 0; i < n; i++) {
         const nat_transform *t = &tfs[i];
         NAT_TRY(nat_transform_check(t));
@@ -522,6 +528,9 @@ static nat_status apply_one(const nat_transform *t, nat_image *img, nat_image *t
 
 nat_status nat_transforms_apply(const nat_transform *tfs, int n, nat_image *img, nat_image *tmp, nat_rng *rng)
 {
+    if (n > 0)
+        NAT_CHECK_ARG(tfs, "nat_transforms_apply", "tfs");
+    NAT_CHECK_ARG(img, "nat_transforms_apply", "img");
     for (int i = 0; i < n; i++) {
         nat_status s = apply_one(&tfs[i], img, tmp, rng);
         if (s != NAT_OK)

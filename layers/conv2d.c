@@ -5,10 +5,12 @@
 
 #include "layers/layers_internal.h"
 #include "nat/ops.h"
+#include "core/check.h"
 
 nat_status nat_conv2d_layer_init(nat_conv2d_layer *m, int in_channels, int out_channels, int kernel, int stride,
                                  int pad, bool bias, nat_rng *rng)
 {
+    NAT_CHECK_ARG(m, "nat_conv2d_layer_init", "m");
     *m = (nat_conv2d_layer){0};
     if (in_channels < 1 || out_channels < 1 || kernel < 1 || stride < 1 || pad < 0 || !rng)
         return nat_error(NAT_ERR_INVALID_ARG,
@@ -36,11 +38,16 @@ nat_status nat_conv2d_layer_init(nat_conv2d_layer *m, int in_channels, int out_c
 
 nat_status nat_conv2d_layer_forward(nat_ctx *ctx, const nat_conv2d_layer *m, nat_tensor *x, nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_conv2d_layer_forward", "ctx");
+    NAT_CHECK_ARG(m, "nat_conv2d_layer_forward", "m");
+    NAT_CHECK_ARG(out, "nat_conv2d_layer_forward", "out");
     return nat_conv2d(ctx, x, m->weight, m->bias, m->stride, m->stride, m->pad, m->pad, out);
 }
 
 nat_status nat_conv2d_layer_params(const nat_conv2d_layer *m, nat_param_list *l, const char *prefix)
 {
+    NAT_CHECK_ARG(m, "nat_conv2d_layer_params", "m");
+    NAT_CHECK_ARG(l, "nat_conv2d_layer_params", "l");
     NAT_TRY(nat_param_list_add(l, prefix, "weight", m->weight, false));
     if (m->bias)
         NAT_TRY(nat_param_list_add(l, prefix, "bias", m->bias, true));

@@ -2,9 +2,11 @@
  * [dim] and both exempt from weight decay. */
 #include "layers/layers_internal.h"
 #include "nat/ops.h"
+#include "core/check.h"
 
 nat_status nat_layernorm_layer_init(nat_layernorm_layer *m, int dim, float eps)
 {
+    NAT_CHECK_ARG(m, "nat_layernorm_layer_init", "m");
     *m = (nat_layernorm_layer){0};
     if (dim < 1 || !(eps > 0.0f))
         return nat_error(NAT_ERR_INVALID_ARG, "layernorm layer: dim %d, eps %g (need dim >= 1, eps > 0)", dim, (double)eps);
@@ -23,11 +25,16 @@ nat_status nat_layernorm_layer_init(nat_layernorm_layer *m, int dim, float eps)
 
 nat_status nat_layernorm_layer_forward(nat_ctx *ctx, const nat_layernorm_layer *m, nat_tensor *x, nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_layernorm_layer_forward", "ctx");
+    NAT_CHECK_ARG(m, "nat_layernorm_layer_forward", "m");
+    NAT_CHECK_ARG(out, "nat_layernorm_layer_forward", "out");
     return nat_layernorm(ctx, x, m->weight, m->bias, m->eps, out);
 }
 
 nat_status nat_layernorm_layer_params(const nat_layernorm_layer *m, nat_param_list *l, const char *prefix)
 {
+    NAT_CHECK_ARG(m, "nat_layernorm_layer_params", "m");
+    NAT_CHECK_ARG(l, "nat_layernorm_layer_params", "l");
     NAT_TRY(nat_param_list_add(l, prefix, "weight", m->weight, true));
     return nat_param_list_add(l, prefix, "bias", m->bias, true);
 }

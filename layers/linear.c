@@ -4,10 +4,12 @@
 
 #include "layers/layers_internal.h"
 #include "nat/ops.h"
+#include "core/check.h"
 
 nat_status nat_linear_layer_init(nat_linear_layer *m, int in_features, int out_features, bool bias, float std,
                                  nat_rng *rng)
 {
+    NAT_CHECK_ARG(m, "nat_linear_layer_init", "m");
     *m = (nat_linear_layer){0};
     if (in_features < 1 || out_features < 1 || !(std >= 0.0f) || !rng)
         return nat_error(NAT_ERR_INVALID_ARG, "linear layer: in %d, out %d, std %g, rng %s (need sizes >= 1, std >= 0, an rng)",
@@ -35,11 +37,16 @@ nat_status nat_linear_layer_init(nat_linear_layer *m, int in_features, int out_f
 
 nat_status nat_linear_layer_forward(nat_ctx *ctx, const nat_linear_layer *m, nat_tensor *x, nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_linear_layer_forward", "ctx");
+    NAT_CHECK_ARG(m, "nat_linear_layer_forward", "m");
+    NAT_CHECK_ARG(out, "nat_linear_layer_forward", "out");
     return nat_linear(ctx, x, m->weight, m->bias, out);
 }
 
 nat_status nat_linear_layer_params(const nat_linear_layer *m, nat_param_list *l, const char *prefix)
 {
+    NAT_CHECK_ARG(m, "nat_linear_layer_params", "m");
+    NAT_CHECK_ARG(l, "nat_linear_layer_params", "l");
     NAT_TRY(nat_param_list_add(l, prefix, "weight", m->weight, false));
     if (m->bias)
         NAT_TRY(nat_param_list_add(l, prefix, "bias", m->bias, true));

@@ -4,10 +4,12 @@
 
 #include "nat/layers.h"
 #include "nat/ops.h"
+#include "core/check.h"
 
 nat_status nat_mlp_layer_init(nat_mlp_layer *m, int in_features, int hidden_features, int out_features, float drop, float std,
                               nat_rng *rng)
 {
+    NAT_CHECK_ARG(m, "nat_mlp_layer_init", "m");
     *m = (nat_mlp_layer){0};
     if (!(drop >= 0.0f && drop < 1.0f))
         return nat_error(NAT_ERR_INVALID_ARG, "mlp: drop %g must be in [0, 1)", (double)drop);
@@ -25,6 +27,9 @@ nat_status nat_mlp_layer_init(nat_mlp_layer *m, int in_features, int hidden_feat
 nat_status nat_mlp_layer_forward(nat_ctx *ctx, const nat_mlp_layer *m, nat_tensor *x, bool training, nat_rng *rng,
                                  nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_mlp_layer_forward", "ctx");
+    NAT_CHECK_ARG(m, "nat_mlp_layer_forward", "m");
+    NAT_CHECK_ARG(out, "nat_mlp_layer_forward", "out");
     nat_tensor *h;
     NAT_TRY(nat_linear_layer_forward(ctx, &m->fc1, x, &h));
     NAT_TRY(nat_gelu(ctx, h, &h));
@@ -35,6 +40,8 @@ nat_status nat_mlp_layer_forward(nat_ctx *ctx, const nat_mlp_layer *m, nat_tenso
 
 nat_status nat_mlp_layer_params(const nat_mlp_layer *m, nat_param_list *l, const char *prefix)
 {
+    NAT_CHECK_ARG(m, "nat_mlp_layer_params", "m");
+    NAT_CHECK_ARG(l, "nat_mlp_layer_params", "l");
     char p[256];
     snprintf(p, sizeof p, "%s%sfc1", prefix ? prefix : "", prefix && *prefix ? "." : "");
     NAT_TRY(nat_linear_layer_params(&m->fc1, l, p));

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "nat/layers.h"
+#include "core/check.h"
 
 void nat_param_list_init(nat_param_list *l)
 {
@@ -33,6 +34,9 @@ const nat_param *nat_param_list_find(const nat_param_list *l, const char *name)
 
 nat_status nat_param_list_add(nat_param_list *l, const char *prefix, const char *name, nat_tensor *t, bool no_decay)
 {
+    NAT_CHECK_ARG(l, "nat_param_list_add", "l");
+    NAT_CHECK_ARG(name, "nat_param_list_add", "name");
+    NAT_CHECK_ARG(t, "nat_param_list_add", "t");
     if (!name || !t)
         return nat_error(NAT_ERR_INVALID_ARG, "param_list: NULL %s for parameter '%s%s%s'", t ? "name" : "tensor",
                          prefix ? prefix : "", prefix && *prefix ? "." : "", name ? name : "");

@@ -25,6 +25,7 @@
 #include "nat/op.h"
 #include "layers/layers_internal.h"
 #include "nat/ops.h"
+#include "core/check.h"
 
 #define MASK_VALUE -100.0f /* Swin's */
 
@@ -108,6 +109,8 @@ static const nat_op_def partition_op = {"window_partition", partition_backward};
 
 nat_status nat_window_partition(nat_ctx *ctx, nat_tensor *x, int ws, int shift, nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_window_partition", "ctx");
+    NAT_CHECK_ARG(out, "nat_window_partition", "out");
     NAT_TRY(nat_check_f32(ctx, x, "window_partition", "x"));
     NAT_TRY(check_window(ws, shift, "window_partition"));
     if (x->ndim != 4) {
@@ -145,6 +148,8 @@ static const nat_op_def reverse_op = {"window_reverse", reverse_backward};
 nat_status nat_window_reverse(nat_ctx *ctx, nat_tensor *windows, int64_t H, int64_t W, int ws, int shift,
                               nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_window_reverse", "ctx");
+    NAT_CHECK_ARG(out, "nat_window_reverse", "out");
     NAT_TRY(nat_check_f32(ctx, windows, "window_reverse", "windows"));
     NAT_TRY(check_window(ws, shift, "window_reverse"));
     char sw[96];
@@ -177,6 +182,8 @@ static int region(int64_t i, int64_t L, int ws, int shift) { return i < L - ws ?
 
 nat_status nat_window_mask(nat_ctx *ctx, int64_t Hp, int64_t Wp, int ws, int shift, nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_window_mask", "ctx");
+    NAT_CHECK_ARG(out, "nat_window_mask", "out");
     NAT_TRY(check_window(ws, shift, "window_mask"));
     if (Hp < ws || Wp < ws || Hp % ws || Wp % ws)
         return nat_error(NAT_ERR_INVALID_ARG, "window_mask: map %" PRId64 " x %" PRId64 " is not a multiple of window %d",
@@ -294,6 +301,8 @@ static const nat_op_def attention_op = {"window_attention", attention_backward};
 nat_status nat_window_attention(nat_ctx *ctx, nat_tensor *qkv, nat_tensor *table, nat_tensor *mask, int heads,
                                 int ws, int window, float scale, nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_window_attention", "ctx");
+    NAT_CHECK_ARG(out, "nat_window_attention", "out");
     const char *op = "window_attention";
     NAT_TRY(nat_check_f32(ctx, qkv, op, "qkv"));
     NAT_TRY(nat_check_f32(ctx, table, op, "table"));
@@ -370,6 +379,8 @@ nat_status nat_window_attention(nat_ctx *ctx, nat_tensor *qkv, nat_tensor *table
 
 nat_status nat_window_attn_layer_init(nat_window_attn_layer *m, const nat_window_attn_desc *d, float std, nat_rng *rng)
 {
+    NAT_CHECK_ARG(m, "nat_window_attn_layer_init", "m");
+    NAT_CHECK_ARG(d, "nat_window_attn_layer_init", "d");
     *m = (nat_window_attn_layer){0};
     if (d->dim < 1 || d->heads < 1 || d->dim % d->heads)
         return nat_error(NAT_ERR_INVALID_ARG, "window attention: %d heads do not divide dim %d", d->heads, d->dim);
@@ -395,6 +406,9 @@ nat_status nat_window_attn_layer_init(nat_window_attn_layer *m, const nat_window
 nat_status nat_window_attn_layer_forward(nat_ctx *ctx, const nat_window_attn_layer *m, nat_tensor *x, bool training,
                                          nat_rng *rng, nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_window_attn_layer_forward", "ctx");
+    NAT_CHECK_ARG(m, "nat_window_attn_layer_forward", "m");
+    NAT_CHECK_ARG(out, "nat_window_attn_layer_forward", "out");
     const nat_window_attn_desc *d = &m->desc;
     if (x->ndim != 4 || x->shape[3] != d->dim || x->shape[1] < 1 || x->shape[2] < 1) {
         char sx[96];
@@ -420,6 +434,8 @@ nat_status nat_window_attn_layer_forward(nat_ctx *ctx, const nat_window_attn_lay
 
 nat_status nat_window_attn_layer_params(const nat_window_attn_layer *m, nat_param_list *l, const char *prefix)
 {
+    NAT_CHECK_ARG(m, "nat_window_attn_layer_params", "m");
+    NAT_CHECK_ARG(l, "nat_window_attn_layer_params", "l");
     char p[256];
     const char *pre = prefix ? prefix : "", *dot = prefix && *prefix ? "." : "";
     NAT_TRY(nat_param_list_add(l, prefix, "relative_position_bias_table", m->table, true));

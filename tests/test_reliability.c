@@ -17,6 +17,7 @@
 #include "nat/data.h"
 #include "nat/idx.h"
 #include "nat/model.h"
+#include "nat/nat.h"
 #include "nat/safetensors.h"
 #include "train/train.h"
 
@@ -275,6 +276,164 @@ START_TEST(idx_declared_size_not_allocated_up_front)
 }
 END_TEST
 
+/* Asserts that `s` is NAT_ERR_INVALID_ARG and the message names `fn` and says "<arg> is NULL". */
+static void expect_null_arg(nat_status s, const char *fn, const char *arg)
+{
+    char want[64];
+    snprintf(want, sizeof want, "%s is NULL", arg);
+    th_expect_error(s, NAT_ERR_INVALID_ARG, fn, want);
+}
+
+/* Calls op i of include/nat/ops.h and natten.h with x for every tensor argument (first_null: the first
+ * tensor argument is NULL instead). Returns the status; *name and *arg get the op's and the first
+ * argument's names as its messages spell them; *n is set to the number of ops. */
+static nat_status call_op(int i, nat_ctx *ctx, nat_tensor *x, bool first_null, nat_tensor **out, const char **name,
+                          const char **arg, int *n)
+{
+    static const int perm[2] = {1, 0};
+    static const int64_t shape[2] = {4, 2}, before[2] = {0, 0}, after[2] = {0, 1};
+    static const int32_t labels[2] = {0, 1};
+    nat_tensor *a = first_null ? NULL : x;
+    nat_rng rng;
+    nat_rng_seed(&rng, 1);
+    nat_na_params p = nat_na_params_make(2, 3, 1);
+    *n = 31;
+    switch (i) {
+    case 0: *name = "matmul", *arg = "a"; return nat_matmul(ctx, a, x, out);
+    case 1: *name = "linear", *arg = "x"; return nat_linear(ctx, a, x, NULL, out);
+    case 2: *name = "add", *arg = "a"; return nat_add(ctx, a, x, out);
+    case 3: *name = "sub", *arg = "a"; return nat_sub(ctx, a, x, out);
+    case 4: *name = "mul", *arg = "a"; return nat_mul(ctx, a, x, out);
+    case 5: *name = "scale", *arg = "a"; return nat_scale(ctx, a, 2.0f, out);
+    case 6: *name = "bias_add", *arg = "x"; return nat_bias_add(ctx, a, x, 0, out);
+    case 7: *name = "gelu", *arg = "x"; return nat_gelu(ctx, a, out);
+    case 8: *name = "layernorm", *arg = "x"; return nat_layernorm(ctx, a, NULL, NULL, 1e-5f, out);
+    case 9: *name = "softmax", *arg = "x"; return nat_softmax(ctx, a, out);
+    case 10: *name = "conv2d", *arg = "input"; return nat_conv2d(ctx, a, x, NULL, 1, 1, 0, 0, out);
+    case 11: *name = "global_avg_pool", *arg = "input"; return nat_global_avg_pool(ctx, a, 1, out);
+    case 12: *name = "permute", *arg = "input"; return nat_permute(ctx, a, perm, out);
+    case 13: *name = "reshape", *arg = "input"; return nat_reshape(ctx, a, 2, shape, out);
+    case 14: *name = "contiguous", *arg = "input"; return nat_contiguous(ctx, a, out);
+    case 15: *name = "slice", *arg = "input"; return nat_slice(ctx, a, 0, 0, 1, out);
+    case 16: *name = "pad", *arg = "input"; return nat_pad(ctx, a, before, after, 0.0f, out);
+    case 17: *name = "dropout", *arg = "input"; return nat_dropout(ctx, a, 0.5f, true, &rng, out);
+    case 18: *name = "drop_path", *arg = "input"; return nat_drop_path(ctx, a, 0.5f, true, &rng, out);
+    case 19: *name = "cross_entropy", *arg = "logits"; return nat_cross_entropy(ctx, a, labels, 0.0f, out);
+    case 20: *name = "cross_entropy_soft", *arg = "logits"; return nat_cross_entropy_soft(ctx, a, x, out);
+    case 21: *name = "sum", *arg = "x"; return nat_sum(ctx, a, out);
+    case 22: *name = "mean", *arg = "x"; return nat_mean(ctx, a, out);
+    case 23: *name = "na_qk", *arg = "q"; return nat_na_qk(ctx, a, x, NULL, &p, out);
+    case 24: *name = "na_av", *arg = "attn"; return nat_na_av(ctx, a, x, &p, out);
+    case 25: *name = "na2d", *arg = "q"; return nat_na(ctx, a, x, x, NULL, &p, out);
+    case 26: *name = "na_qk" /* the rank spellings report as the op */, *arg = "q"; return nat_na2d_qk(ctx, a, x, NULL, &p, out);
+    case 27: *name = "na_av", *arg = "attn"; return nat_na2d_av(ctx, a, x, &p, out);
+    case 28: *name = "na2d", *arg = "q"; return nat_na2d(ctx, a, x, x, NULL, &p, out);
+    case 29: p.ndim = 1; *name = "na1d", *arg = "q"; return nat_na1d(ctx, a, x, x, NULL, &p, out);
+    default: p.ndim = 3; *name = "na3d", *arg = "q"; return nat_na3d(ctx, a, x, x, NULL, &p, out);
+    }
+}
+
+/* NULL arguments crashed the C API (nat_ctx_new(NULL), nat_tensor_new with a NULL shape, nat_na2d with a
+ * NULL ctx or params, nat_backward(ctx, NULL), ...): each is an invalid-argument error naming the
+ * function and the argument. */
+START_TEST(null_arguments_are_errors_naming_the_argument)
+{
+    int64_t shape[2] = {2, 4};
+    nat_tensor *t = NULL;
+    expect_null_arg(nat_ctx_new(NULL, NAT_CPU), "nat_ctx_new", "out");
+    expect_null_arg(nat_tensor_new(NULL, NAT_F32, NAT_CPU, 2, shape), "nat_tensor_new", "out");
+    expect_null_arg(nat_tensor_new(&t, NAT_F32, NAT_CPU, 2, NULL), "nat_tensor_new", "shape");
+    ck_assert_ptr_null(t);
+    expect_null_arg(nat_model_new_variant(NULL, "nat_mini", 10, 3), "nat_model_new_variant", "out");
+    nat_dataset *ds = NULL;
+    expect_null_arg(nat_dataset_open(NULL, "/tmp", NAT_SPLIT_TRAIN, &ds), "nat_dataset_open", "format");
+
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    expect_null_arg(nat_backward(ctx, NULL), "nat_backward", "loss");
+    expect_null_arg(nat_backward(NULL, NULL), "nat_backward", "ctx");
+    nat_tensor *q, *out = NULL;
+    int64_t qs[5] = {1, 1, 4, 4, 2};
+    TH_OK(nat_ctx_zeros(ctx, &q, NAT_F32, 5, qs));
+    nat_na_params p = nat_na_params_make(2, 3, 1);
+    expect_null_arg(nat_na2d(NULL, q, q, q, NULL, &p, &out), "na2d", "ctx");
+    expect_null_arg(nat_na2d(ctx, q, q, q, NULL, NULL, &out), "na2d", "params");
+    expect_null_arg(nat_na2d(ctx, q, q, q, NULL, &p, NULL), "na2d", "out");
+    TH_OK(nat_na2d(ctx, q, q, q, NULL, &p, &out)); /* and the same call with every argument is fine */
+
+    /* Every op: a NULL out, a NULL first input and a NULL ctx. */
+    nat_tensor *x;
+    TH_OK(nat_ctx_zeros(ctx, &x, NAT_F32, 2, shape));
+    int n = 1;
+    for (int i = 0; i < n; i++) {
+        const char *name = "", *arg = "";
+        nat_status s = call_op(i, ctx, x, false, NULL, &name, &arg, &n);
+        expect_null_arg(s, name, strstr(name, "_qk") ? "attn" : "out"); /* the qk ops name their output attn */
+        out = NULL;
+        expect_null_arg(call_op(i, ctx, x, true, &out, &name, &arg, &n), name, arg);
+        expect_null_arg(call_op(i, NULL, x, false, &out, &name, &arg, &n), name, "ctx");
+    }
+    nat_ctx_free(ctx);
+}
+END_TEST
+
+/* A second nat_backward over a tape already walked returned OK and did nothing (the gradients silently
+ * stayed those of one pass). It is an error now; a new forward on the same context (accumulation over
+ * micro-batches) still back-propagates and accumulates. */
+START_TEST(second_backward_on_a_spent_tape_is_an_error)
+{
+    int64_t shape[1] = {3};
+    const float wv[3] = {1, 2, 3};
+    nat_tensor *w;
+    TH_OK(nat_tensor_new(&w, NAT_F32, NAT_CPU, 1, shape));
+    TH_OK(nat_tensor_copy_from(w, wv, 3));
+    nat_set_requires_grad(w, true);
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    nat_tensor *y, *loss;
+    TH_OK(nat_mul(ctx, w, w, &y));
+    TH_OK(nat_sum(ctx, y, &loss));
+    TH_OK(nat_backward(ctx, loss));
+    th_expect_error(nat_backward(ctx, loss), NAT_ERR_INVALID_ARG, "backward", "already");
+    /* a second micro-batch in the same step accumulates */
+    TH_OK(nat_mul(ctx, w, w, &y));
+    TH_OK(nat_sum(ctx, y, &loss));
+    TH_OK(nat_backward(ctx, loss));
+    float g[3];
+    TH_OK(nat_tensor_copy_to(w->grad, g, 3));
+    for (int i = 0; i < 3; i++)
+        ck_assert_float_eq(g[i], 4 * wv[i]);
+    nat_ctx_free(ctx);
+    nat_tensor_free(w);
+}
+END_TEST
+
+/* A step tensor kept across nat_ctx_reset was computed on when its pool slot had been handed out again
+ * (it then aliased the new step's tensor). Ops refuse it, naming the op and the reset; persistent tensors
+ * and the new step's tensors work. */
+START_TEST(step_tensor_after_reset_is_an_error)
+{
+    int64_t shape[1] = {4};
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    nat_tensor *old, *fresh, *out, *pers;
+    TH_OK(nat_ctx_zeros(ctx, &old, NAT_F32, 1, shape));
+    nat_ctx_reset(ctx);
+    TH_OK(nat_ctx_zeros(ctx, &fresh, NAT_F32, 1, shape)); /* the first slot again */
+    th_expect_error(nat_gelu(ctx, old, &out), NAT_ERR_INVALID_ARG, "gelu", "reset");
+    th_expect_error(nat_add(ctx, fresh, old, &out), NAT_ERR_INVALID_ARG, "add", "reset");
+    TH_OK(nat_gelu(ctx, fresh, &out));
+    nat_ctx_reset(ctx);
+    th_expect_error(nat_gelu(ctx, old, &out), NAT_ERR_INVALID_ARG, "gelu", "reset");
+    th_expect_error(nat_gelu(ctx, fresh, &out), NAT_ERR_INVALID_ARG, "gelu", "reset");
+    TH_OK(nat_tensor_new(&pers, NAT_F32, NAT_CPU, 1, shape));
+    TH_OK(nat_tensor_fill(pers, 1.0f));
+    TH_OK(nat_gelu(ctx, pers, &out));
+    nat_tensor_free(pers);
+    nat_ctx_free(ctx);
+}
+END_TEST
+
 int main(void)
 {
     const th_case cases[] = {
@@ -284,6 +443,9 @@ int main(void)
         {"train_val_class_lists_compared_before_training", train_val_class_lists_compared_before_training},
         {"checkpoint_metadata_must_be_utf8", checkpoint_metadata_must_be_utf8},
         {"idx_declared_size_not_allocated_up_front", idx_declared_size_not_allocated_up_front},
+        {"null_arguments_are_errors_naming_the_argument", null_arguments_are_errors_naming_the_argument},
+        {"second_backward_on_a_spent_tape_is_an_error", second_backward_on_a_spent_tape_is_an_error},
+        {"step_tensor_after_reset_is_an_error", step_tensor_after_reset_is_an_error},
     };
     return th_run_cases("reliability", cases, sizeof cases / sizeof *cases, 120);
 }

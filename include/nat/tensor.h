@@ -59,6 +59,8 @@ typedef struct nat_tensor {
     struct nat_node *node;   /* the op that made it, when recorded on a tape */
     struct nat_ctx *ctx;     /* owning context; NULL for persistent tensors */
     const char *name;        /* optional, borrowed (parameter names in checkpoints) */
+    uint32_t gen;            /* step tensors: ctx's step (generation) when made, so ops can refuse one
+                                kept past nat_ctx_reset; 0 and unused for persistent tensors */
 } nat_tensor;
 
 size_t nat_dtype_size(nat_dtype t);

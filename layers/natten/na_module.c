@@ -21,6 +21,7 @@
 #include "layers/layers_internal.h"
 #include "nat/natten.h"
 #include "nat/ops.h"
+#include "core/check.h"
 
 nat_na_layer_desc nat_na_layer_desc_make(int ndim, int dim, int heads, int kernel, int dilation)
 {
@@ -66,6 +67,8 @@ static nat_status check_desc(const nat_na_layer_desc *d)
 
 nat_status nat_na_layer_init(nat_na_layer *m, const nat_na_layer_desc *d, float std, nat_rng *rng)
 {
+    NAT_CHECK_ARG(m, "nat_na_layer_init", "m");
+    NAT_CHECK_ARG(d, "nat_na_layer_init", "d");
     *m = (nat_na_layer){0};
     NAT_TRY(check_desc(d));
     m->desc = *d;
@@ -88,6 +91,9 @@ nat_status nat_na_layer_init(nat_na_layer *m, const nat_na_layer_desc *d, float 
 nat_status nat_na_layer_forward(nat_ctx *ctx, const nat_na_layer *m, nat_tensor *x, bool training, nat_rng *rng,
                                 nat_tensor **out)
 {
+    NAT_CHECK_ARG(ctx, "nat_na_layer_forward", "ctx");
+    NAT_CHECK_ARG(m, "nat_na_layer_forward", "m");
+    NAT_CHECK_ARG(out, "nat_na_layer_forward", "out");
     return nat_na_layer_forward_with(ctx, m, x, training, rng, NULL, out);
 }
 
@@ -175,6 +181,8 @@ nat_status nat_na_layer_forward_with(nat_ctx *ctx, const nat_na_layer *m, nat_te
 
 nat_status nat_na_layer_params(const nat_na_layer *m, nat_param_list *l, const char *prefix)
 {
+    NAT_CHECK_ARG(m, "nat_na_layer_params", "m");
+    NAT_CHECK_ARG(l, "nat_na_layer_params", "l");
     char p[256];
     const char *pre = prefix ? prefix : "", *dot = prefix && *prefix ? "." : "";
     if (m->rpb)

@@ -25,6 +25,7 @@
 #include "nat/op.h"
 #include "layers/natten/na_backend.h"
 #include "nat/natten.h"
+#include "core/check.h"
 
 /* The kernels of `device`. The one place that knows whether this build has a CUDA table. */
 nat_status na_backend_get(int device, const char *op, const na_backend **out)
@@ -95,6 +96,8 @@ static nat_status check_rpb(const nat_na_params *p, const nat_tensor *rpb, int64
 
 static nat_status check_ndim(const nat_na_params *p, int want, const char *op)
 {
+    if (!p)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: params is NULL", op);
     if (p->ndim != want)
         return nat_error(NAT_ERR_INVALID_ARG, "%s: descriptor has ndim %d", op, p->ndim);
     return NAT_OK;
@@ -197,6 +200,8 @@ static const nat_op_def qk_op = {"na_qk", qk_backward};
 nat_status nat_na_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb, const nat_na_params *p,
                      nat_tensor **attn)
 {
+    NAT_CHECK_ARG(p, "na_qk", "params");
+    NAT_CHECK_ARG(attn, "na_qk", "attn");
     const char *op = "na_qk";
     NAT_TRY(nat_check_f32_dev(ctx, q, op, "q"));
     NAT_TRY(nat_check_f32_dev(ctx, k, op, "k"));
@@ -259,6 +264,8 @@ static const nat_op_def av_op = {"na_av", av_backward};
 
 nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na_params *p, nat_tensor **out)
 {
+    NAT_CHECK_ARG(p, "na_av", "params");
+    NAT_CHECK_ARG(out, "na_av", "out");
     const char *op = "na_av";
     NAT_TRY(nat_check_f32_dev(ctx, attn, op, "attn"));
     NAT_TRY(nat_check_f32_dev(ctx, v, op, "v"));
@@ -343,7 +350,10 @@ static const nat_op_def fused_op = {"na_fused", fused_backward};
 nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb, const nat_na_params *p,
                   nat_tensor **out)
 {
+    NAT_CHECK_ARG(p, "na", "params");
     const char *op = p->ndim == 1 ? "na1d" : p->ndim == 2 ? "na2d" : "na3d";
+    if (!out)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: out is NULL", op);
     NAT_TRY(nat_check_f32_dev(ctx, q, op, "q"));
     NAT_TRY(nat_check_f32_dev(ctx, k, op, "k"));
     NAT_TRY(nat_check_f32_dev(ctx, v, op, "v"));

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "models/nat/nat_internal.h"
+#include "core/check.h"
 
 /* "a,b,c" of n ints into buf. */
 static void join_ints(char *buf, size_t cap, const int *v, int n)
@@ -23,6 +24,8 @@ static void join_ints(char *buf, size_t cap, const int *v, int n)
 
 nat_status nat_model_write(const nat_model *m, nat_st_writer *w)
 {
+    NAT_CHECK_ARG(m, "nat_model_write", "m");
+    NAT_CHECK_ARG(w, "nat_model_write", "w");
     const nat_model_desc *d = &m->desc;
     for (int i = 0; i < m->params.count; i++)
         NAT_TRY(nat_st_writer_add(w, m->params.items[i].name, m->params.items[i].tensor));
@@ -77,6 +80,12 @@ nat_status nat_model_write(const nat_model *m, nat_st_writer *w)
 nat_status nat_model_save(const nat_model *m, const char *path, int n_meta, const char *const *keys,
                           const char *const *values)
 {
+    NAT_CHECK_ARG(m, "nat_model_save", "m");
+    NAT_CHECK_ARG(path, "nat_model_save", "path");
+    if (n_meta > 0)
+        NAT_CHECK_ARG(keys, "nat_model_save", "keys");
+    if (n_meta > 0)
+        NAT_CHECK_ARG(values, "nat_model_save", "values");
     for (int i = 0; i < n_meta; i++)
         if (!keys || !values || !keys[i] || !values[i] || !strncmp(keys[i], "nat.", 4))
             return nat_error(NAT_ERR_INVALID_ARG, "model save %s: metadata key %d ('%s') is NULL or uses the reserved prefix 'nat.'",
@@ -94,6 +103,8 @@ nat_status nat_model_save(const nat_model *m, const char *path, int n_meta, cons
 
 nat_status nat_model_read(nat_model *m, nat_st_file *f, bool strict)
 {
+    NAT_CHECK_ARG(m, "nat_model_read", "m");
+    NAT_CHECK_ARG(f, "nat_model_read", "f");
     int n = m->params.count;
     nat_tensor **tensors = malloc((size_t)n * sizeof *tensors);
     const char **names = malloc((size_t)n * sizeof *names);
@@ -114,6 +125,8 @@ nat_status nat_model_read(nat_model *m, nat_st_file *f, bool strict)
 
 nat_status nat_model_load(nat_model *m, const char *path)
 {
+    NAT_CHECK_ARG(m, "nat_model_load", "m");
+    NAT_CHECK_ARG(path, "nat_model_load", "path");
     nat_st_file *f;
     NAT_TRY(nat_st_open(&f, path));
     nat_status s = nat_model_read(m, f, true);
@@ -184,6 +197,8 @@ static int parse_ints(const char **s, int *v, int max)
 
 nat_status nat_model_desc_read(const nat_st_file *f, nat_model_desc *out)
 {
+    NAT_CHECK_ARG(f, "nat_model_desc_read", "f");
+    NAT_CHECK_ARG(out, "nat_model_desc_read", "out");
     nat_model_desc d;
     memset(&d, 0, sizeof d);
     const char *s;

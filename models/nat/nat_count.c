@@ -6,6 +6,7 @@
  * B·heads·H·W·k²·(hd+1) and AV B·heads·H·W·k²·hd over the padded map (docs/design.md §2). At 224² this
  * gives NAT-Mini/Tiny/Small/Base 2.7/4.3/7.8/13.7 GMACs; the LayerNorms add under 0.05 GMAC. */
 #include "models/nat/nat_internal.h"
+#include "core/check.h"
 
 static int conv_out(int n, int stride) { return (n + 2 - 3) / stride + 1; } /* 3×3, pad 1 */
 
@@ -13,6 +14,8 @@ static int64_t conv_params(int64_t cin, int64_t cout, bool bias) { return cout *
 
 nat_status nat_model_desc_count(const nat_model_desc *d, int h, int w, nat_model_counts *out)
 {
+    NAT_CHECK_ARG(d, "nat_model_desc_count", "d");
+    NAT_CHECK_ARG(out, "nat_model_desc_count", "out");
     NAT_TRY(nat_model_desc_check(d));
     if (h < 1 || w < 1)
         return nat_error(NAT_ERR_INVALID_ARG, "model count: input %d x %d must be at least 1 x 1", h, w);

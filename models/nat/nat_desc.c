@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "models/nat/nat_internal.h"
+#include "core/check.h"
 
 nat_model_desc nat_model_desc_default(void)
 {
@@ -33,6 +34,8 @@ const char *const *nat_model_variant_names(void) { return variant_names; }
 
 nat_status nat_model_desc_variant(nat_model_desc *out, const char *name, int num_classes, int in_chans)
 {
+    NAT_CHECK_ARG(out, "nat_model_desc_variant", "out");
+    NAT_CHECK_ARG(name, "nat_model_desc_variant", "name");
     static const struct {
         const char *size;
         int dim, depth3, heads0;
@@ -90,6 +93,7 @@ static bool prob_ok(float p) { return p >= 0.0f && p < 1.0f; }
 
 nat_status nat_model_desc_check(const nat_model_desc *d)
 {
+    NAT_CHECK_ARG(d, "nat_model_desc_check", "d");
     const char *n = d->name[0] ? d->name : "custom";
     /* Upper bounds too: a description can come from a file's metadata, and sizes computed from absurd
      * values (embed_dim << level, kernel_size * dilation padding, (2k - 1)² biases) must not overflow. */

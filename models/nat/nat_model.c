@@ -13,6 +13,7 @@
 #include "models/nat/nat_internal.h"
 #include "nat/cuda.h" /* nat_tensor_move */
 #include "nat/ops.h"
+#include "core/check.h"
 
 #define LN_EPS 1e-5f
 #define INIT_STD 0.02f
@@ -142,6 +143,8 @@ static nat_status build(nat_model *m, nat_rng *rng)
 
 nat_status nat_model_new(nat_model **out, const nat_model_desc *d)
 {
+    NAT_CHECK_ARG(out, "nat_model_new", "out");
+    NAT_CHECK_ARG(d, "nat_model_new", "d");
     *out = NULL;
     if (!d)
         return nat_error(NAT_ERR_INVALID_ARG, "model: NULL description");
@@ -164,6 +167,8 @@ nat_status nat_model_new(nat_model **out, const nat_model_desc *d)
 
 nat_status nat_model_new_variant(nat_model **out, const char *name, int num_classes, int in_chans)
 {
+    NAT_CHECK_ARG(out, "nat_model_new_variant", "out");
+    NAT_CHECK_ARG(name, "nat_model_new_variant", "name");
     *out = NULL;
     nat_model_desc d;
     NAT_TRY(nat_model_desc_variant(&d, name, num_classes, in_chans));
@@ -195,6 +200,7 @@ const nat_model_desc *nat_model_get_desc(const nat_model *m) { return &m->desc; 
 
 nat_status nat_model_to(nat_model *m, nat_device dev)
 {
+    NAT_CHECK_ARG(m, "nat_model_to", "m");
     for (int i = 0; i < m->params.count; i++) {
         nat_status s = nat_tensor_move(m->params.items[i].tensor, dev);
         if (s != NAT_OK)
@@ -303,6 +309,9 @@ static void part_done(const nat_model *m, const char *part)
 nat_status nat_model_forward(nat_model *m, nat_ctx *ctx, nat_tensor *x, bool training, nat_rng *rng,
                              nat_tensor **logits)
 {
+    NAT_CHECK_ARG(m, "nat_model_forward", "m");
+    NAT_CHECK_ARG(ctx, "nat_model_forward", "ctx");
+    NAT_CHECK_ARG(logits, "nat_model_forward", "logits");
     const nat_model_desc *d = &m->desc;
     if (x->ndim != 4 || x->shape[1] != d->in_chans || x->shape[2] < 1 || x->shape[3] < 1) {
         char sx[96];
