@@ -185,7 +185,7 @@ static void make_split(const char *root, const char *split, const char *classes)
     }
 }
 
-static nat_status train_folder(const char *root, const char *train, const char *val, FILE *out)
+static nat_status train_folder_k(const char *root, const char *train, const char *val, int kernel, FILE *out)
 {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s/train %s/val", root, root);
@@ -194,10 +194,10 @@ static nat_status train_folder(const char *root, const char *train, const char *
     make_split(root, "val", val);
     char text[600];
     snprintf(text, sizeof text,
-             "[model]\nembed_dim = 8\ndepths = 1\nheads = 1\nkernel_size = 3\nmlp_ratio = 2\npatch_stride = 2\n"
+             "[model]\nembed_dim = 8\ndepths = 1\nheads = 1\nkernel_size = %d\nmlp_ratio = 2\npatch_stride = 2\n"
              "[data]\nformat = folder\nroot = %s\nimg_size = 8\nworkers = 0\n"
              "[train]\nepochs = 1\nbatch_size = 1\nthreads = 1\n[log]\ndir = %s/run\n",
-             root, root);
+             kernel, root, root);
     nat_config c;
     nat_config_defaults(&c);
     TH_OK(nat_config_parse_string(&c, text, "folder.cfg"));
@@ -205,6 +205,41 @@ static nat_status train_folder(const char *root, const char *train, const char *
     nat_train_result res;
     return nat_train(&c, &o, &res);
 }
+
+static nat_status train_folder(const char *root, const char *train, const char *val, FILE *out)
+{
+    return train_folder_k(root, train, val, 3, out);
+}
+
+/* A kernel far larger than the token map (k 63 on 7x7) ran hundreds of times slower than the map needs,
+ * silently: NA pads each layer's map up to kernel x dilation. A 4x4 map (8x8 images, stride 2) with
+ * kernel 21 pads to 21x21, 28x the work: warned about, naming the level and the sizes; kernel 3
+ * (3x3 <= 4x4, no padding) is not. */
+START_TEST(kernel_far_larger_than_the_map_is_warned_about)
+{
+    char root[64];
+    snprintf(root, sizeof root, "/tmp/nat_test_rel_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(root));
+    for (int k = 3; k <= 21; k += 18) {
+        FILE *out = tmpfile();
+        ck_assert_ptr_nonnull(out);
+        TH_OK(train_folder_k(root, "cat,dog", "cat,dog", k, out));
+        char text[8192] = "";
+        rewind(out);
+        text[fread(text, 1, sizeof text - 1, out)] = 0;
+        fclose(out);
+        const char *w = strstr(text, "warning: level 0");
+        if (k == 3)
+            ck_assert_msg(!w, "kernel 3 on a 4x4 map warned: %s", text);
+        else
+            ck_assert_msg(w && strstr(w, "kernel 21") && strstr(w, "4x4") && strstr(w, "21x21"),
+                          "no warning naming level 0, kernel 21, the 4x4 map and its 21x21 padding: %s", text);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
 
 /* val/{aardvark,cat} against train/{cat,dog} was evaluated with mismatched labels (exit 0); a different
  * class count failed only after training. Both are refused before training, naming both lists; a single
@@ -441,6 +476,7 @@ int main(void)
         {"size_overflow_and_metadata_ranges", size_overflow_and_metadata_ranges},
         {"image_size_bomb_refused_before_decoding", image_size_bomb_refused_before_decoding},
         {"train_val_class_lists_compared_before_training", train_val_class_lists_compared_before_training},
+        {"kernel_far_larger_than_the_map_is_warned_about", kernel_far_larger_than_the_map_is_warned_about},
         {"checkpoint_metadata_must_be_utf8", checkpoint_metadata_must_be_utf8},
         {"idx_declared_size_not_allocated_up_front", idx_declared_size_not_allocated_up_front},
         {"null_arguments_are_errors_naming_the_argument", null_arguments_are_errors_naming_the_argument},

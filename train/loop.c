@@ -327,6 +327,32 @@ static nat_status step(run *r, double lr, double *loss_out, double *norm_out, in
     return NAT_OK;
 }
 
+/* NA pads a token map smaller than kernel x dilation up to that size in every layer (NATTEN's module
+ * does the same), so a kernel far larger than the map costs far more than the map needs (k 63 on a 7x7
+ * map: 81x per layer) without changing what the layer can see. More than 16x the map's area is warned
+ * about; the main job's 1x1 last level under kernel 3 (9x, on a map that small) is not. */
+static void warn_padded_levels(FILE *out, const nat_model_desc *d, int img)
+{
+    const int levels = d->num_levels > 0 ? d->num_levels : NAT_MODEL_LEVELS;
+    /* The tokenizer's convolutions and the downsamplers (3x3, stride 2, pad 1) halve a side rounding up. */
+    int h = (img + 1) / 2;
+    if (d->patch_stride != 2)
+        h = (h + 1) / 2;
+    for (int l = 0; l < levels; l++, h = (h + 1) / 2) {
+        if (d->attention != NAT_ATTN_NEIGHBORHOOD)
+            break;
+        int dil = 1;
+        for (int j = 0; j < d->depths[l]; j++)
+            dil = nat_model_desc_dilation(d, l, j) > dil ? nat_model_desc_dilation(d, l, j) : dil;
+        const int win = d->kernel_size * dil;
+        if (h > 0 && (double)win * win > 16.0 * h * h)
+            fprintf(out,
+                    "warning: level %d: kernel %d x dilation %d on a %dx%d token map: each layer pads it to %dx%d, "
+                    "%.0fx the work of the map itself (a kernel no larger than the map sees as much)\n",
+                    l, d->kernel_size, dil, h, h, win, win, (double)win * win / ((double)h * h));
+    }
+}
+
 static nat_status setup(run *r, nat_train_result *res)
 {
     nat_config *c = r->cfg;
@@ -353,6 +379,7 @@ static nat_status setup(run *r, nat_train_result *res)
     nat_dataset_shape(r->train_ds, &ch, NULL, NULL);
     nat_model_desc d;
     NAT_TRY(nat_config_model_desc(c, ch, classes, c->data.img_size, &d));
+    warn_padded_levels(out, &d, c->data.img_size);
     NAT_TRY(nat_model_new(&r->model, &d));
     nat_model_set_recompute(r->model, c->train.recompute);
     if (r->dev.kind != NAT_DEV_CPU) /* initialised on the CPU (same weights as a CPU run), then moved */
