@@ -6,6 +6,7 @@
  * really a JPEG/PNG) NAT_ERR_FORMAT; both messages start with the path.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,37 @@
 static _Atomic int64_t max_pixels = NAT_DEFAULT_MAX_PIXELS; /* read by loader workers: atomic */
 
 int64_t nat_data_set_max_pixels(int64_t n) { return atomic_exchange(&max_pixels, n); }
+
+/* Every chunk of a PNG must fit in the file. stb_image grows its buffer to a chunk's declared length
+ * before reading it, so a 200-byte file that declares a 2 GB chunk cost a 2 GB allocation per loader
+ * worker (found by tests/fuzz/fuzz_image.c). Walks the chunk headers (length, type) from byte 8 up to
+ * IEND; f is left at its start. */
+static nat_status png_chunks_fit(FILE *f, const char *path)
+{
+    if (fseek(f, 0, SEEK_END) != 0)
+        return NAT_OK; /* not seekable: stb_image decides */
+    const long size = ftell(f);
+    long at = 8;
+    nat_status st = NAT_OK;
+    while (st == NAT_OK && at + 8 <= size) {
+        unsigned char h[8];
+        if (fseek(f, at, SEEK_SET) != 0 || fread(h, 1, 8, f) != 8)
+            break;
+        const uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        if (len > 0x7fffffffu || (long)len > size - at - 12)
+            st = nat_error(NAT_ERR_FORMAT,
+                           "%s: corrupt PNG: chunk '%c%c%c%c' at byte %ld declares %lu bytes, past the end of the "
+                           "file (%ld bytes)",
+                           path, h[4] >= 32 && h[4] < 127 ? h[4] : '?', h[5] >= 32 && h[5] < 127 ? h[5] : '?',
+                           h[6] >= 32 && h[6] < 127 ? h[6] : '?', h[7] >= 32 && h[7] < 127 ? h[7] : '?', at,
+                           (unsigned long)len, size);
+        if (!memcmp(h + 4, "IEND", 4))
+            break;
+        at += 12 + (long)len;
+    }
+    rewind(f);
+    return st;
+}
 
 nat_status nat_image_load(const char *path, int channels, nat_image *img)
 {
@@ -37,6 +69,13 @@ nat_status nat_image_load(const char *path, int channels, nat_image *img)
     const char *kind = got >= 3 && magic[0] == 0xff && magic[1] == 0xd8 && magic[2] == 0xff ? "JPEG"
                        : got == 4 && !memcmp(magic, "\x89PNG", 4)                            ? "PNG"
                                                                                             : "image";
+    if (!strcmp(kind, "PNG")) {
+        nat_status st = png_chunks_fit(f, path);
+        if (st != NAT_OK) {
+            fclose(f);
+            return st;
+        }
+    }
     int w = 0, h = 0, n = 0;
     /* The size from the header before decoding: a small file can declare a huge image. */
     const int64_t limit = atomic_load(&max_pixels);
