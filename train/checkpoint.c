@@ -269,6 +269,28 @@ nat_status nat_checkpoint_read_config(const char *path, char **text)
     return st;
 }
 
+nat_status nat_checkpoint_config(nat_config *cfg, const char *config, const char *ckpt, bool need, bool *stored)
+{
+    nat_config_defaults(cfg);
+    if (stored)
+        *stored = false;
+    if (config)
+        return nat_config_load(cfg, config);
+    if (!ckpt)
+        return NAT_OK;
+    char *text = NULL;
+    nat_status s = nat_checkpoint_read_config(ckpt, &text);
+    if (s == NAT_OK) {
+        s = nat_config_parse_string(cfg, text, ckpt);
+        if (stored)
+            *stored = true;
+    } else if (!need) {
+        s = NAT_OK;
+    }
+    free(text);
+    return s;
+}
+
 bool nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step)
 {
     int n = snprintf(buf, cap, "%s/ckpt-%08" PRId64 ".safetensors", dir, step);

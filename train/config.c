@@ -700,6 +700,13 @@ nat_status nat_config_load(nat_config *c, const char *path)
     return s;
 }
 
+nat_status nat_config_set_all(nat_config *c, const char *const *assignments, int n)
+{
+    for (int i = 0; i < n; i++)
+        NAT_TRY(nat_config_set(c, assignments[i]));
+    return NAT_OK;
+}
+
 nat_status nat_config_set(nat_config *c, const char *assignment)
 {
     if (nat_utf8_invalid_at(assignment) >= 0) /* as in a config file: checkpoints store the values as JSON */

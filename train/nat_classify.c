@@ -243,8 +243,7 @@ static int classify(int argc, char **argv, const char **sets, const char **image
     }
 
     /* Preprocessing: --config, else the stored config, else the model's usual evaluation. */
-    nat_config cfg;
-    nat_config_defaults(&cfg);
+    nat_config cfg; /* filled by nat_checkpoint_config */
     nat_status s = NAT_OK;
     /* Everything below is released at `out`, whichever way the run ends. */
     labels lab = {0};
@@ -252,20 +251,19 @@ static int classify(int argc, char **argv, const char **sets, const char **image
     nat_tensor *given = NULL, *x = NULL, *all_in = NULL, *all_logits = NULL;
     result *res = NULL;
     nat_ctx *ctx = NULL;
-    char *text = NULL;
-    if (config)
-        s = nat_config_load(&cfg, config);
-    else if (nat_checkpoint_read_config(path, &text) == NAT_OK)
-        s = nat_config_parse_string(&cfg, text, path);
-    else if (d.in_chans == 3) {
-        snprintf(cfg.data.format, sizeof cfg.data.format, "folder");
-        snprintf(cfg.data.interpolation, sizeof cfg.data.interpolation, "bicubic");
-        cfg.data.crop_pct = 0.875f;
-    } else
-        cfg.data.crop_pct = 1.0f; /* a 28x28 Fashion-MNIST image stays as it is */
-    free(text);
-    for (int i = 0; s == NAT_OK && i < n_sets; i++)
-        s = nat_config_set(&cfg, sets[i]);
+    bool stored;
+    s = nat_checkpoint_config(&cfg, config, path, false, &stored);
+    if (s == NAT_OK && !config && !stored) { /* a plain weights file: the model's usual evaluation */
+        if (d.in_chans == 3) {
+            snprintf(cfg.data.format, sizeof cfg.data.format, "folder");
+            snprintf(cfg.data.interpolation, sizeof cfg.data.interpolation, "bicubic");
+            cfg.data.crop_pct = 0.875f;
+        } else {
+            cfg.data.crop_pct = 1.0f; /* a 28x28 Fashion-MNIST image stays as it is */
+        }
+    }
+    if (s == NAT_OK)
+        s = nat_config_set_all(&cfg, sets, n_sets);
     if (s != NAT_OK) {
         fprintf(stderr, "nat-classify: %s\n", nat_error_message());
         rc = 2;

@@ -89,19 +89,12 @@ int main(int argc, char **argv)
     }
 
     char path[NAT_CFG_STR + 64];
-    nat_config cfg;
-    nat_config_defaults(&cfg);
+    nat_config cfg; /* filled by nat_checkpoint_config */
     nat_status s = nat_checkpoint_resolve(ckpt, path, sizeof path);
-    if (s == NAT_OK && config) {
-        s = nat_config_load(&cfg, config);
-    } else if (s == NAT_OK) {
-        char *text = NULL;
-        if (nat_checkpoint_read_config(path, &text) == NAT_OK)
-            s = nat_config_parse_string(&cfg, text, path);
-        free(text);
-    }
-    for (int i = 0; s == NAT_OK && i < n_sets; i++)
-        s = nat_config_set(&cfg, sets[i]);
+    if (s == NAT_OK)
+        s = nat_checkpoint_config(&cfg, config, path, false, NULL);
+    if (s == NAT_OK)
+        s = nat_config_set_all(&cfg, sets, n_sets);
     free(sets);
     if (s == NAT_OK)
         s = nat_config_resolve(&cfg);

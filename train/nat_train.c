@@ -89,22 +89,15 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    nat_config cfg;
-    nat_config_defaults(&cfg);
+    nat_config cfg; /* filled by nat_checkpoint_config */
     nat_status s = NAT_OK;
-    if (config) {
-        s = nat_config_load(&cfg, config);
-    } else {
-        char path[NAT_CFG_STR + 64], *text = NULL;
+    char path[NAT_CFG_STR + 64] = "";
+    if (!config) /* the checkpoint's own config: it must hold one */
         s = nat_checkpoint_resolve(resume, path, sizeof path);
-        if (s == NAT_OK)
-            s = nat_checkpoint_read_config(path, &text);
-        if (s == NAT_OK)
-            s = nat_config_parse_string(&cfg, text, path);
-        free(text);
-    }
-    for (int i = 0; s == NAT_OK && i < n_sets; i++)
-        s = nat_config_set(&cfg, sets[i]);
+    if (s == NAT_OK)
+        s = nat_checkpoint_config(&cfg, config, config ? NULL : path, true, NULL);
+    if (s == NAT_OK)
+        s = nat_config_set_all(&cfg, sets, n_sets);
     free(sets);
     if (s == NAT_OK)
         s = nat_config_resolve(&cfg);

@@ -133,6 +133,9 @@ nat_status nat_config_load(nat_config *c, const char *path);
 nat_status nat_config_parse_string(nat_config *c, const char *text, const char *name);
 /* Applies one override "section.key=value". */
 nat_status nat_config_set(nat_config *c, const char *assignment);
+/* nat_config_set for each of n assignments in order (the tools' repeated --set); stops at the first
+ * error. */
+nat_status nat_config_set_all(nat_config *c, const char *const *assignments, int n);
 /* Fills the variant's values into the model keys not given, and checks what single keys cannot:
  * heads and depths of one length, dilations matching depths, a data.root where the format needs one.
  * Messages name the keys (and the file). Idempotent. */
@@ -383,6 +386,11 @@ nat_status nat_checkpoint_read_weights(nat_model *m, nat_st_file *f, bool ema);
 /* The config text stored in a checkpoint (malloc'ed, owned by the caller); NAT_ERR_FORMAT when the file
  * has none (a plain weights file). */
 nat_status nat_checkpoint_read_config(const char *path, char **text);
+/* The config a tool starts from, before its --set overrides: the defaults, then the file `config` when
+ * one is given, else the config stored in the checkpoint at `ckpt` (when not NULL). A checkpoint
+ * without one is an error when `need` (resuming), else the defaults stay (a plain weights file).
+ * *stored (may be NULL) says whether the checkpoint's config was used. */
+nat_status nat_checkpoint_config(nat_config *cfg, const char *config, const char *ckpt, bool need, bool *stored);
 
 /* dir/ckpt-<step>.safetensors; false (buf then holds a cut path: do not use it) when it does not fit. */
 bool nat_checkpoint_path(char *buf, size_t cap, const char *dir, int64_t step);
