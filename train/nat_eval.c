@@ -128,7 +128,7 @@ int main(int argc, char **argv)
         const char *keys[3] = {"source", "source.weights", "source.step"};
         const char *vals[3] = {path, ema ? "ema" : "model", step ? step : "0"};
         if (nat_model_save(m, export_path, 3, keys, vals)) {
-            rc = fail(export_path);
+            rc = fail("--export"); /* the message names the file */
             goto done;
         }
         printf("nat-eval: wrote the %s weights of %s (%.3fM parameters) to %s\n", ema ? "EMA" : "model", path,
