@@ -30,7 +30,6 @@
 #include "bench/bench.h"
 #include "train/train.h"
 
-int openblas_get_num_threads(void);
 
 typedef enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_GATHER, IMPL_REFERENCE } impl_kind;
 static const char *const IMPL_NAMES[] = {"fused", "unfused", "gather", "reference"};
@@ -535,7 +534,7 @@ int nat_bench_na(int argc, char **argv)
             return 2;
         }
     }
-    printf("threads: OpenMP %d, OpenBLAS %d\n", omp_get_max_threads(), openblas_get_num_threads());
+    printf("threads: OpenMP %d\n", omp_get_max_threads());
     if (sweep)
         return run_sweep(reps_set ? cfg.reps : 10);
     if (cfg.impl == IMPL_REFERENCE && !reps_set)

@@ -1,5 +1,5 @@
 /* bench/nat_bench.c — nat-bench: micro-benchmarks that print medians and ratios.
- *   nat-bench gemm     sgemm GFLOP/s (the CPU roofline)
+ *   nat-bench gemm     GEMM GFLOP/s, f32 and bf16 (the CPU roofline)
  *   nat-bench conv2d   conv2d forward/backward GFLOP/s
  *   nat-bench na2d     neighborhood attention (see nat-bench na2d --help)
  *   nat-bench data     data loader throughput
@@ -13,7 +13,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: nat-bench <benchmark> [options]\n"
                "benchmarks:\n"
-               "  gemm     OpenBLAS sgemm GFLOP/s over square and NAT-shaped problems (the CPU roofline)\n"
+               "  gemm     oneDNN GEMM GFLOP/s, f32 and bf16, square and NAT-shaped (the CPU roofline)\n"
                "  conv2d   conv2d forward and backward GFLOP/s on NAT's tokenizer and downsampler shapes\n"
                "  na2d     2-D neighborhood attention kernels (nat-bench na2d --help)\n"
                "  data     data loader images/s (Fashion-MNIST and a 224² JPEG folder)\n"

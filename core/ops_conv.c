@@ -1,5 +1,5 @@
 /* core/ops_conv.c — 2-D convolution, forward and backward: checks, step tensors and the tape. The kernels
- * are im2col + OpenBLAS sgemm on the CPU (core/cpu/conv.c) and cuDNN on a CUDA device (core/cuda/conv.cu,
+ * are oneDNN convolutions on the CPU (core/cpu/conv.c) and cuDNN on a CUDA device (core/cuda/conv.cu,
  * the bias through the elementwise and reduction kernels), reached through the kernel table.
  *
  * Layouts: x [N, C, H, W], weight [O, C, kh, kw] (PyTorch's), bias [O], out [N, O, Ho, Wo], all

@@ -1,12 +1,12 @@
 /* core/ops_matmul.c — matmul, batched matmul and linear: checks, step tensors and the tape; the GEMMs
- * are OpenBLAS sgemm on the CPU (core/cpu/gemm.c), cuBLAS on a CUDA device (core/cuda/gemm.cu: one
+ * are oneDNN's on the CPU (core/cpu/gemm.c: sgemm, a bf16 matmul under autocast), cuBLAS on a CUDA device (core/cuda/gemm.cu: one
  * strided-batched call per batched product), through the kernel table.
  *
  * Autocast (nat_ctx_precision BF16 / F16): every GEMM of these ops, forward and backward, takes its two
  * operands rounded to the format and accumulates in f32 into an f32 result; bias adds and the bias
- * gradient stay f32. On CUDA that is cublasGemmEx with 2-byte inputs; on the CPU the operands are
- * rounded into scratch and the f32 sgemm runs on them, which is exact emulation up to summation order
- * (a product of two bf16 or two f16 values is exact in f32). The precision is saved on the node, so
+ * gradient stay f32. On CUDA that is cublasGemmEx with 2-byte inputs; on the CPU a oneDNN bf16 matmul (f16, or
+ * bf16 on a CPU without bf16 kernels: the operands rounded into scratch and the f32 sgemm on them, equal
+ * up to summation order, since a product of two bf16 or two f16 values is exact in f32). The precision is saved on the node, so
  * backward rounds as its forward did whatever the context says by then.
  *
  * Layouts: row-major; linear weights are [out, in] as in PyTorch, so y = x·Wᵀ + b uses sgemm with the

@@ -11,11 +11,11 @@
  * Three ops with hand-written backwards: partition (pad + roll + split into windows; a bijection
  * between padded positions and window slots, so its backward is a gather), reverse (its inverse) and
  * the attention of every (window, head) pair — per pair two small sgemms forward and four backward,
- * OpenMP over the pairs (OpenBLAS runs single-threaded inside the parallel region). The attention
+ * OpenMP over the pairs (oneDNN's sgemm runs single-threaded inside the parallel region). The attention
  * weights P [B·nW, heads, N, N] are saved for backward; the bias/mask gradient is summed per thread in
  * thread order, so a given thread count gives the same bits every run.
  */
-#include <cblas.h> /* cblas_sgemm */
+#include <oneapi/dnnl/dnnl.h> /* dnnl_sgemm */
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h>
@@ -258,10 +258,10 @@ static nat_status attention_backward(nat_ctx *ctx, nat_node *node, const nat_ten
             const int64_t b = bh / heads, h = bh % heads;
             const float *q = Q + b * N * C3 + h * hd, *k = q + C, *v = q + 2 * C, *p = Pw + bh * N * N;
             const float *dO = G + b * N * C + h * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)N, (int)hd, 1.0f, dO, (int)C, v, (int)C3,
+            dnnl_sgemm('N', 'T', (int)N, (int)N, (int)hd, 1.0f, dO, (int)C, v, (int)C3,
                         0.0f, dP, (int)N);
             if (GQ) /* dV += Pᵀ dO */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)hd, (int)N, 1.0f, p, (int)N, dO,
+                dnnl_sgemm('T', 'N', (int)N, (int)hd, (int)N, 1.0f, p, (int)N, dO,
                             (int)C, 1.0f, GQ + b * N * C3 + 2 * C + h * hd, (int)C3);
             for (int64_t i = 0; i < N; i++) { /* dS = P ⊙ (dP - Σ P ⊙ dP) */
                 const float *pr = p + i * N;
@@ -276,9 +276,9 @@ static nat_status attention_backward(nat_ctx *ctx, nat_node *node, const nat_ten
                     db[h * N * N + e] += dP[e];
             if (GQ) {
                 float *gq = GQ + b * N * C3 + h * hd;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)hd, (int)N, scale, dP, (int)N, k,
+                dnnl_sgemm('N', 'N', (int)N, (int)hd, (int)N, scale, dP, (int)N, k,
                             (int)C3, 1.0f, gq, (int)C3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)hd, (int)N, scale, dP, (int)N, q,
+                dnnl_sgemm('T', 'N', (int)N, (int)hd, (int)N, scale, dP, (int)N, q,
                             (int)C3, 1.0f, gq + C, (int)C3);
             }
         }
@@ -350,7 +350,7 @@ nat_status nat_window_attention(nat_ctx *ctx, nat_tensor *qkv, nat_tensor *table
         const float *q = Q + b * N * C3 + h * hd, *k = q + C, *v = q + 2 * C, *bh_bias = bias + h * N * N;
         const float *m = M ? M + (b % nw) * N * N : NULL;
         float *p = Pw + bh * N * N;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)N, (int)hd, scale, q, (int)C3, k, (int)C3,
+        dnnl_sgemm('N', 'T', (int)N, (int)N, (int)hd, scale, q, (int)C3, k, (int)C3,
                     0.0f, p, (int)N);
         for (int64_t i = 0; i < N; i++) {
             float *r = p + i * N;
@@ -358,7 +358,7 @@ nat_status nat_window_attention(nat_ctx *ctx, nat_tensor *qkv, nat_tensor *table
                 r[j] += bh_bias[i * N + j] + (m ? m[i * N + j] : 0.0f);
             softmax_row(r, N);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)hd, (int)N, 1.0f, p, (int)N, v, (int)C3,
+        dnnl_sgemm('N', 'N', (int)N, (int)hd, (int)N, 1.0f, p, (int)N, v, (int)C3,
                     0.0f, Y + b * N * C + h * hd, (int)C);
     }
     nat_node *node;

@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential cmake pkg-config
-  libopenblas-openmp-dev   # sgemm; the OpenMP build shares one thread pool with our loops
+  libdnnl-dev              # oneDNN: GEMMs and convolutions, f32 and bf16, OpenMP (one pool with our loops)
   zlib1g-dev               # gzipped IDX files
   check                    # unit tests
   libinih-dev              # INI configs
@@ -33,6 +33,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
-# Debian's alternatives may point libblas at another variant; nat links OpenBLAS-OpenMP explicitly,
-# so only report which one is active.
 echo "install-deps: done"

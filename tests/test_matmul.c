@@ -4,8 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h> /* openblas_get_parallel, openblas_get_num_threads */
-#include <omp.h>
+#include <oneapi/dnnl/dnnl.h> /* dnnl_version: the CPU runtime */
 
 #include "nat/op.h"
 #include "support/harness.h"
@@ -196,14 +195,12 @@ START_TEST(record_without_backward_fails)
 }
 END_TEST
 
-/* BLAS and nat's loops must share libgomp's pool: OpenBLAS's OpenMP build (parallel mode 2), with as
- * many threads as OpenMP has. A pthreads OpenBLAS would run its own pool beside ours (4 threads on 2
- * cores). */
-START_TEST(openblas_shares_the_openmp_pool)
+/* oneDNN and nat's loops must share libgomp's pool: a oneDNN built on TBB or its own threads would run
+ * a second pool beside ours (4 threads on 2 cores). */
+START_TEST(onednn_shares_the_openmp_pool)
 {
-    ck_assert_msg(openblas_get_parallel() == 2, "OpenBLAS parallel mode %d (0 sequential, 1 pthreads, 2 OpenMP)",
-                  openblas_get_parallel());
-    ck_assert_int_eq(openblas_get_num_threads(), omp_get_max_threads());
+    ck_assert_msg(dnnl_version()->cpu_runtime == DNNL_RUNTIME_OMP, "oneDNN CPU runtime %u, not OpenMP (%u)",
+                  dnnl_version()->cpu_runtime, (unsigned)DNNL_RUNTIME_OMP);
 }
 END_TEST
 
@@ -220,7 +217,7 @@ int main(void)
         {"shape_errors_name_both_shapes", shape_errors_name_both_shapes},
         {"gradcheck_catches_wrong_backward", gradcheck_catches_wrong_backward},
         {"record_without_backward_fails", record_without_backward_fails},
-        {"openblas_shares_the_openmp_pool", openblas_shares_the_openmp_pool},
+        {"onednn_shares_the_openmp_pool", onednn_shares_the_openmp_pool},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         TCase *tc = tcase_create(cases[i].name);

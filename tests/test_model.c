@@ -293,6 +293,62 @@ START_TEST(forward_backward_small_inputs)
 }
 END_TEST
 
+/* train.precision = bf16 on the CPU: the GEMMs, convolutions and NA of a NAT-Mini forward and backward
+ * run on bf16 operands with f32 accumulation. The logits and the gradients must really differ from f32
+ * (more than 1e-5 relative: rounding happened) and stay close (within 1e-2 relative to their size). */
+START_TEST(bf16_autocast_rounds_and_stays_close)
+{
+    nat_model_desc d;
+    TH_OK(nat_model_desc_variant(&d, "nat_mini", 10, 1));
+    d.img_size = 28;
+    d.drop_path_rate = 0.0f;
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    nat_rng rng;
+    nat_rng_seed(&rng, 31);
+    nat_tensor *x = images(&rng, 2, 1, 28, 28);
+    float *logits[2], *grads[2];
+    int64_t nl = 0, ng = 0;
+    const nat_param_list *pl = nat_model_params(m);
+    const nat_tensor *w = NULL; /* a GEMM's weight: the first level's qkv */
+    for (int p = 0; p < pl->count; p++)
+        if (strstr(pl->items[p].name, "levels.0.blocks.0.attn.qkv.weight"))
+            w = pl->items[p].tensor;
+    ck_assert_msg(w != NULL, "no levels.0.blocks.0.attn.qkv.weight among the parameters");
+    for (int run = 0; run < 2; run++) {
+        nat_ctx *ctx;
+        TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+        nat_ctx_set_precision(ctx, run ? NAT_PREC_BF16 : NAT_PREC_F32);
+        for (int p = 0; p < pl->count; p++)
+            nat_zero_grad(pl->items[p].tensor);
+        nat_tensor *y, *loss;
+        TH_OK(nat_model_forward(m, ctx, x, true, &rng, &y));
+        int32_t labels[2] = {3, 8};
+        TH_OK(nat_cross_entropy(ctx, y, labels, 0.0f, &loss));
+        TH_OK(nat_backward(ctx, loss));
+        nl = nat_tensor_numel(y), ng = nat_tensor_numel(w->grad);
+        logits[run] = malloc((size_t)nl * sizeof(float));
+        grads[run] = malloc((size_t)ng * sizeof(float));
+        memcpy(logits[run], nat_tensor_f32(y), (size_t)nl * sizeof(float));
+        memcpy(grads[run], nat_tensor_f32(w->grad), (size_t)ng * sizeof(float));
+        nat_ctx_free(ctx);
+    }
+    double dl = th_max_rel_err_f(logits[1], logits[0], nl), dg = 0, gmax = 0;
+    for (int64_t i = 0; i < ng; i++) {
+        gmax = fmax(gmax, fabs(grads[0][i]));
+        dg = fmax(dg, fabs((double)grads[1][i] - grads[0][i]));
+    }
+    dg /= gmax > 0 ? gmax : 1;
+    printf("bf16 autocast against f32 (NAT-Mini, 28x28): logits %.3g, qkv weight gradient %.3g (relative)\n", dl, dg);
+    ck_assert_msg(dl > 1e-5 && dl < 1e-2, "logits: bf16 against f32 %.3g, expected in (1e-5, 1e-2)", dl);
+    ck_assert_msg(dg > 1e-5 && dg < 1e-2, "qkv gradient: bf16 against f32 %.3g, expected in (1e-5, 1e-2)", dg);
+    for (int r = 0; r < 2; r++)
+        free(logits[r]), free(grads[r]);
+    nat_tensor_free(x);
+    nat_model_free(m);
+}
+END_TEST
+
 /* An inference forward (gradients off) gives each block's temporaries back as soon as the block is done:
  * the same logits, bit for bit, as a forward that keeps everything, at a fraction of the step memory;
  * and the release is refused when a tape may need the tensors. */
@@ -595,6 +651,7 @@ int main(void)
         {"variant_configs", variant_configs},
         {"forward_224_inference", forward_224_inference},
         {"forward_backward_small_inputs", forward_backward_small_inputs},
+        {"bf16_autocast_rounds_and_stays_close", bf16_autocast_rounds_and_stays_close},
         {"inference_releases_block_temporaries", inference_releases_block_temporaries},
         {"init_rules", init_rules},
         {"gradient_spot_check_every_parameter", gradient_spot_check_every_parameter},

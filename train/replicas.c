@@ -49,7 +49,7 @@ static nat_status shard_run(shard_job *j)
 static void *shard_thread(void *arg)
 {
     shard_job *j = arg;
-    omp_set_num_threads(1); /* this thread's own OpenMP teams (and OpenBLAS's, an OpenMP build) */
+    omp_set_num_threads(1); /* this thread's own OpenMP teams (and oneDNN's, an OpenMP build) */
     j->status = shard_run(j);
     if (j->status != NAT_OK)
         snprintf(j->error, sizeof j->error, "%s", nat_error_message());

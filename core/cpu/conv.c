@@ -1,232 +1,113 @@
-/* core/cpu/conv.c — 2-D convolution on the CPU: im2col + OpenBLAS sgemm, forward (with the bias) and
- * backward data / filter, in f32 or with the operands rounded to bf16 / f16 first (autocast).
+/* core/cpu/conv.c — 2-D convolution on the CPU: oneDNN convolution primitives (core/cpu/onednn.h),
+ * forward (with the bias), backward data and backward weights, in f32 or in bf16 (autocast).
  *
- * Layouts: x [N, C, H, W], weight [O, C, kh, kw], bias [O], out [N, O, Ho, Wo], all row-major. The weight
- * read as [O, K] with K = C·kh·kw matches the rows of the im2col matrix col [K, Ho·Wo], so one sample's
- * output is W·col. A 1x1, stride-1, unpadded conv skips im2col: the sample itself is col.
+ * Layouts: x [N, C, H, W], weight [O, C, kh, kw], bias [O], out [N, O, Ho, Wo], all row-major (nchw,
+ * oihw). The primitives choose their own layouts (format "any": blocked nChw16c and the like, where the
+ * fast kernels live); a plan reorders nat's tensors into them and back, and the reorders also round f32
+ * to bf16. The backward kernels add into gx / gw (autograd's rule) through their output reorder's sum.
  *
- * Threads: with at least as many samples as threads, each thread takes whole samples (own col buffer;
- * its sgemm runs single-threaded because OpenBLAS's OpenMP build goes serial inside a parallel region),
- * so im2col, sgemm and col2im of a sample need no synchronisation. With fewer samples than threads,
- * samples run one after another and im2col/col2im and sgemm use the threads instead.
+ * bf16 (autocast): x, the weight and (backward) the output gradient are rounded to bf16, products are
+ * accumulated in f32, the result and the bias are f32 — as the CUDA path defines it. Where oneDNN has no
+ * bf16 convolution at the effective ISA, and for f16, the operands are rounded into f32 scratch and the
+ * f32 convolution runs on them (the same result up to summation order).
  *
- * Backward recomputes col from the saved input rather than keeping it from forward: col is kh·kw times
- * the input, and rebuilding it is a memory-bound copy far cheaper than the sgemms around it. The weight
- * gradient of the sample-parallel path goes to per-thread buffers summed at the end, so results do not
- * depend on scheduling order beyond float rounding of that last sum. Data and filter gradients are
- * separate kernels; per sample they never depended on each other, so running them apart keeps the bits.
+ * Threads: oneDNN's OpenMP team is the caller's (both sides use libgomp). Results do not depend on
+ * scheduling for a given thread count. The bias gradient stays nat's own loop (a sum in a fixed order).
  */
-#include <cblas.h> /* cblas_sgemm */
-#include <omp.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "core/cpu/kernels.h"
+#include "core/cpu/onednn.h"
+#include "nat/alloc.h"
 #include "nat/half.h" /* nat_round_array */
 
-typedef struct conv_geom {
+enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
+
+typedef struct conv_key {
+    int64_t kind, bf16, bias;
     int64_t N, C, H, W, O, kh, kw, sh, sw, ph, pw, Ho, Wo;
-    int64_t K, P; /* K = C·kh·kw rows of col, P = Ho·Wo output pixels */
-} conv_geom;
+} conv_key;
 
-static bool is_pointwise(const conv_geom *g)
+static nat_status md4(dnnl_memory_desc_t *md, int64_t a, int64_t b, int64_t c, int64_t d, dnnl_data_type_t dt,
+                      dnnl_format_tag_t tag)
 {
-    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+    dnnl_dims_t dims = {a, b, c, d};
+    return nat_dnn_check(dnnl_memory_desc_init_by_tag(md, 4, dims, dt, tag), "convolution tensor");
 }
 
-/* C[M,N] = op(A) op(B) + beta·C, row-major, dense. */
-static void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float beta, float *C)
+static nat_status conv_build(const void *vkey, nat_dnn_plan *pl)
 {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                1.0f, A, ta ? (int)M : (int)K, B, tb ? (int)K : (int)N, beta, C, (int)N);
-}
+    const conv_key *k = vkey;
+    dnnl_engine_t eng;
+    NAT_TRY(nat_dnn_engine(&eng));
+    const dnnl_data_type_t dt = k->bf16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_memory_desc_t ux, uw, uy, ub, px, pw, py, pxf, pb;
+    NAT_TRY(md4(&ux, k->N, k->C, k->H, k->W, dnnl_f32, dnnl_nchw));
+    NAT_TRY(md4(&uw, k->O, k->C, k->kh, k->kw, dnnl_f32, dnnl_oihw));
+    NAT_TRY(md4(&uy, k->N, k->O, k->Ho, k->Wo, dnnl_f32, dnnl_nchw));
+    NAT_TRY(md4(&px, k->N, k->C, k->H, k->W, dt, dnnl_format_tag_any));
+    NAT_TRY(md4(&pxf, k->N, k->C, k->H, k->W, dnnl_f32, dnnl_format_tag_any));
+    NAT_TRY(md4(&pw, k->O, k->C, k->kh, k->kw, dt, dnnl_format_tag_any));
+    dnnl_memory_desc_t pwf;
+    NAT_TRY(md4(&pwf, k->O, k->C, k->kh, k->kw, dnnl_f32, dnnl_format_tag_any));
+    /* the forward's output is f32; the backward's output gradient is an operand, rounded like x */
+    NAT_TRY(md4(&py, k->N, k->O, k->Ho, k->Wo, k->kind == CONV_FWD ? dnnl_f32 : dt, dnnl_format_tag_any));
+    dnnl_dims_t o1 = {k->O};
+    NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_tag(&ub, 1, o1, dnnl_f32, dnnl_a), "convolution bias"));
+    pb = ub;
+    dnnl_dims_t strides = {k->sh, k->sw}, pad_l = {k->ph, k->pw};
+    /* oneDNN wants the right padding that makes the output size come out: what floor division dropped */
+    dnnl_dims_t pad_r = {(k->Ho - 1) * k->sh + k->kh - k->H - k->ph, (k->Wo - 1) * k->sw + k->kw - k->W - k->pw};
 
-/* Output columns ox whose input column ox·sw - pw + kj lies inside [0, W): [*lo, *hi). */
-static void valid_cols(const conv_geom *g, int64_t kj, int64_t *lo, int64_t *hi)
-{
-    int64_t a = g->pw - kj; /* ix = ox·sw - a */
-    int64_t l = a > 0 ? (a + g->sw - 1) / g->sw : 0;
-    int64_t last = g->W - 1 + a; /* largest ox·sw allowed */
-    int64_t h = last >= 0 ? last / g->sw + 1 : 0;
-    if (l > g->Wo)
-        l = g->Wo;
-    if (h > g->Wo)
-        h = g->Wo;
-    if (h < l)
-        h = l;
-    *lo = l;
-    *hi = h;
-}
-
-/* col[(c·kh + ki)·kw + kj][oy·Wo + ox] = x[c][oy·sh - ph + ki][ox·sw - pw + kj], zero outside. */
-static void im2col(const conv_geom *g, const float *x, float *col, bool par)
-{
-    const int64_t kk = g->kh * g->kw, Wo = g->Wo, P = g->P;
-#pragma omp parallel for if (par && g->K * P > 65536)
-    for (int64_t r = 0; r < g->K; r++) {
-        int64_t c = r / kk, ki = (r / g->kw) % g->kh, kj = r % g->kw;
-        const float *xc = x + c * g->H * g->W;
-        float *dst = col + r * P;
-        int64_t lo, hi;
-        valid_cols(g, kj, &lo, &hi);
-        for (int64_t oy = 0; oy < g->Ho; oy++) {
-            float *row = dst + oy * Wo;
-            int64_t iy = oy * g->sh - g->ph + ki;
-            if (iy < 0 || iy >= g->H) {
-                memset(row, 0, (size_t)Wo * sizeof *row);
-                continue;
-            }
-            const float *src = xc + iy * g->W - g->pw + kj;
-            for (int64_t ox = 0; ox < lo; ox++)
-                row[ox] = 0.0f;
-            if (g->sw == 1)
-                memcpy(row + lo, src + lo, (size_t)(hi - lo) * sizeof *row);
-            else
-                for (int64_t ox = lo; ox < hi; ox++)
-                    row[ox] = src[ox * g->sw];
-            for (int64_t ox = hi; ox < Wo; ox++)
-                row[ox] = 0.0f;
+    /* the forward descriptor: the operation itself, and the hint the backward ones need */
+    dnnl_memory_desc_t fy;
+    NAT_TRY(md4(&fy, k->N, k->O, k->Ho, k->Wo, k->kind == CONV_FWD ? dnnl_f32 : dt, dnnl_format_tag_any));
+    dnnl_convolution_desc_t fd;
+    NAT_TRY(nat_dnn_check(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &px,
+                                                             &pw, k->kind == CONV_FWD && k->bias ? &pb : NULL, &fy,
+                                                             strides, pad_l, pad_r),
+                          "convolution"));
+    dnnl_primitive_attr_t attr;
+    NAT_TRY(nat_dnn_attr(&attr, false));
+    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
+    dnnl_status_t st = dnnl_primitive_desc_create(&fpd, &fd, attr, eng, NULL);
+    nat_status s = nat_dnn_check(st, "convolution forward");
+    if (s == NAT_OK && k->kind == CONV_FWD) {
+        const int in_arg[2] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS};
+        const dnnl_memory_desc_t in_user[2] = {ux, uw};
+        s = nat_dnn_plan_init(pl, fpd, 2, in_arg, in_user, DNNL_ARG_DST, &uy, false, k->bias ? DNNL_ARG_BIAS : 0);
+    } else if (s == NAT_OK && k->kind == CONV_BWD_DATA) {
+        dnnl_convolution_desc_t bd;
+        s = nat_dnn_check(dnnl_convolution_backward_data_desc_init(&bd, dnnl_convolution_direct, &pxf, &pw, &py,
+                                                                    strides, pad_l, pad_r),
+                          "convolution backward data");
+        if (s == NAT_OK)
+            s = nat_dnn_check(dnnl_primitive_desc_create(&pd, &bd, attr, eng, fpd), "convolution backward data");
+        if (s == NAT_OK) {
+            const int in_arg[2] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS};
+            const dnnl_memory_desc_t in_user[2] = {uy, uw};
+            s = nat_dnn_plan_init(pl, pd, 2, in_arg, in_user, DNNL_ARG_DIFF_SRC, &ux, true, 0);
+        }
+    } else if (s == NAT_OK) {
+        dnnl_convolution_desc_t wd;
+        s = nat_dnn_check(dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &px, &pwf, NULL,
+                                                                       &py, strides, pad_l, pad_r),
+                          "convolution backward weights");
+        if (s == NAT_OK)
+            s = nat_dnn_check(dnnl_primitive_desc_create(&pd, &wd, attr, eng, fpd), "convolution backward weights");
+        if (s == NAT_OK) {
+            const int in_arg[2] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST};
+            const dnnl_memory_desc_t in_user[2] = {ux, uy};
+            s = nat_dnn_plan_init(pl, pd, 2, in_arg, in_user, DNNL_ARG_DIFF_WEIGHTS, &uw, true, 0);
         }
     }
-}
-
-/* The adjoint of im2col: dx[c][iy][ix] += col[...] for every window position that read it. Parallel over
- * channels because the kh·kw rows of one channel write to the same pixels. */
-static void col2im(const conv_geom *g, const float *col, float *dx, bool par)
-{
-    const int64_t kk = g->kh * g->kw, Wo = g->Wo, P = g->P;
-#pragma omp parallel for if (par && g->K * P > 65536)
-    for (int64_t c = 0; c < g->C; c++) {
-        float *dxc = dx + c * g->H * g->W;
-        for (int64_t k = 0; k < kk; k++) {
-            int64_t ki = k / g->kw, kj = k % g->kw;
-            const float *src = col + (c * kk + k) * P;
-            int64_t lo, hi;
-            valid_cols(g, kj, &lo, &hi);
-            for (int64_t oy = 0; oy < g->Ho; oy++) {
-                int64_t iy = oy * g->sh - g->ph + ki;
-                if (iy < 0 || iy >= g->H)
-                    continue;
-                const float *row = src + oy * Wo;
-                float *dst = dxc + iy * g->W - g->pw + kj;
-                if (g->sw == 1)
-                    for (int64_t ox = lo; ox < hi; ox++)
-                        dst[ox] += row[ox];
-                else
-                    for (int64_t ox = lo; ox < hi; ox++)
-                        dst[ox * g->sw] += row[ox];
-            }
-        }
-    }
-}
-
-/* y[O, P] = W[O, K]·col(x) + bias for one sample; col is a K·P buffer (unused for pointwise convs). */
-static void forward_sample(const conv_geom *g, const float *x, const float *w, const float *bias, float *y, float *col,
-                           bool par)
-{
-    const float *cm = x;
-    if (!is_pointwise(g)) {
-        im2col(g, x, col, par);
-        cm = col;
-    }
-    float beta = 0.0f;
-    if (bias) {
-        for (int64_t o = 0; o < g->O; o++)
-            for (int64_t p = 0; p < g->P; p++)
-                y[o * g->P + p] = bias[o];
-        beta = 1.0f;
-    }
-    sgemm(false, false, g->O, g->P, g->K, w, cm, beta, y);
-}
-
-/* One sample's backward: gw_acc[O, K] += gy·colᵀ (when gw_acc), gx[C, H, W] += col2im(Wᵀ·gy) (when gx).
- * col is a K·P work buffer. */
-static void backward_sample(const conv_geom *g, const float *x, const float *w, const float *gy, float *gw_acc, float *gx,
-                            float *col, bool par)
-{
-    bool pw = is_pointwise(g);
-    if (gw_acc) {
-        const float *cm = x;
-        if (!pw) {
-            im2col(g, x, col, par);
-            cm = col;
-        }
-        sgemm(false, true, g->O, g->K, g->P, gy, cm, 1.0f, gw_acc);
-    }
-    if (gx) {
-        if (pw) {
-            sgemm(true, false, g->K, g->P, g->O, w, gy, 1.0f, gx);
-        } else {
-            sgemm(true, false, g->K, g->P, g->O, w, gy, 0.0f, col);
-            col2im(g, col, gx, par);
-        }
-    }
-}
-
-static int thread_count(const conv_geom *g)
-{
-    int nt = omp_get_max_threads();
-    if (omp_in_parallel() || nt < 1)
-        nt = 1;
-    return (int64_t)nt <= g->N ? nt : 1; /* 1: samples one after another, threads inside */
-}
-
-static nat_status conv_forward_all(const conv_geom *g, const float *X, const float *Wt, const float *B, float *Y)
-{
-    int nt = thread_count(g);
-    size_t col_n = is_pointwise(g) ? 0 : (size_t)(g->K * g->P);
-    size_t bytes = (size_t)nt * col_n * sizeof(float);
-    float *cols;
-    NAT_TRY(nat_mem_alloc(NAT_CPU, bytes, (void **)&cols));
-    const int64_t xs = g->C * g->H * g->W, ys = g->O * g->P;
-    if (nt > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t n = 0; n < g->N; n++)
-            forward_sample(g, X + n * xs, Wt, B, Y + n * ys, cols + (size_t)omp_get_thread_num() * col_n, false);
-    } else {
-        for (int64_t n = 0; n < g->N; n++)
-            forward_sample(g, X + n * xs, Wt, B, Y + n * ys, cols, true);
-    }
-    nat_mem_free(NAT_CPU, cols, bytes);
-    return NAT_OK;
-}
-
-static nat_status conv_backward_all(const conv_geom *g, const float *X, const float *Wt, const float *G, float *GX,
-                                    float *GW)
-{
-    int nt = thread_count(g);
-    size_t col_n = is_pointwise(g) ? 0 : (size_t)(g->K * g->P);
-    size_t wn = GW && nt > 1 ? (size_t)(g->O * g->K) : 0;
-    size_t bytes = (size_t)nt * (col_n + wn) * sizeof(float);
-    float *buf;
-    NAT_TRY(nat_mem_alloc(NAT_CPU, bytes, (void **)&buf));
-    const int64_t xs = g->C * g->H * g->W, ys = g->O * g->P;
-    if (nt > 1) {
-        float *gws = buf + (size_t)nt * col_n;
-        memset(gws, 0, (size_t)nt * wn * sizeof(float));
-        /* static: which samples a thread sums into its partial weight gradient, and so the rounding of
-         * GW, is the same on every run (dynamic scheduling made GW differ in the last bit run to run) */
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t n = 0; n < g->N; n++) {
-            int t = omp_get_thread_num();
-            backward_sample(g, X + n * xs, Wt, G + n * ys, GW ? gws + (size_t)t * wn : NULL, GX ? GX + n * xs : NULL,
-                            buf + (size_t)t * col_n, false);
-        }
-        if (GW) {
-            int64_t m = g->O * g->K;
-#pragma omp parallel for if (m * nt > 65536)
-            for (int64_t i = 0; i < m; i++) {
-                float s = 0.0f;
-                for (int t = 0; t < nt; t++)
-                    s += gws[(size_t)t * wn + (size_t)i];
-                GW[i] += s;
-            }
-        }
-    } else {
-        for (int64_t n = 0; n < g->N; n++)
-            backward_sample(g, X + n * xs, Wt, G + n * ys, GW, GX ? GX + n * xs : NULL, buf, true);
-    }
-    nat_mem_free(NAT_CPU, buf, bytes);
-    return NAT_OK;
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (fpd)
+        dnnl_primitive_desc_destroy(fpd);
+    dnnl_primitive_attr_destroy(attr);
+    return s;
 }
 
 /* Autocast on the CPU: ops[0..n) (counts[i] elements each) rounded to prec into one scratch block;
@@ -254,28 +135,59 @@ static nat_status round_operands(nat_precision prec, int n, const float **ops, c
     return NAT_OK;
 }
 
-static conv_geom geom_from(const nat_cuda_conv_geom *c)
+static conv_key key_of(int kind, bool bf16, bool bias, const nat_cuda_conv_geom *g)
 {
-    conv_geom g = {c->N, c->C, c->H, c->W, c->O, c->kh, c->kw, c->sh, c->sw, c->ph, c->pw, c->Ho, c->Wo, 0, 0};
-    g.K = g.C * g.kh * g.kw;
-    g.P = g.Ho * g.Wo;
-    return g;
+    conv_key k;
+    memset(&k, 0, sizeof k);
+    k.kind = kind, k.bf16 = bf16, k.bias = bias;
+    k.N = g->N, k.C = g->C, k.H = g->H, k.W = g->W, k.O = g->O, k.kh = g->kh, k.kw = g->kw;
+    k.sh = g->sh, k.sw = g->sw, k.ph = g->ph, k.pw = g->pw, k.Ho = g->Ho, k.Wo = g->Wo;
+    return k;
 }
 
-nat_status nat_cpu_conv2d_forward_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *cg, const float *x,
-                                       const float *w, const float *b, float *y)
+/* Whether oneDNN has bf16 convolutions at the effective ISA (probed once on a small problem). */
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static bool bf16_native;
+
+static void probe(void)
 {
-    (void)ex;
-    conv_geom g = geom_from(cg);
-    const float *ops[2] = {x, w};
-    int64_t counts[2] = {g.N * g.C * g.H * g.W, g.O * g.K};
-    float *block;
-    size_t bytes;
-    NAT_TRY(round_operands((nat_precision)prec, 2, ops, counts, &block, &bytes));
-    nat_status s = conv_forward_all(&g, ops[0], ops[1], b, y);
+    const nat_cuda_conv_geom g = {2, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 8, 8};
+    conv_key k = key_of(CONV_BWD_WEIGHTS, true, false, &g);
+    const nat_dnn_plan *pl;
+    bf16_native = nat_dnn_plan_get("convolution", &k, sizeof k, conv_build, &pl) == NAT_OK;
+    nat_error_clear();
+}
+
+/* Runs convolution `kind` on inputs in[0..2) (x and w, gy and w, x and gy), operands rounded to prec. */
+static nat_status conv_run(int kind, int prec, const nat_cuda_conv_geom *g, const float *a, const float *b,
+                           const float *bias, float *out)
+{
+    pthread_once(&probe_once, probe);
+    const bool native = prec == NAT_PREC_F32 || (prec == NAT_PREC_BF16 && bf16_native);
+    const float *ops[2] = {a, b};
+    const int64_t x_n = g->N * g->C * g->H * g->W, w_n = g->O * g->C * g->kh * g->kw, y_n = g->N * g->O * g->Ho * g->Wo;
+    const int64_t counts[3][2] = {{x_n, w_n}, {y_n, w_n}, {x_n, y_n}};
+    float *block = NULL;
+    size_t bytes = 0;
+    if (!native) /* emulation: round into f32 scratch, then the f32 convolution */
+        NAT_TRY(round_operands((nat_precision)prec, 2, ops, counts[kind], &block, &bytes));
+    conv_key k = key_of(kind, native && prec == NAT_PREC_BF16, bias != NULL, g);
+    const nat_dnn_plan *pl;
+    nat_status s = nat_dnn_plan_get("convolution", &k, sizeof k, conv_build, &pl);
+    if (s == NAT_OK) {
+        const void *in[2] = {ops[0], ops[1]};
+        s = nat_dnn_plan_run(pl, in, bias, out);
+    }
     if (block)
         nat_mem_free(NAT_CPU, block, bytes);
     return s;
+}
+
+nat_status nat_cpu_conv2d_forward_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g, const float *x,
+                                       const float *w, const float *b, float *y)
+{
+    (void)ex;
+    return conv_run(CONV_FWD, prec, g, x, w, b, y);
 }
 
 nat_status nat_cpu_conv2d_forward(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x, const float *w,
@@ -284,34 +196,18 @@ nat_status nat_cpu_conv2d_forward(const nat_exec *ex, const nat_cuda_conv_geom *
     return nat_cpu_conv2d_forward_lowp(ex, NAT_PREC_F32, g, x, w, b, y);
 }
 
-/* gx += bwd_data(w, gy) (x NULL) or gw += bwd_filter(x, gy) (w NULL), operands rounded to prec. */
-static nat_status backward(int prec, const nat_cuda_conv_geom *cg, const float *x, const float *w, const float *gy,
-                           float *gx, float *gw)
-{
-    conv_geom g = geom_from(cg);
-    const float *ops[3] = {x, w, gy};
-    int64_t counts[3] = {g.N * g.C * g.H * g.W, g.O * g.K, g.N * g.O * g.P};
-    float *block;
-    size_t bytes;
-    NAT_TRY(round_operands((nat_precision)prec, 3, ops, counts, &block, &bytes));
-    nat_status s = conv_backward_all(&g, ops[0], ops[1], ops[2], gx, gw);
-    if (block)
-        nat_mem_free(NAT_CPU, block, bytes);
-    return s;
-}
-
 nat_status nat_cpu_conv2d_backward_data_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
                                              const float *w, const float *gy, float *gx)
 {
     (void)ex;
-    return backward(prec, g, NULL, w, gy, gx, NULL);
+    return conv_run(CONV_BWD_DATA, prec, g, gy, w, NULL, gx);
 }
 
 nat_status nat_cpu_conv2d_backward_filter_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
                                                const float *x, const float *gy, float *gw)
 {
     (void)ex;
-    return backward(prec, g, x, NULL, gy, NULL, gw);
+    return conv_run(CONV_BWD_WEIGHTS, prec, g, x, gy, NULL, gw);
 }
 
 nat_status nat_cpu_conv2d_backward_data(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *w,

@@ -1,28 +1,137 @@
-/* core/cpu/gemm.c — the CPU's GEMMs: row-major OpenBLAS sgemm, one call per product of a batch, in f32
- * or with the operands rounded to bf16 / f16 first (autocast), and linear's bias gradient. */
-#include <cblas.h> /* cblas_sgemm */
+/* core/cpu/gemm.c — the CPU's GEMMs on oneDNN (core/cpu/onednn.h), and linear's bias gradient.
+ *
+ *  - f32: dnnl_sgemm, one call per product of a batch. It is BLAS-like (row-major here), needs no
+ *    primitive, is safe to call from any thread and runs on the caller's OpenMP team (one thread inside
+ *    a parallel region or a replica thread). Its kernels follow oneDNN's effective ISA.
+ *  - bf16 (autocast): a matmul primitive with bf16 operands, f32 accumulation and an f32 result written
+ *    (or added, beta = 1) straight into C. The operands arrive as f32 and are rounded to bf16 by oneDNN
+ *    reorders (round to nearest even, as core/half.h). A product of two bf16 values is exact in f32, so
+ *    this equals the f32 GEMM of the rounded operands up to summation order. One plan per problem.
+ *  - where oneDNN has no bf16 matmul (an ISA capped below AVX-512, or an old CPU), and for f16 (oneDNN
+ *    has f16 GEMMs only on AVX512-FP16 CPUs): the operands are rounded into f32 scratch and the f32 GEMM
+ *    runs on them — the same result up to summation order, at f32 speed. */
+#include <pthread.h>
+#include <stdio.h>
 
 #include "core/cpu/kernels.h"
+#include "core/cpu/onednn.h"
+#include "nat/alloc.h"
 #include "nat/half.h" /* nat_round_array */
 
-/* C[M,N] = alpha * op(A) op(B) + beta * C, all row-major and dense. */
-static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float beta, float *C)
+/* C[M,N] = op(A) op(B) + beta·C, row-major and dense. */
+static nat_status sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B, float beta,
+                        float *C)
 {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                1.0f, A, ta ? (int)M : (int)K, B, tb ? (int)K : (int)N, beta, C, (int)N);
+    dnnl_status_t s = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, beta, C, N);
+    if (s == dnnl_success)
+        return NAT_OK;
+    char what[96];
+    snprintf(what, sizeof what, "sgemm %lldx%lldx%lld", (long long)M, (long long)N, (long long)K);
+    return nat_dnn_check(s, what);
+}
+
+/* ---- bf16 matmul plans ---- */
+
+typedef struct bf16_key {
+    int64_t M, N, K, batch, sa, sb, sc;
+    int64_t ta, tb, accumulate;
+} bf16_key;
+
+/* A user operand [b, rows, cols] of op(X) with batch stride s (b = 1: shared) stored transposed when t. */
+static dnnl_status_t user_md(dnnl_memory_desc_t *md, int64_t b, int64_t rows, int64_t cols, int64_t s, bool t)
+{
+    dnnl_dims_t dims = {b, rows, cols};
+    dnnl_dims_t strides = {b > 1 ? s : rows * cols, t ? 1 : cols, t ? rows : 1};
+    return dnnl_memory_desc_init_by_strides(md, 3, dims, dnnl_f32, strides);
+}
+
+static nat_status bf16_build(const void *vkey, nat_dnn_plan *pl)
+{
+    const bf16_key *k = vkey;
+    dnnl_engine_t eng;
+    NAT_TRY(nat_dnn_engine(&eng));
+    const int64_t ba = k->sa ? k->batch : 1, bb = k->sb ? k->batch : 1;
+    dnnl_memory_desc_t ua, ub, a, b, c;
+    dnnl_dims_t da = {ba, k->M, k->K}, db = {bb, k->K, k->N}, dc = {k->batch, k->M, k->N};
+    dnnl_dims_t sc = {k->batch > 1 ? k->sc : k->M * k->N, k->N, 1};
+    NAT_TRY(nat_dnn_check(user_md(&ua, ba, k->M, k->K, k->sa, k->ta), "bf16 GEMM operand A"));
+    NAT_TRY(nat_dnn_check(user_md(&ub, bb, k->K, k->N, k->sb, k->tb), "bf16 GEMM operand B"));
+    NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_tag(&a, 3, da, dnnl_bf16, dnnl_abc), "bf16 GEMM A"));
+    NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_tag(&b, 3, db, dnnl_bf16, dnnl_abc), "bf16 GEMM B"));
+    NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_strides(&c, 3, dc, dnnl_f32, sc), "bf16 GEMM C"));
+    dnnl_matmul_desc_t md;
+    NAT_TRY(nat_dnn_check(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), "bf16 matmul"));
+    dnnl_primitive_attr_t attr;
+    NAT_TRY(nat_dnn_attr(&attr, k->accumulate != 0));
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    NAT_TRY(nat_dnn_check(st, "bf16 matmul"));
+    const int in_arg[2] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS};
+    const dnnl_memory_desc_t in_user[2] = {ua, ub};
+    nat_status s = nat_dnn_plan_init(pl, pd, 2, in_arg, in_user, DNNL_ARG_DST, &c, false, 0);
+    dnnl_primitive_desc_destroy(pd);
+    return s;
+}
+
+/* Whether oneDNN has a bf16 matmul at the effective ISA, probed once; its implementation's name. */
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static bool bf16_native;
+static char bf16_impl[64] = "emulated (bf16-rounded operands, f32 GEMM)";
+
+static void probe(void)
+{
+    bf16_key k = {.M = 64, .N = 64, .K = 64, .batch = 1};
+    nat_dnn_plan pl;
+    if (bf16_build(&k, &pl) == NAT_OK) {
+        bf16_native = true;
+        snprintf(bf16_impl, sizeof bf16_impl, "%s", pl.impl);
+    }
+    nat_error_clear();
+    /* the probe's primitives are the process's from now on, like a cached plan's */
+}
+
+static bool have_bf16_matmul(void)
+{
+    pthread_once(&probe_once, probe);
+    return bf16_native;
+}
+
+static char f32_impl[64];
+static pthread_once_t f32_once = PTHREAD_ONCE_INIT;
+
+static void f32_name(void) { snprintf(f32_impl, sizeof f32_impl, "jit sgemm, %s", nat_dnn_isa_name()); }
+
+const char *nat_dnn_gemm_impl(bool bf16)
+{
+    if (bf16) {
+        have_bf16_matmul();
+        return bf16_impl;
+    }
+    pthread_once(&f32_once, f32_name);
+    return f32_impl;
 }
 
 /* `batch` products C_i = op(A_i) op(B_i) + beta·C_i with operand strides sa, sb, sc (0: shared), the
- * operands rounded to prec (NAT_PREC_BF16 / F16) into scratch first: exact emulation of a 2-byte GEMM
- * with f32 accumulation up to summation order (a product of two bf16 or two f16 values is exact in f32). */
+ * operands rounded to prec first (NAT_PREC_BF16 / F16; see the file's comment for how). */
 nat_status nat_cpu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                              const float *A, int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc,
                              int64_t batch)
 {
     (void)ex;
+    if (batch <= 0 || M <= 0 || N <= 0)
+        return NAT_OK;
+    if (prec == NAT_PREC_BF16 && K > 0 && (beta == 0.0f || beta == 1.0f) && have_bf16_matmul()) {
+        bf16_key k = {.M = M, .N = N, .K = K, .batch = batch, .sa = sa, .sb = sb, .sc = batch > 1 ? sc : 0,
+                      .ta = ta, .tb = tb, .accumulate = beta != 0.0f};
+        const nat_dnn_plan *pl;
+        NAT_TRY(nat_dnn_plan_get("bf16 GEMM", &k, sizeof k, bf16_build, &pl));
+        const void *in[2] = {A, B};
+        return nat_dnn_plan_run(pl, in, NULL, C);
+    }
     float *scratch = NULL;
     size_t bytes = 0;
-    if (prec != NAT_PREC_F32 && batch > 0) {
+    if (prec != NAT_PREC_F32) {
         /* Elements each operand spans over the batch (a shared operand: one matrix). */
         int64_t na = sa * (batch - 1) + M * K, nb = sb * (batch - 1) + K * N;
         bytes = (size_t)(na + nb) * sizeof(float);
@@ -32,11 +141,12 @@ nat_status nat_cpu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int
         A = scratch;
         B = scratch + na;
     }
-    for (int64_t i = 0; i < batch; i++)
-        gemm(ta, tb, M, N, K, A + i * sa, B + i * sb, beta, C + i * sc);
+    nat_status s = NAT_OK;
+    for (int64_t i = 0; i < batch && s == NAT_OK; i++)
+        s = sgemm(ta, tb, M, N, K, A + i * sa, B + i * sb, beta, C + i * sc);
     if (scratch)
         nat_mem_free(NAT_CPU, scratch, bytes);
-    return NAT_OK;
+    return s;
 }
 
 nat_status nat_cpu_gemm(const nat_exec *ex, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,

@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-/* ---- linear algebra (OpenBLAS sgemm) ---- */
+/* ---- linear algebra (oneDNN on the CPU, cuBLAS on CUDA) ---- */
 
 /* a [M, K] @ b [K, N] -> [M, N]; a [B, M, K] @ b [B, K, N] -> [B, M, N]; a [B, M, K] @ b [K, N] -> [B, M, N].
  * Leading batch dims beyond one are allowed on a when b is 2-D (they are flattened). */
