@@ -82,13 +82,12 @@ static char bf16_impl[64] = "emulated (bf16-rounded operands, f32 GEMM)";
 static void probe(void)
 {
     bf16_key k = {.M = 64, .N = 64, .K = 64, .batch = 1};
-    nat_dnn_plan pl;
-    if (bf16_build(&k, &pl) == NAT_OK) {
+    const nat_dnn_plan *pl; /* cached like any plan: its primitives stay the process's */
+    if (nat_dnn_plan_get("bf16 GEMM", &k, sizeof k, bf16_build, &pl) == NAT_OK) {
         bf16_native = true;
-        snprintf(bf16_impl, sizeof bf16_impl, "%s", pl.impl);
+        snprintf(bf16_impl, sizeof bf16_impl, "%s", pl->impl);
     }
     nat_error_clear();
-    /* the probe's primitives are the process's from now on, like a cached plan's */
 }
 
 static bool have_bf16_matmul(void)

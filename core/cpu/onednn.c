@@ -265,7 +265,7 @@ nat_status nat_dnn_plan_get(const char *kind, const void *key, size_t key_bytes,
     unsigned b = bucket_of(kind, key, key_bytes);
     pthread_mutex_lock(&cache_lock);
     for (plan_entry *e = buckets[b]; e; e = e->next)
-        if (e->kind == kind && e->key_bytes == key_bytes && memcmp(e->key, key, key_bytes) == 0) {
+        if (!strcmp(e->kind, kind) && e->key_bytes == key_bytes && memcmp(e->key, key, key_bytes) == 0) {
             pthread_mutex_unlock(&cache_lock);
             *out = &e->plan;
             return NAT_OK;
