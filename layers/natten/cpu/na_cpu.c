@@ -1057,7 +1057,7 @@ static float op_dots(const na_fast *f, const float *x, const uint16_t *x16, int6
                      const int32_t *bidx, float *out)
 {
     if (f->bf16)
-        return na_bf16_dots(f->D, x16 + xo, rows16 + ro, off, n, scale, bias, bidx, out);
+        return na_bf16_dots(f->D, x + xo, rows16 + ro, off, n, scale, bias, bidx, out); /* x: f32 */
     return dots(&f->dv, x + xo, rows + ro, off, n, scale, bias, bidx, out);
 }
 
@@ -1602,8 +1602,7 @@ static nat_status pack_operands(const na_problem *pb, const float *const *x, int
     const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
     *bytes = (size_t)m * sizeof(uint16_t) * (size_t)n;
     NAT_TRY(nat_mem_alloc(NAT_CPU, *bytes, (void **)h));
-    for (int i = 0; i < m; i++)
-        na_bf16_pack(x[i], *h + i * n, n);
+    na_bf16_pack(x, *h, m, n);
     return NAT_OK;
 }
 
@@ -1611,16 +1610,16 @@ nat_status na_cpu_fused_forward_bf16(const na_problem *pb, const float *q, const
                                      const float *rpb, float *out, float *lse)
 {
     const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
-    const float *x[3] = {q, k, v};
+    const float *x[2] = {k, v}; /* q is only ever the x of a dot product: rounded there, not packed */
     uint16_t *h;
     size_t bytes;
-    NAT_TRY(pack_operands(pb, x, 3, &h, &bytes));
+    NAT_TRY(pack_operands(pb, x, 2, &h, &bytes));
     na_fast f;
     nat_status st = fast_init(&f, pb, 0, 0, rpb);
     if (st == NAT_OK) {
         f.bf16 = 1;
         na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .o_out = out, .o_lse = lse,
-                     .q16 = h, .k16 = h + n, .v16 = h + 2 * n};
+                     .k16 = h, .v16 = h + n};
         run_lines(&f, fused_fwd_line, &a);
         fast_free(&f);
     }

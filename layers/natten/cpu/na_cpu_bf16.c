@@ -5,9 +5,10 @@
  * Every function here is compiled for AVX-512 F/BW/VL/DQ + BF16 by a target attribute, so the rest of
  * the build stays generic x86-64 (NAT_NATIVE=OFF) and a caller must check nat_cpu_isa_avx512_bf16()
  * first. vdpbf16ps multiplies pairs of adjacent bf16 values and adds both products to one f32 lane:
- *  - dots: the pairs run along the head dim (x and a key row, 32 channels per instruction); each key
- *    leaves a vector of 16 partial sums, and 16 keys are reduced together (unpack / shuffle tree, 45
- *    instructions per 16 keys) into one vector of 16 dot products.
+ *  - dots: the pairs run along the head dim (x and a key row, 16 channels per 256-bit instruction);
+ *    each key leaves a vector of 8 partial sums, and 8 keys are reduced together (unpack / shuffle
+ *    tree, 21 instructions) into one vector of 8 dot products. x is f32 (on the bf16 grid, or rounded
+ *    here: d_out), so that only the rows need bf16 copies.
  *  - axpys / kgrad: the pairs run along the keys: rows j and j+1 are interleaved (vpunpck{l,h}wd) and
  *    multiplied by the broadcast pair (w_j, w_{j+1}) of weights rounded to bf16; the channel order the
  *    unpacks leave is undone once at the end (vpermt2ps). An odd last row pairs with zeros.
@@ -21,18 +22,18 @@
 
 #include <immintrin.h> /* AVX-512 F/BW/VL/DQ, AVX512_BF16 (through the target attribute) */
 
-#define NA_T __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
-#define NA_TI static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define NA_T __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
+#define NA_TI static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 
-NA_T void na_bf16_pack(const float *x, uint16_t *y, int64_t n)
+NA_T void na_bf16_pack(const float *const *x, uint16_t *y, int m, int64_t n)
 {
-    const int64_t nb = (n + 15) / 16;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t b = 0; b < nb; b++) {
-        const int64_t i = 16 * b, m = n - i < 16 ? n - i : 16;
-        const __mmask16 k = (__mmask16)((1u << m) - 1u);
-        __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i));
-        _mm256_mask_storeu_epi16(y + i, k, (__m256i)h);
+    const int64_t nb = (n + 15) / 16; /* blocks of 16 per operand; one parallel region for all m */
+#pragma omp parallel for schedule(static) if (m * n > 65536)
+    for (int64_t b = 0; b < m * nb; b++) {
+        const int64_t op = b / nb, i = 16 * (b % nb), cnt = n - i < 16 ? n - i : 16;
+        const __mmask16 k = (__mmask16)((1u << cnt) - 1u);
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x[op] + i));
+        _mm256_mask_storeu_epi16(y + op * n + i, k, (__m256i)h);
     }
 }
 
@@ -50,66 +51,83 @@ NA_TI __mmask32 tail_mask(int64_t D, int nch)
     return rem >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << rem) - 1u);
 }
 
-/* Lane r of the result = the sum of the 16 lanes of a[r]. */
-NA_TI __m512 reduce16(const __m512 *a)
+/* Lane r of the result = the sum of the 8 lanes of a[r]. */
+NA_TI __m256 reduce8(const __m256 *a)
 {
-    __m512 u[8], v[4];
-    for (int i = 0; i < 8; i++) /* per 128-bit lane: (x0+x2, y0+y2, x1+x3, y1+y3) of a[2i], a[2i+1] */
-        u[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
-    for (int i = 0; i < 4; i++) /* per 128-bit lane L: the lane-L partials of a[4i .. 4i+3] */
-        v[i] = _mm512_add_ps(
-            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u[2 * i]), _mm512_castps_pd(u[2 * i + 1]))),
-            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u[2 * i]), _mm512_castps_pd(u[2 * i + 1]))));
-    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                              _mm512_shuffle_f32x4(v[0], v[1], _MM_SHUFFLE(3, 2, 3, 2)));
-    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                              _mm512_shuffle_f32x4(v[2], v[3], _MM_SHUFFLE(3, 2, 3, 2)));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(w0, w1, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m256 u[4], v[2];
+    for (int i = 0; i < 4; i++) /* per 128-bit lane: (x0+x2, y0+y2, x1+x3, y1+y3) of a[2i], a[2i+1] */
+        u[i] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 2; i++) /* per 128-bit lane L: the lane-L partials of a[4i .. 4i+3] */
+        v[i] = _mm256_add_ps(
+            _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(u[2 * i]), _mm256_castps_pd(u[2 * i + 1]))),
+            _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(u[2 * i]), _mm256_castps_pd(u[2 * i + 1]))));
+    return _mm256_add_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20), _mm256_permute2f128_ps(v[0], v[1], 0x31));
 }
 
-/* nch: chunks of the head dim, a constant in the instances below (x then stays in registers). */
-NA_TI float dots_impl(const uint16_t *x, const uint16_t *base, const int64_t *off, int n, float scale,
-                      const float *bias, const int32_t *bidx, float *out, const int nch, __mmask32 tail)
+/* Chunk c (16 channels) of a bf16 row, the last one masked by tail. */
+NA_TI __m256bh ldh(const uint16_t *p, int c, int nch, __mmask16 tail)
 {
-    __m512bh xr[4];
-    for (int c = 0; c < nch && c < 4; c++)
-        xr[c] = ldc(x, c, nch, tail);
-    const __m512 sc = _mm512_set1_ps(scale);
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (int j = 0; j < n; j += 16) {
-        const int m = n - j < 16 ? n - j : 16;
-        const __mmask16 k = (__mmask16)((1u << m) - 1u);
-        __m512 acc[16];
-        for (int r = 0; r < 16; r++) {
-            const uint16_t *row = base + off[j + (r < m ? r : m - 1)];
-            acc[r] = _mm512_setzero_ps();
-            for (int c = 0; c < nch; c++)
-                acc[r] = _mm512_dpbf16_ps(acc[r], c < 4 ? xr[c] : ldc(x, c, nch, tail), ldc(row, c, nch, tail));
+    if (c == nch - 1)
+        return (__m256bh)_mm256_maskz_loadu_epi16(tail, p + 16 * c);
+    return (__m256bh)_mm256_loadu_si256((const __m256i *)(p + 16 * c));
+}
+
+/* 256-bit vectors on purpose: Zen 4 runs a 512-bit instruction as two 256-bit halves, and a dot
+ * product ends in a horizontal sum whose cost grows with the width (8 keys x 8 lanes: 21 instructions,
+ * against 45 for 16 x 16), while vdpbf16ps itself costs the same per product at either width. nch:
+ * 16-channel chunks of the head dim, a constant in the instances below (x then stays in registers). */
+NA_TI float dots_impl(const float *x, const uint16_t *base, const int64_t *off, int n, float scale,
+                      const float *bias, const int32_t *bidx, float *out, const int nch, __mmask16 tail)
+{
+    __m256bh xr[8];
+    for (int c = 0; c < nch && c < 8; c++) /* x rounded to bf16 here (exact when it is on the grid) */
+        xr[c] = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(c == nch - 1 ? tail : (__mmask16)0xFFFF, x + 16 * c));
+    const __m256 sc = _mm256_set1_ps(scale);
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j += 8) {
+        const int m = n - j < 8 ? n - j : 8;
+        const __mmask8 k = (__mmask8)((1u << m) - 1u);
+        __m256 acc[8];
+        for (int r = 0; r < 8; r++) {
+            acc[r] = _mm256_setzero_ps();
+            if (r < m) { /* rows past n (the last block) stay zero */
+                const uint16_t *row = base + off[j + r];
+                for (int c = 0; c < nch; c++) {
+                    __m256bh xc = c < 8 ? xr[c]
+                                        : _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(
+                                              c == nch - 1 ? tail : (__mmask16)0xFFFF, x + 16 * c));
+                    acc[r] = _mm256_dpbf16_ps(acc[r], xc, ldh(row, c, nch, tail));
+                }
+            }
         }
-        __m512 s = reduce16(acc);
+        __m256 s = reduce8(acc);
         if (bias) {
-            __m512 b = bidx ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, _mm512_maskz_loadu_epi32(k, bidx + j),
-                                                       bias, 4)
-                            : _mm512_maskz_loadu_ps(k, bias + j);
-            s = _mm512_fmadd_ps(s, sc, b);
+            __m256 b = bidx ? _mm256_mmask_i32gather_ps(_mm256_setzero_ps(), k, _mm256_maskz_loadu_epi32(k, bidx + j),
+                                                        bias, 4)
+                            : _mm256_maskz_loadu_ps(k, bias + j);
+            s = _mm256_fmadd_ps(s, sc, b);
         } else {
-            s = _mm512_mul_ps(s, sc);
+            s = _mm256_mul_ps(s, sc);
         }
-        _mm512_mask_storeu_ps(out + j, k, s);
-        vmax = _mm512_mask_max_ps(vmax, k, vmax, s);
+        _mm256_mask_storeu_ps(out + j, k, s);
+        vmax = _mm256_mask_max_ps(vmax, k, vmax, s);
     }
-    return _mm512_reduce_max_ps(vmax);
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    return _mm_cvtss_f32(m4);
 }
 
-NA_T float na_bf16_dots(int64_t D, const uint16_t *x, const uint16_t *base, const int64_t *off, int n, float scale,
+NA_T float na_bf16_dots(int64_t D, const float *x, const uint16_t *base, const int64_t *off, int n, float scale,
                         const float *bias, const int32_t *bidx, float *out)
 {
-    const int nch = (int)((D + 31) / 32);
-    const __mmask32 tail = tail_mask(D, nch);
+    const int nch = (int)((D + 15) / 16);
+    const int64_t rem = D - 16 * (int64_t)(nch - 1);
+    const __mmask16 tail = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
     switch (nch) {
     case 1: return dots_impl(x, base, off, n, scale, bias, bidx, out, 1, tail);
     case 2: return dots_impl(x, base, off, n, scale, bias, bidx, out, 2, tail);
+    case 4: return dots_impl(x, base, off, n, scale, bias, bidx, out, 4, tail);
     default: return dots_impl(x, base, off, n, scale, bias, bidx, out, nch, tail);
     }
 }
@@ -136,14 +154,26 @@ NA_TI void pair_fma(__m512 *lo, __m512 *hi, __m512bh a, __m512bh b, __m512bh w)
     *hi = _mm512_dpbf16_ps(*hi, (__m512bh)_mm512_unpackhi_epi16((__m512i)a, (__m512i)b), w);
 }
 
+/* Rows r0 and r1 (r1 NULL: zeros) times the weight pair w into the accumulators lo / hi. */
+NA_TI void axpy_pair(__m512 *lo, __m512 *hi, const uint16_t *r0, const uint16_t *r1, uint32_t w, const int nch,
+                     __mmask32 tail)
+{
+    const __m512bh wv = (__m512bh)_mm512_set1_epi32((int)w);
+    for (int c = 0; c < nch; c++) {
+        __m512bh a = ldc(r0, c, nch, tail);
+        __m512bh b = r1 ? ldc(r1, c, nch, tail) : (__m512bh)_mm512_setzero_si512();
+        pair_fma(&lo[c], &hi[c], a, b, wv);
+    }
+}
+
 NA_TI void axpys_impl(const float *coef, const uint16_t *base, const int64_t *off, int n, float factor, float *out,
                       int64_t D, const int nch, __mmask32 tail)
 {
-    /* Two accumulator sets (pairs alternate) keep 4 * nch independent vdpbf16ps chains. */
-    __m512 lo[2][8], hi[2][8];
-    for (int s = 0; s < 2; s++)
-        for (int c = 0; c < nch; c++)
-            lo[s][c] = hi[s][c] = _mm512_setzero_ps();
+    /* Two accumulator sets (consecutive pairs alternate, named so that they stay in registers) keep
+     * 4 * nch independent vdpbf16ps chains. */
+    __m512 lo0[8], hi0[8], lo1[8], hi1[8];
+    for (int c = 0; c < nch; c++)
+        lo0[c] = hi0[c] = lo1[c] = hi1[c] = _mm512_setzero_ps();
     uint32_t pairs[16];
     for (int j = 0; j < n; j += 32) {
         const int m = n - j < 32 ? n - j : 32;
@@ -152,22 +182,17 @@ NA_TI void axpys_impl(const float *coef, const uint16_t *base, const int64_t *of
         /* bf16 of coef[j + i] in element i (zeros past n): pairs[p] = (coef[j+2p], coef[j+2p+1]) */
         __m512bh cb = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(k1, coef + j + 16), _mm512_maskz_loadu_ps(k0, coef + j));
         _mm512_storeu_si512(pairs, (__m512i)cb);
-        const int np = (m + 1) / 2;
-        for (int p = 0; p < np; p++) {
-            const int s = p & 1;
-            const uint16_t *r0 = base + off[j + 2 * p];
-            const int has1 = 2 * p + 1 < m;
-            const uint16_t *r1 = has1 ? base + off[j + 2 * p + 1] : r0;
-            const __m512bh w = (__m512bh)_mm512_set1_epi32((int)pairs[p]);
-            for (int c = 0; c < nch; c++) {
-                __m512bh a = ldc(r0, c, nch, tail);
-                __m512bh b = has1 ? ldc(r1, c, nch, tail) : (__m512bh)_mm512_setzero_si512();
-                pair_fma(&lo[s][c], &hi[s][c], a, b, w);
-            }
+        const int64_t *o = off + j;
+        int p = 0;
+        for (; 2 * p + 4 <= m; p += 2) { /* two full pairs */
+            axpy_pair(lo0, hi0, base + o[2 * p], base + o[2 * p + 1], pairs[p], nch, tail);
+            axpy_pair(lo1, hi1, base + o[2 * p + 2], base + o[2 * p + 3], pairs[p + 1], nch, tail);
         }
+        for (; 2 * p < m; p++) /* the rest: a full pair, then maybe a single row */
+            axpy_pair(lo0, hi0, base + o[2 * p], 2 * p + 1 < m ? base + o[2 * p + 1] : NULL, pairs[p], nch, tail);
     }
     for (int c = 0; c < nch; c++)
-        store_pairs(out, _mm512_add_ps(lo[0][c], lo[1][c]), _mm512_add_ps(hi[0][c], hi[1][c]), factor, D, c);
+        store_pairs(out, _mm512_add_ps(lo0[c], lo1[c]), _mm512_add_ps(hi0[c], hi1[c]), factor, D, c);
 }
 
 NA_T void na_bf16_axpys(int64_t D, const float *coef, const uint16_t *base, const int64_t *off, int n, float factor,

@@ -13,11 +13,13 @@
 
 #include <stdint.h>
 
-/* y[i] = bf16 bits of x[i] (round to nearest even; exact for values already rounded). Threaded. */
-void na_bf16_pack(const float *x, uint16_t *y, int64_t n);
+/* y[j*n + i] = bf16 bits of x[j][i], j < m, i < n (round to nearest even; exact for values already
+ * rounded). One OpenMP region for all m operands. */
+void na_bf16_pack(const float *const *x, uint16_t *y, int m, int64_t n);
 
-/* out[j] = scale * (x . row_j) + (bias ? bias[bidx ? bidx[j] : j] : 0), j < n; returns max_j out[j]. */
-float na_bf16_dots(int64_t D, const uint16_t *x, const uint16_t *base, const int64_t *off, int n, float scale,
+/* out[j] = scale * (bf16(x) . row_j) + (bias ? bias[bidx ? bidx[j] : j] : 0), j < n; returns max_j out[j].
+ * x is f32, rounded to bf16 here (to nearest even; exact for values already on the grid). */
+float na_bf16_dots(int64_t D, const float *x, const uint16_t *base, const int64_t *off, int n, float scale,
                    const float *bias, const int32_t *bidx, float *out);
 
 /* out = factor * sum_j bf16(coef[j]) * row_j (out: D floats). */
