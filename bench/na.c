@@ -10,6 +10,11 @@
  *              [.., K, D] tensors, batched matmuls per query, softmax; autograd's backward
  *              (matmuls and scatter-adds of the gathered gradients)
  *   reference  na_ref_fused_forward / na_ref_fused_backward (double precision)
+ *   fused-bf16 na_cpu_fused_forward_bf16 / na_cpu_fused_backward_bf16: the autocast kernels in
+ *              AVX512-BF16 (vdpbf16ps) on q, k, v rounded to bf16; the packing of the operands into
+ *              bf16 (and the rounding of d_out) is inside the timed region, as in the op
+ * --dtype bf16 times fused (f32) and fused-bf16, forward and forward + backward, in one run and prints
+ * the ratios.
  * FLOPs counted per query: 2*K*D (QK) + 2*K*D (AV), K = k*k; x3 for forward + backward.
  * Every tensor and every intermediate goes through nat_mem_alloc; intermediates an op needs (weights,
  * gathered buffers) are allocated inside the timed region, as an autograd op would, and the peak is
@@ -23,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu/isa.h"
 #include "layers/natten/cpu/na_cpu.h"
+#include "nat/half.h" /* nat_round_array */
 #include "tests/ref/na_ref.h"
 #include "nat/alloc.h"
 #include "nat/rng.h"
@@ -31,8 +38,9 @@
 #include "train/train.h"
 
 
-typedef enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_GATHER, IMPL_REFERENCE } impl_kind;
-static const char *const IMPL_NAMES[] = {"fused", "unfused", "gather", "reference"};
+typedef enum { IMPL_FUSED, IMPL_UNFUSED, IMPL_GATHER, IMPL_REFERENCE, IMPL_FUSED_BF16 } impl_kind;
+static const char *const IMPL_NAMES[] = {"fused", "unfused", "gather", "reference", "fused-bf16"};
+enum { N_IMPLS = sizeof IMPL_NAMES / sizeof *IMPL_NAMES };
 
 typedef struct bench_cfg {
     int64_t batch, heads, size, dim;
@@ -194,6 +202,13 @@ static nat_status run_once(bench_ctx *c)
         buf_free(&c->saved_w);
         break;
     }
+    case IMPL_FUSED_BF16:
+        NAT_TRY(na_cpu_fused_forward_bf16(&c->pb, F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out), F(c->lse)));
+        if (cfg->fwdbwd)
+            NAT_TRY(na_cpu_fused_backward_bf16(&c->pb, F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
+                                               F(c->lse), F(c->d_out), F(c->dq), F(c->dk), F(c->dv),
+                                               F(c->drpb)));
+        break;
     case IMPL_GATHER:
         st = gather_run(c);
         break;
@@ -248,6 +263,14 @@ static nat_status ctx_init(bench_ctx *c, const bench_cfg *cfg)
     nat_rng_fill_normal(&r, F(c->v), nqd, 0.0f, 1.0f);
     nat_rng_fill_normal(&r, F(c->d_out), nqd, 0.0f, 1.0f);
     nat_rng_fill_normal(&r, F(c->rpb), (size_t)c->nrpb, 0.0f, 0.02f);
+    if (cfg->impl == IMPL_FUSED_BF16) { /* what autocast hands the kernels: q, k, v on the bf16 grid */
+        if (nat_cpu_isa_detected() < NAT_ISA_AVX512_CORE_BF16)
+            return nat_error(NAT_ERR_UNSUPPORTED, "na2d fused-bf16: this CPU lacks avx512_bf16 (it has %s)",
+                             nat_cpu_isa_level_name(nat_cpu_isa_detected()));
+        buf *x[] = {&c->q, &c->k, &c->v};
+        for (size_t i = 0; i < sizeof x / sizeof *x; i++)
+            nat_round_array(NAT_PREC_BF16, F(*x[i]), F(*x[i]), (int64_t)nqd);
+    }
     /* The backward needs the forward's out and lse. */
     NAT_TRY(na_cpu_fused_forward(&c->pb, F(c->q), F(c->k), F(c->v), F(c->rpb), F(c->out),
                                  F(c->lse)));
@@ -350,7 +373,7 @@ static nat_status bench_run(const bench_cfg *cfg, bench_result *res)
         res->gflops = flops_of(cfg) / med * 1e-9;
         res->peak_mib = (double)nat_mem_get_stats(NAT_CPU).peak / (1024.0 * 1024.0);
         res->check_err = -1.0;
-        res->check_against = cfg->impl == IMPL_FUSED ? IMPL_UNFUSED : IMPL_FUSED;
+        res->check_against = cfg->impl == IMPL_FUSED ? IMPL_UNFUSED : IMPL_FUSED; /* bf16: f32 on its inputs */
         if (cfg->check)
             st = check_outputs(&c, res->check_against, &res->check_err);
     }
@@ -365,8 +388,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: nat-bench na2d [--batch B] [--heads H] [--size S] [--dim D] [--kernel K]\n"
-            "                      [--dilation d] [--impl fused|unfused|gather|reference]\n"
-            "                      [--pass fwd|fwdbwd] [--reps N] [--sweep] [--help]\n"
+            "                      [--dilation d] [--impl fused|unfused|gather|reference|fused-bf16]\n"
+            "                      [--pass fwd|fwdbwd] [--dtype bf16] [--reps N] [--sweep] [--help]\n"
             "Times 2-D neighborhood attention with rpb on q, k, v [B, H, S, S, D] (defaults: B 8, H 2,\n"
             "S 56, D 32, K 7, d 1, fused, fwd, 10 reps): median ms over N runs after one warm-up,\n"
             "GFLOP/s counting 2*K*K*D flops per query for QK and as many for AV (x3 for fwdbwd), and\n"
@@ -375,6 +398,10 @@ static void usage(FILE *f)
             "  unfused    qk kernel -> softmax -> av kernel, materialising the [.., K*K] weights\n"
             "  gather     legacy: gather each query's keys/values into [.., K*K, D], GEMM per query\n"
             "  reference  the double-precision reference (slow)\n"
+            "  fused-bf16 fused with bf16 operands in AVX512-BF16 (the autocast kernels; needs avx512_bf16)\n"
+            "--dtype bf16 times fused and fused-bf16, fwd and fwdbwd, at the same shape in one run and\n"
+            "prints the speed-ups of bf16 over f32: 5 rounds (N >= 5) of N/5 runs of each of the four, the\n"
+            "median of each round's medians (so that a change of load hits all four alike).\n"
             "--sweep runs NAT-Mini's four levels at 224^2 (B 8, K 7, D 32: 56^2/2 heads, 28^2/4,\n"
             "14^2/8, 7^2/16) and DiNAT's dilated ones (56^2 d 8, 28^2 d 4, 14^2 d 2) with fused fwd,\n"
             "fused fwdbwd and gather fwdbwd, and prints fused-vs-gather speed-ups from the same run.\n"
@@ -461,11 +488,64 @@ static int run_sweep(int reps)
     return 0;
 }
 
+/* fused f32 vs fused-bf16, fwd and fwdbwd, at cfg's shape: `rounds` rounds of the four, each round
+ * timing reps/rounds runs of every one (so a change of load hits all four alike); medians of all runs. */
+static int run_bf16_compare(bench_cfg cfg)
+{
+    static const struct {
+        impl_kind impl;
+        int fwdbwd;
+    } runs[4] = {{IMPL_FUSED, 0}, {IMPL_FUSED_BF16, 0}, {IMPL_FUSED, 1}, {IMPL_FUSED_BF16, 1}};
+    const int rounds = cfg.reps >= 5 ? 5 : 1, per = (cfg.reps + rounds - 1) / rounds;
+    double *ms[4], check[4] = {-1.0, -1.0, -1.0, -1.0};
+    bench_result res[4];
+    for (int r = 0; r < 4; r++)
+        ms[r] = calloc((size_t)(rounds * per), sizeof(double));
+    printf("na2d f32 vs bf16: B %lld, heads %lld, %lldx%lld, D %lld, kernel %d, dilation %d, %d x %d reps, ISA %s\n",
+           (long long)cfg.batch, (long long)cfg.heads, (long long)cfg.size, (long long)cfg.size, (long long)cfg.dim,
+           cfg.kernel, cfg.dilation, rounds, per, nat_cpu_isa_name());
+    for (int round = 0; round < rounds; round++)
+        for (int r = 0; r < 4; r++) {
+            bench_cfg c = cfg;
+            c.impl = runs[r].impl;
+            c.fwdbwd = runs[r].fwdbwd;
+            c.reps = per;
+            c.check = round == 0 && runs[r].impl == IMPL_FUSED_BF16;
+            if (bench_run(&c, &res[r]) != NAT_OK) {
+                fprintf(stderr, "nat-bench na2d: %s %s: %s\n", IMPL_NAMES[c.impl], c.fwdbwd ? "fwdbwd" : "fwd",
+                        nat_error_message());
+                return 1;
+            }
+            if (c.check)
+                check[r] = res[r].check_err; /* bf16 vs f32 on the same (rounded) inputs */
+            ms[r][round] = res[r].ms; /* median of this round's runs */
+        }
+    double med[4];
+    for (int r = 0; r < 4; r++) {
+        med[r] = nat_bench_median(ms[r], rounds);
+        free(ms[r]);
+    }
+    const double fl[2] = {flops_of(&(bench_cfg){.batch = cfg.batch, .heads = cfg.heads, .size = cfg.size,
+                                                .dim = cfg.dim, .kernel = cfg.kernel, .fwdbwd = 0}),
+                          flops_of(&(bench_cfg){.batch = cfg.batch, .heads = cfg.heads, .size = cfg.size,
+                                                .dim = cfg.dim, .kernel = cfg.kernel, .fwdbwd = 1})};
+    printf("%-8s | %10s %8s | %10s %8s | %8s | %s\n", "pass", "f32 ms", "GFLOP/s", "bf16 ms", "GFLOP/s", "speed-up",
+           "bf16 vs f32 (max |diff| / max |value|)");
+    for (int p = 0; p < 2; p++)
+        printf("%-8s | %10.3f %8.1f | %10.3f %8.1f | %7.2fx | %.2g\n", p ? "fwdbwd" : "fwd", med[2 * p],
+               fl[p] / med[2 * p] * 1e-6, med[2 * p + 1], fl[p] / med[2 * p + 1] * 1e-6, med[2 * p] / med[2 * p + 1],
+               check[2 * p + 1]);
+    for (int p = 0; p < 2; p++)
+        printf("RESULT pass=%s f32_ms=%.3f bf16_ms=%.3f speedup=%.3f\n", p ? "fwdbwd" : "fwd", med[2 * p],
+               med[2 * p + 1], med[2 * p] / med[2 * p + 1]);
+    return 0;
+}
+
 int nat_bench_na(int argc, char **argv)
 {
     bench_cfg cfg = {.batch = 8, .heads = 2, .size = 56, .dim = 32, .kernel = 7, .dilation = 1,
                      .impl = IMPL_FUSED, .fwdbwd = 0, .reps = 10, .check = 1};
-    int sweep = 0, reps_set = 0;
+    int sweep = 0, reps_set = 0, bf16_compare = 0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         long x = 0;
@@ -498,16 +578,24 @@ int nat_bench_na(int argc, char **argv)
             }
         } else if (!strcmp(o, "--impl")) {
             int found = 0;
-            for (int k = 0; k < 4; k++)
+            for (int k = 0; k < N_IMPLS; k++)
                 if (val && !strcmp(val, IMPL_NAMES[k])) {
                     cfg.impl = (impl_kind)k;
                     found = 1;
                 }
             if (!found) {
-                fprintf(stderr, "nat-bench na2d: --impl must be fused, unfused, gather or reference, got '%s'\n",
+                fprintf(stderr, "nat-bench na2d: --impl must be fused, unfused, gather, reference or fused-bf16, "
+                        "got '%s'\n",
                         val ? val : "(nothing)");
                 return 2;
             }
+            i++;
+        } else if (!strcmp(o, "--dtype")) {
+            if (!val || (strcmp(val, "bf16") && strcmp(val, "f32"))) {
+                fprintf(stderr, "nat-bench na2d: --dtype must be bf16 or f32, got '%s'\n", val ? val : "(nothing)");
+                return 2;
+            }
+            bf16_compare = !strcmp(val, "bf16");
             i++;
         } else if (!strcmp(o, "--pass")) {
             if (val && !strcmp(val, "fwd"))
@@ -539,6 +627,8 @@ int nat_bench_na(int argc, char **argv)
         return run_sweep(reps_set ? cfg.reps : 10);
     if (cfg.impl == IMPL_REFERENCE && !reps_set)
         cfg.reps = 1;
+    if (bf16_compare)
+        return run_bf16_compare(cfg);
     printf("na2d: B %lld, heads %lld, %lldx%lld, D %lld, kernel %d, dilation %d, impl %s, pass %s, reps %d\n",
            (long long)cfg.batch, (long long)cfg.heads, (long long)cfg.size, (long long)cfg.size,
            (long long)cfg.dim, cfg.kernel, cfg.dilation, IMPL_NAMES[cfg.impl], cfg.fwdbwd ? "fwdbwd" : "fwd",

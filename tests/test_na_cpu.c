@@ -27,28 +27,12 @@
 
 #define TOL 1e-4 /* fp32 fast vs double reference, relative to the reference's max |value| */
 
-#define EXPECT_CLOSE(what, fast, ref, n, tol, c)                                              \
-    do {                                                                                     \
-        double e_ = na_rel_err((fast), (ref), (n));                                             \
-        if (!(e_ <= (tol))) {                                                                \
-            char d_[256];                                                                    \
-            na_case_describe((c), d_, sizeof d_);                                                    \
-            ck_abort_msg("%s: relative error %.3g > %.1g [%s]", (what), e_, (double)(tol), d_); \
-        }                                                                                    \
-    } while (0)
+#define EXPECT_CLOSE(what, fast, ref, n, tol, c) na_expect_close((what), (fast), (ref), (n), (tol), (c), NULL)
 
-#define EXPECT_OK(call, c)                                                                   \
-    do {                                                                                     \
-        nat_status s_ = (call);                                                              \
-        if (s_ != NAT_OK) {                                                                  \
-            char d_[256];                                                                    \
-            na_case_describe((c), d_, sizeof d_);                                                    \
-            ck_abort_msg("%s failed: %s [%s]", #call, nat_error_message(), d_);              \
-        }                                                                                    \
-    } while (0)
+#define EXPECT_OK NA_EXPECT_OK
 
-static float *fbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(float)); }
-static double *dbuf(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(double)); }
+#define fbuf na_fbuf
+#define dbuf na_dbuf
 
 #define CASE_ARGS(c, p) &(p), (c)->batch, (c)->heads, (c)->len, (c)->dim
 #define CASE_PB(c, p) na_case_problem((c), &(p)) /* what the fast CPU kernels take */

@@ -64,8 +64,8 @@ typedef struct na_backend {
                                  const float *rpb, const float *out, const float *lse, const float *d_out, float *dq,
                                  float *dk, float *dv, float *drpb);
     /* Under autocast (f16 != 0: float16, else bfloat16): the fused op on values already rounded to the
-     * 2-byte type. NULL: the backend has no kernel of its own and the f32 entries run on the rounded
-     * values (the CPU's emulation). */
+     * 2-byte type (semantics: docs/design.md §2). NULL: the backend has no kernel of its own and the f32
+     * entries run on the rounded values. The CPU's pick vdpbf16ps kernels or that emulation by ISA. */
     nat_status (*fused_forward_autocast)(const na_problem *pb, int f16, const float *q, const float *k,
                                          const float *v, const float *rpb, float *out, float *lse);
     nat_status (*fused_backward_autocast)(const na_problem *pb, int f16, const float *q, const float *k,

@@ -12,7 +12,10 @@
  * to bfloat16 / float16 (to nearest even: nat_round_array on the CPU, core/half.h on a device) into f32
  * step tensors, and the ops run on the rounded values with f32 accumulation; rpb, outputs and
  * gradients stay f32, and the gradients flow to the unrounded inputs unchanged (straight through the
- * rounding). On the CPU that is the whole emulation: the f32 kernels on the rounded values. On CUDA
+ * rounding). On the CPU the fused op runs the table's autocast entries (cpu/na_cpu.h): under BF16 on a
+ * CPU with AVX512_BF16 (and no ONEDNN_MAX_CPU_ISA cap below it) the vdpbf16ps kernels, which also round
+ * the softmax weights, dO and dS for their products as the CUDA kernels do (docs/design.md §2);
+ * otherwise the emulation, the f32 kernels on the rounded values. On CUDA
  * the fused forward runs the tensor-core v3 kernel on 2-byte copies of them instead
  * (na_cuda_fused_forward_autocast; v1 on the rounded f32 values where v3 does not apply), and its
  * backward the tensor-core v3 backward likewise (na_cuda_fused_backward_autocast; the precision is kept

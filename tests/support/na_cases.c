@@ -1,6 +1,8 @@
 /* tests/support/na_cases.c — see na_cases.h. */
 #include "support/na_cases.h"
 
+#include "tests/ref/na_ref.h" /* na_ref_fused_forward */
+
 #include <check.h>
 
 #include <inttypes.h>
@@ -303,3 +305,41 @@ const na_problem *na_case_problem(const na_case *c, const nat_na_params *p)
         ck_abort_msg("case does not validate: %s", nat_error_message());
     return &pb;
 }
+
+double na_expect_close(const char *what, const float *fast, const double *ref, int64_t n, double tol,
+                       const na_case *c, double *worst)
+{
+    const double e = na_rel_err(fast, ref, n);
+    if (worst && e > *worst)
+        *worst = e;
+    if (!(e <= tol)) {
+        char d[256];
+        na_case_describe(c, d, sizeof d);
+        ck_abort_msg("%s: relative error %.3g > %.1g [%s]", what, e, tol, d);
+    }
+    return e;
+}
+
+void na_ref_fused_saved(const na_case *c, const na_data *dt, double *orf, double *lr, float *of, float *lf)
+{
+    const nat_na_params p = na_case_params(c);
+    nat_status s = na_ref_fused_forward(&p, c->batch, c->heads, c->len, c->dim, dt->qd, dt->kd, dt->vd,
+                                        c->rpb ? dt->rpbd : NULL, orf, lr);
+    na_expect_ok(s, "na_ref_fused_forward", c);
+    for (int64_t i = 0; i < dt->nqkv; i++)
+        of[i] = (float)orf[i];
+    for (int64_t i = 0; i < dt->nlse; i++)
+        lf[i] = (float)lr[i];
+}
+
+void na_expect_ok(nat_status s, const char *call, const na_case *c)
+{
+    if (s == NAT_OK)
+        return;
+    char d[256];
+    na_case_describe(c, d, sizeof d);
+    ck_abort_msg("%s failed: %s [%s]", call, nat_error_message(), d);
+}
+
+float *na_fbuf(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+double *na_dbuf(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(double)); }

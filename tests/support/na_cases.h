@@ -13,6 +13,7 @@
 
 #include "layers/natten/na_problem.h"
 #include "nat/rng.h"
+#include "nat/status.h"
 
 typedef struct na_case {
     int ndim;
@@ -54,5 +55,22 @@ float *na_randn(nat_rng *r, int64_t n, float std); /* malloc'd */
 /* max |fast - ref| / max |ref| over finite entries; -inf must sit at the same places. Returns the
  * relative error, or INFINITY on a mismatch of infinities / a non-finite fast value. */
 double na_rel_err(const float *fast, const double *ref, int64_t n);
+
+/* na_rel_err(fast, ref, n), aborting the running Check test with case c's description when it exceeds
+ * tol; raises *worst (if not NULL) to the error. */
+double na_expect_close(const char *what, const float *fast, const double *ref, int64_t n, double tol,
+                       const na_case *c, double *worst);
+
+/* Aborts the running Check test with case c's description when `call` does not return NAT_OK. */
+void na_expect_ok(nat_status s, const char *call, const na_case *c);
+#define NA_EXPECT_OK(call, c) na_expect_ok((call), #call, (c))
+
+/* Zeroed buffers of n (at least 1) values; free() them. */
+float *na_fbuf(int64_t n);
+double *na_dbuf(int64_t n);
+
+/* The reference's fused forward of case c on dt's double inputs: out and lse in double (orf, lr) and
+ * rounded to float (of, lf), the saved tensors a backward takes. Aborts the test on an error. */
+void na_ref_fused_saved(const na_case *c, const na_data *dt, double *orf, double *lr, float *of, float *lf);
 
 #endif

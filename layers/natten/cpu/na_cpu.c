@@ -26,6 +26,10 @@
  *    ring would be too large or there are fewer work items than threads, the fallback recomputes P and
  *    dS per key instead (pass B then costs two more dot products per pair).
  *
+ *  - bf16 (autocast, na_cpu.h): the same drivers with f->bf16 set; the products (op_dots, op_axpys, the
+ *    ring's kgrad) then run the AVX512-BF16 micro-kernels of na_cpu_bf16.c on bf16 copies of q, k, v and
+ *    d_out, while the softmax, lse, delta, dS and drpb stay in f32 here.
+ *
  * Every problem is seen as 3-D (na_problem.h). Windows are coded here from docs/design.md §2, independently
  * of the reference that the tests compare against. AVX-512 or AVX2+FMA intrinsics when the compiler
  * targets them, plain (auto-vectorised) loops otherwise.
@@ -48,6 +52,8 @@
 #define NA_AVX2 1
 #endif
 
+#include "core/cpu/isa.h"
+#include "layers/natten/cpu/na_cpu_bf16.h"
 #include "layers/natten/na_backend.h"
 #include "layers/natten/na_window.h"
 #include "nat/alloc.h"
@@ -590,6 +596,7 @@ typedef struct na_fast {
     int dilated;          /* some dilation > 1 */
     int nthreads;
     int want_drpb;        /* per-thread drpb partials are needed */
+    int bf16;             /* fused kernels: products on bf16 operands (na_args' *16 pointers) */
     /* Ring mode of the fused backward (see run_ring): axis A, slab geometry, ring depth. */
     int ring;             /* 1: P and dS of the last `ring_depth` query slabs kept per thread */
     int ring_axis;        /* 0 for 3-D problems, 1 otherwise */
@@ -1036,7 +1043,32 @@ static void reduce_drpb(const na_fast *f, float *drpb)
 typedef struct na_args {
     const float *q, *k, *v, *rpb, *attn, *out, *lse, *d_out, *d_attn, *delta;
     float *o_out, *o_lse, *o_attn, *o_dq, *o_dk, *o_dv, *o_delta;
+    /* bf16 mode (f->bf16): the bits of q, k, v and d_out rounded to bf16, same layout; the products read
+     * these, delta still reads the f32 d_out and out. */
+    const uint16_t *q16, *k16, *v16, *g16;
 } na_args;
+
+/* The products of the fused kernels on operand x (f32 values x, or in bf16 mode their bits x16; both
+ * at the same element offsets): f32 micro-kernels, or the AVX512-BF16 ones of na_cpu_bf16.c. */
+#define NA_OPND(name) a->name, a->name##16
+
+static float op_dots(const na_fast *f, const float *x, const uint16_t *x16, int64_t xo, const float *rows,
+                     const uint16_t *rows16, int64_t ro, const int64_t *off, int n, float scale, const float *bias,
+                     const int32_t *bidx, float *out)
+{
+    if (f->bf16)
+        return na_bf16_dots(f->D, x + xo, rows16 + ro, off, n, scale, bias, bidx, out); /* x: f32 */
+    return dots(&f->dv, x + xo, rows + ro, off, n, scale, bias, bidx, out);
+}
+
+static void op_axpys(const na_fast *f, const float *coef, const float *rows, const uint16_t *rows16, int64_t ro,
+                     const int64_t *off, int n, float factor, float *out)
+{
+    if (f->bf16)
+        na_bf16_axpys(f->D, coef, rows16 + ro, off, n, factor, out);
+    else
+        axpys(&f->dv, coef, rows + ro, off, n, factor, out);
+}
 
 /* Loop over the pixels of a work item. Inside: D, K, N, h, i2, qi (query row index within the whole
  * tensor), and for the query side qb (the query's first key on axis 2, in elements) and rb (its rpb
@@ -1080,13 +1112,17 @@ static inline void prefetch_row_w(float *p, int64_t n)
 /* With dilation, key rows are first touched in a scattered order that the hardware prefetchers do not
  * follow: prefetch the last key line of the window of a query two steps ahead (the line that is new
  * to the rows visited so far). */
-static void prefetch_keys(const na_fast *f, const na_thread *t, const float *kh, const float *vh,
-                          int64_t i2n, int n)
+static void prefetch_keys(const na_fast *f, const na_thread *t, const na_args *a, int64_t kvo, int64_t i2n, int n)
 {
-    const int64_t base = f->wkey0[2][i2n] * f->D;
+    const int64_t base = kvo + f->wkey0[2][i2n] * f->D;
     for (int j = n - (int)t->cached_n2 > 0 ? n - (int)t->cached_n2 : 0; j < n; j++) {
-        prefetch_row(kh + base + t->off[j], f->D);
-        prefetch_row(vh + base + t->off[j], f->D);
+        if (f->bf16) { /* half the bytes: every other 64-byte line of a float row */
+            prefetch_row((const float *)(a->k16 + base + t->off[j]), (f->D + 1) / 2);
+            prefetch_row((const float *)(a->v16 + base + t->off[j]), (f->D + 1) / 2);
+        } else {
+            prefetch_row(a->k + base + t->off[j], f->D);
+            prefetch_row(a->v + base + t->off[j], f->D);
+        }
     }
 }
 
@@ -1211,7 +1247,7 @@ static void fused_fwd_line(const na_fast *f, const void *vargs, na_thread *t, in
                            int64_t i1, int64_t u0, int64_t u1)
 {
     const na_args *a = vargs;
-    const float *kh = a->k + bh * f->N * f->D, *vh = a->v + bh * f->N * f->D;
+    const int64_t kvo = bh * f->N * f->D; /* the head's first key / value row */
     const float scale = f->pb.scale;
     float *s = t->b0;
     NA_LINE_BEGIN
@@ -1219,11 +1255,11 @@ static void fused_fwd_line(const na_fast *f, const void *vargs, na_thread *t, in
     prefetch_row_w(a->o_out + qn * D, D);
     int n = query_slots(f, t, i0, i1, i2);
     if (f->dilated)
-        prefetch_keys(f, t, kh, vh, qn - line0, n);
+        prefetch_keys(f, t, a, kvo, qn - line0, n);
     na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
-    float mx = dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, s);
-    float sum = exp_row(s, n, mx);
-    axpys(&f->dv, s, vh + qb, t->off, n, 1.0f / sum, a->o_out + qi * D);
+    float mx = op_dots(f, NA_OPND(q), qi * D, NA_OPND(k), kvo + qb, t->off, n, scale, bias.base, bias.idx, s);
+    float sum = exp_row(s, n, mx); /* P relative to the row max, f32; its sum too */
+    op_axpys(f, s, NA_OPND(v), kvo + qb, t->off, n, 1.0f / sum, a->o_out + qi * D);
     a->o_lse[qi] = mx + logf(sum);
     NA_LINE_END
 }
@@ -1244,7 +1280,7 @@ static void fused_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, 
                              int64_t i1, int64_t u0, int64_t u1)
 {
     const na_args *a = vargs;
-    const float *kh = a->k + bh * f->N * f->D, *vh = a->v + bh * f->N * f->D;
+    const int64_t kvo = bh * f->N * f->D;
     double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
     const float scale = f->pb.scale;
     float *s = t->b0, *dp = t->b1;
@@ -1257,16 +1293,16 @@ static void fused_bwd_q_line(const na_fast *f, const void *vargs, na_thread *t, 
         drpb_flush_if(f, t, dr, i2, rb);
     int n = query_slots(f, t, i0, i1, i2);
     if (f->dilated)
-        prefetch_keys(f, t, kh, vh, qn - line0, n);
+        prefetch_keys(f, t, a, kvo, qn - line0, n);
     na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
-    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, s);
+    op_dots(f, NA_OPND(q), qi * D, NA_OPND(k), kvo + qb, t->off, n, scale, bias.base, bias.idx, s);
     exp_row(s, n, a->lse[qi]);
-    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, NULL, dp);
+    op_dots(f, a->d_out, a->g16, qi * D, NA_OPND(v), kvo + qb, t->off, n, 1.0f, NULL, NULL, dp);
     const float delta = a->delta[qi];
 #pragma omp simd
     for (int j = 0; j < n; j++)
         dp[j] = s[j] * (dp[j] - delta);
-    axpys(&f->dv, dp, kh + qb, t->off, n, scale, a->o_dq + qi * D);
+    op_axpys(f, dp, NA_OPND(k), kvo + qb, t->off, n, scale, a->o_dq + qi * D);
     if (dr)
         drpb_add(t, dp, n, rb);
     NA_LINE_END
@@ -1279,8 +1315,7 @@ static void fused_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, 
                              int64_t i1, int64_t u0, int64_t u1)
 {
     const na_args *a = vargs;
-    const int64_t hoff = bh * f->N;
-    const float *qh = a->q + hoff * f->D, *goh = a->d_out + hoff * f->D;
+    const int64_t hoff = bh * f->N, ho = hoff * f->D;
     const float *rpbh = head_rpb(f, a->rpb, bh);
     const float scale = f->pb.scale;
     float *s = t->b0, *dp = t->b1, *sh = t->b2;
@@ -1291,15 +1326,15 @@ static void fused_bwd_k_line(const na_fast *f, const void *vargs, na_thread *t, 
     prefetch_row_w(a->o_dv + qn * D, D);
     int n = key_queries(f, t, i0, i1, i2);
     const float *lse = a->lse + hoff + i2, *delta = a->delta + hoff + i2;
-    dots(&f->dv, a->k + qi * D, qh + i2 * D, t->off, n, scale, rpbh, t->ridx, s);
+    op_dots(f, NA_OPND(k), qi * D, NA_OPND(q), ho + i2 * D, t->off, n, scale, rpbh, t->ridx, s);
     for (int j = 0; j < n; j++)
         sh[j] = lse[t->pix[j]];
     exp_row_shifts(s, sh, n);
-    dots(&f->dv, a->v + qi * D, goh + i2 * D, t->off, n, 1.0f, NULL, NULL, dp);
+    op_dots(f, NA_OPND(v), qi * D, a->d_out, a->g16, ho + i2 * D, t->off, n, 1.0f, NULL, NULL, dp);
     for (int j = 0; j < n; j++)
         dp[j] = s[j] * (dp[j] - delta[t->pix[j]]);
-    axpys(&f->dv, dp, qh + i2 * D, t->off, n, scale, a->o_dk + qi * D);
-    axpys(&f->dv, s, goh + i2 * D, t->off, n, 1.0f, a->o_dv + qi * D);
+    op_axpys(f, dp, NA_OPND(q), ho + i2 * D, t->off, n, scale, a->o_dk + qi * D);
+    op_axpys(f, s, a->d_out, a->g16, ho + i2 * D, t->off, n, 1.0f, a->o_dv + qi * D);
     NA_LINE_END
 }
 
@@ -1319,7 +1354,7 @@ static void fused_bwd_q_ring_line(const na_fast *f, const void *vargs, na_thread
                                   int64_t i0, int64_t i1, int64_t u0, int64_t u1)
 {
     const na_args *a = vargs;
-    const float *kh = a->k + bh * f->N * f->D, *vh = a->v + bh * f->N * f->D;
+    const int64_t kvo = bh * f->N * f->D;
     double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
     const float scale = f->pb.scale;
     int64_t rbase;
@@ -1334,16 +1369,16 @@ static void fused_bwd_q_ring_line(const na_fast *f, const void *vargs, na_thread
         drpb_flush_if(f, t, dr, i2, rb);
     int n = query_slots(f, t, i0, i1, i2);
     if (f->dilated)
-        prefetch_keys(f, t, kh, vh, qn - line0, n);
+        prefetch_keys(f, t, a, kvo, qn - line0, n);
     /* Full windows (slot j at list position j) go straight into the ring; masked ones via scratch. */
     float *rp = t->ring_p + rbase + i2 * K, *rd = t->ring_ds + rbase + i2 * K;
     const int direct = n == K;
     float *s = direct ? rp : t->b0, *dp = direct ? rd : t->b1;
     na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
-    dots(&f->dv, a->q + qi * D, kh + qb, t->off, n, scale, bias.base, bias.idx, s);
+    op_dots(f, NA_OPND(q), qi * D, NA_OPND(k), kvo + qb, t->off, n, scale, bias.base, bias.idx, s);
     exp_row(s, n, a->lse[qi]);
-    dots(&f->dv, a->d_out + qi * D, vh + qb, t->off, n, 1.0f, NULL, NULL, dp);
-    const float delta = dot1(D, a->d_out + qi * D, a->out + qi * D);
+    op_dots(f, a->d_out, a->g16, qi * D, NA_OPND(v), kvo + qb, t->off, n, 1.0f, NULL, NULL, dp);
+    const float delta = dot1(D, a->d_out + qi * D, a->out + qi * D); /* f32 d_out and out, always */
 #pragma omp simd
     for (int j = 0; j < n; j++)
         dp[j] = s[j] * (dp[j] - delta);
@@ -1352,9 +1387,9 @@ static void fused_bwd_q_ring_line(const na_fast *f, const void *vargs, na_thread
             rp[t->slot[j]] = s[j];
             rd[t->slot[j]] = dp[j];
         }
-    axpys(&f->dv, dp, kh + qb, t->off, n, scale, a->o_dq + qi * D);
+    op_axpys(f, dp, NA_OPND(k), kvo + qb, t->off, n, scale, a->o_dq + qi * D);
     if (dr)
-        drpb_add(t, dp, n, rb);
+        drpb_add(t, dp, n, rb); /* drpb from the f32 dS */
     NA_LINE_END
     if (dr)
         drpb_flush(t, dr);
@@ -1371,7 +1406,7 @@ static void fused_bwd_k_ring_line(const na_fast *f, const void *vargs, na_thread
     const int64_t d0 = pb->dilation[0], d1 = pb->dilation[1], d2 = pb->dilation[2];
     const int k1 = pb->kernel[1], k2 = pb->kernel[2];
     const int64_t R = f->ring_depth, dA = pb->dilation[f->ring_axis];
-    const float *qh = a->q + bh * f->N * D, *goh = a->d_out + bh * f->N * D;
+    const int64_t ho = bh * f->N * D;
     int64_t *ooff = t->off, *ocix = t->cix, *ioff = t->pix, *icix = t->in_cix;
     int no = 0;
     for (int64_t i0 = f->ilo[0][y0]; i0 < f->ihi[0][y0]; i0 += d0) {
@@ -1396,8 +1431,13 @@ static void fused_bwd_k_ring_line(const na_fast *f, const void *vargs, na_thread
             ioff[ni] = (i2 - y2) * D;
             icix[ni] = (i2 - y2) * K + p2 - f->wstart[2][i2];
         }
-        kgrad(&f->dv, qh + y2 * D, goh + y2 * D, t->ring_p + y2 * K, t->ring_ds + y2 * K, ooff, ocix,
-              no, ioff, icix, ni, pb->scale, a->o_dk + kbase + y2 * D, a->o_dv + kbase + y2 * D);
+        if (f->bf16)
+            na_bf16_kgrad(D, a->q16 + ho + y2 * D, a->g16 + ho + y2 * D, t->ring_p + y2 * K, t->ring_ds + y2 * K,
+                          ooff, ocix, no, ioff, icix, ni, pb->scale, a->o_dk + kbase + y2 * D,
+                          a->o_dv + kbase + y2 * D);
+        else
+            kgrad(&f->dv, a->q + ho + y2 * D, a->d_out + ho + y2 * D, t->ring_p + y2 * K, t->ring_ds + y2 * K,
+                  ooff, ocix, no, ioff, icix, ni, pb->scale, a->o_dk + kbase + y2 * D, a->o_dv + kbase + y2 * D);
     }
 }
 
@@ -1506,14 +1546,13 @@ nat_status na_cpu_fused_forward(const na_problem *pb, const float *q, const floa
     return NAT_OK;
 }
 
-nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const float *k,
-                                 const float *v, const float *rpb, const float *out, const float *lse,
-                                 const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+/* The fused backward on a's operands: f32, or (bf16) their bf16 bits in a's *16 pointers. */
+static nat_status fused_backward_run(const na_problem *pb, na_args *ap, int bf16, float *drpb)
 {
     na_fast f;
-    NAT_TRY(fast_init(&f, pb, drpb != NULL, 1, rpb));
-    na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .out = out, .lse = lse, .d_out = d_out,
-                 .o_dq = dq, .o_dk = dk, .o_dv = dv};
+    NAT_TRY(fast_init(&f, pb, drpb != NULL, 1, ap->rpb));
+    f.bf16 = bf16;
+    na_args a = *ap;
     size_t dbytes = 0;
     float *delta = NULL;
     if (f.ring) {
@@ -1537,9 +1576,94 @@ nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const flo
     return NAT_OK;
 }
 
+nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const float *k,
+                                 const float *v, const float *rpb, const float *out, const float *lse,
+                                 const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .out = out, .lse = lse, .d_out = d_out,
+                 .o_dq = dq, .o_dk = dk, .o_dv = dv};
+    return fused_backward_run(pb, &a, 0, drpb);
+}
+
 /* ---------------------------------------------------------------------------------------------------
- * The CPU table (na_backend.h). Autocast has no kernels of its own here: the ops run the f32 kernels on
- * operands rounded with the GEMMs' rounding (nat_round_array, core/half.c), so one CPU definition.
+ * Autocast (bf16) fused kernels: the drivers above with the products on bf16 operands (f->bf16, the
+ * micro-kernels of na_cpu_bf16.c). The operands are packed to bf16 bits in scratch first (the values
+ * come already rounded, so packing is exact; d_out is rounded here, once). Semantics: na_cpu.h.
+ * ------------------------------------------------------------------------------------------------- */
+
+na_cpu_autocast_kernel na_cpu_autocast_path(int f16)
+{
+    return !f16 && nat_cpu_isa_avx512_bf16() ? NA_CPU_AUTOCAST_BF16 : NA_CPU_AUTOCAST_EMULATED;
+}
+
+/* bf16 bits of the m q-shaped operands x[0..m) in one scratch block (*bytes long), x[i]'s at i * n. */
+static nat_status pack_operands(const na_problem *pb, const float *const *x, int m, uint16_t **h, size_t *bytes)
+{
+    const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
+    *bytes = (size_t)m * sizeof(uint16_t) * (size_t)n;
+    NAT_TRY(nat_mem_alloc(NAT_CPU, *bytes, (void **)h));
+    na_bf16_pack(x, *h, m, n);
+    return NAT_OK;
+}
+
+nat_status na_cpu_fused_forward_bf16(const na_problem *pb, const float *q, const float *k, const float *v,
+                                     const float *rpb, float *out, float *lse)
+{
+    const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
+    const float *x[2] = {k, v}; /* q is only ever the x of a dot product: rounded there, not packed */
+    uint16_t *h;
+    size_t bytes;
+    NAT_TRY(pack_operands(pb, x, 2, &h, &bytes));
+    na_fast f;
+    nat_status st = fast_init(&f, pb, 0, 0, rpb);
+    if (st == NAT_OK) {
+        f.bf16 = 1;
+        na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .o_out = out, .o_lse = lse,
+                     .k16 = h, .v16 = h + n};
+        run_lines(&f, fused_fwd_line, &a);
+        fast_free(&f);
+    }
+    nat_mem_free(NAT_CPU, h, bytes);
+    return st;
+}
+
+nat_status na_cpu_fused_backward_bf16(const na_problem *pb, const float *q, const float *k, const float *v,
+                                      const float *rpb, const float *out, const float *lse, const float *d_out,
+                                      float *dq, float *dk, float *dv, float *drpb)
+{
+    const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
+    const float *x[4] = {q, k, v, d_out};
+    uint16_t *h;
+    size_t bytes;
+    NAT_TRY(pack_operands(pb, x, 4, &h, &bytes));
+    na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .out = out, .lse = lse, .d_out = d_out,
+                 .o_dq = dq, .o_dk = dk, .o_dv = dv,
+                 .q16 = h, .k16 = h + n, .v16 = h + 2 * n, .g16 = h + 3 * n};
+    nat_status st = fused_backward_run(pb, &a, 1, drpb);
+    nat_mem_free(NAT_CPU, h, bytes);
+    return st;
+}
+
+nat_status na_cpu_fused_forward_autocast(const na_problem *pb, int f16, const float *q, const float *k,
+                                         const float *v, const float *rpb, float *out, float *lse)
+{
+    if (na_cpu_autocast_path(f16) == NA_CPU_AUTOCAST_BF16)
+        return na_cpu_fused_forward_bf16(pb, q, k, v, rpb, out, lse);
+    return na_cpu_fused_forward(pb, q, k, v, rpb, out, lse);
+}
+
+nat_status na_cpu_fused_backward_autocast(const na_problem *pb, int f16, const float *q, const float *k,
+                                          const float *v, const float *rpb, const float *out, const float *lse,
+                                          const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    if (na_cpu_autocast_path(f16) == NA_CPU_AUTOCAST_BF16)
+        return na_cpu_fused_backward_bf16(pb, q, k, v, rpb, out, lse, d_out, dq, dk, dv, drpb);
+    return na_cpu_fused_backward(pb, q, k, v, rpb, out, lse, d_out, dq, dk, dv, drpb);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The CPU table (na_backend.h). The ops round autocast operands with the GEMMs' rounding
+ * (nat_round_array, core/half.c); the fused op then takes the autocast entries above.
  * ------------------------------------------------------------------------------------------------- */
 
 static nat_status cpu_round(int device, int f16, const float *x, float *y, int64_t n)
@@ -1557,8 +1681,8 @@ const na_backend na_cpu_backend = {
     .av_backward = na_cpu_av_backward,
     .fused_forward = na_cpu_fused_forward,
     .fused_backward = na_cpu_fused_backward,
-    .fused_forward_autocast = NULL,
-    .fused_backward_autocast = NULL,
+    .fused_forward_autocast = na_cpu_fused_forward_autocast,
+    .fused_backward_autocast = na_cpu_fused_backward_autocast,
     .round = cpu_round,
     .versions = NULL,
 };

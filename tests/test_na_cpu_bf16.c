@@ -1,0 +1,374 @@
+/* tests/test_na_cpu_bf16.c — the CPU's bf16 fused neighborhood attention (cpu/na_cpu.h: the vdpbf16ps
+ * kernels behind na_backend's fused_*_autocast entries) and the ISA module (core/cpu/isa.h).
+ *
+ *  - fused_fwd / fused_bwd: the bf16 kernels against the double reference (tests/ref/na_ref.h) run on
+ *    the same bf16-rounded q, k, v (and d_out), over the shared sweep (support/na_cases.h: 1-D, 2-D,
+ *    3-D, every kernel size up to the map size, dilation 1-3, every causal combination, rpb on and off,
+ *    odd non-square maps, head dims 3 to 96). Tolerances, relative to the reference's max |value|:
+ *      lse 1e-4   the logits are exact products of bf16 values summed in f32 (vdpbf16ps), as in the
+ *                 reference up to f32 summation: any window, bias or scale error shows here at O(1);
+ *      out, dq, dk, dv, drpb 1e-2   the kernels also round the softmax weights P (out, dv) and dS (dq,
+ *                 dk) to bf16 before their products, as the CUDA tensor-core kernels do, which the
+ *                 reference does not: each such term moves by at most 2^-9 of itself (round to nearest,
+ *                 8-bit significand), and the sums of terms with weights <= 1 stay within a few 2^-9
+ *                 of the max |value| (the sweep's worst is printed; about 3e-3); a wrong key, slot,
+ *                 bias, scale or lane order gives 1e-1 and more. The bf16 result must also differ from
+ *                 the f32 kernels' on the same rounded inputs (the rounding of P happened).
+ *  - autocast_op: nat_na2d under nat_ctx precision BF16 reaches na_cpu_fused_forward_autocast /
+ *    _backward_autocast: forward and gradients bitwise equal to calling them directly on the rounded
+ *    inputs, and the path taken is the one na_cpu_autocast_path reports (vdpbf16ps here, emulated under
+ *    a cap).
+ *  - isa: ONEDNN_MAX_CPU_ISA's values (case-insensitive, oneDNN's names; unknown ones ignored), and
+ *    the level = min(detected, cap).
+ *  - capped: ctest runs this binary a second time with ONEDNN_MAX_CPU_ISA=AVX512_CORE
+ *    (test_na_cpu_bf16_capped): there the autocast entries must take the emulated path (f32 kernels on
+ *    the rounded values) and agree with the bf16 kernels (called directly) within 1e-2.
+ * On a CPU without AVX512_BF16 the kernel cases cannot run: the ISA and emulated-path cases run, then
+ * the binary prints "SKIPPED: ..." and exits 77 (ctest reports it skipped).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cpu/isa.h"
+#include "layers/natten/cpu/na_cpu.h"
+#include "layers/natten/na_problem.h"
+#include "nat/half.h"
+#include "nat/natten.h"
+#include "support/harness.h"
+#include "support/na_cases.h"
+#include "tests/ref/na_ref.h"
+
+#define TOL_LSE 1e-4
+#define TOL_BF16 1e-2
+
+static bool have_bf16(void) { return nat_cpu_isa_detected() >= NAT_ISA_AVX512_CORE_BF16; }
+
+/* ONEDNN_MAX_CPU_ISA caps below avx512_core_bf16 (the second ctest registration). */
+static bool capped(void) { return nat_cpu_isa_cap() < NAT_ISA_AVX512_CORE_BF16; }
+
+#define EXPECT_CLOSE na_expect_close
+
+#define EXPECT_OK NA_EXPECT_OK
+
+#define fbuf na_fbuf
+#define dbuf na_dbuf
+
+/* x and its double copy rounded to bf16 in place. */
+static void round_pair(float *x, double *xd, int64_t n)
+{
+    nat_round_array(NAT_PREC_BF16, x, x, n);
+    for (int64_t i = 0; i < n; i++)
+        xd[i] = x[i];
+}
+
+/* Case c's inputs with q, k, v and d_out on the bf16 grid. */
+static void rounded_data(na_data *dt, const na_case *c, uint64_t salt)
+{
+    na_data_init(dt, c, salt);
+    round_pair(dt->q, dt->qd, dt->nqkv);
+    round_pair(dt->k, dt->kd, dt->nqkv);
+    round_pair(dt->v, dt->vd, dt->nqkv);
+    round_pair(dt->g_out, dt->g_outd, dt->nqkv);
+}
+
+#define CASE_ARGS(c, p) &(p), (c)->batch, (c)->heads, (c)->len, (c)->dim
+
+static double worst_lse, worst_out, worst_grad, least_diff = INFINITY;
+
+static void run_fwd(const na_case *c)
+{
+    nat_na_params p = na_case_params(c);
+    na_data dt;
+    rounded_data(&dt, c, 31);
+    float *o = fbuf(dt.nqkv), *l = fbuf(dt.nlse), *oe = fbuf(dt.nqkv), *le = fbuf(dt.nlse);
+    double *orf = dbuf(dt.nqkv), *lr = dbuf(dt.nlse);
+    const float *rpb = c->rpb ? dt.rpb : NULL;
+    EXPECT_OK(na_ref_fused_forward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, c->rpb ? dt.rpbd : NULL, orf, lr), c);
+    EXPECT_OK(na_cpu_fused_forward_bf16(na_case_problem(c, &p), dt.q, dt.k, dt.v, rpb, o, l), c);
+    EXPECT_CLOSE("bf16 fused_forward lse", l, lr, dt.nlse, TOL_LSE, c, &worst_lse);
+    EXPECT_CLOSE("bf16 fused_forward out", o, orf, dt.nqkv, TOL_BF16, c, &worst_out);
+    /* The emulation (f32 kernels, nothing rounded past the inputs) differs: P was rounded. */
+    EXPECT_OK(na_cpu_fused_forward(na_case_problem(c, &p), dt.q, dt.k, dt.v, rpb, oe, le), c);
+    double *oed = na_to_double(oe, dt.nqkv);
+    const double diff = na_rel_err(o, oed, dt.nqkv);
+    least_diff = diff < least_diff ? diff : least_diff;
+    free(oed), free(o), free(l), free(oe), free(le), free(orf), free(lr);
+    na_data_free(&dt);
+}
+
+static void run_bwd(const na_case *c)
+{
+    nat_na_params p = na_case_params(c);
+    na_data dt;
+    rounded_data(&dt, c, 32);
+    const int64_t n = dt.nqkv;
+    const double *rpbd = c->rpb ? dt.rpbd : NULL;
+    const float *rpb = c->rpb ? dt.rpb : NULL;
+    double *orf = dbuf(n), *lr = dbuf(dt.nlse);
+    float *of = fbuf(n), *lf = fbuf(dt.nlse);
+    na_ref_fused_saved(c, &dt, orf, lr, of, lf);
+    double *dqr = dbuf(n), *dkr = dbuf(n), *dvr = dbuf(n), *drr = dbuf(dt.nrpb);
+    float *dq = fbuf(n), *dk = fbuf(n), *dv = fbuf(n), *dr = fbuf(dt.nrpb);
+    for (int64_t i = 0; i < n; i++) /* garbage: outputs are overwritten */
+        dq[i] = dk[i] = dv[i] = -7.0f;
+    EXPECT_OK(na_ref_fused_backward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, rpbd, orf, lr, dt.g_outd, dqr, dkr, dvr,
+                                    c->rpb ? drr : NULL), c);
+    EXPECT_OK(na_cpu_fused_backward_bf16(na_case_problem(c, &p), dt.q, dt.k, dt.v, rpb, of, lf, dt.g_out, dq, dk,
+                                         dv, c->rpb ? dr : NULL), c);
+    EXPECT_CLOSE("bf16 fused_backward dq", dq, dqr, n, TOL_BF16, c, &worst_grad);
+    EXPECT_CLOSE("bf16 fused_backward dk", dk, dkr, n, TOL_BF16, c, &worst_grad);
+    EXPECT_CLOSE("bf16 fused_backward dv", dv, dvr, n, TOL_BF16, c, &worst_grad);
+    if (c->rpb)
+        EXPECT_CLOSE("bf16 fused_backward drpb", dr, drr, dt.nrpb, TOL_BF16, c, &worst_grad);
+    free(orf), free(lr), free(of), free(lf), free(dqr), free(dkr), free(dvr), free(drr);
+    free(dq), free(dk), free(dv), free(dr);
+    na_data_free(&dt);
+}
+
+START_TEST(fused_fwd)
+{
+    na_cases_build();
+    worst_lse = worst_out = 0.0;
+    least_diff = INFINITY;
+    for (int i = 0; i < na_ncases; i++)
+        run_fwd(&na_cases[i]);
+    printf("bf16 fused forward, %d cases: worst lse error %.2g, worst out error %.2g (tolerance %.0g); "
+           "smallest distance from the f32 emulation %.2g\n", na_ncases, worst_lse, worst_out, TOL_BF16, least_diff);
+    ck_assert_msg(least_diff > 1e-5, "bf16 forward equals the f32 emulation to %.3g: were the weights rounded?",
+                  least_diff);
+}
+END_TEST
+
+START_TEST(fused_bwd)
+{
+    na_cases_build();
+    worst_grad = 0.0;
+    for (int i = 0; i < na_ncases; i++)
+        run_bwd(&na_cases[i]);
+    printf("bf16 fused backward, %d cases: worst gradient error %.2g (tolerance %.0g)\n", na_ncases, worst_grad,
+           TOL_BF16);
+}
+END_TEST
+
+/* ---- the op under autocast reaches the autocast entries ---- */
+
+static void op_case(int ndim, const int64_t *len, int kernel, int dilation, int causal, int rpb_on)
+{
+    const int64_t B = 2, H = 2, D = 32;
+    int64_t shape[6] = {B, H};
+    int64_t npix = 1;
+    for (int a = 0; a < ndim; a++)
+        shape[2 + a] = len[a], npix *= len[a];
+    shape[2 + ndim] = D;
+    const int64_t n = B * H * npix * D;
+    nat_na_params p = nat_na_params_make(ndim, kernel, dilation);
+    for (int a = 0; a < ndim; a++)
+        p.causal[a] = causal;
+    int64_t rshape[4];
+    const int rr = na_rpb_shape(&p, H, rshape);
+    int64_t nr = 1;
+    for (int a = 0; a < rr; a++)
+        nr *= rshape[a];
+    nat_rng rng;
+    nat_rng_seed(&rng, 41);
+    float *q = na_randn(&rng, n, 1.0f), *k = na_randn(&rng, n, 1.0f), *v = na_randn(&rng, n, 1.0f);
+    float *r = na_randn(&rng, nr, 0.5f), *g = na_randn(&rng, n, 1.0f);
+    /* the op, BF16 */
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    nat_ctx_set_precision(ctx, NAT_PREC_BF16);
+    nat_tensor *tq, *tk, *tv, *tr = NULL, *y, *tg;
+    TH_OK(nat_tensor_new(&tq, NAT_F32, NAT_CPU, ndim + 3, shape));
+    TH_OK(nat_tensor_new(&tk, NAT_F32, NAT_CPU, ndim + 3, shape));
+    TH_OK(nat_tensor_new(&tv, NAT_F32, NAT_CPU, ndim + 3, shape));
+    TH_OK(nat_tensor_copy_from(tq, q, n));
+    TH_OK(nat_tensor_copy_from(tk, k, n));
+    TH_OK(nat_tensor_copy_from(tv, v, n));
+    nat_set_requires_grad(tq, true);
+    nat_set_requires_grad(tk, true);
+    nat_set_requires_grad(tv, true);
+    if (rpb_on) {
+        TH_OK(nat_tensor_new(&tr, NAT_F32, NAT_CPU, rr, rshape));
+        TH_OK(nat_tensor_copy_from(tr, r, nr));
+        nat_set_requires_grad(tr, true);
+    }
+    TH_OK(nat_na(ctx, tq, tk, tv, tr, &p, &y));
+    TH_OK(nat_ctx_empty(ctx, &tg, NAT_F32, ndim + 3, shape));
+    TH_OK(nat_tensor_copy_from(tg, g, n));
+    TH_OK(nat_backward_from(ctx, y, tg));
+    /* the entries, directly, on the rounded inputs */
+    nat_round_array(NAT_PREC_BF16, q, q, n);
+    nat_round_array(NAT_PREC_BF16, k, k, n);
+    nat_round_array(NAT_PREC_BF16, v, v, n);
+    na_problem pb;
+    TH_OK(na_problem_init(&pb, &p, B, H, len, D, rpb_on, "test"));
+    pb.device = -1;
+    float *o = fbuf(n), *l = fbuf(B * H * npix), *dq = fbuf(n), *dk = fbuf(n), *dv = fbuf(n), *dr = fbuf(nr);
+    const float *rp = rpb_on ? r : NULL;
+    TH_OK(na_cpu_fused_forward_autocast(&pb, 0, q, k, v, rp, o, l));
+    TH_OK(na_cpu_fused_backward_autocast(&pb, 0, q, k, v, rp, o, l, g, dq, dk, dv, rpb_on ? dr : NULL));
+    ck_assert_msg(!memcmp(o, nat_tensor_f32(y), sizeof(float) * (size_t)n), "nat_na under BF16 (%dd) is not the "
+                  "autocast entry's forward", ndim);
+    ck_assert_msg(!memcmp(dq, nat_tensor_f32(tq->grad), sizeof(float) * (size_t)n), "dq (%dd)", ndim);
+    ck_assert_msg(!memcmp(dk, nat_tensor_f32(tk->grad), sizeof(float) * (size_t)n), "dk (%dd)", ndim);
+    ck_assert_msg(!memcmp(dv, nat_tensor_f32(tv->grad), sizeof(float) * (size_t)n), "dv (%dd)", ndim);
+    if (rpb_on)
+        ck_assert_msg(!memcmp(dr, nat_tensor_f32(tr->grad), sizeof(float) * (size_t)nr), "drpb (%dd)", ndim);
+    /* which kernel that was: the f32 kernels on the same values give other bits exactly when it was bf16 */
+    float *oe = fbuf(n), *le = fbuf(B * H * npix);
+    TH_OK(na_cpu_fused_forward(&pb, q, k, v, rp, oe, le));
+    const bool same_as_f32 = !memcmp(o, oe, sizeof(float) * (size_t)n);
+    const na_cpu_autocast_kernel path = na_cpu_autocast_path(0);
+    ck_assert_msg(same_as_f32 == (path == NA_CPU_AUTOCAST_EMULATED),
+                  "path %s but the forward %s the f32 kernels'", path == NA_CPU_AUTOCAST_BF16 ? "bf16" : "emulated",
+                  same_as_f32 ? "equals" : "differs from");
+    ck_assert_int_eq(na_cpu_autocast_path(1), NA_CPU_AUTOCAST_EMULATED); /* f16: always the emulation */
+    nat_ctx_free(ctx);
+    nat_tensor_free(tq), nat_tensor_free(tk), nat_tensor_free(tv);
+    if (tr)
+        nat_tensor_free(tr);
+    free(q), free(k), free(v), free(r), free(g), free(o), free(l), free(dq), free(dk), free(dv), free(dr);
+    free(oe), free(le);
+}
+
+START_TEST(autocast_op)
+{
+    const int64_t l1[1] = {37}, l2[2] = {13, 11}, l3[3] = {5, 6, 7};
+    op_case(1, l1, 7, 2, 1, 0);  /* 1-D dilated causal */
+    op_case(2, l2, 7, 1, 0, 1);  /* 2-D rpb, odd non-square */
+    op_case(3, l3, 3, 1, 0, 1);  /* 3-D rpb */
+    const na_cpu_autocast_kernel want = have_bf16() && !capped() ? NA_CPU_AUTOCAST_BF16 : NA_CPU_AUTOCAST_EMULATED;
+    ck_assert_int_eq(na_cpu_autocast_path(0), want);
+    printf("autocast path: %s (ISA %s, detected %s, ONEDNN_MAX_CPU_ISA=%s)\n",
+           na_cpu_autocast_path(0) == NA_CPU_AUTOCAST_BF16 ? "vdpbf16ps kernels" : "emulated (f32 kernels)",
+           nat_cpu_isa_name(), nat_cpu_isa_level_name(nat_cpu_isa_detected()),
+           getenv("ONEDNN_MAX_CPU_ISA") ? getenv("ONEDNN_MAX_CPU_ISA") : "(unset)");
+}
+END_TEST
+
+/* ---- ISA module ---- */
+
+START_TEST(isa)
+{
+    static const struct {
+        const char *v;
+        int level;
+    } cases[] = {
+        {"ALL", NAT_ISA_AVX512_CORE_AMX},      {"all", NAT_ISA_AVX512_CORE_AMX},
+        {"avx512_core_amx", NAT_ISA_AVX512_CORE_AMX},
+        {"AVX512_CORE_BF16", NAT_ISA_AVX512_CORE_BF16}, {"Avx512_Core_Bf16", NAT_ISA_AVX512_CORE_BF16},
+        {"AVX512_CORE_FP16", NAT_ISA_AVX512_CORE_BF16}, {"AVX10_1_512", NAT_ISA_AVX512_CORE_BF16},
+        {"AVX512_CORE_VNNI", NAT_ISA_AVX512_CORE_VNNI}, {"AVX512_CORE", NAT_ISA_AVX512_CORE},
+        {"avx2", NAT_ISA_AVX2},                {"AVX2_VNNI", NAT_ISA_AVX2},
+        {"SSE41", NAT_ISA_GENERIC},            {"avx", NAT_ISA_GENERIC},
+        {"", -1},                              {"AVX512", -1},
+        {"avx512_core_bf17", -1},              {"AVX512_CORE ", -1},
+        {"A_VERY_LONG_VALUE_THAT_IS_NO_ISA_AT_ALL", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        ck_assert_msg(nat_cpu_isa_cap_parse(cases[i].v) == cases[i].level, "cap '%s' -> %d, expected %d", cases[i].v,
+                      nat_cpu_isa_cap_parse(cases[i].v), cases[i].level);
+    ck_assert_int_eq(nat_cpu_isa_cap_parse(NULL), -1);
+    const int env = nat_cpu_isa_cap_parse(getenv("ONEDNN_MAX_CPU_ISA"));
+    ck_assert_int_eq(nat_cpu_isa_cap(), env < 0 ? NAT_ISA_AVX512_CORE_AMX : env);
+    const nat_cpu_isa d = nat_cpu_isa_detected(), c = nat_cpu_isa_cap();
+    ck_assert_int_eq(nat_cpu_isa_level(), d < c ? d : c);
+    ck_assert_str_eq(nat_cpu_isa_name(), nat_cpu_isa_level_name(nat_cpu_isa_level()));
+    ck_assert(nat_cpu_isa_avx512_bf16() == (nat_cpu_isa_level() >= NAT_ISA_AVX512_CORE_BF16));
+    ck_assert(nat_cpu_isa_amx_bf16() == (nat_cpu_isa_level() >= NAT_ISA_AVX512_CORE_AMX));
+    ck_assert_str_eq(nat_cpu_isa_level_name(NAT_ISA_AVX512_CORE_BF16), "avx512_core_bf16");
+#if defined(__AVX512BF16__)
+    ck_assert_int_ge(d, NAT_ISA_AVX512_CORE_BF16); /* the compiler was told this CPU has it */
+#endif
+    if (capped() && d >= NAT_ISA_AVX512_CORE) {
+        ck_assert(!nat_cpu_isa_avx512_bf16());
+        ck_assert_str_eq(nat_cpu_isa_name(), "avx512_core");
+    }
+}
+END_TEST
+
+/* ---- capped: the emulated path agrees with the bf16 kernels ---- */
+
+START_TEST(capped_agrees)
+{
+    na_cases_build();
+    double worst = 0.0;
+    for (int i = 0; i < na_ncases; i += 4) {
+        const na_case *c = &na_cases[i];
+        nat_na_params p = na_case_params(c);
+        na_data dt;
+        rounded_data(&dt, c, 33);
+        const int64_t n = dt.nqkv;
+        const float *rpb = c->rpb ? dt.rpb : NULL;
+        float *oa = fbuf(n), *la = fbuf(dt.nlse), *ob = fbuf(n), *lb = fbuf(dt.nlse);
+        float *ga[4], *gb[4];
+        for (int j = 0; j < 4; j++)
+            ga[j] = fbuf(j < 3 ? n : dt.nrpb), gb[j] = fbuf(j < 3 ? n : dt.nrpb);
+        const na_problem *pb = na_case_problem(c, &p);
+        EXPECT_OK(na_cpu_fused_forward_autocast(pb, 0, dt.q, dt.k, dt.v, rpb, oa, la), c);
+        EXPECT_OK(na_cpu_fused_backward_autocast(na_case_problem(c, &p), 0, dt.q, dt.k, dt.v, rpb, oa, la, dt.g_out,
+                                                 ga[0], ga[1], ga[2], c->rpb ? ga[3] : NULL), c);
+        EXPECT_OK(na_cpu_fused_forward_bf16(na_case_problem(c, &p), dt.q, dt.k, dt.v, rpb, ob, lb), c);
+        EXPECT_OK(na_cpu_fused_backward_bf16(na_case_problem(c, &p), dt.q, dt.k, dt.v, rpb, oa, la, dt.g_out, gb[0],
+                                             gb[1], gb[2], c->rpb ? gb[3] : NULL), c);
+        const float *got[5] = {oa, ga[0], ga[1], ga[2], ga[3]};
+        const float *want[5] = {ob, gb[0], gb[1], gb[2], gb[3]};
+        const int64_t len[5] = {n, n, n, n, dt.nrpb};
+        const char *names[5] = {"out", "dq", "dk", "dv", "drpb"};
+        for (int j = 0; j < (c->rpb ? 5 : 4); j++) {
+            double *w = na_to_double(want[j], len[j]);
+            char what[64];
+            snprintf(what, sizeof what, "autocast entry vs bf16 kernels: %s", names[j]);
+            EXPECT_CLOSE(what, got[j], w, len[j], capped() ? TOL_BF16 : 0.0, c, &worst);
+            free(w);
+        }
+        free(oa), free(la), free(ob), free(lb);
+        for (int j = 0; j < 4; j++)
+            free(ga[j]), free(gb[j]);
+        na_data_free(&dt);
+    }
+    printf("autocast entries (%s) vs the bf16 kernels: worst relative difference %.2g\n",
+           capped() ? "capped: emulated" : "bf16", worst);
+    if (capped())
+        ck_assert_msg(worst > 0.0, "capped, yet the autocast entries gave the bf16 kernels' bits");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("na_cpu_bf16");
+    TCase *tc = tcase_create("isa");
+    tcase_add_test(tc, isa);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("autocast_op");
+    tcase_add_test(tc, autocast_op);
+    suite_add_tcase(s, tc);
+    if (have_bf16()) {
+        const struct {
+            const char *name;
+            const TTest *fn;
+        } cases[] = {{"fused_fwd", fused_fwd}, {"fused_bwd", fused_bwd}, {"capped_agrees", capped_agrees}};
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            tc = tcase_create(cases[i].name);
+            tcase_set_timeout(tc, 300);
+            tcase_add_test(tc, cases[i].fn);
+            suite_add_tcase(s, tc);
+        }
+    }
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    const int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (failed)
+        return EXIT_FAILURE;
+    if (!have_bf16()) {
+        printf("SKIPPED: this CPU lacks avx512_bf16 (detected %s): the vdpbf16ps kernels cannot run here; only the "
+               "ISA and emulated-path cases ran\n", nat_cpu_isa_level_name(nat_cpu_isa_detected()));
+        return 77;
+    }
+    return EXIT_SUCCESS;
+}
