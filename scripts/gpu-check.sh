@@ -6,7 +6,7 @@
 #   here (Debian 12, nvcc):  bash scripts/gpu-check.sh --prepare [--arch 90]
 #       builds nat with CUDA in build-gpu/ (Release, CMAKE_CUDA_ARCHITECTURES=90 by default: Hopper) and
 #       packs into .gpu/stage.tar.xz (ignored by git, ~11 MB) what the GPU machine needs: bin/ (the GPU test suites,
-#       na-lab, nat-profile), lib/ (OpenBLAS, inih, stb, zlib, gfortran, libgomp, check's subunit, the
+#       na-lab, nat-profile), lib/ (oneDNN, inih, stb, zlib, libgomp, check's subunit, the
 #       ctypes driver of bench/na_vs_torch.py). Then check it here: bash scripts/gpu-check.sh --local
 #   on the GPU machine:      bash scripts/gpu-check.sh        (the device tool: carry [".gpu"])
 #       1. nvidia-smi;
@@ -64,7 +64,7 @@ if [ "$mode" = prepare ]; then
     ln -s "t10k-$part-ubyte.gz" "$st/data/train-$part-ubyte.gz"
   done
   strip --strip-unneeded "$st"/bin/* "$st"/lib/*.so* 2>/dev/null || true
-  # Packed: OpenBLAS alone is 36 MB, and the working tree travels with .gpu under the device tool's
+  # Packed: oneDNN alone is tens of MB, and the working tree travels with .gpu under the device tool's
   # 64 MiB. The run unpacks it outside the tree.
   rm -rf .gpu && mkdir -p .gpu
   tar -C "$st" -cJf .gpu/stage.tar.xz bin lib data
