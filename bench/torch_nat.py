@@ -44,7 +44,7 @@ only. Peer run of issue 14 (the default environment: only the thread count set):
     /work/venv/bin/python bench/torch_nat.py --no-nat --allocators glibc --mode train --torch-dtype f32,bf16
 
 The PyTorch model has no drop-path (nat_torch.py is deterministic); nat's run keeps the variant's
-drop-path, so nat does slightly more work. Medians of --steps steps after one warm-up step.
+drop-path, so nat does slightly more work. Medians of --steps steps after --warmup (default 1) warm-up steps.
 """
 import argparse
 import csv
@@ -265,7 +265,7 @@ def main():
     ap.add_argument("--model", default="nat_mini")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--res", type=int, default=224)
-    ap.add_argument("--steps", type=int, default=3, help="PyTorch steps timed (after one warm-up)")
+    ap.add_argument("--steps", type=int, default=3, help="PyTorch steps timed (after --warmup steps)")
     ap.add_argument("--nat-steps", type=int, default=5, help="nat steps timed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mode", default="train,infer")
