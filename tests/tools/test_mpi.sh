@@ -39,7 +39,8 @@ mpi=(mpirun --oversubscribe --mca btl self,tcp --mca btl_tcp_if_include lo --mca
      -x OMP_NUM_THREADS=1)
 tiny=(--set model.embed_dim=16 --set model.depths=1,1 --set model.heads=1,2 --set model.mlp_ratio=2
       --set data.train_limit=1200 --set data.test_limit=240 --set train.batch_size=12 --set train.epochs=1
-      --set train.eval_every=0 --set train.checkpoint_every=10 --set train.threads=1 --set log.print_every=1000)
+      --set train.eval_every=0 --set train.eval_batch_size=32 --set train.checkpoint_every=10 --set train.threads=1
+      --set log.print_every=1000)
 train() { "$build/nat-train" "$src/configs/nat_mini.cfg" "${tiny[@]}" "$@"; }
 
 # losses OUT_A OUT_B: "step,loss,lr,grad_norm" columns of two runs' train_log.csv identical.
