@@ -281,6 +281,30 @@ nat_status nat_dist_grads_reduce(nat_dist *d, nat_ctx *ctx, nat_tensor *const *p
     return NAT_OK;
 }
 
+nat_status nat_dist_nccl_open(nat_dist *d, int device, bool bf16, nat_nccl **out)
+{
+    unsigned char id[NAT_NCCL_ID_BYTES] = {0};
+    *out = NULL;
+    if (nat_dist_rank(d) == 0)
+        NAT_TRY(nat_nccl_unique_id(id));
+    NAT_TRY(nat_dist_broadcast(d, id, sizeof id, 0));
+    return nat_nccl_new(id, nat_dist_rank(d), nat_dist_size(d), device, bf16, nat_dist_timeout(d), out);
+}
+
+int nat_dist_local_device(const nat_dist *d, int count)
+{
+    static const char *const vars[] = {"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"};
+    int local = nat_dist_rank(d);
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) {
+            local = atoi(v);
+            break;
+        }
+    }
+    return count > 0 ? local % count : 0;
+}
+
 nat_status nat_dist_metrics_reduce(nat_dist *d, nat_metrics *m)
 {
     if (nat_dist_size(d) == 1)

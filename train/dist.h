@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "train/dist_nccl.h"
 #include "train/train.h"
 
 typedef struct nat_dist nat_dist;
@@ -75,9 +76,8 @@ nat_status nat_dist_barrier(nat_dist *d);
  * then exits with `code`. The message is printed first, prefixed with the rank. */
 _Noreturn void nat_dist_abort(nat_dist *d, int code, const char *message);
 
-/* Whether this build has the MPI engine (CMake found MPI) and the NCCL one (CUDA build with libnccl). */
+/* Whether this build has the MPI engine (CMake found MPI); NCCL's: nat_nccl_built (train/dist_nccl.h). */
 bool nat_dist_have_mpi(void);
-bool nat_dist_have_nccl(void);
 
 /* Engines, for nat_dist_init and tests. Each returns NAT_ERR_UNSUPPORTED in a build without it. */
 nat_status nat_dist_mpi_open(void **impl, const nat_dist_backend **be, int *rank, int *size);
@@ -95,6 +95,12 @@ nat_status nat_dist_grads_reduce(nat_dist *d, nat_ctx *ctx, nat_tensor *const *p
 /* Before a micro-batch's backward on ranks other than 0: zero the gradients, so that they send their
  * shard's alone. */
 void nat_dist_grads_begin(nat_dist *d, nat_tensor *const *params, int n_params);
+/* The NCCL communicator of the job's GPUs (train/dist_nccl.h): rank 0 makes the unique id, the job's
+ * host engine (MPI or TCP) carries it to every rank, each joins on CUDA device `device`. */
+nat_status nat_dist_nccl_open(nat_dist *d, int device, bool bf16, nat_nccl **out);
+/* The CUDA device of this rank on its machine when the config says train.device = cuda: LOCAL_RANK (torchrun),
+ * OMPI_COMM_WORLD_LOCAL_RANK (mpirun), SLURM_LOCALID (srun), else the rank, modulo `count` devices. */
+int nat_dist_local_device(const nat_dist *d, int count);
 /* The metrics of every rank's share of an evaluation, summed (counts exactly; the loss in rank order). */
 nat_status nat_dist_metrics_reduce(nat_dist *d, nat_metrics *m);
 

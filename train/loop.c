@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "nat/alloc.h"
+#include "nat/cuda.h"
 #include "nat/data.h"
 #include "nat/model.h"
 #include "nat/ops.h"
@@ -38,8 +39,10 @@ typedef struct run {
     nat_replicas reps;     /* train.replicas > 1: data-parallel copies of the model (CPU) */
     nat_dist *dist;        /* a multi-process job (borrowed; NULL: one process) */
     int rank, ranks;       /* this process's rank and the number of processes (1: alone) */
-    float *flat;           /* ranks > 1: the gradients, flattened for the all-reduce */
+    float *flat;           /* ranks > 1 on the CPU: the gradients, flattened for the all-reduce */
     int64_t flat_cap;
+    nat_nccl *nccl;        /* ranks > 1 on GPUs: the NCCL communicator (owned) */
+    nat_tensor **grads;    /* ranks > 1 on GPUs: every parameter's gradient, for NCCL */
     nat_device dev;        /* train.device: parameters, optimizer state, EMA and every step live there */
     nat_precision prec;    /* train.precision: the context's autocast */
     nat_loss_scaler scaler; /* f16 only */
@@ -215,6 +218,8 @@ static void teardown(run *r)
     nat_metrics_free(&r->met);
     free(r->config_text);
     free(r->flat);
+    free(r->grads);
+    nat_nccl_free(r->nccl);
 }
 
 /* The position of the loader before step `step` (0-based). */
@@ -334,7 +339,14 @@ static nat_status shard_step(run *r, const nat_batch *b, float mul, float *loss_
     }
     mine.rng = rng;
     nat_status s = nat_dist_allgather(r->dist, &mine, all, sizeof mine);
-    if (s == NAT_OK)
+    int n_grads = 0; /* GPUs: every trained parameter gets a gradient (zeros where its shard made none) */
+    for (int i = 0; s == NAT_OK && r->nccl && i < r->n_params; i++) {
+        s = nat_grad_get(r->ctx, r->params[i], &r->grads[n_grads]);
+        n_grads += s == NAT_OK && r->grads[n_grads];
+    }
+    if (s == NAT_OK && r->nccl)
+        s = nat_nccl_allreduce(r->nccl, r->grads, n_grads);
+    else if (s == NAT_OK)
         s = nat_dist_grads_reduce(r->dist, r->ctx, r->params, r->n_params, &r->flat, &r->flat_cap);
     if (s == NAT_OK) {
         r->st.rng = all[0].rng;
@@ -475,11 +487,14 @@ static nat_status setup(run *r, nat_train_result *res)
                          "config %s: train.replicas = %d in a job of %d processes: each process is one shard of every "
                          "batch already; set train.replicas = 1 (and train.threads = 1 for the bits of train.replicas = %d)",
                          c->source[0] ? c->source : "(defaults)", c->train.replicas, r->ranks, r->ranks);
-    if (r->ranks > 1 && strcmp(c->train.device, "cpu") != 0)
-        return nat_error(NAT_ERR_UNSUPPORTED,
-                         "train.device = %s in a job of %d processes: multi-GPU training (NCCL) is built but not yet "
-                         "wired into the training loop (docs/distributed.md); use train.device = cpu",
-                         c->train.device, r->ranks);
+    if (r->ranks > 1 && nat_config_device(c).kind == NAT_DEV_CUDA) { /* one GPU per process: its local rank's */
+        if (!nat_nccl_built())
+            return nat_error(NAT_ERR_UNSUPPORTED, "train.device = %s in a job of %d processes needs NCCL, and this "
+                                                  "nat-train was built without it (docs/distributed.md)",
+                             c->train.device, r->ranks);
+        snprintf(c->train.device, sizeof c->train.device, "cuda:%d",
+                 nat_dist_local_device(r->dist, nat_cuda_device_count()));
+    }
     /* Before anything is built: a device that is not there is the first error, not the last. */
     NAT_TRY(nat_train_device(c, &r->dev));
     r->prec = nat_config_precision(c);
@@ -506,6 +521,11 @@ static nat_status setup(run *r, nat_train_result *res)
     nat_ctx_set_precision(r->ctx, r->prec);
     if (c->train.replicas > 1)
         NAT_TRY(nat_replicas_init(&r->reps, r->model, r->ctx, c->train.replicas));
+    if (r->ranks > 1 && r->dev.kind == NAT_DEV_CUDA) {
+        NAT_TRY(nat_dist_nccl_open(r->dist, r->dev.index, !strcmp(c->train.allreduce_dtype, "bf16"), &r->nccl));
+        if (!(r->grads = malloc((size_t)r->n_params * sizeof *r->grads)))
+            return nat_error(NAT_ERR_OOM, "distributed: out of memory");
+    }
     nat_loss_scaler_init(&r->scaler, 0, 0);
     NAT_TRY(nat_metrics_init(&r->met, classes));
     NAT_TRY(nat_train_loader_new(c, r->train_ds, true, &r->train_L));

@@ -45,9 +45,10 @@ static void usage(FILE *f)
             "    MASTER_PORT (29500)\n"
             "  train.dist_timeout (300 s): a rank that does not answer for that long is named and the job\n"
             "  aborted; train.allreduce_dtype: f32 or bf16 gradients over NCCL.\n"
-            "  This build: MPI %s, NCCL %s. Multi-GPU training is not wired into the loop yet (pending a GPU).\n",
+            "  GPUs: train.device=cuda, one process per GPU (cuda:LOCAL_RANK), gradients summed by NCCL\n"
+            "  (not yet run on a GPU: docs/distributed.md). This build: MPI %s, NCCL %s.\n",
             nat_dist_have_mpi() ? "yes" : "no (install libopenmpi-dev, configure again)",
-            nat_dist_have_nccl() ? "yes" : "no");
+            nat_nccl_built() ? "yes" : "no (a CUDA build with libnccl)");
 }
 
 int main(int argc, char **argv)

@@ -3,7 +3,8 @@
 # CPUs (docs/distributed.md), on a tiny NAT and Fashion-MNIST:
 #   1. mpirun -np 2 (one thread per rank) logs the losses and ends with the weights, optimizer state and
 #      EMA of one process with train.replicas = 2, bit for bit (50 steps, drop-path on); -np 3 with two
-#      micro-batches per step those of train.replicas = 3;
+#      micro-batches per step those of train.replicas = 3; two processes launched without MPI by RANK,
+#      WORLD_SIZE, MASTER_ADDR, MASTER_PORT (the TCP engine) those of train.replicas = 2;
 #   2. -np 2 and -np 3 on a batch of 12 (drop-path off: its draws depend on the split) agree within 1e-5
 #      per step;
 #   3. a rank that stops answering (SIGSTOP) brings the job down within train.dist_timeout, naming it;
@@ -94,6 +95,18 @@ grep -q "distributed: 2 processes (mpi)" "$tmp/out" && ok "-np 2 runs as 2 proce
 [ "$(grep -c '^summary: checkpoint' "$tmp/out")" = 1 ] && ok "rank 0 alone prints the summary" || bad "the summary is printed $(grep -c '^summary: checkpoint' "$tmp/out") times"
 diff <(cut -d, -f1-7 "$tmp/rep2/eval_log.csv") <(cut -d, -f1-7 "$tmp/np2/eval_log.csv") >/dev/null &&
   ok "-np 2: the sharded evaluation gives the same top-1, top-5 and loss" || bad "-np 2: evaluation differs"
+# The same job launched without MPI, as torchrun would (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): the
+# TCP engine, every message through rank 0, the same bits.
+port=$((20000 + RANDOM % 20000))
+for r in 1 0; do
+  RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port OMP_NUM_THREADS=1 \
+    train --set train.max_steps=50 --set train.replicas=1 --out "$tmp/tcp$r" >"$tmp/tcp$r.log" 2>&1 &
+done
+wait
+grep -q "distributed: 2 processes (tcp)" "$tmp/tcp0.log" && same_losses "$tmp/rep2" "$tmp/tcp0" &&
+  ok "RANK/WORLD_SIZE launch (tcp engine): the 50 losses equal train.replicas=2's bit for bit" ||
+  { bad "RANK/WORLD_SIZE launch differs or failed:"; tail -3 "$tmp/tcp0.log" "$tmp/tcp1.log"; head -4 "$tmp/diff"; }
+[ ! -e "$tmp/tcp1" ] && ok "rank 1 wrote nothing" || bad "rank 1 created its --out directory"
 # Three ranks show the summation order (two terms commute); two micro-batches per step show that rank 0's
 # earlier micro-batch is added first, as train.replicas' master holds it.
 against_replicas 3 20 --set train.accum_steps=2
