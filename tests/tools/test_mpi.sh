@@ -9,7 +9,8 @@
 #      per step;
 #   3. a rank that stops answering (SIGSTOP) brings the job down within train.dist_timeout, naming it;
 #      a rank that is killed (SIGKILL) brings it down too, naming it; --resume from the last checkpoint
-#      then continues exactly (-np 2: the same bits as the uninterrupted run; -np 3: within 1e-5).
+#      then continues exactly (-np 2: the same bits as the uninterrupted run; -np 3: within 1e-5);
+#   4. two "machines": ranks in two network namespaces joined by a veth pair (root only), the bits of 1.
 # Exit 77 (skipped) without mpirun, without a build with MPI, or without Debian's dataset-fashion-mnist.
 set -uo pipefail
 build=$1
@@ -177,6 +178,40 @@ msg=$(same_tensors "$tmp/d2/ckpt-00000030.safetensors" "$tmp/kill/ckpt-00000030.
   { bad "--resume -np 3 failed"; tail -5 "$tmp/out"; }
 msg=$(close "$tmp/d2" "$tmp/kill3" 1e-5) && ok "--resume -np 3 of the -np 2 run: within 1e-5 of the uninterrupted run ($msg)" ||
   bad "--resume -np 3 differs: $msg"
+
+# ---- 4. two "machines": two network namespaces joined by a veth pair ----
+# mpirun runs in namespace A and starts rank 1 in namespace B through a remote shell that enters B
+# (instead of ssh); every byte between the ranks crosses the veth pair as it would cross a network.
+# Needs root with CAP_NET_ADMIN (ip netns); skipped otherwise, saying so.
+two_hosts() {
+  local a=nat$$a b=nat$$b net=10.199.$((RANDOM % 250))
+  if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! ip netns add "$a" 2>/dev/null; then
+    echo "SKIP  two machines as network namespaces: needs root with CAP_NET_ADMIN and iproute2's ip netns"
+    return
+  fi
+  trap 'ip netns del "'"$a"'" 2>/dev/null; ip netns del "'"$b"'" 2>/dev/null; rm -rf "$tmp"' EXIT
+  ip netns add "$b" && ip link add "vn$$a" type veth peer name "vn$$b" &&
+    ip link set "vn$$a" netns "$a" && ip link set "vn$$b" netns "$b" &&
+    ip -n "$a" addr add "$net.1/24" dev "vn$$a" && ip -n "$b" addr add "$net.2/24" dev "vn$$b" &&
+    ip -n "$a" link set "vn$$a" up && ip -n "$b" link set "vn$$b" up &&
+    ip -n "$a" link set lo up && ip -n "$b" link set lo up ||
+    { bad "two machines: could not set up the namespaces"; return; }
+  # Open MPI's remote shell (plm_rsh_agent): HOST COMMAND... runs COMMAND in HOST's namespace.
+  printf '#!/bin/sh\nhost=$1; shift\ncase $host in %s) ns=%s ;; %s) ns=%s ;; *) exit 1 ;; esac\nexec ip netns exec "$ns" sh -c "$*"\n' \
+    "$net.1" "$a" "$net.2" "$b" >"$tmp/rsh"
+  chmod +x "$tmp/rsh"
+  printf '%s slots=1\n%s slots=1\n' "$net.1" "$net.2" >"$tmp/hosts"
+  ip netns exec "$a" mpirun -np 2 --hostfile "$tmp/hosts" --mca plm_rsh_agent "$tmp/rsh" --mca btl self,tcp \
+    --mca btl_tcp_if_include "$net.0/24" --mca oob_tcp_if_include "$net.0/24" -x OMP_NUM_THREADS=1 \
+    "$build/nat-train" "$src/configs/nat_mini.cfg" "${tiny[@]}" --set train.max_steps=50 --set train.replicas=1 \
+    --out "$tmp/hosts2" >"$tmp/out" 2>&1 || { bad "two machines: mpirun failed"; tail -5 "$tmp/out"; return; }
+  if same_losses "$tmp/rep2" "$tmp/hosts2"; then
+    ok "two machines ($net.1, $net.2: namespaces joined by a veth pair): the 50 losses equal train.replicas=2's bit for bit"
+  else
+    bad "two machines: the losses differ from train.replicas=2's:"; head -4 "$tmp/diff"
+  fi
+}
+two_hosts
 
 echo "mpi: $fails failure(s)"
 [ "$fails" -eq 0 ]
