@@ -5,12 +5,13 @@
 # Fashion-MNIST 28², batch 128) and on NAT-Mini at 224² (Fashion-MNIST resized, batch 8). Prints the
 # median images/s of each (train_log.csv, first steps left out as warm-up) and the ratios, with the load
 # before and after (the machine may be shared: rerun on a quiet one).
-#   NAT_SCALING_STEPS=N      steps of the main job (default 150; NAT-Mini 224²: N/10, at least 12)
+#   NAT_SCALING_STEPS=N      steps of the main job per round (default 100; NAT-Mini 224²: N/10, at least 10)
+#   NAT_SCALING_ROUNDS=R     rounds of the three set-ups in turn (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
-steps=${NAT_SCALING_STEPS:-150}
-big_steps=$((steps / 10 > 12 ? steps / 10 : 12))
+steps=${NAT_SCALING_STEPS:-100}
+big_steps=$((steps / 10 > 10 ? steps / 10 : 10))
 tmp=$(mktemp -d /tmp/nat_scaling.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -23,24 +24,34 @@ big=(configs/imagenet/nat_mini.cfg --set data.format=fashion-mnist --set data.im
      --set train.batch_size=8 --set train.accum_steps=1 --set train.eval_every=0 --set train.eval_batch_size=8
      --set data.test_limit=16 --set log.print_every=100000)
 
-# median OUT SKIP: the median images/s of train_log.csv after the first SKIP steps.
-median() { tail -n +$((2 + $2)) "$1/train_log.csv" | cut -d, -f6 | sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+# median SKIP DIR...: the median images/s over the train_log.csv rows of the DIRs after each one's first SKIP steps.
+median() {
+  local skip=$1
+  shift
+  for d in "$@"; do tail -n +$((2 + skip)) "$d/train_log.csv" | cut -d, -f6; done | sort -g |
+    awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
+}
 
-run_job() { # NAME STEPS SKIP ARGS...
-  local name=$1 n=$2 skip=$3
+# run_job NAME STEPS SKIP ARGS...: the three set-ups in turn, NAT_SCALING_ROUNDS times (default 2), so a
+# change of load on a shared machine falls on all three alike; one table row.
+run_job() {
+  local name=$1 n=$2 skip=$3 rounds=${NAT_SCALING_ROUNDS:-2} k
   shift 3
-  OMP_NUM_THREADS=2 "$build/nat-train" "$@" --set train.max_steps="$n" --set train.threads=2 --set train.replicas=1 \
-    --out "$tmp/$name-threads" >"$tmp/$name-threads.log" 2>&1
-  OMP_NUM_THREADS=1 "$build/nat-train" "$@" --set train.max_steps="$n" --set train.threads=1 --set train.replicas=2 \
-    --out "$tmp/$name-replicas" >"$tmp/$name-replicas.log" 2>&1
-  "${mpi[@]}" "$build/nat-train" "$@" --set train.max_steps="$n" --set train.threads=1 --set train.replicas=1 \
-    --out "$tmp/$name-np2" >"$tmp/$name-np2.log" 2>&1
+  for k in $(seq "$rounds"); do
+    OMP_NUM_THREADS=2 "$build/nat-train" "$@" --set train.max_steps="$n" --set train.threads=2 --set train.replicas=1 \
+      --out "$tmp/threads$k" >"$tmp/threads$k.log" 2>&1
+    OMP_NUM_THREADS=1 "$build/nat-train" "$@" --set train.max_steps="$n" --set train.threads=1 --set train.replicas=2 \
+      --out "$tmp/replicas$k" >"$tmp/replicas$k.log" 2>&1
+    "${mpi[@]}" "$build/nat-train" "$@" --set train.max_steps="$n" --set train.threads=1 --set train.replicas=1 \
+      --out "$tmp/np2$k" >"$tmp/np2$k.log" 2>&1
+  done
   local a b c
-  a=$(median "$tmp/$name-threads" "$skip")
-  b=$(median "$tmp/$name-replicas" "$skip")
-  c=$(median "$tmp/$name-np2" "$skip")
-  awk -v n="$name" -v s="$n" -v a="$a" -v b="$b" -v c="$c" 'BEGIN {
-    printf "| %s (%d steps) | %.0f | %.0f | %.0f | %.2f | %.2f |\n", n, s, a, b, c, c / a, c / b }'
+  a=$(median "$skip" "$tmp"/threads?)
+  b=$(median "$skip" "$tmp"/replicas?)
+  c=$(median "$skip" "$tmp"/np2?)
+  rm -rf "${tmp:?}"/*
+  awk -v n="$name" -v s="$n" -v r="$rounds" -v a="$a" -v b="$b" -v c="$c" 'BEGIN {
+    printf "| %s (%d x %d steps) | %.1f | %.1f | %.1f | %.2f | %.2f |\n", n, r, s, a, b, c, c / a, c / b }'
 }
 
 echo "scaling: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
