@@ -9,10 +9,16 @@
  * unpack; the host waits once, at the end); two buffers alternate so that a second side stream can later
  * pack one bucket while the other is on the wire.
  *
+ * libnccl is opened at run time (dlopen "libnccl.so.2", the ABI of every NCCL 2.x), not linked: nat-train
+ * then starts on machines without NCCL (one GPU, the CPU), and staging it for a GPU machine does not
+ * carry NCCL's 200 MB. The table of its entry points is the one process-wide state here, filled once.
+ *
  * UNTESTED ON A GPU: compiled against NCCL 2.28 / CUDA 13 on a machine without one. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <nccl.h>
+#include <pthread.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,9 +53,55 @@ struct nat_nccl {
     do {                                                                                                               \
         ncclResult_t r_ = (call);                                                                                      \
         if (r_ != ncclSuccess && r_ != ncclInProgress)                                                                 \
-            return nat_error(NAT_ERR_CUDA, "distributed (nccl): %s: %s (%s:%d)", #call, ncclGetErrorString(r_),       \
+            return nat_error(NAT_ERR_CUDA, "distributed (nccl): %s: %s (%s:%d)", #call, nccl.error_string(r_),       \
                              __FILE__, __LINE__);                                                                      \
     } while (0)
+
+/* NCCL's entry points, from libnccl.so.2 (nccl.h gives their types). */
+static struct {
+    decltype(&ncclGetUniqueId) get_unique_id;
+    decltype(&ncclCommInitRankConfig) init_rank_config;
+    decltype(&ncclCommGetAsyncError) get_async_error;
+    decltype(&ncclCommAbort) abort;
+    decltype(&ncclCommDestroy) destroy;
+    decltype(&ncclAllReduce) all_reduce;
+    decltype(&ncclGetErrorString) error_string;
+    char error[512]; /* why loading failed; "" when it did not */
+} nccl;
+static pthread_once_t nccl_once = PTHREAD_ONCE_INIT;
+
+static void nccl_load(void)
+{
+    void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(nccl.error, sizeof nccl.error, "%s", dlerror());
+        return;
+    }
+    struct {
+        void **slot;
+        const char *name;
+    } syms[] = {{(void **)&nccl.get_unique_id, "ncclGetUniqueId"},
+                {(void **)&nccl.init_rank_config, "ncclCommInitRankConfig"},
+                {(void **)&nccl.get_async_error, "ncclCommGetAsyncError"},
+                {(void **)&nccl.abort, "ncclCommAbort"},
+                {(void **)&nccl.destroy, "ncclCommDestroy"},
+                {(void **)&nccl.all_reduce, "ncclAllReduce"},
+                {(void **)&nccl.error_string, "ncclGetErrorString"}};
+    for (size_t i = 0; i < sizeof syms / sizeof *syms; i++)
+        if (!(*syms[i].slot = dlsym(h, syms[i].name))) {
+            snprintf(nccl.error, sizeof nccl.error, "libnccl.so.2 has no %s (NCCL older than 2.14?)", syms[i].name);
+            return;
+        }
+}
+
+static nat_status nccl_ready(void)
+{
+    pthread_once(&nccl_once, nccl_load);
+    if (nccl.error[0])
+        return nat_error(NAT_ERR_UNSUPPORTED, "distributed (nccl): cannot load NCCL: %s (install it, or add the "
+                                              "directory of libnccl.so.2 to LD_LIBRARY_PATH)", nccl.error);
+    return NAT_OK;
+}
 
 static double now(void)
 {
@@ -84,15 +136,15 @@ static nat_status wait_side(nat_nccl *n, const char *what)
         if (e != cudaErrorNotReady)
             return nat_error(NAT_ERR_CUDA, "distributed (nccl): %s: %s", what, cudaGetErrorString(e));
         ncclResult_t async = ncclSuccess;
-        ncclCommGetAsyncError(n->comm, &async);
+        nccl.get_async_error(n->comm, &async);
         if (async != ncclSuccess && async != ncclInProgress) {
-            ncclCommAbort(n->comm);
+            nccl.abort(n->comm);
             n->comm = NULL;
             return nat_error(NAT_ERR_IO, "distributed (nccl): rank %d: %s failed: %s (a peer died?)", n->rank, what,
-                             ncclGetErrorString(async));
+                             nccl.error_string(async));
         }
         if (now() > deadline) {
-            ncclCommAbort(n->comm);
+            nccl.abort(n->comm);
             n->comm = NULL;
             return nat_error(NAT_ERR_IO, "distributed (nccl): rank %d: %s did not complete within %g s "
                                          "(train.dist_timeout): a rank is dead, stopped or far slower; aborting the job",
@@ -107,8 +159,9 @@ extern "C" bool nat_nccl_built(void) { return true; }
 
 extern "C" nat_status nat_nccl_unique_id(unsigned char id[NAT_NCCL_ID_BYTES])
 {
+    NAT_TRY(nccl_ready());
     ncclUniqueId u;
-    NCCL_TRY(ncclGetUniqueId(&u));
+    NCCL_TRY(nccl.get_unique_id(&u));
     memcpy(id, &u, sizeof u);
     return NAT_OK;
 }
@@ -129,7 +182,7 @@ extern "C" void nat_nccl_free(nat_nccl *n)
     if (n->side)
         cudaStreamDestroy(n->side);
     if (n->comm)
-        ncclCommDestroy(n->comm);
+        nccl.destroy(n->comm);
     free(n);
 }
 
@@ -146,16 +199,16 @@ static nat_status make(nat_nccl *n, const unsigned char id[NAT_NCCL_ID_BYTES])
     /* nonblocking: the init itself is bounded by the timeout too */
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;
-    NCCL_TRY(ncclCommInitRankConfig(&n->comm, n->size, u, n->rank, &cfg));
+    NCCL_TRY(nccl.init_rank_config(&n->comm, n->size, u, n->rank, &cfg));
     const double deadline = now() + n->timeout;
     for (;;) {
         ncclResult_t st = ncclInProgress;
-        NCCL_TRY(ncclCommGetAsyncError(n->comm, &st));
+        NCCL_TRY(nccl.get_async_error(n->comm, &st));
         if (st == ncclSuccess)
             return NAT_OK;
         if (st != ncclInProgress)
             return nat_error(NAT_ERR_IO, "distributed (nccl): rank %d: communicator init failed: %s", n->rank,
-                             ncclGetErrorString(st));
+                             nccl.error_string(st));
         if (now() > deadline)
             return nat_error(NAT_ERR_IO, "distributed (nccl): rank %d: communicator init did not complete within %g s",
                              n->rank, n->timeout);
@@ -168,6 +221,7 @@ extern "C" nat_status nat_nccl_new(const unsigned char id[NAT_NCCL_ID_BYTES], in
                                    double timeout_s, nat_nccl **out)
 {
     *out = NULL;
+    NAT_TRY(nccl_ready());
     nat_nccl *n = (nat_nccl *)calloc(1, sizeof *n);
     if (!n)
         return nat_error(NAT_ERR_OOM, "distributed (nccl): out of memory");
@@ -175,7 +229,7 @@ extern "C" nat_status nat_nccl_new(const unsigned char id[NAT_NCCL_ID_BYTES], in
     nat_status s = make(n, id);
     if (s != NAT_OK) {
         if (n->comm)
-            ncclCommAbort(n->comm);
+            nccl.abort(n->comm);
         n->comm = NULL;
         nat_nccl_free(n);
         return s;
@@ -200,7 +254,7 @@ static nat_status bucket_run(nat_nccl *n, int b, nat_tensor *const *grads, int f
         at += m;
     }
     CUDA_TRY(cudaGetLastError());
-    NCCL_TRY(ncclAllReduce(n->bucket[b], n->bucket[b], elems, n->bf16 ? ncclBfloat16 : ncclFloat32, ncclSum, n->comm,
+    NCCL_TRY(nccl.all_reduce(n->bucket[b], n->bucket[b], elems, n->bf16 ? ncclBfloat16 : ncclFloat32, ncclSum, n->comm,
                            n->side));
     at = 0;
     for (int i = first; i < last; i++) {
@@ -242,7 +296,7 @@ extern "C" nat_status nat_nccl_allreduce(nat_nccl *n, nat_tensor *const *grads, 
                     to_bf16<<<grid(k), 256, 0, n->side>>>(g + off, (__nv_bfloat16 *)n->bucket[b], k);
                 else
                     CUDA_TRY(cudaMemcpyAsync(n->bucket[b], g + off, k * esz, cudaMemcpyDeviceToDevice, n->side));
-                NCCL_TRY(ncclAllReduce(n->bucket[b], n->bucket[b], k, n->bf16 ? ncclBfloat16 : ncclFloat32, ncclSum,
+                NCCL_TRY(nccl.all_reduce(n->bucket[b], n->bucket[b], k, n->bf16 ? ncclBfloat16 : ncclFloat32, ncclSum,
                                        n->comm, n->side));
                 if (n->bf16)
                     from_bf16<<<grid(k), 256, 0, n->side>>>((const __nv_bfloat16 *)n->bucket[b], g + off, k);

@@ -6,6 +6,9 @@
  * job's host engine (MPI, or the TCP rendezvous of RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT):
  * nat_dist_nccl_open in train/dist.c does that exchange.
  *
+ * libnccl.so.2 is opened at run time by the first nat_nccl_unique_id / nat_nccl_new (a missing library is
+ * NAT_ERR_UNSUPPORTED naming it), so the tools start on machines without NCCL.
+ *
  * UNTESTED ON A GPU: written and compiled against NCCL 2.28 and CUDA 13 on a machine without one.
  */
 #ifndef NAT_TRAIN_DIST_NCCL_H
