@@ -118,15 +118,20 @@ grep -q "distributed: 2 processes (tcp)" "$tmp/tcp0.log" && same_losses "$tmp/re
 against_replicas 3 20 --set train.accum_steps=2
 
 # ---- 2. -np 2 against -np 3, drop-path off ----
-nodp=(--set model.drop_path=0 --set train.replicas=1 --set train.max_steps=30)
+nodp=(--set model.drop_path=0 --set train.replicas=1 --set train.max_steps=60)
 "${mpi[@]}" -np 2 "$build/nat-train" "$src/configs/nat_mini.cfg" "${tiny[@]}" "${nodp[@]}" --out "$tmp/d2" >"$tmp/out" 2>&1 || bad "-np 2 (no drop-path) failed"
 "${mpi[@]}" -np 3 "$build/nat-train" "$src/configs/nat_mini.cfg" "${tiny[@]}" "${nodp[@]}" --out "$tmp/d3" >"$tmp/out" 2>&1 || { bad "-np 3 failed"; tail -5 "$tmp/out"; }
 msg=$(close "$tmp/d2" "$tmp/d3" 1e-5) && ok "-np 2 and -np 3 agree within 1e-5 per step ($msg)" || bad "-np 2 and -np 3 differ: $msg"
 
 # ---- 3. a rank that stops answering, a rank that dies, and --resume with another N ----
 # rank_pid MPIRUN_PID RANK: the pid of that rank (a child of mpirun carrying OMPI_COMM_WORLD_RANK).
+# From /proc, not pgrep (procps may be missing from a CI image): mpirun's children from its tasks'
+# "children" files, else by a scan of every process's parent (field 4 of stat).
 rank_pid() {
-  for p in $(pgrep -P "$1"); do
+  local kids p
+  kids=$(cat /proc/"$1"/task/*/children 2>/dev/null) ||
+    kids=$(for d in /proc/[0-9]*; do [ "$(cut -d' ' -f4 "$d/stat" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"; done)
+  for p in $kids; do
     tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$p"; return; }
   done
 }
@@ -136,8 +141,9 @@ start_long() {
   "${mpi[@]}" -np 2 "$build/nat-train" "$src/configs/nat_mini.cfg" "${tiny[@]}" "${nodp[@]}" --set train.max_steps=0 \
     --set train.dist_timeout=5 --out "$1" >"$1.log" 2>&1 &
   mpirun_pid=$!
+  victim=
+  for _ in $(seq 300); do victim=$(rank_pid "$mpirun_pid" 1); [ -n "$victim" ] && break; sleep 0.1; done
   for _ in $(seq 600); do [ -f "$1/ckpt-00000010.safetensors" ] && break; sleep 0.05; done
-  victim=$(rank_pid "$mpirun_pid" 1)
   [ -n "$victim" ] && kill -STOP "$victim"
 }
 # wait_exit SECONDS: rc = the exit status of mpirun, or 999 if it is still running after SECONDS (then
@@ -169,17 +175,19 @@ grep -qi "rank 1 .*\(killed\|signal 9\)\|process rank 1 .*exited\|rank(s) 1 did 
   { bad "no message naming rank 1:"; tail -8 "$tmp/kill.log"; }
 last=$(readlink "$tmp/kill/last.safetensors")
 echo "      the killed run's last checkpoint: $last"
+case $last in ckpt-000000[1-5]?.safetensors) ;;
+  *) bad "the run was frozen too late ($last): the resume checks below need a checkpoint before step 60" ;; esac
 cp -r "$tmp/kill" "$tmp/kill3"
-"${mpi[@]}" -np 2 "$build/nat-train" --resume "$tmp/kill" --set train.max_steps=30 >"$tmp/out" 2>&1 ||
+"${mpi[@]}" -np 2 "$build/nat-train" --resume "$tmp/kill" --set train.max_steps=60 >"$tmp/out" 2>&1 ||
   { bad "--resume -np 2 failed"; tail -5 "$tmp/out"; }
 if same_losses "$tmp/d2" "$tmp/kill"; then
-  ok "--resume -np 2 after the kill: the 30 losses equal the uninterrupted -np 2 run's bit for bit"
+  ok "--resume -np 2 after the kill: the 60 losses equal the uninterrupted -np 2 run's bit for bit"
 else
   bad "--resume -np 2 differs from the uninterrupted run:"; head -6 "$tmp/diff"
 fi
-msg=$(same_tensors "$tmp/d2/ckpt-00000030.safetensors" "$tmp/kill/ckpt-00000030.safetensors") &&
+msg=$(same_tensors "$tmp/d2/ckpt-00000060.safetensors" "$tmp/kill/ckpt-00000060.safetensors") &&
   ok "--resume -np 2: the same final weights ($msg)" || bad "--resume -np 2: final weights differ: $msg"
-"${mpi[@]}" -np 3 "$build/nat-train" --resume "$tmp/kill3" --set train.max_steps=30 >"$tmp/out" 2>&1 ||
+"${mpi[@]}" -np 3 "$build/nat-train" --resume "$tmp/kill3" --set train.max_steps=60 >"$tmp/out" 2>&1 ||
   { bad "--resume -np 3 failed"; tail -5 "$tmp/out"; }
 msg=$(close "$tmp/d2" "$tmp/kill3" 1e-5) && ok "--resume -np 3 of the -np 2 run: within 1e-5 of the uninterrupted run ($msg)" ||
   bad "--resume -np 3 differs: $msg"
