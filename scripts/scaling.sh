@@ -7,6 +7,7 @@
 # before and after (the machine may be shared: rerun on a quiet one).
 #   NAT_SCALING_STEPS=N      steps of the main job per round (default 100; NAT-Mini 224²: N/10, at least 10)
 #   NAT_SCALING_ROUNDS=R     rounds of the three set-ups in turn (default 2)
+#   NAT_SCALING_JOBS=main    only the main job (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -58,5 +59,5 @@ echo "scaling: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load before: $(
 echo "| job | 1 process, 2 threads (img/s) | train.replicas=2 (img/s) | mpirun -np 2 (img/s) | np2 / threads | np2 / replicas |"
 echo "|---|---|---|---|---|---|"
 run_job "main job (NAT on Fashion-MNIST 28², batch 128)" "$steps" 10 "${main[@]}"
-run_job "NAT-Mini 224², batch 8" "$big_steps" 2 "${big[@]}"
+[ "${NAT_SCALING_JOBS:-all}" = main ] || run_job "NAT-Mini 224², batch 8" "$big_steps" 2 "${big[@]}"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
