@@ -14,6 +14,7 @@ pkgs=(
   libstb-dev               # image decoding/encoding
   dataset-fashion-mnist    # the main job's data set
   gnuplot-nox              # scripts/plots.sh: the benchmark plots in docs/plots (PNG and SVG, no X11)
+  libopenmpi-dev openmpi-bin # multi-process training (mpirun; docs/distributed.md) and its tests
 )
 
 missing=()

@@ -144,6 +144,11 @@ static const key_def keys[] = {
     {"train", "replicas", T_INT, OFF(train.replicas), 1, 16, false, NULL, "1",
      "CPU data parallelism: each micro-batch is split over N copies of the model, one thread each (for networks "
      "too small to keep several OpenMP threads busy); gradients summed in a fixed order"},
+    {"train", "dist_timeout", T_FLOAT, OFF(train.dist_timeout), 1, 1e6, false, NULL, "300",
+     "multi-process runs (mpirun, RANK/WORLD_SIZE): seconds a rank waits for the others before it names the ranks "
+     "that did not answer and aborts the job"},
+    {"train", "allreduce_dtype", T_ENUM, OFF(train.allreduce_dtype), 0, 0, false, "f32|bf16", "f32",
+     "multi-GPU runs (NCCL): the gradients' type on the wire; bf16 halves the traffic (CPU ranks always send f32)"},
     {"train", "recompute", T_BOOL, OFF(train.recompute), 0, 0, false, NULL, "false",
      "activation checkpointing: keep each layer's input only and recompute the layer in the backward (far less "
      "memory, 25-55% more time per step on NAT-Mini at 224², the same results)"},

@@ -7,13 +7,17 @@
 
 
 static nat_status run(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
-                      bool *complete)
+                      int part, int parts, bool *complete)
 {
+    const int64_t per = nat_loader_batches_per_epoch(L);
     nat_loader_state st = nat_loader_get_state(L);
     st.epoch = 0;
     st.batch = 0;
-    NAT_TRY(nat_loader_set_state(L, &st));
-    for (;;) {
+    for (int64_t k = part; k < per; k += parts) {
+        if (k == part || parts > 1) { /* skips the other parts' batches (the loader prefetches from there) */
+            st.batch = k;
+            NAT_TRY(nat_loader_set_state(L, &st));
+        }
         if (stop && *stop) {
             *complete = false;
             return NAT_OK;
@@ -40,16 +44,23 @@ static nat_status run(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *me
         nat_ctx_reset(ctx);
         NAT_TRY(s);
     }
+    return NAT_OK;
 }
 
 nat_status nat_evaluate(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
                         double *seconds, bool *complete)
 {
+    return nat_evaluate_part(m, ctx, L, met, stop, 0, 1, seconds, complete);
+}
+
+nat_status nat_evaluate_part(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
+                             int part, int parts, double *seconds, bool *complete)
+{
     double t0 = nat_wall_now();
     bool done = true;
     nat_metrics_reset(met);
     bool grad = nat_ctx_set_grad_enabled(ctx, false);
-    nat_status s = run(m, ctx, L, met, stop, &done);
+    nat_status s = run(m, ctx, L, met, stop, part, parts, &done);
     nat_ctx_reset(ctx);
     nat_ctx_set_grad_enabled(ctx, grad);
     if (seconds)

@@ -2,6 +2,7 @@
  * by teardown(), so every exit path frees everything (the tests run under ASan). */
 #define _POSIX_C_SOURCE 200809L
 #include "train/train.h"
+#include "train/dist.h"
 
 #include <errno.h>
 #include <float.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "nat/alloc.h"
+#include "nat/cuda.h"
 #include "nat/data.h"
 #include "nat/model.h"
 #include "nat/ops.h"
@@ -35,6 +37,12 @@ typedef struct run {
     int n_params;
     nat_ctx *ctx;
     nat_replicas reps;     /* train.replicas > 1: data-parallel copies of the model (CPU) */
+    nat_dist *dist;        /* a multi-process job (borrowed; NULL: one process) */
+    int rank, ranks;       /* this process's rank and the number of processes (1: alone) */
+    float *flat;           /* ranks > 1 on the CPU: the gradients, flattened for the all-reduce */
+    int64_t flat_cap;
+    nat_nccl *nccl;        /* ranks > 1 on GPUs: the NCCL communicator (owned) */
+    nat_tensor **grads;    /* ranks > 1 on GPUs: every parameter's gradient, for NCCL */
     nat_device dev;        /* train.device: parameters, optimizer state, EMA and every step live there */
     nat_precision prec;    /* train.precision: the context's autocast */
     nat_loss_scaler scaler; /* f16 only */
@@ -209,6 +217,9 @@ static void teardown(run *r)
     nat_ctx_free(r->ctx);
     nat_metrics_free(&r->met);
     free(r->config_text);
+    free(r->flat);
+    free(r->grads);
+    nat_nccl_free(r->nccl);
 }
 
 /* The position of the loader before step `step` (0-based). */
@@ -221,6 +232,11 @@ static nat_status checkpoint(run *r)
 {
     char path[NAT_CFG_STR + 64];
     nat_checkpoint_path(path, sizeof path, r->dir, r->st.step);
+    if (r->rank != 0) { /* the weights are the same on every rank: rank 0 alone writes them */
+        snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+        r->last_ckpt_step = r->st.step;
+        return NAT_OK;
+    }
     r->st.loader = position(r, r->st.step);
     NAT_TRY(nat_checkpoint_save(path, r->model, r->opt, r->cfg->train.ema ? &r->ema : NULL, &r->st, r->config_text));
     NAT_TRY(nat_checkpoint_link_last(r->dir, path));
@@ -237,9 +253,13 @@ static nat_status evaluate(run *r, nat_train_result *res, bool *complete)
     double epoch = (double)r->st.step / (double)r->spe;
     for (int which = 0; which < (r->cfg->train.ema ? 2 : 1); which++) {
         double secs;
-        NAT_TRY(nat_evaluate(which ? r->ema.model : r->model, r->ctx, r->test_L, &r->met, r->o->stop, &secs, complete));
+        /* Across ranks each evaluates every ranks-th batch and the metrics are summed; a stop request is
+         * then honoured between steps only, so no rank leaves the pass the others are in. */
+        NAT_TRY(nat_evaluate_part(which ? r->ema.model : r->model, r->ctx, r->test_L, &r->met,
+                                  r->ranks > 1 ? NULL : r->o->stop, r->rank, r->ranks, &secs, complete));
         if (!*complete)
             return NAT_OK;
+        NAT_TRY(nat_dist_metrics_reduce(r->dist, &r->met));
         double t1 = nat_metrics_top1(&r->met), t5 = nat_metrics_top5(&r->met), loss = nat_metrics_loss(&r->met);
         fprintf(out, "eval  epoch %.2f  step %lld  %-5s top-1 %.2f%%  top-5 %.2f%%  loss %.4f  (%lld images, %.1f s, %.0f img/s)\n",
                 epoch, (long long)r->st.step, which ? "ema" : "model", t1, t5, loss, (long long)r->met.n, secs,
@@ -258,6 +278,100 @@ static nat_status evaluate(run *r, nat_train_result *res, bool *complete)
     return NAT_OK;
 }
 
+/* This rank's shard of micro-batch b in a multi-process run: the shard and the drop-path generator that
+ * replica `rank` of train.replicas = ranks would get (section replicas), forward, loss scaled by the
+ * shard's share of the batch, backward; then the gradients (rank 0's holding the earlier micro-batches
+ * of the step, the others' their shard's alone) summed over the ranks in rank order, so every rank holds
+ * what train.replicas' master does. The run's generator goes on from rank 0's. *loss: the batch's mean. */
+static nat_status shard_step(run *r, const nat_batch *b, float mul, float *loss_out)
+{
+    const int W = r->ranks, n = (int)(b->n < W ? b->n : W); /* a short last batch may have fewer samples */
+    nat_rng rng = {{0}}; /* the copies' generators are split off first; shard 0 goes on with the run's */
+    for (int k = 1; k < n; k++) {
+        nat_rng c = nat_rng_split(&r->st.rng);
+        if (k == r->rank)
+            rng = c;
+    }
+    if (r->rank == 0)
+        rng = r->st.rng;
+    typedef struct shard_result {
+        float loss;
+        int32_t n;
+        nat_rng rng;
+    } shard_result;
+    shard_result mine = {0}, *all = malloc((size_t)W * sizeof *all);
+    if (!all)
+        return nat_error(NAT_ERR_OOM, "distributed: out of memory");
+    nat_dist_grads_begin(r->dist, r->params, r->n_params);
+    if (r->rank < n) {
+        int64_t lo = 0;
+        for (int k = 0; k < r->rank; k++)
+            lo += b->n / n + (k < b->n % n);
+        const int64_t sn = b->n / n + (r->rank < b->n % n);
+        const int64_t per = (int64_t)b->c * b->h * b->w;
+        nat_tensor *x, *logits, *loss;
+        const int64_t xs[4] = {sn, b->c, b->h, b->w};
+        nat_status s = nat_train_upload(r->ctx, b->x + lo * per, 4, xs, &x);
+        if (s == NAT_OK)
+            s = nat_model_forward(r->model, r->ctx, x, true, &rng, &logits);
+        if (s == NAT_OK && b->targets) {
+            nat_tensor *t;
+            const int64_t ts[2] = {sn, b->classes};
+            s = nat_train_upload(r->ctx, b->targets + lo * b->classes, 2, ts, &t);
+            if (s == NAT_OK)
+                s = nat_cross_entropy_soft(r->ctx, logits, t, &loss);
+        } else if (s == NAT_OK) {
+            s = nat_cross_entropy(r->ctx, logits, b->labels + lo, r->cfg->aug.label_smoothing, &loss);
+        }
+        if (s == NAT_OK)
+            s = nat_train_download(loss, &mine.loss, 1);
+        /* the expression train.replicas scales by, for the same bits */
+        if (s == NAT_OK)
+            s = nat_scale(r->ctx, loss, mul * (float)sn / (float)b->n, &loss);
+        if (s == NAT_OK)
+            s = nat_backward(r->ctx, loss);
+        nat_ctx_reset(r->ctx);
+        mine.n = (int32_t)sn;
+        if (s != NAT_OK) {
+            free(all);
+            return s;
+        }
+    }
+    mine.rng = rng;
+    nat_status s = nat_dist_allgather(r->dist, &mine, all, sizeof mine);
+    int n_grads = 0; /* GPUs: every trained parameter gets a gradient (zeros where its shard made none) */
+    for (int i = 0; s == NAT_OK && r->nccl && i < r->n_params; i++) {
+        s = nat_grad_get(r->ctx, r->params[i], &r->grads[n_grads]);
+        n_grads += s == NAT_OK && r->grads[n_grads];
+    }
+    if (s == NAT_OK && r->nccl)
+        s = nat_nccl_allreduce(r->nccl, r->grads, n_grads);
+    else if (s == NAT_OK)
+        s = nat_dist_grads_reduce(r->dist, r->ctx, r->params, r->n_params, &r->flat, &r->flat_cap);
+    if (s == NAT_OK) {
+        r->st.rng = all[0].rng;
+        double sum = 0;
+        for (int k = 0; k < n; k++)
+            sum += (double)all[k].loss * (double)all[k].n;
+        *loss_out = (float)(sum / (double)b->n);
+    }
+    free(all);
+    return s;
+}
+
+/* *flag = whether it is set on any rank. */
+static nat_status any_rank(run *r, bool *flag)
+{
+    char mine = *flag, *all = malloc((size_t)r->ranks);
+    if (!all)
+        return nat_error(NAT_ERR_OOM, "distributed: out of memory");
+    nat_status s = nat_dist_allgather(r->dist, &mine, all, 1);
+    for (int k = 0; s == NAT_OK && k < r->ranks; k++)
+        *flag |= all[k] != 0;
+    free(all);
+    return s;
+}
+
 /* One optimizer step: accum_steps micro-batches, clipping, update, EMA. */
 static nat_status step(run *r, double lr, double *loss_out, double *norm_out, int64_t *images)
 {
@@ -270,9 +384,12 @@ static nat_status step(run *r, double lr, double *loss_out, double *norm_out, in
         NAT_TRY(nat_loader_next(r->train_L, &b));
         /* f16: the loss scale multiplies every gradient, so small ones survive f16's range. */
         const float mul = (r->prec == NAT_PREC_F16 ? nat_loss_scaler_scale(&r->scaler) : 1.0f) / (float)accum;
-        if (r->reps.n > 1) {
+        if (r->reps.n > 1 || r->ranks > 1) {
             float lv;
-            NAT_TRY(nat_replicas_step(&r->reps, &b, c->aug.label_smoothing, &r->st.rng, mul, &lv));
+            if (r->ranks > 1)
+                NAT_TRY(shard_step(r, &b, mul, &lv));
+            else
+                NAT_TRY(nat_replicas_step(&r->reps, &b, c->aug.label_smoothing, &r->st.rng, mul, &lv));
             loss_sum += lv;
             *images += b.n;
             continue;
@@ -365,6 +482,19 @@ static nat_status setup(run *r, nat_train_result *res)
                          "config %s: train.replicas = %d splits batches over model copies on the CPU; with train.device = "
                          "%s set train.replicas = 1",
                          c->source[0] ? c->source : "(defaults)", c->train.replicas, c->train.device);
+    if (r->ranks > 1 && c->train.replicas > 1)
+        return nat_error(NAT_ERR_FORMAT,
+                         "config %s: train.replicas = %d in a job of %d processes: each process is one shard of every "
+                         "batch already; set train.replicas = 1 (and train.threads = 1 for the bits of train.replicas = %d)",
+                         c->source[0] ? c->source : "(defaults)", c->train.replicas, r->ranks, r->ranks);
+    if (r->ranks > 1 && nat_config_device(c).kind == NAT_DEV_CUDA) { /* one GPU per process: its local rank's */
+        if (!nat_nccl_built())
+            return nat_error(NAT_ERR_UNSUPPORTED, "train.device = %s in a job of %d processes needs NCCL, and this "
+                                                  "nat-train was built without it (docs/distributed.md)",
+                             c->train.device, r->ranks);
+        snprintf(c->train.device, sizeof c->train.device, "cuda:%d",
+                 nat_dist_local_device(r->dist, nat_cuda_device_count()));
+    }
     /* Before anything is built: a device that is not there is the first error, not the last. */
     NAT_TRY(nat_train_device(c, &r->dev));
     r->prec = nat_config_precision(c);
@@ -391,6 +521,11 @@ static nat_status setup(run *r, nat_train_result *res)
     nat_ctx_set_precision(r->ctx, r->prec);
     if (c->train.replicas > 1)
         NAT_TRY(nat_replicas_init(&r->reps, r->model, r->ctx, c->train.replicas));
+    if (r->ranks > 1 && r->dev.kind == NAT_DEV_CUDA) {
+        NAT_TRY(nat_dist_nccl_open(r->dist, r->dev.index, !strcmp(c->train.allreduce_dtype, "bf16"), &r->nccl));
+        if (!(r->grads = malloc((size_t)r->n_params * sizeof *r->grads)))
+            return nat_error(NAT_ERR_OOM, "distributed: out of memory");
+    }
     nat_loss_scaler_init(&r->scaler, 0, 0);
     NAT_TRY(nat_metrics_init(&r->met, classes));
     NAT_TRY(nat_train_loader_new(c, r->train_ds, true, &r->train_L));
@@ -488,6 +623,11 @@ static nat_status setup(run *r, nat_train_result *res)
     if (r->reps.n > 1)
         fprintf(out, " (training: %d data-parallel replicas of one thread each, %lld-%lld images per shard)", r->reps.n,
                 (long long)(c->train.batch_size / r->reps.n), (long long)((c->train.batch_size + r->reps.n - 1) / r->reps.n));
+    if (r->ranks > 1)
+        fprintf(out, " per process\ndistributed: %d processes (%s), %lld-%lld images of each batch per process, gradients "
+                "summed in rank order; rank 0 writes the run directory",
+                r->ranks, nat_dist_engine(r->dist), (long long)(c->train.batch_size / r->ranks),
+                (long long)((c->train.batch_size + r->ranks - 1) / r->ranks));
     fprintf(out, "\n");
     fprintf(out, "device %s, precision %s%s\n", nat_device_name(r->dev), c->train.precision,
             r->prec == NAT_PREC_F16 ? " (dynamic loss scaling from 65536)"
@@ -500,6 +640,9 @@ static nat_status setup(run *r, nat_train_result *res)
     if (r->o->dry_run)
         return NAT_OK;
 
+    nat_loader_state pos = position(r, r->st.step);
+    if (r->rank != 0) /* rank 0 alone writes the run directory */
+        return nat_loader_set_state(r->train_L, &pos);
     NAT_TRY(mkdirs(r->dir));
     NAT_TRY(claim_dir(r, resume_path[0] != 0));
     NAT_TRY(nat_checkpoint_remove_stale(r->dir, out));
@@ -510,7 +653,6 @@ static nat_status setup(run *r, nat_train_result *res)
      * evaluation, after the last checkpoint): then a kill between the two would leave them twice. */
     int64_t eval_keep = r->st.step < r->stop_at ? r->st.step : r->st.step - 1;
     NAT_TRY(nat_train_log_open(&r->log, r->dir, resume_path[0] ? r->st.step : -1, resume_path[0] ? eval_keep : -1));
-    nat_loader_state pos = position(r, r->st.step);
     return nat_loader_set_state(r->train_L, &pos);
 }
 
@@ -553,6 +695,8 @@ static nat_status train(run *r, nat_train_result *res)
         if (r->o->on_step)
             r->o->on_step(r->o->user, s, loss);
         stopped = r->o->stop && *r->o->stop;
+        if (r->ranks > 1) /* a stop on any rank stops them all, at the same step */
+            NAT_TRY(any_rank(r, &stopped));
         if (s % r->spe == 0 && s < r->stop_at && !stopped) {
             int64_t ep = s / r->spe;
             if (c->train.eval_every > 0 && ep % c->train.eval_every == 0) {
@@ -598,6 +742,21 @@ nat_status nat_train(nat_config *cfg, const nat_train_opts *opts, nat_train_resu
     r.out = r.o->out ? r.o->out : stdout;
     r.last_ckpt_step = -1;
     r.dir_lock = -1;
+    r.dist = r.o->dist;
+    r.rank = nat_dist_rank(r.dist);
+    r.ranks = nat_dist_size(r.dist);
+    FILE *quiet = NULL;
+    if (r.rank != 0) { /* rank 0 alone prints */
+        quiet = fopen("/dev/null", "w");
+        if (quiet)
+            r.out = quiet;
+    }
+    nat_train_opts local;
+    if (quiet) {
+        local = *r.o;
+        local.progress = quiet;
+        r.o = &local;
+    }
     double t0 = nat_wall_now();
     nat_status s = setup(&r, &res);
     if (s == NAT_OK && !r.o->dry_run)
@@ -632,6 +791,8 @@ nat_status nat_train(nat_config *cfg, const nat_train_opts *opts, nat_train_resu
         fflush(out);
     }
     teardown(&r);
+    if (quiet)
+        fclose(quiet);
     if (res_out)
         *res_out = res;
     return s;

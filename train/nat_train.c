@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/dist.h"
 #include "train/train.h"
 
 static void usage(FILE *f)
@@ -29,7 +30,25 @@ static void usage(FILE *f)
             "  --keys                  list every config key with its default and meaning\n"
             "  --help                  this text\n"
             "Ctrl-C (SIGINT) or SIGTERM: the run stops after the current step, writes a checkpoint and exits with\n"
-            "130 / 143; a second Ctrl-C aborts at once. Threads: train.threads or OMP_NUM_THREADS.\n");
+            "130 / 143; a second Ctrl-C aborts at once. Threads: train.threads or OMP_NUM_THREADS.\n"
+            "\n"
+            "Several processes, GPUs, machines (data parallel; docs/distributed.md). Each process trains its\n"
+            "shard of every batch (train.batch_size is the global batch; the same samples in the same order\n"
+            "whatever the number of processes), gradients are summed in rank order, rank 0 alone prints and\n"
+            "writes the run directory. Set train.replicas=1; one thread per process for the bits of\n"
+            "train.replicas=N.\n"
+            "  one machine, N CPU processes:  mpirun -np N -x OMP_NUM_THREADS=1 nat-train CONFIG --set train.replicas=1\n"
+            "  several machines:              mpirun -np N --hostfile HOSTS ... (the same paths on every host)\n"
+            "  Slurm:                         srun -n N nat-train CONFIG ...  (Open MPI's PMIx)\n"
+            "  without MPI (GPUs, NCCL id rendezvous over TCP): per process RANK=0..N-1, WORLD_SIZE=N,\n"
+            "    LOCAL_RANK (the GPU on its machine), MASTER_ADDR (rank 0's host; 127.0.0.1),\n"
+            "    MASTER_PORT (29500)\n"
+            "  train.dist_timeout (300 s): a rank that does not answer for that long is named and the job\n"
+            "  aborted; train.allreduce_dtype: f32 or bf16 gradients over NCCL.\n"
+            "  GPUs: train.device=cuda, one process per GPU (cuda:LOCAL_RANK), gradients summed by NCCL\n"
+            "  (not yet run on a GPU: docs/distributed.md). This build: MPI %s, NCCL %s.\n",
+            nat_dist_have_mpi() ? "yes" : "no (install libopenmpi-dev, configure again)",
+            nat_nccl_built() ? "yes" : "no (a CUDA build with libnccl)");
 }
 
 int main(int argc, char **argv)
@@ -106,15 +125,26 @@ int main(int argc, char **argv)
         return s == NAT_ERR_IO ? 1 : 2;
     }
 
-    nat_train_signals_install();
-    nat_train_opts o = {
-        .resume = resume, .out_dir = out, .stop = nat_train_stop_flag(), .dry_run = dry, .overwrite = overwrite};
-    nat_train_result res;
-    s = nat_train(&cfg, &o, &res);
+    /* Under mpirun / srun / RANK+WORLD_SIZE: join the job (docs/distributed.md); alone otherwise. */
+    nat_dist *dist;
+    s = nat_dist_init(&dist, cfg.train.dist_timeout);
     if (s != NAT_OK) {
         fprintf(stderr, "nat-train: %s\n", nat_error_message());
         return 1;
     }
+    nat_train_signals_install();
+    nat_train_opts o = {.resume = resume, .out_dir = out, .stop = nat_train_stop_flag(), .dry_run = dry,
+                        .overwrite = overwrite, .dist = nat_dist_size(dist) > 1 ? dist : NULL};
+    nat_train_result res;
+    s = nat_train(&cfg, &o, &res);
+    if (s != NAT_OK) {
+        if (nat_dist_size(dist) > 1) /* the others may be waiting for this rank: end them all, now */
+            nat_dist_abort(dist, 1, nat_error_message());
+        fprintf(stderr, "nat-train: %s\n", nat_error_message());
+        nat_dist_free(dist);
+        return 1;
+    }
+    nat_dist_free(dist);
     if (res.interrupted)
         return 128 + (int)*nat_train_stop_flag();
     return 0;

@@ -113,6 +113,8 @@ typedef struct nat_config {
         char precision[8];        /* f32, bf16, f16 */
         bool recompute;           /* activation checkpointing of the NAT layers */
         int replicas;             /* CPU data-parallel copies of the model (section replicas) */
+        float dist_timeout;       /* seconds a rank of a multi-process run waits for the others (train/dist.h) */
+        char allreduce_dtype[8];  /* f32, bf16: NCCL's gradient type on the wire */
     } train;
     struct {
         char dir[NAT_CFG_STR]; /* run directory; "" = runs/<config name>-<date>-<time> */
@@ -344,6 +346,10 @@ nat_status nat_train_download(const nat_tensor *t, float *host, int64_t n);
  * NULL) gets the wall time. */
 nat_status nat_evaluate(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
                         double *seconds, bool *complete);
+/* nat_evaluate over batches part, part + parts, part + 2·parts, ... only (0 <= part < parts): rank `part` of
+ * a `parts`-process evaluation; summing the ranks' metrics gives the whole pass's. */
+nat_status nat_evaluate_part(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
+                             int part, int parts, double *seconds, bool *complete);
 
 /* ---- checkpoint: training checkpoints: one safetensors file (written crash-safe: temporary
  * file, fsync, rename) holding
@@ -457,6 +463,8 @@ nat_status nat_replicas_step(nat_replicas *R, const nat_batch *b, float label_sm
  * stop flag is raised (the run then returns with `interrupted` set).
  */
 
+typedef struct nat_dist nat_dist; /* train/dist.h */
+
 typedef struct nat_train_opts {
     const char *resume;  /* checkpoint file or run directory to continue; NULL: a new run */
     const char *out_dir; /* run directory; NULL: log.dir, else the resumed checkpoint's directory, else
@@ -472,6 +480,10 @@ typedef struct nat_train_opts {
      * checkpoints are not lost (nor taken for the new run's by pruning); overwrite deletes the old run's
      * checkpoints and logs instead (nat-train --overwrite). */
     bool overwrite;
+    /* A multi-process job (train/dist.h; borrowed, may be NULL = one process): each rank trains its shard of
+     * every batch, gradients are summed over the ranks in rank order, rank 0 alone writes the run directory
+     * and prints (the others' out and progress are silenced), evaluation is split over the ranks. */
+    nat_dist *dist;
 } nat_train_opts;
 
 typedef struct nat_train_result {
