@@ -12,6 +12,7 @@
 #include "core/cpu/kernels.h"
 #include "core/cpu/onednn.h"
 #include "nat/alloc.h"
+#include "nat/half.h" /* nat_f32_to_bf16_bits */
 #include "train/train.h"
 
 typedef struct gemm_case {
@@ -20,9 +21,14 @@ typedef struct gemm_case {
     bool ta, tb;
 } gemm_case;
 
-/* Median GFLOP/s of C = op(A) op(B) over reps runs after a warm-up; 0 on failure (message printed). */
-static double bench_one(const gemm_case *c, int prec, int reps)
+enum { RUN_F32, RUN_BF16_AUTOCAST, RUN_BF16_OPERANDS };
+
+/* Median GFLOP/s of C = op(A) op(B) over reps runs after a warm-up; 0 on failure (message printed).
+ * RUN_BF16_OPERANDS hands the GEMM operands already in bf16 (the kernel alone, as a library's bf16 GEMM
+ * on bf16 tensors); RUN_BF16_AUTOCAST hands f32 operands, rounded inside, as nat's ops do. */
+static double bench_one(const gemm_case *c, int run, int reps)
 {
+    const int prec = run == RUN_F32 ? NAT_PREC_F32 : NAT_PREC_BF16;
     const size_t na = (size_t)c->M * c->K, nb = (size_t)c->K * c->N, nc = (size_t)c->M * c->N;
     float *A = NULL, *B = NULL, *C = NULL;
     double *t = malloc((size_t)reps * sizeof *t);
@@ -36,10 +42,20 @@ static double bench_one(const gemm_case *c, int prec, int reps)
         A[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < nb; i++)
         B[i] = (float)(i % 5) * 0.1f;
+    uint16_t *A16 = (uint16_t *)A, *B16 = (uint16_t *)B; /* in place: the first half of each f32 buffer */
+    if (run == RUN_BF16_OPERANDS) {
+        for (size_t i = 0; i < na; i++)
+            A16[i] = nat_f32_to_bf16_bits(A[i]);
+        for (size_t i = 0; i < nb; i++)
+            B16[i] = nat_f32_to_bf16_bits(B[i]);
+    }
     const nat_exec *ex = NAT_EXEC_DEV(NAT_CPU);
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up (and the plan's build) */
         double t0 = nat_wall_now();
-        if (nat_cpu_gemm_lowp(ex, prec, c->ta, c->tb, c->M, c->N, c->K, A, 0, B, 0, 0.0f, C, 0, 1) != NAT_OK) {
+        nat_status st = run == RUN_BF16_OPERANDS
+                            ? nat_cpu_gemm_bf16_operands(c->ta, c->tb, c->M, c->N, c->K, A16, B16, C)
+                            : nat_cpu_gemm_lowp(ex, prec, c->ta, c->tb, c->M, c->N, c->K, A, 0, B, 0, 0.0f, C, 0, 1);
+        if (st != NAT_OK) {
             fprintf(stderr, "nat-bench gemm: %s: %s\n", c->what, nat_error_message());
             goto done;
         }
@@ -151,13 +167,18 @@ int nat_bench_gemm(int argc, char **argv)
     gemm_case cs[64];
     const int n = make_cases(cs, 64, squares, nat_mini);
     double best = 0.0;
-    printf("%-26s %6s %6s %6s %3s %10s %10s %8s\n", "problem", "M", "N", "K", "op", f32 ? "f32 GF/s" : "",
-           bf16 ? "bf16 GF/s" : "", f32 && bf16 ? "bf16/f32" : "");
+    printf("bf16 columns: 'autocast' takes f32 operands and rounds them (what nat's ops run), 'kernel' takes\n"
+           "operands already in bf16 (the GEMM alone, as a bf16 GEMM on bf16 tensors); both write f32.\n");
+    printf("%-26s %6s %6s %6s %3s %10s %10s %10s %8s\n", "problem", "M", "N", "K", "op", f32 ? "f32 GF/s" : "",
+           bf16 ? "bf16 autoc" : "", bf16 ? "bf16 kern" : "", f32 && bf16 ? "auto/f32" : "");
     for (int c = 0; c < n; c++) {
-        double g32 = 0, g16 = 0;
-        if (f32 && (g32 = bench_one(&cs[c], NAT_PREC_F32, reps)) == 0.0)
+        double g32 = 0, g16 = 0, gk = 0;
+        if (f32 && (g32 = bench_one(&cs[c], RUN_F32, reps)) == 0.0)
             return 1;
-        if (bf16 && (g16 = bench_one(&cs[c], NAT_PREC_BF16, reps)) == 0.0)
+        if (bf16 && (g16 = bench_one(&cs[c], RUN_BF16_AUTOCAST, reps)) == 0.0)
+            return 1;
+        if (bf16 && strstr(nat_dnn_gemm_impl(true), "emulated") == NULL &&
+            (gk = bench_one(&cs[c], RUN_BF16_OPERANDS, reps)) == 0.0)
             return 1;
         if (!strncmp(cs[c].what, "square", 6) && g32 > best)
             best = g32;
@@ -168,14 +189,16 @@ int nat_bench_gemm(int argc, char **argv)
         else
             printf(" %10s", "");
         if (bf16)
-            printf(" %10.1f", g16);
+            printf(" %10.1f %10.1f", g16, gk);
         if (f32 && bf16)
             printf(" %8.2f", g16 / g32);
         printf("\n");
-        for (int d = 0; out && d < 2; d++)
-            if (d == 0 ? f32 : bf16)
-                fprintf(out, "nat,%s,%d,%d,%d,%d,%d,%.2f,%d,%s\n", d ? "bf16" : "f32", cs[c].M, cs[c].N, cs[c].K,
-                        cs[c].ta, cs[c].tb, d ? g16 : g32, omp_get_max_threads(), nat_dnn_isa_name());
+        static const char *dname[3] = {"f32", "bf16", "bf16-operands"};
+        const double gs[3] = {g32, g16, gk};
+        for (int d = 0; out && d < 3; d++)
+            if ((d == 0 ? f32 : bf16) && gs[d] > 0)
+                fprintf(out, "nat,%s,%d,%d,%d,%d,%d,%.2f,%d,%s\n", dname[d], cs[c].M, cs[c].N, cs[c].K, cs[c].ta,
+                        cs[c].tb, gs[d], omp_get_max_threads(), nat_dnn_isa_name());
     }
     if (out)
         fclose(out);

@@ -97,6 +97,38 @@ START_TEST(gemm_bf16_actually_rounds)
 }
 END_TEST
 
+/* The benchmarks' bf16 GEMM on operands already in bf16 (every transpose) equals the loops on them. */
+START_TEST(gemm_bf16_operands_equals_the_loops)
+{
+    if (strstr(nat_dnn_gemm_impl(true), "emulated")) {
+        printf("gemm_bf16_operands_equals_the_loops: no bf16 matmul at this ISA: checks the error instead\n");
+        uint16_t a = 0, b = 0;
+        float c = 0;
+        th_expect_error(nat_cpu_gemm_bf16_operands(false, false, 1, 1, 1, &a, &b, &c), NAT_ERR_UNSUPPORTED, "bf16", NULL);
+        return;
+    }
+    nat_rng r;
+    nat_rng_seed(&r, 17);
+    const int64_t M = 29, N = 23, K = 41;
+    float *A = randv(&r, M * K), *B = randv(&r, K * N), *C = calloc((size_t)(M * N), 4);
+    uint16_t *a = malloc((size_t)(M * K) * 2), *b = malloc((size_t)(K * N) * 2);
+    for (int64_t i = 0; i < M * K; i++)
+        a[i] = half_f32_to_bf16(A[i]);
+    for (int64_t i = 0; i < K * N; i++)
+        b[i] = half_f32_to_bf16(B[i]);
+    double *want = malloc((size_t)(M * N) * sizeof *want);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            TH_OK(nat_cpu_gemm_bf16_operands(ta, tb, M, N, K, a, b, C));
+            gemm_ref(true, ta, tb, M, N, K, A, B, 0.0f, NULL, want);
+            char what[64];
+            snprintf(what, sizeof what, "bf16-operand gemm ta %d tb %d", ta, tb);
+            th_assert_close(C, want, M * N, 2e-5, what);
+        }
+    free(A), free(B), free(C), free(a), free(b), free(want);
+}
+END_TEST
+
 /* ---- convolution ---- */
 
 static const nat_cuda_conv_geom GEOM = {.N = 2, .C = 3, .H = 7, .W = 9, .O = 5, .kh = 3, .kw = 2, .sh = 2, .sw = 1,
@@ -277,6 +309,7 @@ int main(void)
         {"gemm_f32_every_transpose_batch_and_beta", gemm_f32_every_transpose_batch_and_beta},
         {"gemm_bf16_equals_the_loops_on_rounded_operands", gemm_bf16_equals_the_loops_on_rounded_operands},
         {"gemm_bf16_actually_rounds", gemm_bf16_actually_rounds},
+        {"gemm_bf16_operands_equals_the_loops", gemm_bf16_operands_equals_the_loops},
         {"conv_f32_forward_and_backward", conv_f32_forward_and_backward},
         {"conv_bf16_forward_and_backward_on_rounded_operands", conv_bf16_forward_and_backward_on_rounded_operands},
         {"plans_run_concurrently_from_new_threads", plans_run_concurrently_from_new_threads},

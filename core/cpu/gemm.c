@@ -35,14 +35,16 @@ static nat_status sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const
 typedef struct bf16_key {
     int64_t M, N, K, batch, sa, sb, sc;
     int64_t ta, tb, accumulate;
+    int64_t operands_bf16; /* the operands arrive as bf16 bits (no rounding reorder): benchmarks */
 } bf16_key;
 
 /* A user operand [b, rows, cols] of op(X) with batch stride s (b = 1: shared) stored transposed when t. */
-static dnnl_status_t user_md(dnnl_memory_desc_t *md, int64_t b, int64_t rows, int64_t cols, int64_t s, bool t)
+static dnnl_status_t user_md(dnnl_memory_desc_t *md, int64_t b, int64_t rows, int64_t cols, int64_t s, bool t,
+                             dnnl_data_type_t dt)
 {
     dnnl_dims_t dims = {b, rows, cols};
     dnnl_dims_t strides = {b > 1 ? s : rows * cols, t ? 1 : cols, t ? rows : 1};
-    return dnnl_memory_desc_init_by_strides(md, 3, dims, dnnl_f32, strides);
+    return dnnl_memory_desc_init_by_strides(md, 3, dims, dt, strides);
 }
 
 static nat_status bf16_build(const void *vkey, nat_dnn_plan *pl)
@@ -54,10 +56,16 @@ static nat_status bf16_build(const void *vkey, nat_dnn_plan *pl)
     dnnl_memory_desc_t ua, ub, a, b, c;
     dnnl_dims_t da = {ba, k->M, k->K}, db = {bb, k->K, k->N}, dc = {k->batch, k->M, k->N};
     dnnl_dims_t sc = {k->batch > 1 ? k->sc : k->M * k->N, k->N, 1};
-    NAT_TRY(nat_dnn_check(user_md(&ua, ba, k->M, k->K, k->sa, k->ta), "bf16 GEMM operand A"));
-    NAT_TRY(nat_dnn_check(user_md(&ub, bb, k->K, k->N, k->sb, k->tb), "bf16 GEMM operand B"));
-    NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_tag(&a, 3, da, dnnl_bf16, dnnl_abc), "bf16 GEMM A"));
-    NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_tag(&b, 3, db, dnnl_bf16, dnnl_abc), "bf16 GEMM B"));
+    const dnnl_data_type_t udt = k->operands_bf16 ? dnnl_bf16 : dnnl_f32;
+    NAT_TRY(nat_dnn_check(user_md(&ua, ba, k->M, k->K, k->sa, k->ta, udt), "bf16 GEMM operand A"));
+    NAT_TRY(nat_dnn_check(user_md(&ub, bb, k->K, k->N, k->sb, k->tb, udt), "bf16 GEMM operand B"));
+    /* operands already in bf16 are taken in their own layout (transposed ones too): no reorder */
+    if (k->operands_bf16)
+        a = ua, b = ub;
+    else {
+        NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_tag(&a, 3, da, dnnl_bf16, dnnl_abc), "bf16 GEMM A"));
+        NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_tag(&b, 3, db, dnnl_bf16, dnnl_abc), "bf16 GEMM B"));
+    }
     NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_strides(&c, 3, dc, dnnl_f32, sc), "bf16 GEMM C"));
     dnnl_matmul_desc_t md;
     NAT_TRY(nat_dnn_check(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), "bf16 matmul"));
@@ -146,6 +154,19 @@ nat_status nat_cpu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int
     if (scratch)
         nat_mem_free(NAT_CPU, scratch, bytes);
     return s;
+}
+
+nat_status nat_cpu_gemm_bf16_operands(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A,
+                                      const uint16_t *B, float *C)
+{
+    if (!have_bf16_matmul())
+        return nat_error(NAT_ERR_UNSUPPORTED, "bf16 GEMM on bf16 operands: oneDNN has no bf16 matmul at ISA %s",
+                         nat_dnn_isa_name());
+    bf16_key k = {.M = M, .N = N, .K = K, .batch = 1, .ta = ta, .tb = tb, .operands_bf16 = 1};
+    const nat_dnn_plan *pl;
+    NAT_TRY(nat_dnn_plan_get("bf16 GEMM", &k, sizeof k, bf16_build, &pl));
+    const void *in[2] = {A, B};
+    return nat_dnn_plan_run(pl, in, NULL, C);
 }
 
 nat_status nat_cpu_gemm(const nat_exec *ex, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,

@@ -36,6 +36,11 @@ nat_status nat_cpu_gemm(const nat_exec *ex, bool ta, bool tb, int64_t M, int64_t
 nat_status nat_cpu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                              const float *A, int64_t sa, const float *B, int64_t sb, float beta, float *C, int64_t sc,
                              int64_t batch);
+/* C[M,N] = op(A) op(B) with A and B already bf16 bits (row-major, dense), f32 result: the bf16 kernel
+ * without autocast's rounding of f32 operands (benchmarks against libraries whose bf16 GEMMs take bf16
+ * tensors). NAT_ERR_UNSUPPORTED where oneDNN has no bf16 matmul. */
+nat_status nat_cpu_gemm_bf16_operands(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A,
+                                      const uint16_t *B, float *C);
 nat_status nat_cpu_linear_bias_grad(const nat_exec *ex, const float *g, int64_t M, int64_t outf, float *gb);
 
 /* conv.c */
