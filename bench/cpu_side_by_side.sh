@@ -2,7 +2,7 @@
 # bench/cpu_side_by_side.sh [OUT_DIR] — nat against current PyTorch (PyPI, MKL + oneDNN) on this CPU, one
 # run, the default environment (only the thread count set, 2 unless OMP_NUM_THREADS says otherwise):
 #   1. GEMM GFLOP/s, f32 and bf16, at 512²..2048² and every GEMM of NAT-Mini's linears at 224², batch 8:
-#      nat-bench gemm, then bench/torch_gemm.py (gemm.csv: both sides' rows);
+#      nat-bench gemm, then bench/torch_gemm.py (gemm_nat.csv, gemm_torch.csv);
 #   2. fused NA at NAT-Mini's 56² level, f32 against bf16 (nat-bench na2d --dtype bf16);
 #   3. NAT-Mini 224², batch 8, training and inference, f32 and bf16: nat-profile (nat_mini.csv), then
 #      PyTorch: training with the legacy NA in f32 and bf16 autocast, inference with the legacy NA and
@@ -33,9 +33,9 @@ mkdir -p "$out"
 
 step() { echo "== $1 (load $(cut -d' ' -f1 /proc/loadavg))"; }
 step "GEMM: nat"
-"$b/nat-bench" gemm --dtype both --shapes all --csv "$out/gemm.csv" | tee "$out/gemm_nat.txt"
+"$b/nat-bench" gemm --dtype both --shapes all --csv "$out/gemm_nat.csv" | tee "$out/gemm_nat.txt"
 step "GEMM: PyTorch"
-"$py" bench/torch_gemm.py --threads "$OMP_NUM_THREADS" --csv "$out/gemm.csv" | tee "$out/gemm_torch.txt"
+"$py" bench/torch_gemm.py --threads "$OMP_NUM_THREADS" --csv "$out/gemm_torch.csv" | tee "$out/gemm_torch.txt"
 step "fused NA, f32 against bf16, NAT-Mini level 0"
 "$b/nat-bench" na2d --dtype bf16 --reps 20 | tee "$out/na_bf16.txt"
 step "NAT-Mini 224², batch 8: nat"
