@@ -25,15 +25,25 @@
 #define NA_T __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 #define NA_TI static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 
+/* Values [i, end) of one operand. A function of its own (not inlined) so that the OpenMP region below
+ * holds no vector type: clang outlines a region's body without the target attribute. */
+static NA_T __attribute__((noinline)) void pack_range(const float *x, uint16_t *y, int64_t i, int64_t end)
+{
+    for (; i < end; i += 16) {
+        const int64_t cnt = end - i < 16 ? end - i : 16;
+        const __mmask16 k = (__mmask16)((1u << cnt) - 1u);
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x + i));
+        _mm256_mask_storeu_epi16(y + i, k, (__m256i)h);
+    }
+}
+
 NA_T void na_bf16_pack(const float *const *x, uint16_t *y, int m, int64_t n)
 {
-    const int64_t nb = (n + 15) / 16; /* blocks of 16 per operand; one parallel region for all m */
+    const int64_t chunk = 1024, nb = (n + chunk - 1) / chunk; /* chunks per operand; one region for all m */
 #pragma omp parallel for schedule(static) if (m * n > 65536)
     for (int64_t b = 0; b < m * nb; b++) {
-        const int64_t op = b / nb, i = 16 * (b % nb), cnt = n - i < 16 ? n - i : 16;
-        const __mmask16 k = (__mmask16)((1u << cnt) - 1u);
-        __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, x[op] + i));
-        _mm256_mask_storeu_epi16(y + op * n + i, k, (__m256i)h);
+        const int64_t op = b / nb, i = chunk * (b % nb), end = i + chunk < n ? i + chunk : n;
+        pack_range(x[op], y + op * n, i, end);
     }
 }
 
