@@ -42,7 +42,7 @@ static nat_status conv_build(const void *vkey, nat_dnn_plan *pl)
     dnnl_engine_t eng;
     NAT_TRY(nat_dnn_engine(&eng));
     const dnnl_data_type_t dt = k->bf16 ? dnnl_bf16 : dnnl_f32;
-    dnnl_memory_desc_t ux, uw, uy, ub, px, pw, py, pxf, pb;
+    dnnl_memory_desc_t ux, uw, uy, ub, px, pw, py, pxf;
     NAT_TRY(md4(&ux, k->N, k->C, k->H, k->W, dnnl_f32, dnnl_nchw));
     NAT_TRY(md4(&uw, k->O, k->C, k->kh, k->kw, dnnl_f32, dnnl_oihw));
     NAT_TRY(md4(&uy, k->N, k->O, k->Ho, k->Wo, dnnl_f32, dnnl_nchw));
@@ -55,17 +55,14 @@ static nat_status conv_build(const void *vkey, nat_dnn_plan *pl)
     NAT_TRY(md4(&py, k->N, k->O, k->Ho, k->Wo, k->kind == CONV_FWD ? dnnl_f32 : dt, dnnl_format_tag_any));
     dnnl_dims_t o1 = {k->O};
     NAT_TRY(nat_dnn_check(dnnl_memory_desc_init_by_tag(&ub, 1, o1, dnnl_f32, dnnl_a), "convolution bias"));
-    pb = ub;
     dnnl_dims_t strides = {k->sh, k->sw}, pad_l = {k->ph, k->pw};
     /* oneDNN wants the right padding that makes the output size come out: what floor division dropped */
     dnnl_dims_t pad_r = {(k->Ho - 1) * k->sh + k->kh - k->H - k->ph, (k->Wo - 1) * k->sw + k->kw - k->W - k->pw};
 
     /* the forward descriptor: the operation itself, and the hint the backward ones need */
-    dnnl_memory_desc_t fy;
-    NAT_TRY(md4(&fy, k->N, k->O, k->Ho, k->Wo, k->kind == CONV_FWD ? dnnl_f32 : dt, dnnl_format_tag_any));
     dnnl_convolution_desc_t fd;
     NAT_TRY(nat_dnn_check(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &px,
-                                                             &pw, k->kind == CONV_FWD && k->bias ? &pb : NULL, &fy,
+                                                             &pw, k->kind == CONV_FWD && k->bias ? &ub : NULL, &py,
                                                              strides, pad_l, pad_r),
                           "convolution"));
     dnnl_primitive_attr_t attr;

@@ -203,6 +203,7 @@ nat_status nat_dnn_plan_run(const nat_dnn_plan *pl, const void *const *in, const
     if (bytes)
         NAT_TRY(nat_mem_alloc(NAT_CPU, bytes, (void **)&block));
     char *at = block;
+    void *sp = block ? block + bytes - align64(scratch) : NULL; /* the scratchpad, shared by the runs below */
     void *ptrs[NAT_DNN_MAX_ARGS];
     int n = 0;
     const int s = slot_acquire();
@@ -212,7 +213,7 @@ nat_status nat_dnn_plan_run(const nat_dnn_plan *pl, const void *const *in, const
             void *re[2] = {(void *)in[i], at};
             ptrs[n++] = at;
             at += align64(pl->in_bytes[i]);
-            st = prim_run(&pl->in_re[i], s, re, block + bytes - align64(scratch));
+            st = prim_run(&pl->in_re[i], s, re, sp);
         } else {
             ptrs[n++] = (void *)in[i];
         }
@@ -221,7 +222,6 @@ nat_status nat_dnn_plan_run(const nat_dnn_plan *pl, const void *const *in, const
         ptrs[n++] = (void *)pass;
     void *dst = pl->out_reorder ? at : out;
     ptrs[n++] = dst;
-    void *sp = block ? block + bytes - align64(scratch) : NULL;
     if (st == NAT_OK)
         st = prim_run(&pl->main, s, ptrs, sp);
     if (st == NAT_OK && pl->out_reorder) {
