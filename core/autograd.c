@@ -15,8 +15,9 @@
 
 #include <string.h>
 
-#include "core/tensor_internal.h"
 #include "core/check.h"
+#include "core/grad_watch.h"
+#include "core/tensor_internal.h"
 
 #define POOL_CHUNK 256
 
@@ -43,6 +44,8 @@ struct nat_ctx {
     int tape_len, tape_cap;
     scratch_block *scratch;
     int n_scratch, cap_scratch;
+    nat_grad_watch *watch; /* nat_ctx_watch_grads, or NULL */
+    int walk_depth;        /* nested walks (nat_recompute) do not call the watch */
 };
 
 /* Grows an array through the counting allocator (so the no-allocation test sees it). */
@@ -177,6 +180,7 @@ void nat_ctx_free(nat_ctx *ctx)
     pool_free(&ctx->nodes);
     nat_mem_free(NAT_CPU, ctx->tape, (size_t)ctx->tape_cap * sizeof(nat_node *));
     nat_mem_free(NAT_CPU, ctx->scratch, (size_t)ctx->cap_scratch * sizeof(scratch_block));
+    nat_grad_watch_free(ctx->watch);
     nat_mem_free(NAT_CPU, ctx, sizeof *ctx);
 }
 
@@ -383,28 +387,49 @@ nat_status nat_backward_since(nat_ctx *ctx, int from, nat_tensor *out, const nat
             return nat_error(NAT_ERR_INVALID_ARG, "backward: the tape that computed this output was already used by "
                                                   "a backward (a tape is walked once; run the forward again)");
     }
+    nat_grad_watch *watch = ctx->walk_depth == 0 ? ctx->watch : NULL;
+    if (watch)
+        nat_grad_watch_plan(watch, ctx->tape + from, ctx->tape_len - from);
+    ctx->walk_depth++;
     bool prev = nat_ctx_set_grad_enabled(ctx, false);
     nat_status s = nat_grad_accumulate(ctx, out, grad_out);
     for (int i = ctx->tape_len - 1; i >= from && s == NAT_OK; i--) {
         nat_node *node = ctx->tape[i];
         nat_tensor *t = node->out;
-        if (!t->grad)
-            continue;
-        s = node->op->backward(ctx, node, t->grad);
-        if (s != NAT_OK) {
-            nat_error_context(s, "backward of %s", node->op->name);
-            break;
+        if (t->grad) {
+            s = node->op->backward(ctx, node, t->grad);
+            if (s != NAT_OK) {
+                nat_error_context(s, "backward of %s", node->op->name);
+                break;
+            }
+            /* An intermediate's gradient is dead once its producer has consumed it: recycle the memory
+             * now rather than at the end of the step, which keeps backward's peak near forward's. */
+            nat_storage_release(t->grad->storage);
+            t->grad->storage = NULL;
+            t->grad = NULL;
         }
-        /* An intermediate's gradient is dead once its producer has consumed it: recycle the memory now
-         * rather than at the end of the step, which keeps backward's peak near forward's. */
-        nat_storage_release(t->grad->storage);
-        t->grad->storage = NULL;
-        t->grad = NULL;
+        if (watch)
+            s = nat_grad_watch_passed(watch, i - from);
     }
+    if (watch && s == NAT_OK)
+        s = nat_grad_watch_finish(watch);
     /* The tape is spent: a second backward over it would double-count. */
     ctx->tape_len = from;
+    ctx->walk_depth--;
     nat_ctx_set_grad_enabled(ctx, prev);
     return s;
+}
+
+nat_status nat_ctx_watch_grads(nat_ctx *ctx, nat_tensor *const *params, int n, nat_grad_ready_fn fn, void *user)
+{
+    NAT_CHECK_ARG(ctx, "nat_ctx_watch_grads", "ctx");
+    if (ctx->walk_depth)
+        return nat_error(NAT_ERR_INVALID_ARG, "nat_ctx_watch_grads: called during a backward walk");
+    nat_grad_watch *w;
+    NAT_TRY(nat_grad_watch_new(params, n, fn, user, &w));
+    nat_grad_watch_free(ctx->watch);
+    ctx->watch = w;
+    return NAT_OK;
 }
 
 nat_status nat_backward_from(nat_ctx *ctx, nat_tensor *out, const nat_tensor *grad_out)

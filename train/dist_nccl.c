@@ -23,9 +23,24 @@ nat_status nat_nccl_new(const unsigned char id[NAT_NCCL_ID_BYTES], int rank, int
     return missing();
 }
 void nat_nccl_free(nat_nccl *n) { (void)n; }
-nat_status nat_nccl_allreduce(nat_nccl *n, nat_tensor *const *grads, int count)
+nat_status nat_nccl_plan(nat_nccl *n, nat_tensor *const *params, int count)
 {
-    (void)n, (void)grads, (void)count;
+    (void)n, (void)params, (void)count;
+    return missing();
+}
+nat_status nat_nccl_begin(nat_nccl *n)
+{
+    (void)n;
+    return missing();
+}
+nat_status nat_nccl_grad_ready(void *user, int i)
+{
+    (void)user, (void)i;
+    return missing();
+}
+nat_status nat_nccl_finish(nat_nccl *n)
+{
+    (void)n;
     return missing();
 }
 #endif

@@ -1,19 +1,26 @@
 /* train/dist_nccl.cu — train/dist_nccl.h on NCCL: one communicator per process (one process per GPU),
- * gradient buckets packed, all-reduced (sum) and unpacked on a side stream of its own.
+ * gradient buckets packed, all-reduced (sum) and unpacked on a side stream of its own, while the
+ * backward goes on.
  *
- * Ordering against nat's work: nat queues every op of a device on its one stream (core/cuda/device.cu),
- * which train/ cannot see; nat_cuda_synchronize waits for it, so the buckets read finished gradients and
- * nat's next ops (clipping, the optimizer) are queued only after the sums are back (the host waits for
- * the side stream). Overlap with the backward itself needs a "gradient ready" hook in core/autograd.c
- * (docs/distributed.md, pending). The buckets are queued back to back on the side stream (pack, reduce,
- * unpack; the host waits once, at the end); two buffers alternate so that a second side stream can later
- * pack one bucket while the other is on the wire.
+ * Overlap: nat-train registers nat_nccl_grad_ready with nat_ctx_watch_grads (core/autograd.c), which
+ * calls it during the backward as soon as no node left on the tape reads a parameter. The buckets are
+ * fixed once from the parameter list (train/grad_buckets.h: reversed list, BUCKET_BYTES each), so every
+ * rank issues the same all-reduces in the same order whatever its own backward did; a bucket is
+ * launched when all its parameters are final and the buckets before it have gone. Launching records an
+ * event on nat's stream (core/cuda/common.cuh: every op of a device is queued there) and makes the side
+ * stream wait for it, so the packing reads finished gradients while nat's stream goes on with the rest
+ * of the backward. The backward never touches a parameter's gradient again once it is final, and nat's
+ * next ops on them (clipping, the optimizer) are queued only after nat_nccl_finish has waited for the
+ * side stream. Buckets are queued back to back on the side stream (pack, reduce, unpack); two staging
+ * buffers alternate.
  *
  * libnccl is opened at run time (dlopen "libnccl.so.2", the ABI of every NCCL 2.x), not linked: nat-train
  * then starts on machines without NCCL (one GPU, the CPU), and staging it for a GPU machine does not
  * carry NCCL's 200 MB. The table of its entry points is the one process-wide state here, filled once.
  *
- * UNTESTED ON A GPU: compiled against NCCL 2.28 / CUDA 13 on a machine without one. */
+ * UNTESTED ON A GPU: compiled against NCCL 2.28 / CUDA 13 on a machine without one; the bucket schedule
+ * and the gradient-ready calls it relies on are tested on the CPU (tests/test_grad_buckets.c,
+ * tests/test_grad_watch.c). */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -25,12 +32,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/cuda/common.cuh" /* nat's stream of the device */
 #include "nat/cuda.h"
 #include "train/dist_nccl.h"
+#include "train/grad_buckets.h"
 
 static_assert(sizeof(ncclUniqueId) == NAT_NCCL_ID_BYTES, "NAT_NCCL_ID_BYTES must be sizeof(ncclUniqueId)");
 
-#define BUCKET_BYTES ((size_t)32 << 20)
+/* 25 MiB, the size data-parallel trainers commonly use: small enough that the first buckets leave while
+ * most of the backward is still to run, large enough for NCCL to reach its bandwidth. */
+#define BUCKET_BYTES ((size_t)25 << 20)
 
 struct nat_nccl {
     int device, rank, size;
@@ -38,8 +49,14 @@ struct nat_nccl {
     double timeout;
     ncclComm_t comm;
     cudaStream_t side;
-    void *bucket[2];     /* BUCKET_BYTES each */
+    void *bucket[2];      /* BUCKET_BYTES each */
     cudaEvent_t free_[2]; /* bucket b may be packed again */
+    cudaEvent_t ready;    /* recorded on nat's stream when a bucket's gradients are final */
+    int staging;          /* the staging buffer of the next launch */
+    nat_tensor **params;  /* nat_nccl_plan's (borrowed) */
+    int n_params;
+    nat_grad_buckets *plan;
+    bool in_backward;     /* between nat_nccl_begin and nat_nccl_finish */
 };
 
 #define CUDA_TRY(call)                                                                                                 \
@@ -179,10 +196,14 @@ extern "C" void nat_nccl_free(nat_nccl *n)
         if (n->bucket[b])
             cudaFree(n->bucket[b]);
     }
+    if (n->ready)
+        cudaEventDestroy(n->ready);
     if (n->side)
         cudaStreamDestroy(n->side);
     if (n->comm)
         nccl.destroy(n->comm);
+    nat_grad_buckets_free(n->plan);
+    free(n->params);
     free(n);
 }
 
@@ -194,6 +215,7 @@ static nat_status make(nat_nccl *n, const unsigned char id[NAT_NCCL_ID_BYTES])
         CUDA_TRY(cudaMalloc(&n->bucket[b], BUCKET_BYTES));
         CUDA_TRY(cudaEventCreateWithFlags(&n->free_[b], cudaEventDisableTiming));
     }
+    CUDA_TRY(cudaEventCreateWithFlags(&n->ready, cudaEventDisableTiming));
     ncclUniqueId u;
     memcpy(&u, id, sizeof u);
     /* nonblocking: the init itself is bounded by the timeout too */
@@ -238,86 +260,157 @@ extern "C" nat_status nat_nccl_new(const unsigned char id[NAT_NCCL_ID_BYTES], in
     return NAT_OK;
 }
 
-/* One bucket: grads [first, last) with element offsets, packed into bucket b, reduced, unpacked. */
-static nat_status bucket_run(nat_nccl *n, int b, nat_tensor *const *grads, int first, int last, size_t elems)
+/* An NCCL call on the nonblocking communicator may return ncclInProgress; the next call may only be
+ * made once it has completed its enqueueing (NCCL's nonblocking rule), so wait for that, bounded. */
+static nat_status nccl_enqueued(nat_nccl *n, ncclResult_t r, const char *what)
 {
-    const size_t esz = n->bf16 ? 2 : 4;
+    const double deadline = now() + n->timeout;
+    while (r == ncclInProgress) {
+        if (now() > deadline) {
+            nccl.abort(n->comm);
+            n->comm = NULL;
+            return nat_error(NAT_ERR_IO, "distributed (nccl): rank %d: %s was not enqueued within %g s", n->rank, what,
+                             n->timeout);
+        }
+        nccl.get_async_error(n->comm, &r);
+    }
+    if (r != ncclSuccess)
+        return nat_error(NAT_ERR_CUDA, "distributed (nccl): rank %d: %s: %s", n->rank, what, nccl.error_string(r));
+    return NAT_OK;
+}
+
+static nat_status reduce_staged(nat_nccl *n, int b, size_t elems)
+{
+    return nccl_enqueued(n,
+                         nccl.all_reduce(n->bucket[b], n->bucket[b], elems, n->bf16 ? ncclBfloat16 : ncclFloat32,
+                                         ncclSum, n->comm, n->side),
+                         "ncclAllReduce");
+}
+
+/* Copies (or rounds to bf16) m floats of g into staging buffer b at element `at`, or back when `back`. */
+static nat_status stage(nat_nccl *n, int b, size_t at, float *g, size_t m, bool back)
+{
+    if (n->bf16) {
+        __nv_bfloat16 *h = (__nv_bfloat16 *)n->bucket[b] + at;
+        if (back)
+            from_bf16<<<grid(m), 256, 0, n->side>>>(h, g, m);
+        else
+            to_bf16<<<grid(m), 256, 0, n->side>>>(g, h, m);
+        CUDA_TRY(cudaGetLastError());
+    } else {
+        float *f = (float *)n->bucket[b] + at;
+        CUDA_TRY(cudaMemcpyAsync(back ? g : f, back ? f : g, m * sizeof(float), cudaMemcpyDeviceToDevice, n->side));
+    }
+    return NAT_OK;
+}
+
+/* Bucket k of the plan, on the side stream after what nat's stream has queued so far. */
+static nat_status launch_bucket(void *user, int k)
+{
+    nat_nccl *n = (nat_nccl *)user;
+    int cnt;
+    int64_t elems;
+    const int *idx = nat_grad_buckets_params(n->plan, k, &cnt, &elems);
+    for (int j = 0; j < cnt; j++) { /* a parameter this rank's backward left without a gradient sends zeros */
+        nat_tensor *t = n->params[idx[j]], *gt;
+        NAT_TRY(nat_grad_get(NULL, t, &gt)); /* persistent leaves: the context is not used */
+        if (!gt)
+            return nat_error(NAT_ERR_INTERNAL, "distributed (nccl): parameter %s does not require a gradient",
+                             t->name ? t->name : "?");
+    }
+    CUDA_TRY(cudaSetDevice(n->device));
+    nat_cuda_bundle *hb;
+    NAT_TRY(nat_cuda_bundle_get(n->device, &hb));
+    CUDA_TRY(cudaEventRecord(n->ready, hb->stream));
+    CUDA_TRY(cudaStreamWaitEvent(n->side, n->ready, 0));
+    const size_t cap = BUCKET_BYTES / (n->bf16 ? 2 : 4);
+    if ((size_t)elems > cap) { /* one parameter larger than a bucket: in slices of the buffer's size */
+        float *g = (float *)nat_tensor_data(n->params[idx[0]]->grad);
+        for (size_t off = 0; off < (size_t)elems; off += cap) {
+            const size_t m = (size_t)elems - off < cap ? (size_t)elems - off : cap;
+            const int b = n->staging;
+            n->staging ^= 1;
+            CUDA_TRY(cudaStreamWaitEvent(n->side, n->free_[b], 0));
+            NAT_TRY(stage(n, b, 0, g + off, m, false));
+            NAT_TRY(reduce_staged(n, b, m));
+            NAT_TRY(stage(n, b, 0, g + off, m, true));
+            CUDA_TRY(cudaEventRecord(n->free_[b], n->side));
+        }
+        return NAT_OK;
+    }
+    const int b = n->staging;
+    n->staging ^= 1;
     CUDA_TRY(cudaStreamWaitEvent(n->side, n->free_[b], 0)); /* its previous unpack is done */
     size_t at = 0;
-    for (int i = first; i < last; i++) {
-        const size_t m = (size_t)nat_tensor_numel(grads[i]);
-        const float *g = (const float *)nat_tensor_data(grads[i]);
-        if (n->bf16)
-            to_bf16<<<grid(m), 256, 0, n->side>>>(g, (__nv_bfloat16 *)n->bucket[b] + at, m);
-        else
-            CUDA_TRY(cudaMemcpyAsync((float *)n->bucket[b] + at, g, m * esz, cudaMemcpyDeviceToDevice, n->side));
+    for (int j = 0; j < cnt; j++) {
+        nat_tensor *gt = n->params[idx[j]]->grad;
+        const size_t m = (size_t)nat_tensor_numel(gt);
+        NAT_TRY(stage(n, b, at, (float *)nat_tensor_data(gt), m, false));
         at += m;
     }
-    CUDA_TRY(cudaGetLastError());
-    NCCL_TRY(nccl.all_reduce(n->bucket[b], n->bucket[b], elems, n->bf16 ? ncclBfloat16 : ncclFloat32, ncclSum, n->comm,
-                           n->side));
+    NAT_TRY(reduce_staged(n, b, (size_t)elems));
     at = 0;
-    for (int i = first; i < last; i++) {
-        const size_t m = (size_t)nat_tensor_numel(grads[i]);
-        float *g = (float *)nat_tensor_data(grads[i]);
-        if (n->bf16)
-            from_bf16<<<grid(m), 256, 0, n->side>>>((const __nv_bfloat16 *)n->bucket[b] + at, g, m);
-        else
-            CUDA_TRY(cudaMemcpyAsync(g, (float *)n->bucket[b] + at, m * esz, cudaMemcpyDeviceToDevice, n->side));
+    for (int j = 0; j < cnt; j++) {
+        nat_tensor *gt = n->params[idx[j]]->grad;
+        const size_t m = (size_t)nat_tensor_numel(gt);
+        NAT_TRY(stage(n, b, at, (float *)nat_tensor_data(gt), m, true));
         at += m;
     }
-    CUDA_TRY(cudaGetLastError());
     CUDA_TRY(cudaEventRecord(n->free_[b], n->side));
     return NAT_OK;
 }
 
-extern "C" nat_status nat_nccl_allreduce(nat_nccl *n, nat_tensor *const *grads, int count)
+extern "C" nat_status nat_nccl_plan(nat_nccl *n, nat_tensor *const *params, int count)
+{
+    int64_t *numel = (int64_t *)malloc((size_t)(count > 0 ? count : 1) * sizeof *numel);
+    nat_tensor **copy = (nat_tensor **)malloc((size_t)(count > 0 ? count : 1) * sizeof *copy);
+    if (!numel || !copy) {
+        free(numel), free(copy);
+        return nat_error(NAT_ERR_OOM, "distributed (nccl): out of memory");
+    }
+    for (int i = 0; i < count; i++) {
+        copy[i] = params[i];
+        numel[i] = nat_tensor_numel(params[i]);
+    }
+    nat_grad_buckets *plan;
+    nat_status s = nat_grad_buckets_new(numel, count, (int64_t)(BUCKET_BYTES / (n->bf16 ? 2 : 4)), &plan);
+    free(numel);
+    if (s != NAT_OK) {
+        free(copy);
+        return s;
+    }
+    nat_grad_buckets_free(n->plan);
+    free(n->params);
+    n->plan = plan, n->params = copy, n->n_params = count;
+    return NAT_OK;
+}
+
+extern "C" nat_status nat_nccl_begin(nat_nccl *n)
 {
     if (!n->comm)
         return nat_error(NAT_ERR_IO, "distributed (nccl): rank %d: the communicator was aborted", n->rank);
-    NAT_TRY(nat_cuda_synchronize(n->device)); /* the backward has written every gradient */
-    CUDA_TRY(cudaSetDevice(n->device));
-    const size_t esz = n->bf16 ? 2 : 4, cap = BUCKET_BYTES / esz;
-    /* Buckets in parameter order; a gradient larger than a bucket goes alone, in pieces. */
-    int b = 0, first = 0;
-    size_t elems = 0;
-    for (int i = 0; i <= count; i++) {
-        const size_t m = i < count ? (size_t)nat_tensor_numel(grads[i]) : 0;
-        if (i < count && m > cap) { /* flush, then this one in slices of the bucket's size */
-            if (i > first) {
-                NAT_TRY(bucket_run(n, b, grads, first, i, elems));
-                b ^= 1;
-            }
-            float *g = (float *)nat_tensor_data(grads[i]);
-            for (size_t off = 0; off < m; off += cap) {
-                const size_t k = m - off < cap ? m - off : cap;
-                CUDA_TRY(cudaStreamWaitEvent(n->side, n->free_[b], 0));
-                if (n->bf16)
-                    to_bf16<<<grid(k), 256, 0, n->side>>>(g + off, (__nv_bfloat16 *)n->bucket[b], k);
-                else
-                    CUDA_TRY(cudaMemcpyAsync(n->bucket[b], g + off, k * esz, cudaMemcpyDeviceToDevice, n->side));
-                NCCL_TRY(nccl.all_reduce(n->bucket[b], n->bucket[b], k, n->bf16 ? ncclBfloat16 : ncclFloat32, ncclSum,
-                                       n->comm, n->side));
-                if (n->bf16)
-                    from_bf16<<<grid(k), 256, 0, n->side>>>((const __nv_bfloat16 *)n->bucket[b], g + off, k);
-                else
-                    CUDA_TRY(cudaMemcpyAsync(g + off, n->bucket[b], k * esz, cudaMemcpyDeviceToDevice, n->side));
-                CUDA_TRY(cudaEventRecord(n->free_[b], n->side));
-                b ^= 1;
-            }
-            first = i + 1;
-            elems = 0;
-            continue;
-        }
-        if (i == count || elems + m > cap) {
-            if (i > first) {
-                NAT_TRY(bucket_run(n, b, grads, first, i, elems));
-                b ^= 1;
-            }
-            first = i;
-            elems = 0;
-        }
-        elems += m;
-    }
+    if (!n->plan)
+        return nat_error(NAT_ERR_INTERNAL, "distributed (nccl): nat_nccl_begin before nat_nccl_plan");
+    nat_grad_buckets_begin(n->plan);
+    n->in_backward = true;
+    return NAT_OK;
+}
+
+extern "C" nat_status nat_nccl_grad_ready(void *user, int i)
+{
+    nat_nccl *n = (nat_nccl *)user;
+    if (!n->in_backward) /* a backward outside a data-parallel step (none in nat-train today) */
+        return NAT_OK;
+    return nat_grad_buckets_ready(n->plan, i, launch_bucket, n);
+}
+
+extern "C" nat_status nat_nccl_finish(nat_nccl *n)
+{
+    if (!n->in_backward)
+        return nat_error(NAT_ERR_INTERNAL, "distributed (nccl): nat_nccl_finish without nat_nccl_begin");
+    n->in_backward = false;
+    if (!n->comm)
+        return nat_error(NAT_ERR_IO, "distributed (nccl): rank %d: the communicator was aborted", n->rank);
+    NAT_TRY(nat_grad_buckets_finish(n->plan, launch_bucket, n));
     return wait_side(n, "the gradient all-reduce");
 }

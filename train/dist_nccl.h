@@ -39,11 +39,19 @@ nat_status nat_nccl_unique_id(unsigned char id[NAT_NCCL_ID_BYTES]);
 nat_status nat_nccl_new(const unsigned char id[NAT_NCCL_ID_BYTES], int rank, int size, int device, bool bf16,
                         double timeout_s, nat_nccl **out);
 void nat_nccl_free(nat_nccl *n);
-/* Sums the gradients grads[0..count) (f32, on the device) over the ranks: every rank ends with the sum.
- * Waits for nat's stream first (the backward must have finished writing them), then packs them into
- * buckets of up to 32 MiB on the side stream, all-reduces each bucket there as soon as it is packed,
- * and copies the sums back; returns when they are in place. */
-nat_status nat_nccl_allreduce(nat_nccl *n, nat_tensor *const *grads, int count);
+/* Gradients of params[0..count) (f32, on the device; the list is copied, the tensors borrowed) are what
+ * the all-reduces sum, in buckets fixed from this list (train/grad_buckets.h): the same list on every
+ * rank gives the same collectives in the same order. */
+nat_status nat_nccl_plan(nat_nccl *n, nat_tensor *const *params, int count);
+/* Before a backward whose gradients are to be summed. */
+nat_status nat_nccl_begin(nat_nccl *n);
+/* A nat_grad_ready_fn (include/nat/autograd.h; user: the nat_nccl): params[i]'s gradient is final on
+ * nat's stream. Launches the buckets that may go, on the side stream, while the backward goes on.
+ * Outside begin/finish it does nothing. */
+nat_status nat_nccl_grad_ready(void *user, int i);
+/* After the backward: launches the buckets left (a parameter without a gradient sends zeros and gets
+ * the sum) and returns when every sum is in place; every rank then holds the same gradients. */
+nat_status nat_nccl_finish(nat_nccl *n);
 
 #ifdef __cplusplus
 }

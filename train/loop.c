@@ -42,7 +42,6 @@ typedef struct run {
     float *flat;           /* ranks > 1 on the CPU: the gradients, flattened for the all-reduce */
     int64_t flat_cap;
     nat_nccl *nccl;        /* ranks > 1 on GPUs: the NCCL communicator (owned) */
-    nat_tensor **grads;    /* ranks > 1 on GPUs: every parameter's gradient, for NCCL */
     nat_device dev;        /* train.device: parameters, optimizer state, EMA and every step live there */
     nat_precision prec;    /* train.precision: the context's autocast */
     nat_loss_scaler scaler; /* f16 only */
@@ -218,7 +217,6 @@ static void teardown(run *r)
     nat_metrics_free(&r->met);
     free(r->config_text);
     free(r->flat);
-    free(r->grads);
     nat_nccl_free(r->nccl);
 }
 
@@ -303,6 +301,12 @@ static nat_status shard_step(run *r, const nat_batch *b, float mul, float *loss_
     if (!all)
         return nat_error(NAT_ERR_OOM, "distributed: out of memory");
     nat_dist_grads_begin(r->dist, r->params, r->n_params);
+    nat_status began = r->nccl ? nat_nccl_begin(r->nccl) : NAT_OK; /* GPUs: buckets go out during the backward
+                                                                      (nat_ctx_watch_grads -> nat_nccl_grad_ready) */
+    if (began != NAT_OK) {
+        free(all);
+        return began;
+    }
     if (r->rank < n) {
         int64_t lo = 0;
         for (int k = 0; k < r->rank; k++)
@@ -339,13 +343,8 @@ static nat_status shard_step(run *r, const nat_batch *b, float mul, float *loss_
     }
     mine.rng = rng;
     nat_status s = nat_dist_allgather(r->dist, &mine, all, sizeof mine);
-    int n_grads = 0; /* GPUs: every trained parameter gets a gradient (zeros where its shard made none) */
-    for (int i = 0; s == NAT_OK && r->nccl && i < r->n_params; i++) {
-        s = nat_grad_get(r->ctx, r->params[i], &r->grads[n_grads]);
-        n_grads += s == NAT_OK && r->grads[n_grads];
-    }
-    if (s == NAT_OK && r->nccl)
-        s = nat_nccl_allreduce(r->nccl, r->grads, n_grads);
+    if (s == NAT_OK && r->nccl) /* the buckets not sent yet, then wait for every sum */
+        s = nat_nccl_finish(r->nccl);
     else if (s == NAT_OK)
         s = nat_dist_grads_reduce(r->dist, r->ctx, r->params, r->n_params, &r->flat, &r->flat_cap);
     if (s == NAT_OK) {
@@ -523,8 +522,8 @@ static nat_status setup(run *r, nat_train_result *res)
         NAT_TRY(nat_replicas_init(&r->reps, r->model, r->ctx, c->train.replicas));
     if (r->ranks > 1 && r->dev.kind == NAT_DEV_CUDA) {
         NAT_TRY(nat_dist_nccl_open(r->dist, r->dev.index, !strcmp(c->train.allreduce_dtype, "bf16"), &r->nccl));
-        if (!(r->grads = malloc((size_t)r->n_params * sizeof *r->grads)))
-            return nat_error(NAT_ERR_OOM, "distributed: out of memory");
+        NAT_TRY(nat_nccl_plan(r->nccl, r->params, r->n_params));
+        NAT_TRY(nat_ctx_watch_grads(r->ctx, r->params, r->n_params, nat_nccl_grad_ready, r->nccl));
     }
     nat_loss_scaler_init(&r->scaler, 0, 0);
     NAT_TRY(nat_metrics_init(&r->met, classes));

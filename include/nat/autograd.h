@@ -107,6 +107,18 @@ nat_status nat_backward_from(nat_ctx *ctx, nat_tensor *out, const nat_tensor *gr
  * sub-graph inside its own backward (nat_recompute). */
 nat_status nat_backward_since(nat_ctx *ctx, int from, nat_tensor *out, const nat_tensor *grad_out);
 
+/* Gradient-ready notification, for data parallelism that sends gradients while the backward goes on
+ * (train/dist_nccl.cu). From the next backward on, every outermost walk of ctx (nat_backward,
+ * nat_backward_from; not the nested walks of nat_recompute) calls fn(user, i) once for each params[i],
+ * as soon as no node left on the tape reads params[i]: its gradient is then final for this walk (or
+ * absent: the parameter got none). Leaves read only inside a nat_recompute block, or not at all, are
+ * called at the end of the walk, in index order. The order of the calls depends on the tape only, so
+ * two processes running the same graph see the same order. A non-OK status from fn stops the walk and
+ * is returned by it. params are borrowed (they must outlive the watch); n == 0 or fn NULL removes the
+ * watch. The walk itself allocates nothing for it. */
+typedef nat_status (*nat_grad_ready_fn)(void *user, int index);
+nat_status nat_ctx_watch_grads(nat_ctx *ctx, nat_tensor *const *params, int n, nat_grad_ready_fn fn, void *user);
+
 /* Activation checkpointing. y = fn(x) is computed with the tape off, everything fn made but y is given
  * back at once, and one node is recorded; its backward runs fn again on x with the tape on, under the
  * precision of the first run, backpropagates through that, and gives the recomputation's memory back.
