@@ -348,6 +348,20 @@ nat_status nat_grad_get(nat_ctx *ctx, nat_tensor *t, nat_tensor **grad)
     return NAT_OK;
 }
 
+nat_status nat_grad_buffer(nat_ctx *ctx, nat_tensor *t, nat_tensor **grad, bool *fresh)
+{
+    NAT_CHECK_ARG(fresh, "nat_grad_buffer", "fresh");
+    *fresh = false;
+    if (t && t->requires_grad && !t->grad && t->ctx) {
+        NAT_CHECK_ARG(grad, "nat_grad_buffer", "grad");
+        NAT_TRY(nat_ctx_empty(ctx, &t->grad, t->dtype, t->ndim, t->shape));
+        *grad = t->grad;
+        *fresh = true;
+        return NAT_OK;
+    }
+    return nat_grad_get(ctx, t, grad);
+}
+
 nat_status nat_grad_accumulate(nat_ctx *ctx, nat_tensor *t, const nat_tensor *g)
 {
     NAT_CHECK_ARG(ctx, "nat_grad_accumulate", "ctx");
@@ -359,9 +373,13 @@ nat_status nat_grad_accumulate(nat_ctx *ctx, nat_tensor *t, const nat_tensor *g)
         return nat_error(NAT_ERR_INTERNAL, "gradient of shape %s for a tensor of shape %s", nat_shape_str(g, a, sizeof a),
                          nat_shape_str(t, b, sizeof b));
     }
+    /* The first contribution to a step tensor's gradient is copied into a new buffer rather than added
+     * to zeros: one pass instead of a fill and a read-modify-write (most intermediate gradients have
+     * exactly one contribution). */
     nat_tensor *grad;
-    NAT_TRY(nat_grad_get(ctx, t, &grad));
-    return nat_add_into(grad, g);
+    bool fresh;
+    NAT_TRY(nat_grad_buffer(ctx, t, &grad, &fresh));
+    return fresh ? nat_copy_into(grad, g) : nat_add_into(grad, g);
 }
 
 nat_status nat_backward_since(nat_ctx *ctx, int from, nat_tensor *out, const nat_tensor *grad_out)

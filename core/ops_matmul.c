@@ -114,13 +114,15 @@ static nat_status linear_backward(nat_ctx *ctx, nat_node *node, const nat_tensor
     int64_t M = node->i[0], in = node->i[1], outf = node->i[2];
     nat_precision prec = (nat_precision)node->i[3];
     nat_tensor *gd, *gx, *gw, *gb;
+    bool gx_fresh;
     NAT_TRY(nat_dense(ctx, g, &gd));
-    NAT_TRY(nat_grad_get(ctx, node->in[0], &gx));
+    NAT_TRY(nat_grad_buffer(ctx, node->in[0], &gx, &gx_fresh));
     NAT_TRY(nat_grad_get(ctx, node->in[1], &gw));
     NAT_TRY(nat_grad_get(ctx, node->in[2], &gb));
     const float *G = nat_tensor_f32(gd);
-    if (gx)
-        NAT_TRY(mm(ctx, prec, false, false, M, in, outf, G, 0, nat_tensor_f32(w), 0, 1.0f, nat_tensor_f32(gx), 0, 1));
+    if (gx) /* written (beta 0) when the buffer is new, else accumulated */
+        NAT_TRY(mm(ctx, prec, false, false, M, in, outf, G, 0, nat_tensor_f32(w), 0, gx_fresh ? 0.0f : 1.0f,
+                   nat_tensor_f32(gx), 0, 1));
     if (gw)
         NAT_TRY(mm(ctx, prec, true, false, outf, in, M, G, 0, nat_tensor_f32(x), 0, 1.0f, nat_tensor_f32(gw), 0, 1));
     if (gb)

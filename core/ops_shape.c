@@ -124,7 +124,8 @@ nat_status nat_slice(nat_ctx *ctx, nat_tensor *x, int dim, int64_t start, int64_
 static nat_status reshape_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
     nat_tensor *x = node->in[0], *gx, *gd;
-    NAT_TRY(nat_grad_get(ctx, x, &gx));
+    bool fresh;
+    NAT_TRY(nat_grad_buffer(ctx, x, &gx, &fresh));
     if (!gx)
         return NAT_OK;
     NAT_TRY(nat_dense(ctx, g, &gd));
@@ -132,7 +133,7 @@ static nat_status reshape_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     const float *src = nat_tensor_f32(gd);
     int64_t n = nat_tensor_numel(x);
     int64_t unit = 1;
-    return NAT_KERNEL(NAT_EXEC_CTX(ctx), strided_copy, dst, &unit, src, &unit, 1, &n, true);
+    return NAT_KERNEL(NAT_EXEC_CTX(ctx), strided_copy, dst, &unit, src, &unit, 1, &n, !fresh);
 }
 
 static const nat_op_def reshape_op = {"reshape", reshape_backward};

@@ -46,12 +46,10 @@ nat_status nat_dense(nat_ctx *ctx, const nat_tensor *x, nat_tensor **out)
         *out = (nat_tensor *)x;
         return NAT_OK;
     }
-    /* 0 + x, not a plain copy: the dense copy has always been an accumulation into zeros (-0.0 becomes
-     * +0.0), and results keep their bits. */
     nat_tensor *y;
-    NAT_TRY(nat_ctx_zeros(ctx, &y, x->dtype, x->ndim, x->shape));
+    NAT_TRY(nat_ctx_empty(ctx, &y, x->dtype, x->ndim, x->shape));
     NAT_TRY(NAT_KERNEL(NAT_EXEC_CTX(ctx), strided_copy, nat_tensor_f32(y), y->stride, nat_tensor_f32(x), x->stride,
-                       x->ndim, x->shape, true));
+                       x->ndim, x->shape, false));
     *out = y;
     return NAT_OK;
 }

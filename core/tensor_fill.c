@@ -31,15 +31,19 @@ nat_status nat_fill_zero(nat_tensor *t)
     return nat_fill_value(t, 0.0f);
 }
 
-nat_status nat_add_into(nat_tensor *dst, const nat_tensor *src)
+static nat_status strided_into(nat_tensor *dst, const nat_tensor *src, bool add)
 {
     if (!nat_tensor_same_shape(dst, src) || !nat_tensor_is_contiguous(dst) || dst->device.kind != src->device.kind ||
         dst->device.index != src->device.index) {
         char a[96], b[96];
-        return nat_error(NAT_ERR_INTERNAL, "accumulate: %s on %s into %s on %s", nat_shape_str(src, a, sizeof a),
-                         nat_device_name(src->device), nat_shape_str(dst, b, sizeof b), nat_device_name(dst->device));
+        return nat_error(NAT_ERR_INTERNAL, "%s: %s on %s into %s on %s", add ? "accumulate" : "copy",
+                         nat_shape_str(src, a, sizeof a), nat_device_name(src->device), nat_shape_str(dst, b, sizeof b),
+                         nat_device_name(dst->device));
     }
     return NAT_KERNEL(NAT_EXEC_DEV(dst->device), strided_copy, nat_tensor_f32(dst), dst->stride, nat_tensor_f32(src),
-                      src->stride, src->ndim, src->shape, true);
+                      src->stride, src->ndim, src->shape, add);
 }
+
+nat_status nat_add_into(nat_tensor *dst, const nat_tensor *src) { return strided_into(dst, src, true); }
+nat_status nat_copy_into(nat_tensor *dst, const nat_tensor *src) { return strided_into(dst, src, false); }
 

@@ -24,5 +24,7 @@ nat_status nat_fill_zero(nat_tensor *t);
 nat_status nat_fill_value(nat_tensor *t, float v);
 /* dst += src, same shape; dst contiguous, src any strides. */
 nat_status nat_add_into(nat_tensor *dst, const nat_tensor *src);
+/* dst = src (same shape, dst contiguous, same device; f32). */
+nat_status nat_copy_into(nat_tensor *dst, const nat_tensor *src);
 
 #endif

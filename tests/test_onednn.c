@@ -59,6 +59,9 @@ static void check_gemm(bool bf16)
                     float *C0 = malloc((size_t)(M * N * batch) * sizeof *C0);
                     memcpy(C0, C, (size_t)(M * N * batch) * sizeof *C0);
                     const float beta = acc ? 1.0f : 0.0f;
+                    for (int64_t i = 0; !acc && i < M * N * batch; i++) /* beta 0: C must not be read (backwards
+                                                                         write new, uninitialised buffers) */
+                        C[i] = NAN;
                     TH_OK(nat_cpu_gemm_lowp(NAT_EXEC_DEV(NAT_CPU), prec, ta, tb, M, N, K, A, sa, B, sb, beta, C, M * N,
                                             batch));
                     double *want = malloc((size_t)(M * N) * sizeof *want);

@@ -41,8 +41,48 @@ static bool dense(int ndim, const int64_t *shape, const int64_t *stride)
     return true;
 }
 
+/* Rows [o0, o1) of a strided copy: each row's offsets come from an odometer over the outer dims, stepped
+ * once per row, so a row of a few dozen floats (a permute's head dim) costs no divisions. */
+static void copy_rows(float *dst, const int64_t *ds, const float *src, const int64_t *ss, int ndim,
+                      const int64_t *shape, bool add, int64_t o0, int64_t o1)
+{
+    const int64_t inner = shape[ndim - 1], di = ds[ndim - 1], si = ss[ndim - 1];
+    int64_t idx[NAT_MAX_DIMS] = {0}, doff = 0, soff = 0, rem = o0;
+    for (int d = ndim - 2; d >= 0; d--) {
+        idx[d] = rem % shape[d];
+        rem /= shape[d];
+        doff += idx[d] * ds[d];
+        soff += idx[d] * ss[d];
+    }
+    for (int64_t o = o0; o < o1; o++) {
+        float *dp = dst + doff;
+        const float *sp = src + soff;
+        if (di == 1 && si == 1) {
+            if (add)
+                for (int64_t i = 0; i < inner; i++)
+                    dp[i] += sp[i];
+            else
+                for (int64_t i = 0; i < inner; i++)
+                    dp[i] = sp[i];
+        } else if (add) {
+            for (int64_t i = 0; i < inner; i++)
+                dp[i * di] += sp[i * si];
+        } else {
+            for (int64_t i = 0; i < inner; i++)
+                dp[i * di] = sp[i * si];
+        }
+        for (int d = ndim - 2; d >= 0; d--) { /* next row */
+            doff += ds[d], soff += ss[d];
+            if (++idx[d] < shape[d])
+                break;
+            doff -= shape[d] * ds[d], soff -= shape[d] * ss[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 /* dst = src (or dst += src) elementwise over `shape`, both strided (strides in elements). The innermost
- * dim is the tight loop; rows are split over threads when large. */
+ * dim is the tight loop; rows are split over threads in contiguous ranges when large. */
 nat_status nat_cpu_strided_copy(const nat_exec *ex, float *dst, const int64_t *ds, const float *src, const int64_t *ss,
                                 int ndim, const int64_t *shape, bool add)
 {
@@ -55,35 +95,13 @@ nat_status nat_cpu_strided_copy(const nat_exec *ex, float *dst, const int64_t *d
         dense_add(dst, src, nat_shape_numel(ndim, shape));
         return NAT_OK;
     }
-    int64_t inner = shape[ndim - 1], di = ds[ndim - 1], si = ss[ndim - 1];
-    int64_t outer = nat_shape_numel(ndim - 1, shape);
+    const int64_t inner = shape[ndim - 1], outer = nat_shape_numel(ndim - 1, shape);
     if (inner == 0 || outer == 0)
         return NAT_OK;
-#pragma omp parallel for if (outer * inner > 65536)
-    for (int64_t o = 0; o < outer; o++) {
-        int64_t doff = 0, soff = 0, rem = o;
-        for (int d = ndim - 2; d >= 0; d--) {
-            int64_t k = rem % shape[d];
-            rem /= shape[d];
-            doff += k * ds[d];
-            soff += k * ss[d];
-        }
-        float *dp = dst + doff;
-        const float *sp = src + soff;
-        if (di == 1 && si == 1) {
-            if (add)
-                for (int64_t i = 0; i < inner; i++)
-                    dp[i] += sp[i];
-            else
-                memcpy(dp, sp, (size_t)inner * sizeof *dp);
-        } else if (add) {
-            for (int64_t i = 0; i < inner; i++)
-                dp[i * di] += sp[i * si];
-        } else {
-            for (int64_t i = 0; i < inner; i++)
-                dp[i * di] = sp[i * si];
-        }
-    }
+    const int64_t chunks = outer * inner > 65536 ? 64 : 1; /* contiguous row ranges, a few per thread */
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (int64_t c = 0; c < chunks; c++)
+        copy_rows(dst, ds, src, ss, ndim, shape, add, outer * c / chunks, outer * (c + 1) / chunks);
     return NAT_OK;
 }
 

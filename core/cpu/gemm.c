@@ -179,12 +179,22 @@ nat_status nat_cpu_gemm(const nat_exec *ex, bool ta, bool tb, int64_t M, int64_t
 nat_status nat_cpu_linear_bias_grad(const nat_exec *ex, const float *G, int64_t M, int64_t outf, float *B)
 {
     (void)ex;
-#pragma omp parallel for if (M * outf > 65536)
-    for (int64_t o = 0; o < outf; o++) {
-        float s = 0;
-        for (int64_t r = 0; r < M; r++)
-            s += G[r * outf + o];
-        B[o] += s;
+    /* Blocks of columns, rows in order inside: G is read row by row (a column at a time would stream all
+     * of G once per column), and each sum adds its rows in the same order whatever the thread count. */
+    enum { BLK = 64 };
+    const int64_t nb = (outf + BLK - 1) / BLK;
+#pragma omp parallel for if (M * outf > 65536 && nb > 1)
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t o0 = b * BLK, w = outf - o0 < BLK ? outf - o0 : BLK;
+        float acc[BLK] = {0};
+        for (int64_t r = 0; r < M; r++) {
+            const float *g = G + r * outf + o0;
+#pragma omp simd
+            for (int64_t j = 0; j < w; j++)
+                acc[j] += g[j];
+        }
+        for (int64_t j = 0; j < w; j++)
+            B[o0 + j] += acc[j];
     }
     return NAT_OK;
 }

@@ -139,6 +139,10 @@ nat_status nat_grad_accumulate(nat_ctx *ctx, nat_tensor *t, const nat_tensor *g)
  * created zero-filled on first use like nat_grad_accumulate does. *grad is NULL when t does not require
  * a gradient: the backward then skips that input. */
 nat_status nat_grad_get(nat_ctx *ctx, nat_tensor *t, nat_tensor **grad);
+/* Same, for a backward that can either write or accumulate (sgemm's beta): when t is a step tensor
+ * without a gradient yet, the buffer is made uninitialised and *fresh is true — the backward must then
+ * write every element (beta = 0), which saves a zero fill and a read. Otherwise *fresh is false. */
+nat_status nat_grad_buffer(nat_ctx *ctx, nat_tensor *t, nat_tensor **grad, bool *fresh);
 /* Zeroes a persistent tensor's gradient (keeps the buffer). */
 void nat_zero_grad(nat_tensor *t);
 
