@@ -35,6 +35,23 @@ static nat_status f_linear(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **
     return nat_linear(ctx, in[0], in[1], in[2], out);
 }
 
+/* h = 1.5 x feeds a linear and h*h; out = linear(h) + h*h. `u` non-NULL: h*h is recorded after the
+ * linear, so its backward runs first and the linear's backward must add to h's gradient (beta 1);
+ * otherwise the linear's backward writes h's new gradient buffer (beta 0) and h*h's adds to it. */
+static nat_status f_linear_shared_input(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
+{
+    nat_tensor *h, *a, *hh;
+    NAT_TRY(nat_scale(ctx, in[0], 1.5f, &h));
+    if (u) {
+        NAT_TRY(nat_linear(ctx, h, in[1], in[2], &a));
+        NAT_TRY(nat_mul(ctx, h, h, &hh));
+    } else {
+        NAT_TRY(nat_mul(ctx, h, h, &hh));
+        NAT_TRY(nat_linear(ctx, h, in[1], in[2], &a));
+    }
+    return nat_add(ctx, a, hh, out);
+}
+
 static const int64_t mm_shapes[][4] = {
     /* batch, M, K, N (batch 0 = plain 2-D) */
     {0, 1, 1, 1}, {0, 3, 5, 7}, {0, 17, 33, 9}, {2, 4, 3, 5}, {3, 1, 19, 2}, {1, 16, 16, 16},
@@ -90,8 +107,8 @@ START_TEST(linear_reference_and_grad)
 {
     nat_rng rng;
     nat_rng_seed(&rng, 3);
-    const int64_t cases[][3] = {{1, 1, 1}, {5, 7, 3}, {33, 17, 19}};
-    for (size_t c = 0; c < 3; c++) {
+    const int64_t cases[][3] = {{1, 1, 1}, {5, 7, 3}, {33, 17, 19}, {6, 9, 9}};
+    for (size_t c = 0; c < 4; c++) {
         int64_t M = cases[c][0], in = cases[c][1], outf = cases[c][2];
         int64_t xs[2] = {M, in}, ws[2] = {outf, in}, bs[1] = {outf};
         nat_tensor *x = th_randn(&rng, 2, xs, 1, true), *w = th_randn(&rng, 2, ws, 1, true),
@@ -117,6 +134,10 @@ START_TEST(linear_reference_and_grad)
         nat_tensor *ins_nob[3] = {x, w, NULL};
         if (M * in < 200)
             th_gradcheck("linear without bias", f_linear, NULL, 3, ins_nob, 1e-2, 2e-3);
+        if (in == outf) { /* an input with a second use: both orders of the two backwards */
+            th_gradcheck("linear, input used after it too", f_linear_shared_input, (void *)1, 3, ins, 1e-2, 2e-3);
+            th_gradcheck("linear, input used before it too", f_linear_shared_input, NULL, 3, ins, 1e-2, 2e-3);
+        }
         nat_tensor_free(x);
         nat_tensor_free(w);
         nat_tensor_free(b);
