@@ -592,6 +592,7 @@ typedef struct na_fast {
      * each query line's P and dS as [slot][position] rows. Per thread: one head's packs. */
     int rows;
     int64_t *upos, *qrun, *krun;
+    uint8_t *need_kv, *need_qg; /* positions whose bf16 rows of k, v / q, d_out the per-query kernels read */
     int64_t pack_ch, pack_col; /* uint32 per head of a channel-pair / column-pair pack */
     size_t rows_thread_bytes, rows_bytes;
     void *rows_mem;
@@ -825,7 +826,7 @@ static size_t rows_thread_size(const na_fast *f, int backward)
 static void rows_scratch(const na_fast *f, int tid, na_thread *t)
 {
     char *c = (char *)f->rows_mem + align64(sizeof(int64_t) * (size_t)(3 * f->pb.len[2])) +
-              f->rows_thread_bytes * (size_t)tid;
+              align64((size_t)(2 * f->pb.len[2])) + f->rows_thread_bytes * (size_t)tid;
     const int64_t m = f->maxlist + 8;
     const int npk = f->rows == 2 ? 5 : 2; /* forward: k channel pairs, v column pairs */
     size_t off = 0;
@@ -863,6 +864,19 @@ static void rows_scratch(const na_fast *f, int tid, na_thread *t)
     t->geo.rline = t->grline;
 }
 
+/* Smallest block for the lane kernels: a block costs about the same whatever its size, as much as
+ * ~8 queries through the per-query kernels, so a shorter remainder goes through those. */
+#define NA_ROWS_MIN_BLOCK 8
+
+/* rows mode: the block of queries (keys) unclamped along axis 2 that starts at position u of a line,
+ * up to 16 and u1; 0 when u holds a border query (key) or the run left is too short. */
+static int rows_block(const int64_t *run, int64_t u, int64_t u1)
+{
+    int64_t m = run[u] < 16 ? run[u] : 16;
+    m = m < u1 - u ? m : u1 - u;
+    return m >= NA_ROWS_MIN_BLOCK ? (int)m : 0;
+}
+
 /* Largest per-thread rows scratch; beyond it the per-query kernels do all the work. */
 #define NA_ROWS_MAX_BYTES ((size_t)64 << 20)
 
@@ -883,7 +897,8 @@ static nat_status rows_init(na_fast *f, int backward)
     f->rows_thread_bytes = rows_thread_size(f, backward);
     if (f->rows_thread_bytes > NA_ROWS_MAX_BYTES)
         return NAT_OK;
-    f->rows_bytes = align64(sizeof(int64_t) * (size_t)(3 * L2)) + f->rows_thread_bytes * (size_t)f->nthreads;
+    f->rows_bytes = align64(sizeof(int64_t) * (size_t)(3 * L2)) + align64((size_t)(2 * L2)) +
+                    f->rows_thread_bytes * (size_t)f->nthreads;
     NAT_TRY(nat_mem_alloc(NAT_CPU, f->rows_bytes, &f->rows_mem));
     f->upos = (int64_t *)f->rows_mem;
     f->qrun = f->upos + L2;
@@ -901,6 +916,31 @@ static nat_status rows_init(na_fast *f, int backward)
             kin = f->wstart[2][i] == f->sub[2][i] - k2 / 2;
         f->qrun[u] = qin ? 1 + (next ? f->qrun[u + 1] : 0) : 0;
         f->krun[u] = kin ? 1 + (next ? f->krun[u + 1] : 0) : 0;
+    }
+    /* The per-query kernels' rows: the keys of the queries outside lane blocks, the queries of the keys
+     * outside them (the same walk as the line functions'). */
+    f->need_kv = (uint8_t *)(f->krun + L2);
+    f->need_qg = f->need_kv + L2;
+    memset(f->need_kv, 0, (size_t)(2 * L2));
+    for (int64_t u = 0; u < L2; u++) {
+        const int m = rows_block(f->qrun, u, L2);
+        if (m) {
+            u += m - 1;
+            continue;
+        }
+        const int64_t i = ord[u];
+        for (int64_t t2 = 0; t2 < f->wcnt[2][i]; t2++)
+            f->need_kv[f->upos[f->wkey0[2][i] + t2 * d2]] = 1;
+    }
+    for (int64_t u = 0; backward && u < L2; u++) {
+        const int m = rows_block(f->krun, u, L2);
+        if (m) {
+            u += m - 1;
+            continue;
+        }
+        const int64_t y = ord[u];
+        for (int64_t i = f->ilo[2][y]; i < f->ihi[2][y]; i += d2)
+            f->need_qg[f->upos[i]] = 1;
     }
     f->rows = backward ? 2 : 1;
     return NAT_OK;
@@ -1284,14 +1324,15 @@ static void rows_pack_line(const na_fast *f, const na_args *a, na_thread *t, int
     const int64_t L2 = f->pb.len[2], D = f->D, nl = f->pb.len[0] * f->pb.len[1];
     const int64_t chl = (D + 1) / 2 * L2, coll = D * L2, x = (bh * nl + r) * L2 * D, h = r * L2 * D;
     const int64_t *ord = f->order[2];
+    const uint8_t *nkv = f->need_kv, *nqg = f->need_qg;
     if (f->rows == 1) {
-        na_rows_pack(a->k + x, ord, L2, D, t->h16[1] + h, t->pk[0] + r * chl, NULL);
-        na_rows_pack(a->v + x, ord, L2, D, t->h16[2] + h, NULL, t->pk[1] + r * coll);
+        na_rows_pack(a->k + x, ord, L2, D, t->h16[1] + h, nkv, t->pk[0] + r * chl, NULL);
+        na_rows_pack(a->v + x, ord, L2, D, t->h16[2] + h, nkv, NULL, t->pk[1] + r * coll);
     } else {
-        na_rows_pack(a->q + x, ord, L2, D, t->h16[0] + h, NULL, t->pk[3] + r * coll);
-        na_rows_pack(a->k + x, ord, L2, D, t->h16[1] + h, t->pk[0] + r * chl, t->pk[2] + r * coll);
-        na_rows_pack(a->v + x, ord, L2, D, t->h16[2] + h, t->pk[1] + r * chl, NULL);
-        na_rows_pack(a->d_out + x, ord, L2, D, t->h16[3] + h, NULL, t->pk[4] + r * coll);
+        na_rows_pack(a->q + x, ord, L2, D, t->h16[0] + h, nqg, NULL, t->pk[3] + r * coll);
+        na_rows_pack(a->k + x, ord, L2, D, t->h16[1] + h, nkv, t->pk[0] + r * chl, t->pk[2] + r * coll);
+        na_rows_pack(a->v + x, ord, L2, D, t->h16[2] + h, nkv, t->pk[1] + r * chl, NULL);
+        na_rows_pack(a->d_out + x, ord, L2, D, t->h16[3] + h, nqg, NULL, t->pk[4] + r * coll);
     }
 }
 
@@ -1326,19 +1367,6 @@ static void rows_need(const na_fast *f, const na_args *a, na_thread *t, int64_t 
     const float *src[4] = {a->q, a->k, a->v, a->d_out};
     for (int i = f->rows == 1 ? 1 : 0; t->pk_next < nl && i < (f->rows == 1 ? 3 : 4); i++)
         prefetch_row(src[i] + x, n);
-}
-
-/* Smallest block for the lane kernels: a block costs about the same whatever its size, as much as
- * ~8 queries through the per-query kernels, so a shorter remainder goes through those. */
-#define NA_ROWS_MIN_BLOCK 8
-
-/* rows mode: the block of queries (keys) unclamped along axis 2 that starts at position u of a line,
- * up to 16 and u1; 0 when u holds a border query (key) or the run left is too short. */
-static int rows_block(const int64_t *run, int64_t u, int64_t u1)
-{
-    int64_t m = run[u] < 16 ? run[u] : 16;
-    m = m < u1 - u ? m : u1 - u;
-    return m >= NA_ROWS_MIN_BLOCK ? (int)m : 0;
 }
 
 static void qk_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,

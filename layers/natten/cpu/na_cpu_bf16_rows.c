@@ -83,8 +83,8 @@ NA_TI __m512i row_bf16(const float *x, int64_t cnt)
     return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lanes(cnt - 16), x + 16), _mm512_maskz_loadu_ps(lanes(cnt), x));
 }
 
-NA_T void na_rows_pack(const float *x, const int64_t *order, int64_t L2, int64_t D, uint16_t *rm, uint32_t *ch,
-                       uint32_t *col)
+NA_T void na_rows_pack(const float *x, const int64_t *order, int64_t L2, int64_t D, uint16_t *rm, const uint8_t *need,
+                       uint32_t *ch, uint32_t *col)
 {
     for (int64_t u0 = 0; u0 < L2; u0 += 16) {
         const int m = L2 - u0 < 16 ? (int)(L2 - u0) : 16;
@@ -92,9 +92,10 @@ NA_T void na_rows_pack(const float *x, const int64_t *order, int64_t L2, int64_t
         for (int64_t c0 = 0; c0 < D; c0 += 32) {
             /* R[j]: row u0 + j as 32 bf16 channels c0 .. (16 channel pairs); R[16] for the last column pair */
             __m512i R[17];
-            for (int j = 0; j < 17; j++) {
-                R[j] = u0 + j < L2 && j <= m ? row_bf16(x + order[u0 + j] * D + c0, D - c0) : _mm512_setzero_si512();
-                if (rm && j < m)
+            for (int j = 0; j < 17; j++) { /* row 16: only for the column pairs */
+                R[j] = u0 + j < L2 && j <= m && (j < 16 || col) ? row_bf16(x + order[u0 + j] * D + c0, D - c0)
+                                                                : _mm512_setzero_si512();
+                if (rm && j < m && need[u0 + j])
                     _mm512_mask_storeu_epi16(rm + order[u0 + j] * D + c0,
                                              D - c0 >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (D - c0)) - 1u), R[j]);
             }

@@ -41,10 +41,10 @@ typedef struct na_rows_geo {
 #define NA_ROWS_SCRATCH(K) (16 * (3 * (int64_t)(K) + 64))
 
 /* Packs one line: x holds its L2 rows of D floats (row of position u at x + order[u] * D), rounded to
- * bf16 here (exact for values on the grid). ch, col and rm (the rounded rows, same layout as x) may be
- * NULL. */
-void na_rows_pack(const float *x, const int64_t *order, int64_t L2, int64_t D, uint16_t *rm, uint32_t *ch,
-                  uint32_t *col);
+ * bf16 here (exact for values on the grid). ch, col and rm (the rounded rows, same layout as x, written
+ * only at the positions u with need[u] != 0) may be NULL. */
+void na_rows_pack(const float *x, const int64_t *order, int64_t L2, int64_t D, uint16_t *rm, const uint8_t *need,
+                  uint32_t *ch, uint32_t *col);
 
 /* Forward of the m <= 16 queries at positions u0 .. u0+m-1 (query j's row at q + j * qs, f32 on the
  * bf16 grid): logits scale * q.k + bias[o * k2 + t2] (bias NULL: none), softmax, out rows (stride os) and
