@@ -14,6 +14,16 @@
  *                 of the max |value| (the sweep's worst is printed; about 3e-3); a wrong key, slot,
  *                 bias, scale or lane order gives 1e-1 and more. The bf16 result must also differ from
  *                 the f32 kernels' on the same rounded inputs (the rounding of P happened).
+ *  - lanes: the lane kernels (cpu/na_cpu_bf16_rows.h: 16 queries / keys per vector where the windows
+ *    along the last axis are unclamped) on shapes chosen for their blocks and borders (widths 56, 23, 17
+ *    and 9 with kernel 7: full blocks of 16, a remainder, border queries and keys, no block at all;
+ *    non-square, dilation 2 on either axis, rpb on and off, 1-D and 3-D lines, head dims 32, 20, 36
+ *    and 96 (past NA_ROWS_MAX_DIM: the per-query kernels)), forward and backward, against the double
+ *    reference on the rounded inputs (tolerances as above) and against the same kernels with the lane
+ *    path off (na_cpu_bf16_set_rows(0)): those differ only in the order of f32 sums, so lse agrees to
+ *    1e-5 and everything else to TOL_LANES (a bf16 rounding of P or dS that lands on the other side of
+ *    a tie moves one term by 2^-8 of itself); where no block exists (width 9, D 96) the two must be
+ *    bitwise equal, and where blocks exist they must differ somewhere (the lane path ran).
  *  - autocast_op: nat_na2d under nat_ctx precision BF16 reaches na_cpu_fused_forward_autocast /
  *    _backward_autocast: forward and gradients bitwise equal to calling them directly on the rounded
  *    inputs, and the path taken is the one na_cpu_autocast_path reports (vdpbf16ps here, emulated under
@@ -32,6 +42,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "core/cpu/isa.h"
 #include "layers/natten/cpu/na_cpu.h"
@@ -151,6 +165,114 @@ START_TEST(fused_bwd)
         run_bwd(&na_cases[i]);
     printf("bf16 fused backward, %d cases: worst gradient error %.2g (tolerance %.0g)\n", na_ncases, worst_grad,
            TOL_BF16);
+}
+END_TEST
+
+/* ---- the lane kernels against the reference and against the per-query kernels ---- */
+
+#define TOL_LANES 2e-3
+
+/* Forward and backward of case c with the lane path on (na_cpu_bf16_set_rows(1)) and off; the on run
+ * against the reference, and both runs against each other. blocks: the shape has lane blocks (the two
+ * runs must differ) or not (bitwise equal). */
+static void run_lanes(const na_case *c, int blocks, double *worst)
+{
+    nat_na_params p = na_case_params(c);
+    na_data dt;
+    rounded_data(&dt, c, 34);
+    const int64_t n = dt.nqkv, nl = dt.nlse, nr = dt.nrpb;
+    const float *rpb = c->rpb ? dt.rpb : NULL;
+    const double *rpbd = c->rpb ? dt.rpbd : NULL;
+    double *orf = dbuf(n), *lr = dbuf(nl), *dqr = dbuf(n), *dkr = dbuf(n), *dvr = dbuf(n), *drr = dbuf(nr);
+    float *of = fbuf(n), *lf = fbuf(nl);
+    na_ref_fused_saved(c, &dt, orf, lr, of, lf);
+    EXPECT_OK(na_ref_fused_backward(CASE_ARGS(c, p), dt.qd, dt.kd, dt.vd, rpbd, orf, lr, dt.g_outd, dqr, dkr, dvr,
+                                    c->rpb ? drr : NULL), c);
+    /* [0]: lanes on, [1]: off; out, lse, then dq, dk, dv, drpb on the reference's saved out and lse */
+    float *o[2], *l[2], *g[2][4];
+    for (int r = 0; r < 2; r++) {
+        o[r] = fbuf(n), l[r] = fbuf(nl);
+        for (int j = 0; j < 4; j++)
+            g[r][j] = fbuf(j < 3 ? n : nr);
+        na_cpu_bf16_set_rows(r == 0);
+        EXPECT_OK(na_cpu_fused_forward_bf16(na_case_problem(c, &p), dt.q, dt.k, dt.v, rpb, o[r], l[r]), c);
+        EXPECT_OK(na_cpu_fused_backward_bf16(na_case_problem(c, &p), dt.q, dt.k, dt.v, rpb, of, lf, dt.g_out, g[r][0],
+                                             g[r][1], g[r][2], c->rpb ? g[r][3] : NULL), c);
+    }
+    na_cpu_bf16_set_rows(1);
+    EXPECT_CLOSE("lanes: fused_forward lse", l[0], lr, nl, TOL_LSE, c, worst);
+    EXPECT_CLOSE("lanes: fused_forward out", o[0], orf, n, TOL_BF16, c, worst);
+    const double *refs[4] = {dqr, dkr, dvr, drr};
+    const char *names[4] = {"dq", "dk", "dv", "drpb"};
+    const int ng = c->rpb ? 4 : 3;
+    for (int j = 0; j < ng; j++) {
+        char what[64];
+        snprintf(what, sizeof what, "lanes: fused_backward %s", names[j]);
+        EXPECT_CLOSE(what, g[0][j], refs[j], j < 3 ? n : nr, TOL_BF16, c, worst);
+    }
+    /* lanes on against lanes off */
+    const float *on[6] = {o[0], l[0], g[0][0], g[0][1], g[0][2], g[0][3]};
+    const float *off[6] = {o[1], l[1], g[1][0], g[1][1], g[1][2], g[1][3]};
+    const int64_t len[6] = {n, nl, n, n, n, nr};
+    const char *what[6] = {"out", "lse", "dq", "dk", "dv", "drpb"};
+    int differ = 0;
+    for (int j = 0; j < 2 + ng; j++) {
+        double *w = na_to_double(off[j], len[j]);
+        char msg[96];
+        snprintf(msg, sizeof msg, "lanes on vs off: %s", what[j]);
+        EXPECT_CLOSE(msg, on[j], w, len[j], j == 1 ? 1e-5 : TOL_LANES, c, NULL);
+        differ |= memcmp(on[j], off[j], sizeof(float) * (size_t)len[j]) != 0;
+        free(w);
+    }
+    char desc[256];
+    na_case_describe(c, desc, sizeof desc);
+    if (blocks)
+        ck_assert_msg(differ, "lanes on and off give the same bits: the lane path did not run (%s)", desc);
+    else
+        ck_assert_msg(!differ, "no lane block in this shape, yet lanes on and off differ (%s)", desc);
+    for (int r = 0; r < 2; r++) {
+        free(o[r]), free(l[r]);
+        for (int j = 0; j < 4; j++)
+            free(g[r][j]);
+    }
+    free(orf), free(lr), free(dqr), free(dkr), free(dvr), free(drr), free(of), free(lf);
+    na_data_free(&dt);
+}
+
+START_TEST(lanes)
+{
+    static const struct {
+        na_case c;
+        int blocks;
+    } cases[] = {
+        /* NAT-Mini level 1 (one image): blocks of 16, a remainder of 2 and 6 border queries per line */
+        {{2, 1, 2, {56, 56, 1}, 32, {7, 7, 1}, {1, 1, 1}, {0, 0, 0}, 1}, 1},
+        {{2, 2, 1, {12, 23, 1}, 32, {7, 7, 1}, {1, 1, 1}, {0, 0, 0}, 0}, 1},  /* one key block of 9 */
+        {{2, 1, 3, {9, 17, 1}, 20, {7, 5, 1}, {1, 1, 1}, {0, 0, 0}, 1}, 1},   /* odd D, non-square */
+        {{2, 2, 1, {9, 9, 1}, 32, {7, 7, 1}, {1, 1, 1}, {0, 0, 0}, 1}, 0},    /* k close to W: no block */
+        {{2, 1, 2, {20, 41, 1}, 36, {5, 7, 1}, {1, 2, 1}, {0, 0, 0}, 1}, 1},  /* dilation 2 along the row */
+        {{2, 2, 1, {30, 29, 1}, 32, {3, 9, 1}, {2, 1, 1}, {0, 0, 0}, 1}, 1},  /* dilation 2 across rows */
+        {{2, 1, 2, {13, 40, 1}, 96, {7, 7, 1}, {1, 1, 1}, {0, 0, 0}, 1}, 0},  /* D 96: per-query kernels */
+        {{1, 2, 2, {70, 1, 1}, 32, {9, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1}, 1},   /* 1-D */
+        {{3, 1, 2, {5, 6, 30}, 16, {3, 3, 5}, {1, 2, 1}, {0, 0, 0}, 1}, 1},   /* 3-D, dilation on axis 1 */
+        {{2, 2, 1, {11, 33, 1}, 32, {3, 7, 1}, {1, 1, 1}, {1, 0, 0}, 0}, 1},  /* causal rows, open columns */
+        {{2, 1, 2, {10, 30, 1}, 32, {3, 7, 1}, {1, 1, 1}, {0, 1, 0}, 0}, 0},  /* causal columns: no lanes */
+    };
+    if (!na_cpu_bf16_rows())
+        ck_abort_msg("the lane kernels are off by default");
+    /* The lane path takes whole heads per thread: 2 threads, so that every shape above has enough heads
+     * whatever OMP_NUM_THREADS says. */
+#ifdef _OPENMP
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(2);
+#endif
+    double worst = 0.0;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        run_lanes(&cases[i].c, cases[i].blocks, &worst);
+#ifdef _OPENMP
+    omp_set_num_threads(prev);
+#endif
+    printf("lane kernels, %zu shapes: worst error against the reference %.2g\n", sizeof cases / sizeof *cases, worst);
 }
 END_TEST
 
@@ -351,7 +473,8 @@ int main(void)
         const struct {
             const char *name;
             const TTest *fn;
-        } cases[] = {{"fused_fwd", fused_fwd}, {"fused_bwd", fused_bwd}, {"capped_agrees", capped_agrees}};
+        } cases[] = {{"fused_fwd", fused_fwd}, {"fused_bwd", fused_bwd}, {"capped_agrees", capped_agrees},
+                     {"lanes", lanes}};
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
             tc = tcase_create(cases[i].name);
             tcase_set_timeout(tc, 300);

@@ -29,6 +29,15 @@
  *  - bf16 (autocast, na_cpu.h): the same drivers with f->bf16 set; the products (op_dots, op_axpys, the
  *    ring's kgrad) then run the AVX512-BF16 micro-kernels of na_cpu_bf16.c on bf16 copies of q, k, v and
  *    d_out, while the softmax, lse, delta, dS and drpb stay in f32 here.
+ *  - bf16 rows mode (rows_init; kernels in na_cpu_bf16_rows.c): the per-query micro-kernels spend much
+ *    of their time on horizontal sums and one-query softmaxes, so wherever 8 to 16 consecutive queries
+ *    of a line (one dilation group) have windows unclamped along axis 2 (qrun), they go through the lane
+ *    kernels, one query per vector lane; in the backward the ring then keeps P and dS as [slot][position]
+ *    rows, so that the keys seen only by such queries (krun) gather dk and dv in lanes too. Border
+ *    queries and keys, and shorter runs, stay on the per-query path. A work item is a whole head (the
+ *    forward: run_heads; the backward: the ring's items), whose lines the thread packs (channel pairs,
+ *    column pairs, bf16 rows) just before the first query line that reads them (rows_need), into its own
+ *    scratch: no global bf16 copies, and the lines in use stay in its cache.
  *
  * Every problem is seen as 3-D (na_problem.h). Windows are coded here from docs/design.md §2, independently
  * of the reference that the tests compare against. AVX-512 or AVX2+FMA intrinsics when the compiler
@@ -54,6 +63,8 @@
 
 #include "core/cpu/isa.h"
 #include "layers/natten/cpu/na_cpu_bf16.h"
+#include "layers/natten/cpu/na_cpu_bf16_rows.h"
+#include "layers/natten/cpu/na_cpu_exp.h"
 #include "layers/natten/na_backend.h"
 #include "layers/natten/na_window.h"
 #include "nat/alloc.h"
@@ -479,31 +490,8 @@ static float dot1(int64_t D, const float *a, const float *b)
  * reduction (x = n ln2 + r, |r| <= ln2/2) and a degree-6 polynomial; relative error ~1e-7. Arguments
  * below -87 give ~1e-38, not 0 (masked slots never reach these loops).
  * ------------------------------------------------------------------------------------------------- */
-/* exp(r) for |r| <= ln2/2 as 1 + r + r^2 * (c0 r^5 + ... + c5), the inner polynomial evaluated in
- * Estrin form (a r^4 + b r^2 + c) to shorten the dependency chain. */
-#define NA_EXP_POLY(T, MUL, ADD, FMA, SET1, r, y)                                  \
-    do {                                                                          \
-        T r2_ = MUL(r, r), r4_ = MUL(r2_, r2_);                       \
-        T a_ = FMA(SET1(1.9875691500e-4f), r, SET1(1.3981999507e-3f)); \
-        T b_ = FMA(SET1(8.3334519073e-3f), r, SET1(4.1665795894e-2f)); \
-        T c_ = FMA(SET1(1.6666665459e-1f), r, SET1(5.0000001201e-1f)); \
-        T p_ = FMA(a_, r4_, FMA(b_, r2_, c_));                        \
-        y = FMA(p_, r2_, ADD(r, SET1(1.0f)));                                     \
-    } while (0)
-
 #if defined(NA_AVX512)
-/* Below -104 the result is 0 (scalef underflows); overflow gives +inf. */
-NA_INLINE __m512 vexp(__m512 x)
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 y;
-    NA_EXP_POLY(__m512, _mm512_mul_ps, _mm512_add_ps, _mm512_fmadd_ps, _mm512_set1_ps, r, y);
-    return _mm512_scalef_ps(y, n); /* y * 2^n */
-}
+NA_DEFINE_VEXP512(NA_INLINE, vexp)
 #elif defined(NA_AVX2)
 NA_INLINE __m256 vexp(__m256 x)
 {
@@ -597,6 +585,17 @@ typedef struct na_fast {
     int nthreads;
     int want_drpb;        /* per-thread drpb partials are needed */
     int bf16;             /* fused kernels: products on bf16 operands (na_args' *16 pointers) */
+    /* bf16 mode's lane kernels (na_cpu_bf16_rows.h; rows_init), when rows is set: per position u of
+     * axis 2 (the visiting order), the number of queries (qrun) / keys (krun) from u on, in u's
+     * dilation group, whose windows (inverse neighbourhoods) along axis 2 are unclamped, 0 for a border
+     * one (the per-query path); upos[i2]: the position of index i2. The ring of the backward then keeps
+     * each query line's P and dS as [slot][position] rows. Per thread: one head's packs. */
+    int rows;
+    int64_t *upos, *qrun, *krun;
+    uint8_t *need_kv, *need_qg; /* positions whose bf16 rows of k, v / q, d_out the per-query kernels read */
+    int64_t pack_ch, pack_col; /* uint32 per head of a channel-pair / column-pair pack */
+    size_t rows_thread_bytes, rows_bytes;
+    void *rows_mem;
     /* Ring mode of the fused backward (see run_ring): axis A, slab geometry, ring depth. */
     int ring;             /* 1: P and dS of the last `ring_depth` query slabs kept per thread */
     int ring_axis;        /* 0 for 3-D problems, 1 otherwise */
@@ -627,6 +626,19 @@ typedef struct na_thread {
     int sig_len;    /* -1: no list yet */
     int64_t cached_n2; /* -1: no query list yet (query_slots) */
     int n;          /* length of the current list */
+    /* rows mode (rows_init): the head's packs (forward: k channel pairs, v column pairs; backward: k, v
+     * channel pairs, k, q, d_out column pairs) and its bf16 rows for the per-query kernels (h16: q, k,
+     * v, d_out; the forward: k, v in h16[1], h16[2]), the lane kernels' scratch, the current line's
+     * geometry (lines, slot bases, ring rows, rpb bases, the bias of each window slot) and drpb partials
+     * [K][16]. */
+    uint32_t *pk[5];
+    uint16_t *h16[4];
+    float *lane, *lbias, *dracc, *lse16, *delta16;
+    int64_t *gline, *gsbase, *grline, *grb;
+    na_rows_geo geo;
+    int64_t pk_bh, pk_next; /* packs hold head pk_bh's lines below pk_next (of the item's group) */
+    int pk_axis;
+    int64_t pk_d, pk_g;
 } na_thread;
 
 /* Per-axis tables of the window rule (layers/natten/na_window.h, docs/design.md §2): window start s in
@@ -785,8 +797,153 @@ static void fast_free(na_fast *f)
     nat_mem_free(NAT_CPU, f->mem, f->total_bytes);
     if (f->btab)
         nat_mem_free(NAT_CPU, f->btab, f->btab_bytes);
+    if (f->rows_mem)
+        nat_mem_free(NAT_CPU, f->rows_mem, f->rows_bytes);
     f->mem = NULL;
     f->btab = NULL;
+    f->rows_mem = NULL;
+}
+
+/* Lane kernels on (1) or off (0): na_cpu_bf16_set_rows, for the tests and nat-bench. */
+static int na_rows_on = 1;
+
+void na_cpu_bf16_set_rows(int on) { na_rows_on = on; }
+
+int na_cpu_bf16_rows(void) { return na_rows_on; }
+
+/* Per-thread bytes of rows mode (see na_thread). */
+static size_t rows_thread_size(const na_fast *f, int backward)
+{
+    const int64_t m = f->maxlist + 8;
+    const size_t packs = backward ? 2 * (size_t)f->pack_ch + 3 * (size_t)f->pack_col
+                                  : (size_t)f->pack_ch + (size_t)f->pack_col;
+    return align64(sizeof(uint32_t) * packs) + 4 * align64(sizeof(uint16_t) * (size_t)(f->N * f->D)) +
+           align64(sizeof(float) * (size_t)NA_ROWS_SCRATCH(m)) + align64(sizeof(float) * (size_t)(f->K + 16)) +
+           align64(sizeof(float) * (size_t)(16 * f->K)) + 2 * align64(sizeof(float) * 16) +
+           4 * align64(sizeof(int64_t) * (size_t)m);
+}
+
+static void rows_scratch(const na_fast *f, int tid, na_thread *t)
+{
+    char *c = (char *)f->rows_mem + align64(sizeof(int64_t) * (size_t)(3 * f->pb.len[2])) +
+              align64((size_t)(2 * f->pb.len[2])) + f->rows_thread_bytes * (size_t)tid;
+    const int64_t m = f->maxlist + 8;
+    const int npk = f->rows == 2 ? 5 : 2; /* forward: k channel pairs, v column pairs */
+    size_t off = 0;
+    for (int i = 0; i < 5; i++) {
+        t->pk[i] = (uint32_t *)(c + off);
+        if (i < npk)
+            off += sizeof(uint32_t) * (size_t)(i == 0 || (i == 1 && npk == 5) ? f->pack_ch : f->pack_col);
+    }
+    c += align64(off);
+    for (int i = 0; i < 4; i++) {
+        t->h16[i] = (uint16_t *)c;
+        c += align64(sizeof(uint16_t) * (size_t)(f->N * f->D));
+    }
+    t->lane = (float *)c;
+    c += align64(sizeof(float) * (size_t)NA_ROWS_SCRATCH(m));
+    t->lbias = (float *)c;
+    c += align64(sizeof(float) * (size_t)(f->K + 16));
+    t->dracc = (float *)c;
+    c += align64(sizeof(float) * (size_t)(16 * f->K));
+    t->lse16 = (float *)c;
+    c += align64(sizeof(float) * 16);
+    t->delta16 = (float *)c;
+    c += align64(sizeof(float) * 16);
+    int64_t **g[4] = {&t->gline, &t->gsbase, &t->grline, &t->grb};
+    for (int i = 0; i < 4; i++) {
+        *g[i] = (int64_t *)c;
+        c += align64(sizeof(int64_t) * (size_t)m);
+    }
+    t->geo.D = f->D;
+    t->geo.L2 = f->pb.len[2];
+    t->geo.k2 = f->pb.kernel[2];
+    t->geo.n01 = 0;
+    t->geo.line = t->gline;
+    t->geo.sbase = t->gsbase;
+    t->geo.rline = t->grline;
+}
+
+/* Smallest block for the lane kernels: a block costs about the same whatever its size, as much as
+ * ~8 queries through the per-query kernels, so a shorter remainder goes through those. */
+#define NA_ROWS_MIN_BLOCK 8
+
+/* rows mode: the block of queries (keys) unclamped along axis 2 that starts at position u of a line,
+ * up to 16 and u1; 0 when u holds a border query (key) or the run left is too short. */
+static int rows_block(const int64_t *run, int64_t u, int64_t u1)
+{
+    int64_t m = run[u] < 16 ? run[u] : 16;
+    m = m < u1 - u ? m : u1 - u;
+    return m >= NA_ROWS_MIN_BLOCK ? (int)m : 0;
+}
+
+/* Largest per-thread rows scratch; beyond it the per-query kernels do all the work. */
+#define NA_ROWS_MAX_BYTES ((size_t)64 << 20)
+
+/* bf16 mode: turns on the lane kernels (f->rows: 1 forward, 2 backward) for the blocks of queries /
+ * keys whose windows are unclamped along axis 2. They need a non-causal axis 2, D <= NA_ROWS_MAX_DIM and
+ * work items of whole heads (the forward: batch * heads >= threads; the backward: ring mode), so that a
+ * thread packs a head's operands once (rows_pack) and keeps them in its cache. */
+static nat_status rows_init(na_fast *f, int backward)
+{
+    const na_problem *pb = &f->pb;
+    const int64_t L2 = pb->len[2], D = f->D, k2 = pb->kernel[2], d2 = pb->dilation[2];
+    f->rows = 0;
+    if (!na_rows_on || !f->bf16 || pb->causal[2] || D > NA_ROWS_MAX_DIM ||
+        (backward ? !f->ring : pb->batch * pb->heads < f->nthreads))
+        return NAT_OK;
+    f->pack_ch = pb->len[0] * pb->len[1] * ((D + 1) / 2) * L2;
+    f->pack_col = pb->len[0] * pb->len[1] * D * L2;
+    f->rows_thread_bytes = rows_thread_size(f, backward);
+    if (f->rows_thread_bytes > NA_ROWS_MAX_BYTES)
+        return NAT_OK;
+    f->rows_bytes = align64(sizeof(int64_t) * (size_t)(3 * L2)) + align64((size_t)(2 * L2)) +
+                    f->rows_thread_bytes * (size_t)f->nthreads;
+    NAT_TRY(nat_mem_alloc(NAT_CPU, f->rows_bytes, &f->rows_mem));
+    f->upos = (int64_t *)f->rows_mem;
+    f->qrun = f->upos + L2;
+    f->krun = f->qrun + L2;
+    const int64_t *ord = f->order[2];
+    for (int64_t u = 0; u < L2; u++)
+        f->upos[ord[u]] = u;
+    for (int64_t u = L2 - 1; u >= 0; u--) {
+        const int64_t y = ord[u];
+        const int next = u + 1 < L2 && ord[u + 1] == y + d2; /* same dilation group */
+        const int qin = f->wstart[2][y] == f->sub[2][y] - k2 / 2;
+        /* a key whose queries are exactly the k2 unclamped ones at u + k2/2 - t2 */
+        int kin = (f->ihi[2][y] - f->ilo[2][y] + d2 - 1) / d2 == k2;
+        for (int64_t i = f->ilo[2][y]; kin && i < f->ihi[2][y]; i += d2)
+            kin = f->wstart[2][i] == f->sub[2][i] - k2 / 2;
+        f->qrun[u] = qin ? 1 + (next ? f->qrun[u + 1] : 0) : 0;
+        f->krun[u] = kin ? 1 + (next ? f->krun[u + 1] : 0) : 0;
+    }
+    /* The per-query kernels' rows: the keys of the queries outside lane blocks, the queries of the keys
+     * outside them (the same walk as the line functions'). */
+    f->need_kv = (uint8_t *)(f->krun + L2);
+    f->need_qg = f->need_kv + L2;
+    memset(f->need_kv, 0, (size_t)(2 * L2));
+    for (int64_t u = 0; u < L2; u++) {
+        const int m = rows_block(f->qrun, u, L2);
+        if (m) {
+            u += m - 1;
+            continue;
+        }
+        const int64_t i = ord[u];
+        for (int64_t t2 = 0; t2 < f->wcnt[2][i]; t2++)
+            f->need_kv[f->upos[f->wkey0[2][i] + t2 * d2]] = 1;
+    }
+    for (int64_t u = 0; backward && u < L2; u++) {
+        const int m = rows_block(f->krun, u, L2);
+        if (m) {
+            u += m - 1;
+            continue;
+        }
+        const int64_t y = ord[u];
+        for (int64_t i = f->ilo[2][y]; i < f->ihi[2][y]; i += d2)
+            f->need_qg[f->upos[i]] = 1;
+    }
+    f->rows = backward ? 2 : 1;
+    return NAT_OK;
 }
 
 static na_thread thread_scratch(const na_fast *f, int tid)
@@ -828,6 +985,8 @@ static na_thread thread_scratch(const na_fast *f, int tid)
     t.sig_len = -1;
     t.cached_n2 = -1;
     t.n = 0;
+    if (f->rows)
+        rows_scratch(f, tid, &t);
     return t;
 }
 
@@ -994,6 +1153,16 @@ static void drpb_add(na_thread *t, const float *ds, int n, int64_t rb)
         t->b2[j] += ds[j];
 }
 
+/* The calling thread's number in its OpenMP team (0 without OpenMP). */
+static int this_thread(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* One work item: the pixels (i0, i1, order2[u]) for u in [u0, u1) of head bh. */
 typedef void (*na_line_fn)(const na_fast *f, const void *args, na_thread *t, int64_t bh, int64_t i0,
                            int64_t i1, int64_t u0, int64_t u1);
@@ -1004,12 +1173,7 @@ static void run_lines(const na_fast *f, na_line_fn fn, const void *args)
     const int64_t nitems = f->nlines * f->nchunks;
 #pragma omp parallel num_threads(f->nthreads)
     {
-#ifdef _OPENMP
-        int tid = omp_get_thread_num();
-#else
-        int tid = 0;
-#endif
-        na_thread t = thread_scratch(f, tid);
+        na_thread t = thread_scratch(f, this_thread());
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < nitems; it++) {
             int64_t line = it / f->nchunks, ch = it % f->nchunks;
@@ -1132,6 +1296,79 @@ static const float *head_rpb(const na_fast *f, const float *rpb, int64_t bh)
     return rpb ? rpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
 }
 
+/* rows mode, the query side of line (i0, i1) of head bh: its window's key lines (as pack lines), slot
+ * bases, rpb bases and, with rpb, the bias of each slot for the queries unclamped along axis 2 (rpb
+ * index k2/2 + t2 there). */
+static void rows_line_q(const na_fast *f, na_thread *t, const float *rpb, int64_t bh, int64_t i0, int64_t i1)
+{
+    const na_problem *pb = &f->pb;
+    const int64_t L1 = pb->len[1], k1 = pb->kernel[1], k2 = pb->kernel[2], E1 = pb->rpb_ext[1], E2 = pb->rpb_ext[2];
+    const int64_t d0 = pb->dilation[0], d1 = pb->dilation[1];
+    const float *rh = head_rpb(f, rpb, bh);
+    int o = 0;
+    for (int64_t t0 = 0; t0 < f->wcnt[0][i0]; t0++)
+        for (int64_t t1 = 0; t1 < f->wcnt[1][i1]; t1++, o++) {
+            t->gline[o] = (f->wkey0[0][i0] + t0 * d0) * L1 + f->wkey0[1][i1] + t1 * d1;
+            t->gsbase[o] = (t0 * k1 + t1) * k2;
+            t->grb[o] = ((f->wrpb0[0][i0] + t0) * E1 + f->wrpb0[1][i1] + t1) * E2 + k2 / 2;
+            for (int64_t t2 = 0; rh && t2 < k2; t2++)
+                t->lbias[o * k2 + t2] = rh[t->grb[o] + t2];
+        }
+    t->geo.n01 = o;
+}
+
+/* rows mode: packs line r of head bh into the thread's packs and bf16 rows (na_rows_pack), from the
+ * f32 operands. */
+static void rows_pack_line(const na_fast *f, const na_args *a, na_thread *t, int64_t bh, int64_t r)
+{
+    const int64_t L2 = f->pb.len[2], D = f->D, nl = f->pb.len[0] * f->pb.len[1];
+    const int64_t chl = (D + 1) / 2 * L2, coll = D * L2, x = (bh * nl + r) * L2 * D, h = r * L2 * D;
+    const int64_t *ord = f->order[2];
+    const uint8_t *nkv = f->need_kv, *nqg = f->need_qg;
+    if (f->rows == 1) {
+        na_rows_pack(a->k + x, ord, L2, D, t->h16[1] + h, nkv, t->pk[0] + r * chl, NULL);
+        na_rows_pack(a->v + x, ord, L2, D, t->h16[2] + h, nkv, NULL, t->pk[1] + r * coll);
+    } else {
+        na_rows_pack(a->q + x, ord, L2, D, t->h16[0] + h, nqg, NULL, t->pk[3] + r * coll);
+        na_rows_pack(a->k + x, ord, L2, D, t->h16[1] + h, nkv, t->pk[0] + r * chl, t->pk[2] + r * coll);
+        na_rows_pack(a->v + x, ord, L2, D, t->h16[2] + h, nkv, t->pk[1] + r * chl, NULL);
+        na_rows_pack(a->d_out + x, ord, L2, D, t->h16[3] + h, nqg, NULL, t->pk[4] + r * coll);
+    }
+}
+
+/* rows mode: a new work item, head bh, lines whose index along axis A is g modulo dA. */
+static void rows_item(na_thread *t, int64_t bh, int A, int64_t dA, int64_t g)
+{
+    t->pk_bh = bh;
+    t->pk_next = 0;
+    t->pk_axis = A;
+    t->pk_d = dA;
+    t->pk_g = g;
+}
+
+/* rows mode: packs (in line order) the item's lines up to the last key line of query line (i0, i1)'s
+ * window, just before they are needed: a line is packed when the first query line that reads it comes,
+ * and the ~k lines in use stay in the cache instead of a whole head packed ahead. */
+static void rows_need(const na_fast *f, const na_args *a, na_thread *t, int64_t i0, int64_t i1)
+{
+    const int64_t L1 = f->pb.len[1];
+    const int64_t y0 = f->wkey0[0][i0] + (f->wcnt[0][i0] - 1) * f->pb.dilation[0];
+    const int64_t y1 = f->wkey0[1][i1] + (f->wcnt[1][i1] - 1) * f->pb.dilation[1];
+    const int64_t nl = f->pb.len[0] * L1, last = y0 * L1 + y1;
+    if (t->pk_next > last)
+        return;
+    for (; t->pk_next <= last; t->pk_next++) {
+        const int64_t r = t->pk_next;
+        if ((t->pk_axis == 0 ? r / L1 : r % L1) % t->pk_d == t->pk_g)
+            rows_pack_line(f, a, t, t->pk_bh, r);
+    }
+    /* the next line's rows, likely packed for the next query line, come in meanwhile */
+    const int64_t n = f->pb.len[2] * f->D, x = (t->pk_bh * nl + t->pk_next) * n;
+    const float *src[4] = {a->q, a->k, a->v, a->d_out};
+    for (int i = f->rows == 1 ? 1 : 0; t->pk_next < nl && i < (f->rows == 1 ? 3 : 4); i++)
+        prefetch_row(src[i] + x, n);
+}
+
 static void qk_line(const na_fast *f, const void *vargs, na_thread *t, int64_t bh, int64_t i0,
                     int64_t i1, int64_t u0, int64_t u1)
 {
@@ -1249,17 +1486,36 @@ static void fused_fwd_line(const na_fast *f, const void *vargs, na_thread *t, in
     const na_args *a = vargs;
     const int64_t kvo = bh * f->N * f->D; /* the head's first key / value row */
     const float scale = f->pb.scale;
+    const int64_t qs = f->pb.dilation[2] * f->D; /* consecutive positions of a dilation group */
     float *s = t->b0;
+    if (f->rows) {
+        rows_need(f, a, t, i0, i1);
+        rows_line_q(f, t, a->rpb, bh, i0, i1);
+    }
     NA_LINE_BEGIN
+    const int m = f->rows ? rows_block(f->qrun, u, u1) : 0;
+    if (m) { /* queries in lanes; the next block's rows on their way */
+        for (int j = 0; j < 16 && u + m + j < u1; j++) {
+            prefetch_row(a->q + (qi + (m + j) * (qs / D)) * D, D);
+            prefetch_row_w(a->o_out + (qi + (m + j) * (qs / D)) * D, D);
+        }
+        na_rows_fwd(&t->geo, m, u, a->q + qi * D, qs, t->pk[0], t->pk[1], scale, a->rpb ? t->lbias : NULL, t->lane,
+                    a->o_out + qi * D, qs, a->o_lse + qi, qs / D);
+        u += m - 1;
+        continue;
+    }
     prefetch_row(a->q + qn * D, D);
     prefetch_row_w(a->o_out + qn * D, D);
     int n = query_slots(f, t, i0, i1, i2);
-    if (f->dilated)
+    if (f->dilated && !f->rows)
         prefetch_keys(f, t, a, kvo, qn - line0, n);
     na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
-    float mx = op_dots(f, NA_OPND(q), qi * D, NA_OPND(k), kvo + qb, t->off, n, scale, bias.base, bias.idx, s);
+    /* rows mode: the head's bf16 rows are the thread's (h16), at offsets within the head */
+    const int64_t ko = f->rows ? qb : kvo + qb;
+    float mx = op_dots(f, NA_OPND(q), qi * D, a->k, f->rows ? t->h16[1] : a->k16, ko, t->off, n, scale, bias.base,
+                       bias.idx, s);
     float sum = exp_row(s, n, mx); /* P relative to the row max, f32; its sum too */
-    op_axpys(f, s, NA_OPND(v), kvo + qb, t->off, n, 1.0f / sum, a->o_out + qi * D);
+    op_axpys(f, s, a->v, f->rows ? t->h16[2] : a->v16, ko, t->off, n, 1.0f / sum, a->o_out + qi * D);
     a->o_lse[qi] = mx + logf(sum);
     NA_LINE_END
 }
@@ -1354,13 +1610,43 @@ static void fused_bwd_q_ring_line(const na_fast *f, const void *vargs, na_thread
                                   int64_t i0, int64_t i1, int64_t u0, int64_t u1)
 {
     const na_args *a = vargs;
-    const int64_t kvo = bh * f->N * f->D;
+    const int64_t kvo = bh * f->N * f->D, D0 = f->D;
     double *dr = t->drpb ? t->drpb + (bh % f->pb.heads) * f->pb.rpb_size : NULL;
     const float scale = f->pb.scale;
     int64_t rbase;
     ring_slot_base(f, i0, i1, &rbase);
     drpb_begin(t);
+    /* rows mode: the ring holds this line's P and dS as [slot][position] rows; the bf16 rows of the
+     * per-query kernels are the thread's, at offsets within the head */
+    const int64_t qs = f->pb.dilation[2] * D0, ko = f->rows ? 0 : kvo;
+    const uint16_t *k16 = f->rows ? t->h16[1] : a->k16, *v16 = f->rows ? t->h16[2] : a->v16;
+    if (f->rows) {
+        rows_need(f, a, t, i0, i1);
+        rows_line_q(f, t, a->rpb, bh, i0, i1);
+        if (dr)
+            memset(t->dracc, 0, sizeof(float) * 16 * (size_t)(t->geo.n01 * f->pb.kernel[2]));
+    }
     NA_LINE_BEGIN
+    const int m = f->rows ? rows_block(f->qrun, u, u1) : 0;
+    if (m) { /* queries in lanes; the next block's rows on their way */
+        for (int j = 0; j < 16 && u + m + j < u1; j++) {
+            const int64_t qj = qi + (m + j) * (qs / D);
+            prefetch_row(a->q + qj * D, D);
+            prefetch_row(a->d_out + qj * D, D);
+            prefetch_row(a->out + qj * D, D);
+            prefetch_row_w(a->o_dq + qj * D, D);
+        }
+        for (int j = 0; j < m; j++) {
+            const int64_t qj = qi + j * (qs / D);
+            t->lse16[j] = a->lse[qj];
+            t->delta16[j] = dot1(D, a->d_out + qj * D, a->out + qj * D);
+        }
+        na_rows_bwd_q(&t->geo, m, u, a->q + qi * D, a->d_out + qi * D, qs, t->pk[0], t->pk[1], t->pk[2], scale,
+                      a->rpb ? t->lbias : NULL, t->lse16, t->delta16, t->lane, t->ring_p + rbase, t->ring_ds + rbase,
+                      dr ? t->dracc : NULL, a->o_dq + qi * D);
+        u += m - 1;
+        continue;
+    }
     prefetch_row(a->q + qn * D, D);
     prefetch_row(a->d_out + qn * D, D);
     prefetch_row(a->out + qn * D, D);
@@ -1368,31 +1654,48 @@ static void fused_bwd_q_ring_line(const na_fast *f, const void *vargs, na_thread
     if (dr)
         drpb_flush_if(f, t, dr, i2, rb);
     int n = query_slots(f, t, i0, i1, i2);
-    if (f->dilated)
+    if (f->dilated && !f->rows)
         prefetch_keys(f, t, a, kvo, qn - line0, n);
-    /* Full windows (slot j at list position j) go straight into the ring; masked ones via scratch. */
-    float *rp = t->ring_p + rbase + i2 * K, *rd = t->ring_ds + rbase + i2 * K;
-    const int direct = n == K;
+    /* Full windows (slot j at list position j) go straight into the ring; masked ones (and all in rows
+     * mode) via scratch. */
+    float *rp = t->ring_p + rbase + (f->rows ? 0 : i2 * K), *rd = t->ring_ds + rbase + (f->rows ? 0 : i2 * K);
+    const int direct = n == K && !f->rows;
     float *s = direct ? rp : t->b0, *dp = direct ? rd : t->b1;
     na_bias bias = query_bias(f, t, a->rpb, bh, i0, i1, i2);
-    op_dots(f, NA_OPND(q), qi * D, NA_OPND(k), kvo + qb, t->off, n, scale, bias.base, bias.idx, s);
+    op_dots(f, NA_OPND(q), qi * D, a->k, k16, ko + qb, t->off, n, scale, bias.base, bias.idx, s);
     exp_row(s, n, a->lse[qi]);
-    op_dots(f, a->d_out, a->g16, qi * D, NA_OPND(v), kvo + qb, t->off, n, 1.0f, NULL, NULL, dp);
+    op_dots(f, a->d_out, a->g16, qi * D, a->v, v16, ko + qb, t->off, n, 1.0f, NULL, NULL, dp);
     const float delta = dot1(D, a->d_out + qi * D, a->out + qi * D); /* f32 d_out and out, always */
 #pragma omp simd
     for (int j = 0; j < n; j++)
         dp[j] = s[j] * (dp[j] - delta);
-    if (!direct)
+    if (f->rows) {
+        const int64_t L2 = f->pb.len[2], pu = f->upos[i2];
+        for (int j = 0; j < n; j++) {
+            rp[t->slot[j] * L2 + pu] = s[j];
+            rd[t->slot[j] * L2 + pu] = dp[j];
+        }
+    } else if (!direct) {
         for (int j = 0; j < n; j++) {
             rp[t->slot[j]] = s[j];
             rd[t->slot[j]] = dp[j];
         }
-    op_axpys(f, dp, NA_OPND(k), kvo + qb, t->off, n, scale, a->o_dq + qi * D);
+    }
+    op_axpys(f, dp, a->k, k16, ko + qb, t->off, n, scale, a->o_dq + qi * D);
     if (dr)
         drpb_add(t, dp, n, rb); /* drpb from the f32 dS */
     NA_LINE_END
     if (dr)
         drpb_flush(t, dr);
+    if (f->rows && dr) /* the lane blocks' partials, slot by slot (lanes in order: deterministic) */
+        for (int o = 0; o < t->geo.n01; o++)
+            for (int t2 = 0; t2 < f->pb.kernel[2]; t2++) {
+                const float *acc = t->dracc + 16 * (o * f->pb.kernel[2] + t2);
+                double sum = 0.0;
+                for (int j = 0; j < 16; j++)
+                    sum += acc[j];
+                dr[t->grb[o] + t2] += sum;
+            }
 }
 
 /* Pass B in ring mode for the keys of line (y0, y1): the outer part of the inverse list (query lines,
@@ -1416,22 +1719,40 @@ static void fused_bwd_k_ring_line(const na_fast *f, const void *vargs, na_thread
             const int64_t iA = f->ring_axis == 0 ? i0 : i1;
             const int64_t rrow = ((iA / dA) % R * f->slab_lines + (f->ring_axis == 0 ? i1 : 0)) * L2;
             ooff[no] = (i0 * L1 + i1) * L2 * D;
-            ocix[no] = rrow * K + (t0 * k1 + t1) * k2;
+            /* rows mode: the ring's [slot][position] rows of that query line */
+            ocix[no] = rrow * K + (t0 * k1 + t1) * k2 * (f->rows ? L2 : 1);
+            if (f->rows) {
+                t->gline[no] = i0 * L1 + i1;
+                t->gsbase[no] = (t0 * k1 + t1) * k2;
+                t->grline[no] = rrow * K;
+            }
             no++;
         }
     }
-    const int64_t kbase = (bh * f->N + (y0 * L1 + y1) * L2) * D;
+    t->geo.n01 = no;
+    const int64_t kbase = (bh * f->N + (y0 * L1 + y1) * L2) * D, ks = d2 * D;
     for (int64_t u = u0; u < u1; u++) {
         const int64_t y2 = f->order[2][u], p2 = f->sub[2][y2];
+        const int m = f->rows ? rows_block(f->krun, u, u1) : 0;
+        if (m) { /* keys in lanes */
+            na_rows_bwd_k(&t->geo, m, u, t->ring_p, t->ring_ds, t->pk[3], t->pk[4], pb->scale, t->lane,
+                          a->o_dk + kbase + y2 * D, a->o_dv + kbase + y2 * D, ks);
+            u += m - 1;
+            continue;
+        }
         const int64_t yn = f->order[2][u + 2 < u1 ? u + 2 : u];
         prefetch_row_w(a->o_dk + kbase + yn * D, D);
         prefetch_row_w(a->o_dv + kbase + yn * D, D);
         int ni = 0;
         for (int64_t i2 = f->ilo[2][y2]; i2 < f->ihi[2][y2]; i2 += d2, ni++) {
             ioff[ni] = (i2 - y2) * D;
-            icix[ni] = (i2 - y2) * K + p2 - f->wstart[2][i2];
+            icix[ni] = f->rows ? (p2 - f->wstart[2][i2]) * L2 + f->upos[i2] - u : (i2 - y2) * K + p2 - f->wstart[2][i2];
         }
-        if (f->bf16)
+        if (f->rows) /* the thread's bf16 rows of the head; the ring's rows at position u */
+            na_bf16_kgrad(D, t->h16[0] + y2 * D, t->h16[3] + y2 * D,
+                          t->ring_p + u, t->ring_ds + u, ooff, ocix, no, ioff, icix, ni, pb->scale,
+                          a->o_dk + kbase + y2 * D, a->o_dv + kbase + y2 * D);
+        else if (f->bf16)
             na_bf16_kgrad(D, a->q16 + ho + y2 * D, a->g16 + ho + y2 * D, t->ring_p + y2 * K, t->ring_ds + y2 * K,
                           ooff, ocix, no, ioff, icix, ni, pb->scale, a->o_dk + kbase + y2 * D,
                           a->o_dv + kbase + y2 * D);
@@ -1461,15 +1782,12 @@ static void run_ring(const na_fast *f, const na_args *a)
     const int64_t L = f->pb.len[A], dA = f->pb.dilation[A];
 #pragma omp parallel num_threads(f->nthreads)
     {
-#ifdef _OPENMP
-        int tid = omp_get_thread_num();
-#else
-        int tid = 0;
-#endif
-        na_thread t = thread_scratch(f, tid);
+        na_thread t = thread_scratch(f, this_thread());
 #pragma omp for schedule(static) /* static: drpb partials per thread stay deterministic */
         for (int64_t it = 0; it < f->ring_items; it++) {
             const int64_t bh = it / dA, g = it % dA;
+            if (f->rows)
+                rows_item(&t, bh, A, dA, g);
             int64_t y = g; /* next key slab to finish */
             for (int64_t iq = g; iq < L; iq += dA) {
                 ring_slab(f, fused_bwd_q_ring_line, a, &t, bh, iq);
@@ -1480,6 +1798,26 @@ static void run_ring(const na_fast *f, const na_args *a)
                         break;
                     ring_slab(f, fused_bwd_k_ring_line, a, &t, bh, y);
                 }
+            }
+        }
+    }
+}
+
+/* rows mode's forward: one head per work item, its lines in order through fn (which packs them as
+ * they are needed: rows_need). */
+static void run_heads(const na_fast *f, na_line_fn fn, const na_args *a)
+{
+    const int64_t L1 = f->pb.len[1], nl = f->pb.len[0] * L1, nbh = f->pb.batch * f->pb.heads;
+#pragma omp parallel num_threads(f->nthreads)
+    {
+        na_thread t = thread_scratch(f, this_thread());
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < nbh; bh++) {
+            rows_item(&t, bh, 0, 1, 0);
+            for (int64_t r = 0; r < nl; r++) {
+                t.sig_len = -1;
+                t.cached_n2 = -1;
+                fn(f, a, &t, bh, r / L1, r % L1, 0, f->pb.len[2]);
             }
         }
     }
@@ -1546,34 +1884,51 @@ nat_status na_cpu_fused_forward(const na_problem *pb, const float *q, const floa
     return NAT_OK;
 }
 
-/* The fused backward on a's operands: f32, or (bf16) their bf16 bits in a's *16 pointers. */
+static nat_status pack_operands(const na_problem *pb, const float *const *x, int m, uint16_t **h, size_t *bytes);
+
+/* The fused backward on a's operands: f32, or (bf16) the vdpbf16ps kernels, on the lane kernels' packs
+ * made per head by the threads (rows mode) or on bf16 copies of q, k, v and d_out made here. */
 static nat_status fused_backward_run(const na_problem *pb, na_args *ap, int bf16, float *drpb)
 {
     na_fast f;
     NAT_TRY(fast_init(&f, pb, drpb != NULL, 1, ap->rpb));
     f.bf16 = bf16;
     na_args a = *ap;
-    size_t dbytes = 0;
+    size_t dbytes = 0, hbytes = 0;
     float *delta = NULL;
-    if (f.ring) {
-        run_ring(&f, &a); /* delta per query inside pass A */
-    } else {
-        dbytes = sizeof(float) * (size_t)(pb->batch * pb->heads * f.N);
-        nat_status st = nat_mem_alloc(NAT_CPU, dbytes, (void **)&delta);
-        if (st != NAT_OK) {
-            fast_free(&f);
-            return st;
+    uint16_t *h = NULL;
+    nat_status st = bf16 ? rows_init(&f, 1) : NAT_OK;
+    if (st == NAT_OK && bf16 && !f.rows) {
+        const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
+        const float *x[4] = {a.q, a.k, a.v, a.d_out};
+        st = pack_operands(pb, x, 4, &h, &hbytes);
+        if (st == NAT_OK) {
+            a.q16 = h;
+            a.k16 = h + n;
+            a.v16 = h + 2 * n;
+            a.g16 = h + 3 * n;
         }
-        a.delta = a.o_delta = delta;
-        run_lines(&f, delta_line, &a);
-        run_lines(&f, fused_bwd_q_line, &a);
-        run_lines(&f, fused_bwd_k_line, &a);
     }
-    if (drpb)
+    if (st == NAT_OK && f.ring) {
+        run_ring(&f, &a); /* delta per query inside pass A */
+    } else if (st == NAT_OK) {
+        dbytes = sizeof(float) * (size_t)(pb->batch * pb->heads * f.N);
+        st = nat_mem_alloc(NAT_CPU, dbytes, (void **)&delta);
+        if (st == NAT_OK) {
+            a.delta = a.o_delta = delta;
+            run_lines(&f, delta_line, &a);
+            run_lines(&f, fused_bwd_q_line, &a);
+            run_lines(&f, fused_bwd_k_line, &a);
+        }
+    }
+    if (st == NAT_OK && drpb)
         reduce_drpb(&f, drpb);
-    nat_mem_free(NAT_CPU, delta, dbytes);
+    if (delta)
+        nat_mem_free(NAT_CPU, delta, dbytes);
+    if (h)
+        nat_mem_free(NAT_CPU, h, hbytes);
     fast_free(&f);
-    return NAT_OK;
+    return st;
 }
 
 nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const float *k,
@@ -1609,21 +1964,27 @@ static nat_status pack_operands(const na_problem *pb, const float *const *x, int
 nat_status na_cpu_fused_forward_bf16(const na_problem *pb, const float *q, const float *k, const float *v,
                                      const float *rpb, float *out, float *lse)
 {
-    const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
-    const float *x[2] = {k, v}; /* q is only ever the x of a dot product: rounded there, not packed */
-    uint16_t *h;
-    size_t bytes;
-    NAT_TRY(pack_operands(pb, x, 2, &h, &bytes));
     na_fast f;
-    nat_status st = fast_init(&f, pb, 0, 0, rpb);
-    if (st == NAT_OK) {
-        f.bf16 = 1;
-        na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .o_out = out, .o_lse = lse,
-                     .k16 = h, .v16 = h + n};
-        run_lines(&f, fused_fwd_line, &a);
-        fast_free(&f);
+    NAT_TRY(fast_init(&f, pb, 0, 0, rpb));
+    f.bf16 = 1;
+    na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .o_out = out, .o_lse = lse};
+    nat_status st = rows_init(&f, 0);
+    if (st == NAT_OK && f.rows) { /* packed per head by the threads */
+        run_heads(&f, fused_fwd_line, &a);
+    } else if (st == NAT_OK) {
+        const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
+        const float *x[2] = {k, v}; /* q is only ever the x of a dot product: rounded there, not packed */
+        uint16_t *h;
+        size_t bytes;
+        st = pack_operands(pb, x, 2, &h, &bytes);
+        if (st == NAT_OK) {
+            a.k16 = h;
+            a.v16 = h + n;
+            run_lines(&f, fused_fwd_line, &a);
+            nat_mem_free(NAT_CPU, h, bytes);
+        }
     }
-    nat_mem_free(NAT_CPU, h, bytes);
+    fast_free(&f);
     return st;
 }
 
@@ -1631,17 +1992,9 @@ nat_status na_cpu_fused_backward_bf16(const na_problem *pb, const float *q, cons
                                       const float *rpb, const float *out, const float *lse, const float *d_out,
                                       float *dq, float *dk, float *dv, float *drpb)
 {
-    const int64_t n = pb->batch * pb->heads * pb->npix * pb->dim;
-    const float *x[4] = {q, k, v, d_out};
-    uint16_t *h;
-    size_t bytes;
-    NAT_TRY(pack_operands(pb, x, 4, &h, &bytes));
     na_args a = {.q = q, .k = k, .v = v, .rpb = rpb, .out = out, .lse = lse, .d_out = d_out,
-                 .o_dq = dq, .o_dk = dk, .o_dv = dv,
-                 .q16 = h, .k16 = h + n, .v16 = h + 2 * n, .g16 = h + 3 * n};
-    nat_status st = fused_backward_run(pb, &a, 1, drpb);
-    nat_mem_free(NAT_CPU, h, bytes);
-    return st;
+                 .o_dq = dq, .o_dk = dk, .o_dv = dv};
+    return fused_backward_run(pb, &a, 1, drpb);
 }
 
 nat_status na_cpu_fused_forward_autocast(const na_problem *pb, int f16, const float *q, const float *k,

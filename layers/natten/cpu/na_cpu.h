@@ -82,6 +82,13 @@ nat_status na_cpu_fused_backward_bf16(const na_problem *pb, const float *q, cons
                                       const float *rpb, const float *out, const float *lse, const float *d_out,
                                       float *dq, float *dk, float *dv, float *drpb);
 
+/* The lane kernels of the vdpbf16ps path (cpu/na_cpu_bf16_rows.h: 16 queries or keys per vector for the
+ * windows unclamped along the last axis) on (the default) or off (every query and key through the
+ * per-query micro-kernels): for the tests, which compare the two, and nat-bench. Not thread-safe: set it
+ * between calls. */
+void na_cpu_bf16_set_rows(int on);
+int na_cpu_bf16_rows(void);
+
 /* The kernel the two entries below run for this f16 flag on this CPU under this cap. */
 na_cpu_autocast_kernel na_cpu_autocast_path(int f16);
 

@@ -14,6 +14,9 @@
  *    unpacks leave is undone once at the end (vpermt2ps). An odd last row pairs with zeros.
  * The head dim is covered in chunks of 32 channels, the last one masked (any D works; odd D pairs
  * the last channel with a zero).
+ * These per-query kernels serve the border queries and keys (clamped windows), causal last axes and
+ * D > 64; the other queries and keys run 16 per vector in the lane kernels of na_cpu_bf16_rows.c, which
+ * need no horizontal sums.
  */
 #include "layers/natten/cpu/na_cpu_bf16.h"
 
