@@ -14,6 +14,7 @@ typedef struct shard_job {
     float label_smoothing, mul;
     nat_rng rng;
     nat_rng *rng_out; /* shard 0: the run's generator, advanced; others NULL */
+    const nat_param_list *master; /* copies: the weights to start from (copied in the shard's thread) */
     float loss;       /* this shard's mean loss */
     nat_status status;
     char error[256];
@@ -46,11 +47,25 @@ static nat_status shard_run(shard_job *j)
     return NAT_OK;
 }
 
+/* A copy takes the master's weights and zeroes its gradients, in its own thread: the master's weights
+ * do not change before every shard is done, and the copying then overlaps the master's forward. */
+static nat_status copy_master(shard_job *j)
+{
+    const nat_param_list *pr = nat_model_params(j->model);
+    for (int i = 0; i < j->master->count; i++) {
+        NAT_TRY(nat_tensor_copy(pr->items[i].tensor, j->master->items[i].tensor));
+        nat_zero_grad(pr->items[i].tensor);
+    }
+    return NAT_OK;
+}
+
 static void *shard_thread(void *arg)
 {
     shard_job *j = arg;
     omp_set_num_threads(1); /* this thread's own OpenMP teams (and oneDNN's, an OpenMP build) */
-    j->status = shard_run(j);
+    j->status = j->master ? copy_master(j) : NAT_OK;
+    if (j->status == NAT_OK)
+        j->status = shard_run(j);
     if (j->status != NAT_OK)
         snprintf(j->error, sizeof j->error, "%s", nat_error_message());
     nat_ctx_reset(j->ctx);
@@ -122,11 +137,7 @@ nat_status nat_replicas_step(nat_replicas *R, const nat_batch *b, float label_sm
             j->rng_out = rng;
         } else {
             j->rng = child[r];
-            const nat_param_list *pr = nat_model_params(R->models[r]);
-            for (int i = 0; i < pm->count; i++) { /* the master's weights; gradients from zero */
-                NAT_TRY(nat_tensor_copy(pr->items[i].tensor, pm->items[i].tensor));
-                nat_zero_grad(pr->items[i].tensor);
-            }
+            j->master = pm; /* the master's weights; gradients from zero */
         }
     }
     /* shard 0 is the master's and runs in this thread */
@@ -165,6 +176,7 @@ nat_status nat_replicas_step(nat_replicas *R, const nat_batch *b, float label_sm
             float *d = nat_tensor_f32(dst);
             const float *s = nat_tensor_f32(src);
             const int64_t m = nat_tensor_numel(t);
+#pragma omp parallel for simd if (m > 32768) /* elementwise: the same bits whatever the thread count */
             for (int64_t e = 0; e < m; e++)
                 d[e] += s[e];
         }

@@ -58,6 +58,7 @@ nat_status nat_cpu_adamw_update(const nat_exec *ex, float *p, const float *g, fl
 nat_status nat_cpu_ema_update(const nat_exec *ex, float *m, const float *x, int64_t count, float decay, float w)
 {
     (void)ex;
+#pragma omp parallel for simd if (count > OPTIM_PAR_MIN)
     for (int64_t j = 0; j < count; j++)
         m[j] = decay * m[j] + w * x[j];
     return NAT_OK;

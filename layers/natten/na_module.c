@@ -128,12 +128,18 @@ nat_status nat_na_layer_forward_with(nat_ctx *ctx, const nat_na_layer *m, nat_te
         sp[a] = L + after[1 + a];
         S *= sp[a];
     }
-    nat_tensor *xp = x;
-    if (padded)
-        NAT_TRY(nat_pad(ctx, x, before, after, 0.0f, &xp));
-
     nat_tensor *qkv, *t, *qkv3[3];
-    NAT_TRY(nat_linear_layer_forward(ctx, &m->qkv, xp, &qkv));
+    if (padded) {
+        /* NATTEN pads x with zeros before qkv, so a padded token's q, k, v are qkv's bias. The product
+         * runs on the map's own tokens only, and the bias is added after the zero padding: the same
+         * values, without multiplying the padding (a 1x1 map under kernel 3 would cost 9x). */
+        NAT_TRY(nat_linear(ctx, x, m->qkv.weight, NULL, &qkv));
+        NAT_TRY(nat_pad(ctx, qkv, before, after, 0.0f, &qkv));
+        if (m->qkv.bias)
+            NAT_TRY(nat_bias_add(ctx, qkv, m->qkv.bias, -1, &qkv));
+    } else {
+        NAT_TRY(nat_linear_layer_forward(ctx, &m->qkv, x, &qkv));
+    }
     int64_t s5[5] = {B, S, 3, heads, hd};
     NAT_TRY(nat_reshape(ctx, qkv, 5, s5, &t));
     static const int to_3bhsd[5] = {2, 0, 3, 1, 4};
