@@ -24,12 +24,13 @@ pass. The default environment is assumed (no OMP_*/MKL_* variables besides the t
         [--impl f32,bf16,bf16>f32,autocast] [--only square|nat] [--csv FILE]
 """
 import argparse
-import csv
 import datetime
 import os
 import platform
 import statistics
 import time
+
+from bench_csv import append_rows  # bench/, this script's directory
 
 
 def cpu_model():
@@ -146,13 +147,7 @@ def main():
                          "cpu": model, "shape": name, "pass": pas, "layout": layout})
         print(line, flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
-    if args.csv and rows:
-        new = not os.path.exists(args.csv) or os.path.getsize(args.csv) == 0
-        with open(args.csv, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+    append_rows(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ import subprocess
 import sys
 import time
 
+from bench_csv import append_rows  # bench/, this script's directory
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
@@ -92,25 +94,16 @@ def flexify(model, res, torch):
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: E402
 
     class FlexNeighborhoodAttention2D(NeighborhoodAttention2D):
-        """NeighborhoodAttention2D.forward with the gather NA replaced by flex_attention."""
+        """NeighborhoodAttention2D with the gather NA replaced by flex_attention (padding, qkv, crop and
+        proj are the base class's)."""
 
-        def forward(self, x):
-            B, Hp, Wp, C = x.shape
-            H, W = Hp, Wp
-            pad_r = pad_b = 0
-            if H < self.window_size or W < self.window_size:
-                pad_r = max(0, self.window_size - W)
-                pad_b = max(0, self.window_size - H)
-                x = torch.nn.functional.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-                _, H, W, _ = x.shape
-            qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]
+        def attend(self, q, k, v):
+            B, heads, H, W, d = q.shape
             block_mask, score_mod = self.flex[(H, W)]
-            x = flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=self.scale)
-            x = x.permute(0, 2, 1, 3).reshape(B, H, W, C)
-            if pad_r or pad_b:
-                x = x[:, :Hp, :Wp, :]
-            return self.proj(x)
+            o = flex_attention(q.reshape(B, heads, H * W, d), k.reshape(B, heads, H * W, d),
+                               v.reshape(B, heads, H * W, d), score_mod=score_mod, block_mask=block_mask,
+                               scale=self.scale)
+            return o.reshape(B, heads, H, W, d)
 
     masks = {}
     # feature map of level i: tokenizer (two stride-2 3x3 convs, pad 1), then one per downsampler
@@ -364,13 +357,7 @@ def main():
                              "speedup": f"{speed:.2f}", "memory_ratio_rss": f"{mem_ratio:.2f}", "nat_variant": v,
                              "torch_na": r["na"], "torch_dtype": r["dtype"], "torch_compiled": int(r["compiled"])})
         print(flush=True)
-    if args.csv and rows:
-        new = not os.path.exists(args.csv) or os.path.getsize(args.csv) == 0
-        with open(args.csv, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+    append_rows(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -207,14 +207,18 @@ class NeighborhoodAttention2D(nn.Module):
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
             _, H, W, _ = x.shape
         qkv = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        q = q * self.scale
-        attn = na2d_qk(q, k, self.rpb, self.kernel_size, self.dilation).softmax(dim=-1)
-        x = na2d_av(attn, v, self.kernel_size, self.dilation)
+        x = self.attend(qkv[0], qkv[1], qkv[2])
         x = x.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)
         if pad_r or pad_b:
             x = x[:, :Hp, :Wp, :]
         return self.proj(x)
+
+    def attend(self, q, k, v):
+        """q, k, v [B, heads, H, W, head_dim] -> the attention's output, same shape (another NA
+        implementation overrides this alone)."""
+        q = q * self.scale
+        attn = na2d_qk(q, k, self.rpb, self.kernel_size, self.dilation).softmax(dim=-1)
+        return na2d_av(attn, v, self.kernel_size, self.dilation)
 
 
 class Mlp(nn.Module):
