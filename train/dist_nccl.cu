@@ -304,6 +304,19 @@ static nat_status stage(nat_nccl *n, int b, size_t at, float *g, size_t m, bool 
     return NAT_OK;
 }
 
+/* The gradients of params idx[0..cnt) packed one after another into staging buffer b, or back. */
+static nat_status stage_bucket(nat_nccl *n, int b, const int *idx, int cnt, bool back)
+{
+    size_t at = 0;
+    for (int j = 0; j < cnt; j++) {
+        nat_tensor *gt = n->params[idx[j]]->grad;
+        const size_t m = (size_t)nat_tensor_numel(gt);
+        NAT_TRY(stage(n, b, at, (float *)nat_tensor_data(gt), m, back));
+        at += m;
+    }
+    return NAT_OK;
+}
+
 /* Bucket k of the plan, on the side stream after what nat's stream has queued so far. */
 static nat_status launch_bucket(void *user, int k)
 {
@@ -341,21 +354,9 @@ static nat_status launch_bucket(void *user, int k)
     const int b = n->staging;
     n->staging ^= 1;
     CUDA_TRY(cudaStreamWaitEvent(n->side, n->free_[b], 0)); /* its previous unpack is done */
-    size_t at = 0;
-    for (int j = 0; j < cnt; j++) {
-        nat_tensor *gt = n->params[idx[j]]->grad;
-        const size_t m = (size_t)nat_tensor_numel(gt);
-        NAT_TRY(stage(n, b, at, (float *)nat_tensor_data(gt), m, false));
-        at += m;
-    }
+    NAT_TRY(stage_bucket(n, b, idx, cnt, false));
     NAT_TRY(reduce_staged(n, b, (size_t)elems));
-    at = 0;
-    for (int j = 0; j < cnt; j++) {
-        nat_tensor *gt = n->params[idx[j]]->grad;
-        const size_t m = (size_t)nat_tensor_numel(gt);
-        NAT_TRY(stage(n, b, at, (float *)nat_tensor_data(gt), m, true));
-        at += m;
-    }
+    NAT_TRY(stage_bucket(n, b, idx, cnt, true));
     CUDA_TRY(cudaEventRecord(n->free_[b], n->side));
     return NAT_OK;
 }
