@@ -42,6 +42,7 @@ def model_from_metadata(m):
         layer_scale=layer_scale if layer_scale > 0 else None,
         in_chans=int(m[key("in_chans")]),
         num_classes=int(m[key("num_classes")]),
+        patch_stride=int(m.get("nat.patch_stride", "4")),  # 2: the small-image tokenizer (second conv stride 1)
     )
 
 

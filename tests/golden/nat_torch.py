@@ -9,7 +9,8 @@ levels.{i}.blocks.{j}.norm1/attn.qkv/attn.rpb/attn.proj/norm2/mlp.fc1/mlp.fc2/ga
 levels.{i}.downsample.reduction/norm, norm, head), so state dicts move between the two unchanged.
 
 Layouts: images NCHW in, tokens channels-last [B, H, W, C] inside; q, k, v [B, heads, H, W, D];
-rpb [heads, 2k-1, 2k-1]. Dropout and drop-path are left out: the model is deterministic.
+rpb [heads, 2k-1, 2k-1]. No dropout; drop-path (stochastic depth, as nat's train.drop_path) is off
+unless `drop_path` > 0 is asked for (bench/train_parity.py), so by default the model is deterministic.
 
 The NA op gathers each query's k*k neighbours through per-axis index tensors (window start clamped
 inside each dilation group, so L mod d != 0 is handled) and lets autograd do the backward.
@@ -232,9 +233,18 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def drop_path(x, p, training):
+    """Stochastic depth: each sample's branch kept with probability 1 - p and then scaled by 1 / (1 - p)."""
+    if p <= 0.0 or not training:
+        return x
+    keep = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(1.0 - p)
+    return x * keep / (1.0 - p)
+
+
 class NATLayer(nn.Module):
-    def __init__(self, dim, num_heads, kernel_size, dilation=1, mlp_ratio=4.0, layer_scale=None):
+    def __init__(self, dim, num_heads, kernel_size, dilation=1, mlp_ratio=4.0, layer_scale=None, drop_path=0.0):
         super().__init__()
+        self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(dim)
         self.attn = NeighborhoodAttention2D(dim, num_heads, kernel_size, dilation)
         self.norm2 = nn.LayerNorm(dim)
@@ -245,19 +255,22 @@ class NATLayer(nn.Module):
             self.gamma2 = nn.Parameter(layer_scale * torch.ones(dim))
 
     def forward(self, x):
+        p, t = self.drop_path, self.training
         if not self.layer_scale:
-            x = x + self.attn(self.norm1(x))
-            return x + self.mlp(self.norm2(x))
-        x = x + self.gamma1 * self.attn(self.norm1(x))
-        return x + self.gamma2 * self.mlp(self.norm2(x))
+            x = x + drop_path(self.attn(self.norm1(x)), p, t)
+            return x + drop_path(self.mlp(self.norm2(x)), p, t)
+        x = x + drop_path(self.gamma1 * self.attn(self.norm1(x)), p, t)
+        return x + drop_path(self.gamma2 * self.mlp(self.norm2(x)), p, t)
 
 
 class ConvTokenizer(nn.Module):
-    def __init__(self, in_chans, embed_dim):
+    """Two 3x3 convolutions: stride 2, then patch_stride / 2 (NAT's tokenizer is patch_stride 4)."""
+
+    def __init__(self, in_chans, embed_dim, patch_stride=4):
         super().__init__()
         self.proj = nn.Sequential(
             nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1),
-            nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=patch_stride // 2, padding=1),
         )
         self.norm = nn.LayerNorm(embed_dim)
 
@@ -277,10 +290,11 @@ class ConvDownsampler(nn.Module):
 
 class NATBlock(nn.Module):
     def __init__(self, dim, depth, num_heads, kernel_size, dilations=None, downsample=True, mlp_ratio=4.0,
-                 layer_scale=None):
+                 layer_scale=None, drop_path=None):
         super().__init__()
         self.blocks = nn.ModuleList([
-            NATLayer(dim, num_heads, kernel_size, 1 if dilations is None else dilations[i], mlp_ratio, layer_scale)
+            NATLayer(dim, num_heads, kernel_size, 1 if dilations is None else dilations[i], mlp_ratio, layer_scale,
+                     0.0 if drop_path is None else drop_path[i])
             for i in range(depth)
         ])
         self.downsample = ConvDownsampler(dim) if downsample else None
@@ -292,17 +306,20 @@ class NATBlock(nn.Module):
 
 
 class NAT(nn.Module):
-    """NAT (dilations None) or DiNAT (dilations: one list per level, one entry per layer)."""
+    """NAT (dilations None) or DiNAT (dilations: one list per level, one entry per layer). drop_path_rate:
+    the stochastic depth of the last layer, rising linearly from 0 at the first (NAT's schedule)."""
 
     def __init__(self, embed_dim, depths, num_heads, kernel_size=7, dilations=None, mlp_ratio=4.0,
-                 layer_scale=None, in_chans=3, num_classes=1000):
+                 layer_scale=None, in_chans=3, num_classes=1000, drop_path_rate=0.0, patch_stride=4):
         super().__init__()
         self.num_levels = len(depths)
         self.num_features = int(embed_dim * 2 ** (self.num_levels - 1))
-        self.patch_embed = ConvTokenizer(in_chans, embed_dim)
+        self.patch_embed = ConvTokenizer(in_chans, embed_dim, patch_stride)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.levels = nn.ModuleList([
             NATBlock(int(embed_dim * 2 ** i), depths[i], num_heads[i], kernel_size,
-                     None if dilations is None else dilations[i], i < self.num_levels - 1, mlp_ratio, layer_scale)
+                     None if dilations is None else dilations[i], i < self.num_levels - 1, mlp_ratio, layer_scale,
+                     dpr[sum(depths[:i]):sum(depths[:i + 1])])
             for i in range(self.num_levels)
         ])
         self.norm = nn.LayerNorm(self.num_features)
