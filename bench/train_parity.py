@@ -24,7 +24,7 @@ nat's) initialised as nat initialises (linear weights truncated normal std 0.02 
 biases, convolutions PyTorch's default, LayerNorm 1/0, rpb truncated normal 0.02). Its NA is by default
 dense attention over the whole map with an additive mask (rpb inside each query's k x k window, -inf
 outside; class DenseNA): the golden gather NA's softmax over the same logits, checked against it in
-float64 (forward and every gradient) on the model's own map sizes before each run starts, and 4-5x
+float64 (forward and every gradient) on the model's own map sizes before each run starts, and 3x
 faster on 7x7 maps; --torch-na golden trains with the gather NA itself. What cannot be the same: random
 streams (initial weights, data order, drop-path masks), so single runs differ by seed noise; hence
 several seeds per side.
@@ -227,7 +227,7 @@ class DenseNA:
     """Neighborhood attention as dense attention over the whole (small) map with an additive mask: rpb at
     each query's k x k neighbours (the same keys and rpb slots as the golden NA, nat_torch.na_indices),
     -inf elsewhere, through F.scaled_dot_product_attention. The same softmax over the same logits as
-    nat_torch's gather NA, up to float rounding (checked in float64 at start-up, `check`), and 4-5x
+    nat_torch's gather NA, up to float rounding (checked in float64 at start-up, `check`), and 3x
     faster on Fashion-MNIST's 7x7 maps because it runs a few large GEMMs instead of gathers; it costs
     (H W)^2 per head, so it is for small maps only."""
 
@@ -578,7 +578,7 @@ def main():
                          "images/s then share the machine)")
     ap.add_argument("--torch-na", default="dense", choices=("dense", "golden"),
                     help="PyTorch's NA: dense masked attention checked against the golden NA (default), or the "
-                         "golden gather NA itself (4-5x slower)")
+                         "golden gather NA itself (3x slower in training at 2 threads)")
     ap.add_argument("--eval-last", action="store_true",
                     help="PyTorch's side evaluates after the last epoch only (saves its evaluations' time; "
                          "'best during training' is then the last)")
