@@ -76,7 +76,7 @@ def die(msg):
 
 def resolve_config(nat_train, config, sets):
     """Every key of CONFIG after nat-train's defaults, presets and --set, as {section: {key: str}}."""
-    cmd = [nat_train, config, "--dry-run", "--out", os.devnull + ".parity-dry-run"]
+    cmd = [nat_train, config, "--dry-run"]  # a dry run creates no run directory
     for s in sets:
         cmd += ["--set", s]
     try:
@@ -395,8 +395,8 @@ def torch_child(args):
     stop = min(total, r.max_steps) if r.max_steps > 0 else total
     autocast = r.precision == "bf16"
 
-    def prep(xb, train):
-        x = xb.float() / 255.0
+    def prep(x, train):
+        """Crop and flip the uint8 images (zero padding: black, as 0 after /255), then normalise."""
         if train and r.crop == "random_crop" and r.padding > 0:
             B, _, H, W = x.shape
             xp = F.pad(x, (r.padding,) * 4)
@@ -408,7 +408,7 @@ def torch_child(args):
         if train and r.hflip > 0:
             flip = torch.rand(x.shape[0], generator=gen) < r.hflip
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return (x - r.mean) / r.std
+        return normalise(r, x)
 
     def evaluate(params_from):
         saved = None
@@ -499,7 +499,7 @@ def run_child(cmd, log_path, env=None):
     return p.returncode, ru.ru_maxrss / 1024.0, time.time() - t0
 
 
-def nat_run(args, r, seed):
+def nat_run(args, seed):
     d = os.path.join(args.out, f"nat_seed{seed}")
     cmd = [args.nat_train, args.config, "--out", d, "--overwrite", "--set", f"train.seed={seed}"]
     for s in args.set:
@@ -599,7 +599,7 @@ def main():
         die(f"{args.config}: no such config file")
     seeds = [int(s) for s in args.seeds.split(",")]
     cfg = resolve_config(args.nat_train, args.config, args.set)
-    r = Recipe(cfg, args.config)  # refuses what PyTorch's side cannot do, before anything trains
+    Recipe(cfg, args.config)  # refuses what PyTorch's side cannot do, before anything trains
     if args.side in ("both", "torch"):
         try:
             import torch  # noqa: F401
@@ -623,7 +623,7 @@ def main():
             json.dump(res, open(cache, "w"), indent=1)
             print(f"{side} seed {seed}: reused the finished run in {log}", file=sys.stderr)
         else:
-            res = nat_run(args, r, seed) if side == "nat" else torch_run(args, cfg, seed)
+            res = nat_run(args, seed) if side == "nat" else torch_run(args, cfg, seed)
             res.update(config=args.config, sets=args.set, jobs=args.jobs,
                        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
             json.dump(res, open(cache, "w"), indent=1)
