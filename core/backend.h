@@ -84,7 +84,8 @@ struct nat_backend {
     nat_status (*binary)(const nat_exec *ex, int op, bool acc, float *y, int nd, const int64_t *shape,
                          const float *a, const int64_t *a_stride, const float *b, const int64_t *b_stride, float s);
     nat_status (*gelu_forward)(const nat_exec *ex, const float *x, float *y, int64_t n);
-    nat_status (*gelu_backward)(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n);
+    /* gx += g · gelu'(x) when acc, gx = g · gelu'(x) otherwise */
+    nat_status (*gelu_backward)(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n, bool acc);
 
     /* ---- reductions ---- */
     /* out (+)= alpha · Σ x over the dims where keep[d] is false; out contiguous over the kept dims */

@@ -257,14 +257,15 @@ nat_status nat_bias_add(nat_ctx *ctx, nat_tensor *x, nat_tensor *bias, int axis,
 static nat_status gelu_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
     nat_tensor *gx, *gd;
-    NAT_TRY(nat_grad_get(ctx, node->in[0], &gx));
+    bool fresh; /* the usual case (fc1's output feeds GELU alone): written, not zero-filled and added to */
+    NAT_TRY(nat_grad_buffer(ctx, node->in[0], &gx, &fresh));
     if (!gx)
         return NAT_OK;
     NAT_TRY(nat_dense(ctx, g, &gd));
     const float *X = nat_tensor_f32(node->saved[0]), *G = nat_tensor_f32(gd);
     float *GX = nat_tensor_f32(gx);
     int64_t n = nat_tensor_numel(gx);
-    return NAT_KERNEL(NAT_EXEC_CTX(ctx), gelu_backward, X, G, GX, n);
+    return NAT_KERNEL(NAT_EXEC_CTX(ctx), gelu_backward, X, G, GX, n, !fresh);
 }
 
 static const nat_op_def gelu_op = {"gelu", gelu_backward};

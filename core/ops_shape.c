@@ -27,7 +27,8 @@ static nat_status copy_on(nat_ctx *ctx, float *dst, const int64_t *ds, const flo
 static nat_status permute_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
     nat_tensor *x = node->in[0], *gx;
-    NAT_TRY(nat_grad_get(ctx, x, &gx));
+    bool fresh; /* a new buffer is written, not zero-filled and added to */
+    NAT_TRY(nat_grad_buffer(ctx, x, &gx, &fresh));
     if (!gx)
         return NAT_OK;
     /* Read g through the inverse permutation: x's dim perm[i] is g's dim i. */
@@ -35,7 +36,7 @@ static nat_status permute_backward(nat_ctx *ctx, nat_node *node, const nat_tenso
     for (int i = 0; i < g->ndim; i++)
         gs[node->i[i]] = g->stride[i];
     return copy_on(ctx, nat_tensor_f32(gx), gx->stride, nat_tensor_f32(g), gs, x->ndim, x->shape,
-                   true);
+                   !fresh);
 }
 
 static const nat_op_def permute_op = {"permute", permute_backward};
@@ -216,14 +217,15 @@ nat_status nat_contiguous(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
 static nat_status pad_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
     nat_tensor *x = node->in[0], *gx;
-    NAT_TRY(nat_grad_get(ctx, x, &gx));
+    bool fresh;
+    NAT_TRY(nat_grad_buffer(ctx, x, &gx, &fresh));
     if (!gx)
         return NAT_OK;
     const float *interior = nat_tensor_f32(g);
     for (int d = 0; d < x->ndim; d++)
         interior += node->i[d] * g->stride[d];
     return copy_on(ctx, nat_tensor_f32(gx), gx->stride, interior, g->stride, x->ndim, x->shape,
-                   true);
+                   !fresh);
 }
 
 static const nat_op_def pad_op = {"pad", pad_backward};

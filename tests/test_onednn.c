@@ -200,6 +200,49 @@ static void check_conv(bool bf16)
     free(x), free(w), free(b), free(gy), free(y), free(gx), free(gw), free(gx0), free(gw0), free(wy), free(wgx), free(wgw);
 }
 
+/* The im2col weight gradient (nat's route where oneDNN has no direct kernel) against the loops, adding
+ * into a prior gradient, on geometries with padding, stride, non-square maps and kernels, a 1x1 output
+ * (the main job's last downsampling, where AVX2's oneDNN has none) and a 1x1 kernel; and the dispatched
+ * weight gradient on that last shape, whichever route this CPU takes. */
+START_TEST(conv_weight_gradient_im2col)
+{
+    static const nat_cuda_conv_geom geoms[] = {
+        /* N  C  H  W  O kh kw sh sw ph pw Ho Wo */
+        {3, 5, 7, 6, 4, 3, 3, 2, 2, 1, 1, 4, 3},
+        {2, 3, 5, 9, 6, 3, 2, 1, 2, 0, 1, 3, 5},
+        {4, 16, 2, 2, 24, 3, 3, 2, 2, 1, 1, 1, 1},
+        {2, 4, 3, 5, 3, 1, 1, 1, 1, 0, 0, 3, 5},
+    };
+    nat_rng r;
+    nat_rng_seed(&r, 21);
+    for (size_t i = 0; i < sizeof geoms / sizeof *geoms; i++) {
+        const nat_cuda_conv_geom *g = &geoms[i];
+        const int64_t nx = g->N * g->C * g->H * g->W, nw = g->O * g->C * g->kh * g->kw,
+                      ny = g->N * g->O * g->Ho * g->Wo;
+        float *x = randv(&r, nx), *w = randv(&r, nw), *b = randv(&r, g->O), *gy = randv(&r, ny);
+        float *gw = randv(&r, nw), *gw2 = malloc((size_t)nw * 4);
+        memcpy(gw2, gw, (size_t)nw * 4);
+        double *wy = malloc((size_t)ny * 8), *wgx = malloc((size_t)nx * 8), *wgw = malloc((size_t)nw * 8);
+        conv_ref(g, false, x, w, b, gy, wy, wgx, wgw);
+        for (int64_t j = 0; j < nw; j++)
+            wgw[j] += gw[j];
+        TH_OK(nat_cpu_conv2d_backward_filter_im2col(NAT_EXEC_DEV(NAT_CPU), g, x, gy, gw));
+        char what[96];
+        snprintf(what, sizeof what, "im2col weight gradient, geometry %zu", i);
+        th_assert_close(gw, wgw, nw, 1e-5, what);
+        bool direct;
+        TH_OK(nat_cpu_conv2d_backward_filter_direct(g, &direct));
+        TH_OK(nat_cpu_conv2d_backward_filter_lowp(NAT_EXEC_DEV(NAT_CPU), NAT_PREC_F32, g, x, gy, gw2));
+        snprintf(what, sizeof what, "dispatched weight gradient (%s), geometry %zu", direct ? "oneDNN" : "im2col", i);
+        th_assert_close(gw2, wgw, nw, 1e-5, what);
+        if (i == 2)
+            printf("weight gradient of the 2x2 -> 1x1 downsampling: %s\n",
+                   direct ? "oneDNN's direct kernel" : "im2col GEMM (oneDNN has no direct kernel here)");
+        free(x), free(w), free(b), free(gy), free(gw), free(gw2), free(wy), free(wgx), free(wgw);
+    }
+}
+END_TEST
+
 START_TEST(conv_f32_forward_and_backward) { check_conv(false); }
 END_TEST
 
@@ -314,6 +357,7 @@ int main(void)
         {"gemm_bf16_actually_rounds", gemm_bf16_actually_rounds},
         {"gemm_bf16_operands_equals_the_loops", gemm_bf16_operands_equals_the_loops},
         {"conv_f32_forward_and_backward", conv_f32_forward_and_backward},
+        {"conv_weight_gradient_im2col", conv_weight_gradient_im2col},
         {"conv_bf16_forward_and_backward_on_rounded_operands", conv_bf16_forward_and_backward_on_rounded_operands},
         {"plans_run_concurrently_from_new_threads", plans_run_concurrently_from_new_threads},
         {"steady_state_builds_no_plan", steady_state_builds_no_plan},

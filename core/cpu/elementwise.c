@@ -202,15 +202,25 @@ nat_status nat_cpu_gelu_forward(const nat_exec *ex, const float *X, float *Y, in
     return NAT_OK;
 }
 
-nat_status nat_cpu_gelu_backward(const nat_exec *ex, const float *X, const float *G, float *GX, int64_t n)
+nat_status nat_cpu_gelu_backward(const nat_exec *ex, const float *X, const float *G, float *GX, int64_t n, bool acc)
 {
     (void)ex;
-    /* d/dx x·Φ(x) = Φ(x) + x·φ(x) */
+    /* d/dx x·Φ(x) = Φ(x) + x·φ(x). Two loops: a select on acc inside one would make GX's load
+     * conditional, and GCC then leaves the loop scalar. */
+    if (acc) {
 #pragma omp parallel for simd if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float x = X[i];
-        float pdf = INV_SQRT_2PI * vexp(-0.5f * x * x);
-        GX[i] += G[i] * (normal_cdf(x) + x * pdf);
+        for (int64_t i = 0; i < n; i++) {
+            float x = X[i];
+            float pdf = INV_SQRT_2PI * vexp(-0.5f * x * x);
+            GX[i] += G[i] * (normal_cdf(x) + x * pdf);
+        }
+    } else {
+#pragma omp parallel for simd if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float x = X[i];
+            float pdf = INV_SQRT_2PI * vexp(-0.5f * x * x);
+            GX[i] = G[i] * (normal_cdf(x) + x * pdf);
+        }
     }
     return NAT_OK;
 }

@@ -21,7 +21,7 @@ nat_status nat_cpu_fill(const nat_exec *ex, float *p, int64_t n, float v);
 nat_status nat_cpu_binary(const nat_exec *ex, int op, bool acc, float *y, int nd, const int64_t *shape,
                           const float *a, const int64_t *a_stride, const float *b, const int64_t *b_stride, float s);
 nat_status nat_cpu_gelu_forward(const nat_exec *ex, const float *x, float *y, int64_t n);
-nat_status nat_cpu_gelu_backward(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n);
+nat_status nat_cpu_gelu_backward(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n, bool acc);
 
 /* reduce.c */
 nat_status nat_cpu_reduce(const nat_exec *ex, float *out, bool acc, float alpha, int nd, const int64_t *shape,
@@ -50,6 +50,11 @@ nat_status nat_cpu_conv2d_forward_lowp(const nat_exec *ex, int prec, const nat_c
                                        const float *w, const float *b, float *y);
 nat_status nat_cpu_conv2d_backward_data(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *w,
                                         const float *gy, float *gx);
+/* conv2d's f32 weight gradient (gw +=) as one im2col GEMM over the batch: the route nat takes where
+ * oneDNN has no direct (jit) kernel for the shape; *direct says whether it has one. Exposed for tests. */
+nat_status nat_cpu_conv2d_backward_filter_im2col(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x,
+                                                 const float *gy, float *gw);
+nat_status nat_cpu_conv2d_backward_filter_direct(const nat_cuda_conv_geom *g, bool *direct);
 nat_status nat_cpu_conv2d_backward_filter(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x,
                                           const float *gy, float *gw);
 nat_status nat_cpu_conv2d_backward_data_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,

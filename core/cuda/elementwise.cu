@@ -80,13 +80,14 @@ __global__ void gelu_forward_kernel(const float *__restrict__ x, float *__restri
 }
 
 __global__ void gelu_backward_kernel(const float *__restrict__ x, const float *__restrict__ g, float *__restrict__ gx,
-                                     int64_t n)
+                                     int64_t n, bool acc)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         float v = x[i];
         float cdf = 0.5f * erfcf(-v * 0.70710678118654752440f);
         float pdf = 0.39894228040143267794f * expf(-0.5f * v * v);
-        gx[i] += g[i] * (cdf + v * pdf);
+        const float d = g[i] * (cdf + v * pdf);
+        gx[i] = acc ? gx[i] + d : d;
     }
 }
 
@@ -101,13 +102,14 @@ extern "C" nat_status nat_cu_gelu_forward(const nat_exec *ex, const float *x, fl
     return NAT_OK;
 }
 
-extern "C" nat_status nat_cu_gelu_backward(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n)
+extern "C" nat_status nat_cu_gelu_backward(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n,
+                                           bool acc)
 {
     const int dev = ex->dev.index;
     if (n <= 0)
         return NAT_OK;
     NAT_CUDA_ENTER(dev);
-    gelu_backward_kernel<<<nat_cuda_blocks(n, 256), 256, 0, hb->stream>>>(x, g, gx, n);
+    gelu_backward_kernel<<<nat_cuda_blocks(n, 256), 256, 0, hb->stream>>>(x, g, gx, n, acc);
     NAT_CUDA_LAUNCHED("gelu_backward_kernel");
     return NAT_OK;
 }

@@ -71,9 +71,9 @@ nat_status nat_cu_fill(const nat_exec *ex, float *p, int64_t n, float v);
  * it is elementwise the same position (y = a, same strides). */
 nat_status nat_cu_binary(const nat_exec *ex, int op, bool acc, float *y, int nd, const int64_t *shape, const float *a,
                            const int64_t *a_stride, const float *b, const int64_t *b_stride, float s);
-/* y = gelu(x) (erf form); gx += g · gelu'(x); all contiguous, n elements. */
+/* y = gelu(x) (erf form); gx += g · gelu'(x) (acc) or gx = g · gelu'(x); all contiguous, n elements. */
 nat_status nat_cu_gelu_forward(const nat_exec *ex, const float *x, float *y, int64_t n);
-nat_status nat_cu_gelu_backward(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n);
+nat_status nat_cu_gelu_backward(const nat_exec *ex, const float *x, const float *g, float *gx, int64_t n, bool acc);
 
 /* ---- reductions (reduce.cu) ---- */
 

@@ -312,6 +312,25 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
 
 /* ---- fused ---- */
 
+/* Where the backward writes an input's gradient: straight into the input's gradient buffer when that
+ * buffer is new (the usual case: q, k and v are the layer's own step tensors, with no other consumer),
+ * which saves a copy of every gradient; otherwise into a step tensor that is then accumulated. The
+ * buffer is dense with the input's shape, as the kernels write. */
+static nat_status grad_target(nat_ctx *ctx, nat_tensor *in, const nat_tensor *like, nat_tensor **out, bool *direct)
+{
+    *direct = false;
+    nat_tensor *buf = NULL;
+    bool fresh = false;
+    if (in->requires_grad && nat_tensor_same_shape(in, like))
+        NAT_TRY(nat_grad_buffer(ctx, in, &buf, &fresh));
+    if (fresh) {
+        *out = buf;
+        *direct = true;
+        return NAT_OK;
+    }
+    return empty_like(ctx, like, out);
+}
+
 static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
     nat_tensor *q = node->saved[0], *k = node->saved[1], *v = node->saved[2], *rpb = node->saved[3],
@@ -319,10 +338,11 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     na_problem pb;
     problem_of_node(ctx, node, q, &pb);
     nat_tensor *gd, *dq, *dk, *dv, *drpb = NULL;
+    bool direct[3];
     NAT_TRY(nat_dense(ctx, g, &gd));
-    NAT_TRY(empty_like(ctx, q, &dq));
-    NAT_TRY(empty_like(ctx, k, &dk));
-    NAT_TRY(empty_like(ctx, v, &dv));
+    NAT_TRY(grad_target(ctx, node->in[0], q, &dq, &direct[0]));
+    NAT_TRY(grad_target(ctx, node->in[1], k, &dk, &direct[1]));
+    NAT_TRY(grad_target(ctx, node->in[2], v, &dv, &direct[2]));
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
     const nat_precision prec = (nat_precision)node->i[7]; /* the forward's: autocast rounds the same way */
@@ -340,9 +360,12 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
                                       nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
                                       nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
                                       drpb ? nat_tensor_f32(drpb) : NULL));
-    NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
-    NAT_TRY(nat_grad_accumulate(ctx, node->in[1], dk));
-    NAT_TRY(nat_grad_accumulate(ctx, node->in[2], dv));
+    if (!direct[0])
+        NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
+    if (!direct[1])
+        NAT_TRY(nat_grad_accumulate(ctx, node->in[1], dk));
+    if (!direct[2])
+        NAT_TRY(nat_grad_accumulate(ctx, node->in[2], dv));
     if (drpb)
         NAT_TRY(nat_grad_accumulate(ctx, rpb_in, drpb));
     return NAT_OK;
