@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cpu/isa.h" /* the bf16 note */
 #include "nat/alloc.h"
 #include "nat/cuda.h"
 #include "nat/data.h"
@@ -632,6 +633,10 @@ static nat_status setup(run *r, nat_train_result *res)
             r->prec == NAT_PREC_F16 ? " (dynamic loss scaling from 65536)"
             : r->prec == NAT_PREC_BF16 ? " (GEMM/conv operands in bf16, f32 accumulation and weights)"
                                        : "");
+    if (r->prec == NAT_PREC_BF16 && r->dev.kind == NAT_DEV_CPU && !nat_cpu_isa_avx512_bf16())
+        fprintf(out, "note: bf16 with no AVX512-BF16 in use (ISA %s): where oneDNN and the NA kernels have no bf16 "
+                "path, operands are rounded to bf16 and f32 kernels run, so bf16 is no faster than f32 here "
+                "(on AVX2 it is slower; docs/benchmarks.md)\n", nat_cpu_isa_name());
     if (resume_path[0])
         fprintf(out, "resuming from %s at step %lld\n", resume_path, (long long)r->st.step);
     fprintf(out, "run directory: %s\n", r->dir);

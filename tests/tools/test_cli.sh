@@ -116,6 +116,14 @@ if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
   [ "$fails" -eq 0 ] && exit 77 || exit 1
 fi
 
+# ---- bf16 on a CPU without AVX512-BF16 says that it is emulated (the cap makes any CPU such a one) ----
+ONEDNN_MAX_CPU_ISA=AVX2 expect 0 "nat-train --dry-run, bf16, ISA capped at AVX2" "$build/nat-train" \
+  "$src/configs/nat_mini.cfg" --dry-run --set train.precision=bf16
+has "no AVX512-BF16 in use (ISA avx2)" "bf16 without AVX512-BF16: the plan says bf16 is emulated here"
+ONEDNN_MAX_CPU_ISA=AVX2 expect 0 "nat-train --dry-run, f32, ISA capped at AVX2" "$build/nat-train" \
+  "$src/configs/nat_mini.cfg" --dry-run
+if grep -q "AVX512-BF16" "$tmp/out"; then bad "f32: no bf16 note expected"; else ok "f32: no bf16 note"; fi
+
 # ---- train -> eval -> export -> classify -> resume ----
 tiny=(--set model.embed_dim=16 --set model.depths=1,1 --set model.heads=1,2 --set model.mlp_ratio=2
       --set data.train_limit=1024 --set data.test_limit=256 --set train.batch_size=64 --set train.epochs=1
