@@ -1,7 +1,7 @@
 /* tests/test_na_ops.c — neighborhood attention through the autograd ops (include/nat/natten.h):
  * finite-difference gradient checks of q, k, v and rpb for the fused and unfused paths in 1-D, 2-D and
  * 3-D (with dilation, causal and non-square maps); fused equals unfused in values and gradients; strided
- * inputs; the fused op keeps no [.., K] tensor for backward; errors name the numbers. The kernels
+ * inputs; one tensor as both q and k (gradients that add up); the fused op keeps no [.., K] tensor for backward; errors name the numbers. The kernels
  * themselves are swept against the reference in tests/test_na_cpu.c. */
 #include <math.h>
 #include <stdio.h>
@@ -154,6 +154,44 @@ START_TEST(fused_equals_unfused)
 }
 END_TEST
 
+/* One step tensor (q scaled, so it has a context) fed to NA as both q and k: the backward writes q's
+ * gradient into the new buffer and must add k's to it, not overwrite it. v and the attention weights of
+ * the unfused path are used once and take the direct route. */
+static nat_status f_shared_qk(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out, bool fused)
+{
+    const na_case *c = u;
+    nat_tensor *qs, *a;
+    NAT_TRY(nat_scale(ctx, in[0], 0.8f, &qs));
+    if (fused)
+        return nat_na(ctx, qs, qs, in[2], in[3], &c->p, out);
+    NAT_TRY(nat_na_qk(ctx, qs, qs, in[3], &c->p, &a));
+    NAT_TRY(nat_softmax(ctx, a, &a));
+    return nat_na_av(ctx, a, in[2], &c->p, out);
+}
+static nat_status f_shared_fused(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
+{
+    return f_shared_qk(ctx, in, u, out, true);
+}
+static nat_status f_shared_unfused(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
+{
+    return f_shared_qk(ctx, in, u, out, false);
+}
+
+START_TEST(shared_input_gradients_add_up)
+{
+    na_case c = {{2, {3, 3, 1}, {1, 1, 1}, {0}, 0}, true};
+    nat_rng rng;
+    nat_rng_seed(&rng, 400);
+    nat_tensor *in[4];
+    const int64_t spatial[2] = {5, 4};
+    make_inputs(&rng, &c, 1, 2, spatial, 3, in);
+    nat_tensor *used[4] = {in[0], NULL, in[2], in[3]}; /* in[1] is not read: no gradient to check */
+    th_gradcheck("fused, q and k one step tensor", f_shared_fused, &c, 4, used, 1e-2, 3e-3);
+    th_gradcheck("unfused, q and k one step tensor", f_shared_unfused, &c, 4, used, 1e-2, 3e-3);
+    free_inputs(in);
+}
+END_TEST
+
 /* q, k, v as permuted views ([B, H, W, heads, D] storage seen as [B, heads, H, W, D]). */
 static nat_status f_fused_strided(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
 {
@@ -257,6 +295,7 @@ int main(void)
     } cases[] = {
         {"fused_equals_unfused", fused_equals_unfused},
         {"strided_inputs", strided_inputs},
+        {"shared_input_gradients_add_up", shared_input_gradients_add_up},
         {"fused_keeps_no_weights", fused_keeps_no_weights},
         {"errors_name_the_numbers", errors_name_the_numbers},
     };

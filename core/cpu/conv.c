@@ -155,6 +155,46 @@ static void probe(void)
     nat_error_clear();
 }
 
+/* Whether a plan's main primitive is one of oneDNN's direct kernels (jit, brgemm) rather than its
+ * gemm-based or reference fallback. */
+static bool plan_direct(const nat_dnn_plan *pl)
+{
+    return strncmp(pl->impl, "jit", 3) == 0 || strncmp(pl->impl, "brg", 3) == 0;
+}
+
+/* gw += the weight gradient as one GEMM over the whole batch: gw [O, C·kh·kw] += Gᵀ·X, where row
+ * r = (n, ho, wo) of X [N·Ho·Wo, C·kh·kw] is the receptive field of output pixel r (zeros in the
+ * padding) and row r of G [N·Ho·Wo, O] its output gradient. The two are gathered first (im2col); the
+ * GEMM then has the whole batch as its inner dimension, where the gemm-based fallback multiplies one
+ * image at a time. */
+static nat_status bwd_weights_im2col(const nat_cuda_conv_geom *g, const float *x, const float *gy, float *gw)
+{
+    const int64_t P = g->Ho * g->Wo, R = g->N * P, CKK = g->C * g->kh * g->kw, O = g->O;
+    const size_t bytes = (size_t)(R * CKK + R * O) * sizeof(float);
+    float *X, *G;
+    NAT_TRY(nat_mem_alloc(NAT_CPU, bytes, (void **)&X));
+    G = X + R * CKK;
+#pragma omp parallel for schedule(static) if (R * (CKK + O) > 65536)
+    for (int64_t r = 0; r < R; r++) {
+        const int64_t n = r / P, ho = r % P / g->Wo, wo = r % g->Wo;
+        float *row = X + r * CKK;
+        for (int64_t c = 0; c < g->C; c++)
+            for (int64_t i = 0; i < g->kh; i++) {
+                const int64_t hi = ho * g->sh - g->ph + i;
+                const float *xr = x + ((n * g->C + c) * g->H + hi) * g->W;
+                for (int64_t j = 0; j < g->kw; j++) {
+                    const int64_t wi = wo * g->sw - g->pw + j;
+                    *row++ = hi >= 0 && hi < g->H && wi >= 0 && wi < g->W ? xr[wi] : 0.0f;
+                }
+            }
+        for (int64_t o = 0; o < O; o++)
+            G[r * O + o] = gy[(n * O + o) * P + ho * g->Wo + wo];
+    }
+    nat_status s = nat_cpu_gemm(NAT_EXEC_DEV(NAT_CPU), true, false, O, CKK, R, G, 0, X, 0, 1.0f, gw, 0, 1);
+    nat_mem_free(NAT_CPU, X, bytes);
+    return s;
+}
+
 /* Runs convolution `kind` on inputs in[0..2) (x and w, gy and w, x and gy), operands rounded to prec. */
 static nat_status conv_run(int kind, int prec, const nat_cuda_conv_geom *g, const float *a, const float *b,
                            const float *bias, float *out)
@@ -171,7 +211,12 @@ static nat_status conv_run(int kind, int prec, const nat_cuda_conv_geom *g, cons
     conv_key k = key_of(kind, native && prec == NAT_PREC_BF16, bias != NULL, g);
     const nat_dnn_plan *pl;
     nat_status s = nat_dnn_plan_get("convolution", &k, sizeof k, conv_build, &pl);
-    if (s == NAT_OK) {
+    if (s == NAT_OK && kind == CONV_BWD_WEIGHTS && prec == NAT_PREC_F32 && !plan_direct(pl)) {
+        /* oneDNN would fall back to its gemm-based convolution, which computes the weight gradient image
+         * by image: on the 2x2 -> 1x1 downsampling of the main job's last level (128 -> 256 channels,
+         * batch 64, AVX2) it took 5.5 ms, a tenth of a training step, at 7 GFLOP/s */
+        s = bwd_weights_im2col(g, a, b, out);
+    } else if (s == NAT_OK) {
         const void *in[2] = {ops[0], ops[1]};
         s = nat_dnn_plan_run(pl, in, bias, out);
     }
@@ -200,62 +245,26 @@ nat_status nat_cpu_conv2d_backward_data_lowp(const nat_exec *ex, int prec, const
     return conv_run(CONV_BWD_DATA, prec, g, gy, w, NULL, gx);
 }
 
-/* Whether oneDNN's weight gradient for g is one of its direct (jit) kernels. Where it has none for a
- * shape, it falls back to its gemm-based convolution on plain layouts, which computes the weight
- * gradient image by image: on the 2x2 -> 1x1 downsampling of the main job's last level (128 -> 256
- * channels, batch 64, AVX2) it took 5.5 ms, a tenth of a training step, at 7 GFLOP/s. */
 nat_status nat_cpu_conv2d_backward_filter_direct(const nat_cuda_conv_geom *g, bool *direct)
 {
     conv_key k = key_of(CONV_BWD_WEIGHTS, false, false, g);
     const nat_dnn_plan *pl;
     NAT_TRY(nat_dnn_plan_get("convolution", &k, sizeof k, conv_build, &pl));
-    *direct = strncmp(pl->impl, "jit", 3) == 0 || strncmp(pl->impl, "brg", 3) == 0;
+    *direct = plan_direct(pl);
     return NAT_OK;
 }
 
-/* gw += the weight gradient as one GEMM over the whole batch: gw [O, C·kh·kw] += Gᵀ·X, where row
- * r = (n, ho, wo) of X [N·Ho·Wo, C·kh·kw] is the receptive field of output pixel r (zeros in the
- * padding) and row r of G [N·Ho·Wo, O] its output gradient. The two are gathered first (im2col); the
- * GEMM then has the whole batch as its inner dimension, where the gemm-based fallback multiplies one
- * image at a time. */
 nat_status nat_cpu_conv2d_backward_filter_im2col(const nat_exec *ex, const nat_cuda_conv_geom *g, const float *x,
                                                  const float *gy, float *gw)
 {
-    const int64_t P = g->Ho * g->Wo, R = g->N * P, CKK = g->C * g->kh * g->kw, O = g->O;
-    const size_t bytes = (size_t)(R * CKK + R * O) * sizeof(float);
-    float *X, *G;
-    NAT_TRY(nat_mem_alloc(NAT_CPU, bytes, (void **)&X));
-    G = X + R * CKK;
-#pragma omp parallel for schedule(static) if (R * (CKK + O) > 65536)
-    for (int64_t r = 0; r < R; r++) {
-        const int64_t n = r / P, ho = r % P / g->Wo, wo = r % g->Wo;
-        float *row = X + r * CKK;
-        for (int64_t c = 0; c < g->C; c++)
-            for (int64_t i = 0; i < g->kh; i++) {
-                const int64_t hi = ho * g->sh - g->ph + i;
-                const float *xr = x + ((n * g->C + c) * g->H + hi) * g->W;
-                for (int64_t j = 0; j < g->kw; j++) {
-                    const int64_t wi = wo * g->sw - g->pw + j;
-                    *row++ = hi >= 0 && hi < g->H && wi >= 0 && wi < g->W ? xr[wi] : 0.0f;
-                }
-            }
-        for (int64_t o = 0; o < O; o++)
-            G[r * O + o] = gy[(n * O + o) * P + ho * g->Wo + wo];
-    }
-    nat_status s = nat_cpu_gemm(ex, true, false, O, CKK, R, G, 0, X, 0, 1.0f, gw, 0, 1);
-    nat_mem_free(NAT_CPU, X, bytes);
-    return s;
+    (void)ex;
+    return bwd_weights_im2col(g, x, gy, gw);
 }
 
 nat_status nat_cpu_conv2d_backward_filter_lowp(const nat_exec *ex, int prec, const nat_cuda_conv_geom *g,
                                                const float *x, const float *gy, float *gw)
 {
-    if (prec == NAT_PREC_F32) {
-        bool direct;
-        NAT_TRY(nat_cpu_conv2d_backward_filter_direct(g, &direct));
-        if (!direct)
-            return nat_cpu_conv2d_backward_filter_im2col(ex, g, x, gy, gw);
-    }
+    (void)ex;
     return conv_run(CONV_BWD_WEIGHTS, prec, g, x, gy, NULL, gw);
 }
 

@@ -193,6 +193,13 @@ static inline float normal_cdf(float x)
     return x >= 0.0f ? 1.0f - half_erfc : half_erfc;
 }
 
+/* d/dx x·Φ(x) = Φ(x) + x·φ(x) */
+static inline float gelu_slope(float x)
+{
+    float pdf = INV_SQRT_2PI * vexp(-0.5f * x * x);
+    return normal_cdf(x) + x * pdf;
+}
+
 nat_status nat_cpu_gelu_forward(const nat_exec *ex, const float *X, float *Y, int64_t n)
 {
     (void)ex;
@@ -205,22 +212,16 @@ nat_status nat_cpu_gelu_forward(const nat_exec *ex, const float *X, float *Y, in
 nat_status nat_cpu_gelu_backward(const nat_exec *ex, const float *X, const float *G, float *GX, int64_t n, bool acc)
 {
     (void)ex;
-    /* d/dx x·Φ(x) = Φ(x) + x·φ(x). Two loops: a select on acc inside one would make GX's load
-     * conditional, and GCC then leaves the loop scalar. */
+    /* Two loops: a select on acc inside one would make GX's load conditional, and GCC then leaves the
+     * loop scalar. */
     if (acc) {
 #pragma omp parallel for simd if (n > PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float x = X[i];
-            float pdf = INV_SQRT_2PI * vexp(-0.5f * x * x);
-            GX[i] += G[i] * (normal_cdf(x) + x * pdf);
-        }
+        for (int64_t i = 0; i < n; i++)
+            GX[i] += G[i] * gelu_slope(X[i]);
     } else {
 #pragma omp parallel for simd if (n > PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float x = X[i];
-            float pdf = INV_SQRT_2PI * vexp(-0.5f * x * x);
-            GX[i] = G[i] * (normal_cdf(x) + x * pdf);
-        }
+        for (int64_t i = 0; i < n; i++)
+            GX[i] = G[i] * gelu_slope(X[i]);
     }
     return NAT_OK;
 }

@@ -173,6 +173,25 @@ static nat_status autocast_round(nat_ctx *ctx, nat_tensor *x, nat_tensor **out)
     return NAT_OK;
 }
 
+/* Where the backward writes an input's gradient: straight into the input's gradient buffer when that
+ * buffer is new (the usual case: q, k, v and attn are the layer's own step tensors, with no other consumer),
+ * which saves a copy of every gradient; otherwise into a step tensor that is then accumulated. The
+ * buffer is dense with the input's shape, as the kernels write. */
+static nat_status grad_target(nat_ctx *ctx, nat_tensor *in, const nat_tensor *like, nat_tensor **out, bool *direct)
+{
+    *direct = false;
+    nat_tensor *buf = NULL;
+    bool fresh = false;
+    if (in->requires_grad && nat_tensor_same_shape(in, like))
+        NAT_TRY(nat_grad_buffer(ctx, in, &buf, &fresh));
+    if (fresh) {
+        *out = buf;
+        *direct = true;
+        return NAT_OK;
+    }
+    return empty_like(ctx, like, out);
+}
+
 /* ---- qk ---- */
 
 static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
@@ -181,9 +200,10 @@ static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
     na_problem pb;
     problem_of_node(ctx, node, q, &pb);
     nat_tensor *gd, *dq, *dk, *drpb = NULL;
+    bool direct[2];
     NAT_TRY(nat_dense(ctx, g, &gd));
-    NAT_TRY(empty_like(ctx, q, &dq));
-    NAT_TRY(empty_like(ctx, k, &dk));
+    NAT_TRY(grad_target(ctx, node->in[0], q, &dq, &direct[0]));
+    NAT_TRY(grad_target(ctx, node->in[1], k, &dk, &direct[1]));
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
     const na_backend *be;
@@ -191,8 +211,10 @@ static nat_status qk_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
     NAT_TRY(be->qk_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(q),
                                    nat_tensor_f32(k), nat_tensor_f32(dq), nat_tensor_f32(dk),
                                    drpb ? nat_tensor_f32(drpb) : NULL));
-    NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
-    NAT_TRY(nat_grad_accumulate(ctx, node->in[1], dk));
+    if (!direct[0])
+        NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
+    if (!direct[1])
+        NAT_TRY(nat_grad_accumulate(ctx, node->in[1], dk));
     if (drpb)
         NAT_TRY(nat_grad_accumulate(ctx, rpb_in, drpb));
     return NAT_OK;
@@ -252,15 +274,17 @@ static nat_status av_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
     na_problem pb;
     problem_of_node(ctx, node, v, &pb);
     nat_tensor *gd, *da, *dv;
+    bool direct[2];
     NAT_TRY(nat_dense(ctx, g, &gd));
-    NAT_TRY(empty_like(ctx, a, &da));
-    NAT_TRY(empty_like(ctx, v, &dv));
+    NAT_TRY(grad_target(ctx, node->in[0], a, &da, &direct[0]));
+    NAT_TRY(grad_target(ctx, node->in[1], v, &dv, &direct[1]));
     const na_backend *be;
     NAT_TRY(na_backend_get(pb.device, "na_av backward", &be));
     NAT_TRY(be->av_backward(&pb, nat_tensor_f32(gd), nat_tensor_f32(a),
                                    nat_tensor_f32(v), nat_tensor_f32(da), nat_tensor_f32(dv)));
-    NAT_TRY(nat_grad_accumulate(ctx, node->in[0], da));
-    return nat_grad_accumulate(ctx, node->in[1], dv);
+    if (!direct[0])
+        NAT_TRY(nat_grad_accumulate(ctx, node->in[0], da));
+    return direct[1] ? NAT_OK : nat_grad_accumulate(ctx, node->in[1], dv);
 }
 
 static const nat_op_def av_op = {"na_av", av_backward};
@@ -311,25 +335,6 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
 }
 
 /* ---- fused ---- */
-
-/* Where the backward writes an input's gradient: straight into the input's gradient buffer when that
- * buffer is new (the usual case: q, k and v are the layer's own step tensors, with no other consumer),
- * which saves a copy of every gradient; otherwise into a step tensor that is then accumulated. The
- * buffer is dense with the input's shape, as the kernels write. */
-static nat_status grad_target(nat_ctx *ctx, nat_tensor *in, const nat_tensor *like, nat_tensor **out, bool *direct)
-{
-    *direct = false;
-    nat_tensor *buf = NULL;
-    bool fresh = false;
-    if (in->requires_grad && nat_tensor_same_shape(in, like))
-        NAT_TRY(nat_grad_buffer(ctx, in, &buf, &fresh));
-    if (fresh) {
-        *out = buf;
-        *direct = true;
-        return NAT_OK;
-    }
-    return empty_like(ctx, like, out);
-}
 
 static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
