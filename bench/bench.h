@@ -17,6 +17,8 @@ int nat_bench_conv2d(int argc, char **argv);
 int nat_bench_na(int argc, char **argv);
 /* images/s of the data loader. */
 int nat_bench_data(int argc, char **argv);
+/* Peak f32 FMA and bf16 vdpbf16ps rates of one core, and the bf16 paths nat takes from them. */
+int nat_bench_isa(int argc, char **argv);
 
 /* The legacy NA algorithm of NATTEN's pure-PyTorch fallback (bench/na_gather.c), measured against nat's
  * kernels by nat-profile --na-impl gather and nat-bench na2d --impl gather: q, k, v [B, heads, *spatial,

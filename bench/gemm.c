@@ -154,6 +154,8 @@ int nat_bench_gemm(int argc, char **argv)
            nat_dnn_version_string());
     printf("ISA: %s; f32 GEMM: %s; bf16 GEMM: %s\n", nat_dnn_isa_name(), nat_dnn_gemm_impl(false),
            nat_dnn_gemm_impl(true));
+    const char *kern = nat_dnn_bf16_matmul_impl();
+    printf("oneDNN's bf16 matmul ('kernel' column): %s\n", kern ? kern : "none at this ISA");
     FILE *out = NULL;
     if (csv) {
         out = fopen(csv, "a");
@@ -177,7 +179,7 @@ int nat_bench_gemm(int argc, char **argv)
             return 1;
         if (bf16 && (g16 = bench_one(&cs[c], RUN_BF16_AUTOCAST, reps)) == 0.0)
             return 1;
-        if (bf16 && strstr(nat_dnn_gemm_impl(true), "emulated") == NULL &&
+        if (bf16 && nat_dnn_bf16_matmul_impl() != NULL &&
             (gk = bench_one(&cs[c], RUN_BF16_OPERANDS, reps)) == 0.0)
             return 1;
         if (!strncmp(cs[c].what, "square", 6) && g32 > best)

@@ -504,6 +504,8 @@ static int run_bf16_compare(bench_cfg cfg)
     printf("na2d f32 vs bf16: B %lld, heads %lld, %lldx%lld, D %lld, kernel %d, dilation %d, %d x %d reps, ISA %s\n",
            (long long)cfg.batch, (long long)cfg.heads, (long long)cfg.size, (long long)cfg.size, (long long)cfg.dim,
            cfg.kernel, cfg.dilation, rounds, per, nat_cpu_isa_name());
+    printf("'bf16' is the vdpbf16ps kernels; autocast on this CPU runs %s\n",
+           na_cpu_autocast_path(0) == NA_CPU_AUTOCAST_BF16 ? "them" : "the f32 kernels on rounded operands instead (nat-bench isa)");
     for (int round = 0; round < rounds; round++)
         for (int r = 0; r < 4; r++) {
             bench_cfg c = cfg;

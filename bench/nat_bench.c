@@ -3,6 +3,7 @@
  *   nat-bench conv2d   conv2d forward/backward GFLOP/s
  *   nat-bench na2d     neighborhood attention (see nat-bench na2d --help)
  *   nat-bench data     data loader throughput
+ *   nat-bench isa      peak f32 FMA against bf16 vdpbf16ps rates of one core (why bf16 pays or not)
  */
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +18,7 @@ static void usage(FILE *f)
                "  conv2d   conv2d forward and backward GFLOP/s on NAT's tokenizer and downsampler shapes\n"
                "  na2d     2-D neighborhood attention kernels (nat-bench na2d --help)\n"
                "  data     data loader images/s (Fashion-MNIST and a 224² JPEG folder)\n"
+               "  isa      peak f32 FMA and bf16 vdpbf16ps rates of one core, and the bf16 paths nat picks\n"
                "Every benchmark takes --help.\n");
 }
 
@@ -34,6 +36,7 @@ int main(int argc, char **argv)
         {"conv2d", nat_bench_conv2d},
         {"na2d", nat_bench_na},
         {"data", nat_bench_data},
+        {"isa", nat_bench_isa},
     };
     for (size_t i = 0; i < sizeof benches / sizeof *benches; i++)
         if (!strcmp(argv[1], benches[i].name))

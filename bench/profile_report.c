@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "bench/profile.h"
+#include "core/cpu/isa.h"
 #include "core/cpu/onednn.h"
 
 #define MIB (1024.0 * 1024.0)
@@ -37,8 +38,9 @@ void nat_profile_print(FILE *f, const nat_profile_opts *o, const nat_profile_res
             o->train ? "training" : "inference", o->batch, o->res, o->res, nat_device_name(o->dev), precision_name(o->precision),
             omp_get_max_threads());
     if (o->dev.kind == NAT_DEV_CPU) /* which code path ran: a slow one shows here */
-        fprintf(f, "  CPU kernels: oneDNN %s at ISA %s; GEMM f32 %s, bf16 %s\n", nat_dnn_version_string(),
-                nat_dnn_isa_name(), nat_dnn_gemm_impl(false), nat_dnn_gemm_impl(true));
+        fprintf(f, "  CPU kernels: oneDNN %s at ISA %s; GEMM f32 %s, bf16 %s; NA bf16 %s\n", nat_dnn_version_string(),
+                nat_dnn_isa_name(), nat_dnn_gemm_impl(false), nat_dnn_gemm_impl(true),
+                nat_cpu_bf16_vector_native() ? "vdpbf16ps" : "emulated (f32 kernels)");
     fprintf(f, "  step: median %.1f ms (min %.1f, max %.1f) over %d steps; first step %.1f ms\n", r->step_median_s * 1e3,
             r->step_min_s * 1e3, r->step_max_s * 1e3, o->steps, r->first_step_s * 1e3);
     fprintf(f, "  throughput: %.2f images/s; %.2fM params, %.3f GMACs per image, %.1f GFLOP per image %s\n",

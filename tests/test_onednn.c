@@ -14,9 +14,11 @@
 #include <string.h>
 #include <strings.h> /* strcasecmp */
 
+#include "core/cpu/isa.h"
 #include "core/cpu/kernels.h"
 #include "core/cpu/onednn.h"
 #include "core/half.h"
+#include "nat/half.h" /* nat_round_array */
 #include "nat/rng.h"
 #include "support/harness.h"
 
@@ -100,10 +102,36 @@ START_TEST(gemm_bf16_actually_rounds)
 }
 END_TEST
 
+/* Autocast's GEMM takes oneDNN's bf16 matmul only where bf16 outruns f32 (nat_cpu_bf16_gemm_native: AMX,
+ * or an AMD core's vdpbf16ps); elsewhere it is the f32 GEMM on rounded operands, bit for bit. */
+START_TEST(gemm_bf16_path_follows_the_cpu_rule)
+{
+    const bool native = nat_dnn_bf16_matmul_impl() != NULL && nat_cpu_bf16_gemm_native();
+    printf("bf16 GEMM path: %s (oneDNN's bf16 matmul: %s; %s CPU at %s)\n", nat_dnn_gemm_impl(true),
+           nat_dnn_bf16_matmul_impl() ? nat_dnn_bf16_matmul_impl() : "none", nat_cpu_vendor_amd() ? "AMD" : "non-AMD",
+           nat_cpu_isa_name());
+    ck_assert_msg(native == (strstr(nat_dnn_gemm_impl(true), "emulated") == NULL), "reported path %s, rule says %s",
+                  nat_dnn_gemm_impl(true), native ? "native" : "emulated");
+    if (native)
+        return;
+    nat_rng r;
+    nat_rng_seed(&r, 5);
+    const int64_t M = 33, N = 40, K = 57;
+    float *A = randv(&r, M * K), *B = randv(&r, K * N), *ra = malloc((size_t)(M * K) * 4), *rb = malloc((size_t)(K * N) * 4);
+    float *c16 = calloc((size_t)(M * N), 4), *c32 = calloc((size_t)(M * N), 4);
+    nat_round_array(NAT_PREC_BF16, A, ra, M * K);
+    nat_round_array(NAT_PREC_BF16, B, rb, K * N);
+    TH_OK(nat_cpu_gemm_lowp(NAT_EXEC_DEV(NAT_CPU), NAT_PREC_BF16, false, true, M, N, K, A, 0, B, 0, 0.0f, c16, 0, 1));
+    TH_OK(nat_cpu_gemm(NAT_EXEC_DEV(NAT_CPU), false, true, M, N, K, ra, 0, rb, 0, 0.0f, c32, 0, 1));
+    ck_assert_msg(memcmp(c16, c32, (size_t)(M * N) * 4) == 0, "emulated bf16 GEMM differs from the f32 GEMM on rounded operands");
+    free(A), free(B), free(ra), free(rb), free(c16), free(c32);
+}
+END_TEST
+
 /* The benchmarks' bf16 GEMM on operands already in bf16 (every transpose) equals the loops on them. */
 START_TEST(gemm_bf16_operands_equals_the_loops)
 {
-    if (strstr(nat_dnn_gemm_impl(true), "emulated")) {
+    if (!nat_dnn_bf16_matmul_impl()) {
         printf("gemm_bf16_operands_equals_the_loops: no bf16 matmul at this ISA: checks the error instead\n");
         uint16_t a = 0, b = 0;
         float c = 0;
@@ -199,6 +227,31 @@ static void check_conv(bool bf16)
     th_assert_close(gw, wgw, nw, 1e-5, bf16 ? "bf16 conv backward weights" : "f32 conv backward weights");
     free(x), free(w), free(b), free(gy), free(y), free(gx), free(gw), free(gx0), free(gw0), free(wy), free(wgx), free(wgw);
 }
+
+/* Where bf16 does not outrun f32 (nat_cpu_bf16_gemm_native false: an Intel core without AMX, or an ISA
+ * without bf16), autocast's convolution is the f32 one on rounded operands, bit for bit. */
+START_TEST(conv_bf16_path_follows_the_cpu_rule)
+{
+    if (nat_cpu_bf16_gemm_native()) {
+        printf("conv_bf16_path_follows_the_cpu_rule: bf16 convolutions run natively on this CPU (%s)\n",
+               nat_cpu_isa_name());
+        return;
+    }
+    const nat_cuda_conv_geom *g = &GEOM;
+    nat_rng r;
+    nat_rng_seed(&r, 21);
+    const int64_t nx = g->N * g->C * g->H * g->W, nw = g->O * g->C * g->kh * g->kw, ny = g->N * g->O * g->Ho * g->Wo;
+    float *x = randv(&r, nx), *w = randv(&r, nw), *rx = malloc((size_t)nx * 4), *rw = malloc((size_t)nw * 4);
+    float *y16 = calloc((size_t)ny, 4), *y32 = calloc((size_t)ny, 4);
+    nat_round_array(NAT_PREC_BF16, x, rx, nx);
+    nat_round_array(NAT_PREC_BF16, w, rw, nw);
+    const nat_exec *ex = NAT_EXEC_DEV(NAT_CPU);
+    TH_OK(nat_cpu_conv2d_forward_lowp(ex, NAT_PREC_BF16, g, x, w, NULL, y16));
+    TH_OK(nat_cpu_conv2d_forward_lowp(ex, NAT_PREC_F32, g, rx, rw, NULL, y32));
+    ck_assert_msg(memcmp(y16, y32, (size_t)ny * 4) == 0, "emulated bf16 convolution differs from the f32 one on rounded operands");
+    free(x), free(w), free(rx), free(rw), free(y16), free(y32);
+}
+END_TEST
 
 /* The im2col weight gradient (nat's route where oneDNN has no direct kernel) against the loops, adding
  * into a prior gradient, on geometries with padding, stride, non-square maps and kernels, a 1x1 output
@@ -339,6 +392,9 @@ START_TEST(isa_cap_is_honoured)
             if (ISAS[i].isa == dnnl_cpu_isa_avx2)
                 ck_assert_msg(strstr(nat_dnn_gemm_impl(true), "emulated") != NULL,
                               "at AVX2 the bf16 GEMM should be nat's emulation, not %s", nat_dnn_gemm_impl(true));
+            if (ISAS[i].isa == dnnl_cpu_isa_avx512_core_bf16 && !nat_cpu_vendor_amd())
+                ck_assert_msg(strstr(nat_dnn_gemm_impl(true), "emulated") != NULL,
+                              "an Intel core at AVX512_CORE_BF16 should emulate, not run %s", nat_dnn_gemm_impl(true));
             return;
         }
     ck_abort_msg("ONEDNN_MAX_CPU_ISA=%s is not one this test knows", cap);
@@ -355,6 +411,8 @@ int main(void)
         {"gemm_f32_every_transpose_batch_and_beta", gemm_f32_every_transpose_batch_and_beta},
         {"gemm_bf16_equals_the_loops_on_rounded_operands", gemm_bf16_equals_the_loops_on_rounded_operands},
         {"gemm_bf16_actually_rounds", gemm_bf16_actually_rounds},
+        {"gemm_bf16_path_follows_the_cpu_rule", gemm_bf16_path_follows_the_cpu_rule},
+        {"conv_bf16_path_follows_the_cpu_rule", conv_bf16_path_follows_the_cpu_rule},
         {"gemm_bf16_operands_equals_the_loops", gemm_bf16_operands_equals_the_loops},
         {"conv_f32_forward_and_backward", conv_f32_forward_and_backward},
         {"conv_weight_gradient_im2col", conv_weight_gradient_im2col},

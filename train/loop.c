@@ -637,6 +637,11 @@ static nat_status setup(run *r, nat_train_result *res)
         fprintf(out, "note: bf16 with no AVX512-BF16 in use (ISA %s): where oneDNN and the NA kernels have no bf16 "
                 "path, operands are rounded to bf16 and f32 kernels run, so bf16 is no faster than f32 here "
                 "(on AVX2 it is slower; docs/benchmarks.md)\n", nat_cpu_isa_name());
+    else if (r->prec == NAT_PREC_BF16 && r->dev.kind == NAT_DEV_CPU && !nat_cpu_bf16_gemm_native())
+        fprintf(out, "note: bf16 on a CPU whose vdpbf16ps is no faster than its f32 FMAs (ISA %s, no AMX; "
+                "`nat-bench isa` measures both): operands are rounded to bf16 and f32 kernels run, so bf16 "
+                "has bf16's numerics and is slightly slower than f32 here (docs/benchmarks.md)\n",
+                nat_cpu_isa_name());
     if (resume_path[0])
         fprintf(out, "resuming from %s at step %lld\n", resume_path, (long long)r->st.step);
     fprintf(out, "run directory: %s\n", r->dir);

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "core/cpu/isa.h" /* nat_cpu_bf16_gemm_native */
 #include "core/cpu/kernels.h"
 #include "core/cpu/onednn.h"
 #include "nat/alloc.h"
@@ -142,7 +143,8 @@ static conv_key key_of(int kind, bool bf16, bool bias, const nat_cuda_conv_geom 
     return k;
 }
 
-/* Whether oneDNN has bf16 convolutions at the effective ISA (probed once on a small problem). */
+/* Whether autocast's convolutions run on oneDNN's bf16 kernels: it has them at the effective ISA (probed
+ * once on a small problem) and they outrun f32 on this CPU (nat_cpu_bf16_gemm_native). */
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static bool bf16_native;
 
@@ -151,7 +153,7 @@ static void probe(void)
     const nat_cuda_conv_geom g = {2, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 8, 8};
     conv_key k = key_of(CONV_BWD_WEIGHTS, true, false, &g);
     const nat_dnn_plan *pl;
-    bf16_native = nat_dnn_plan_get("convolution", &k, sizeof k, conv_build, &pl) == NAT_OK;
+    bf16_native = nat_dnn_plan_get("convolution", &k, sizeof k, conv_build, &pl) == NAT_OK && nat_cpu_bf16_gemm_native();
     nat_error_clear();
 }
 

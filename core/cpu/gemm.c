@@ -7,12 +7,15 @@
  *    (or added, beta = 1) straight into C. The operands arrive as f32 and are rounded to bf16 by oneDNN
  *    reorders (round to nearest even, as core/half.h). A product of two bf16 values is exact in f32, so
  *    this equals the f32 GEMM of the rounded operands up to summation order. One plan per problem.
- *  - where oneDNN has no bf16 matmul (an ISA capped below AVX-512, or an old CPU), and for f16 (oneDNN
+ *  - where bf16 does not outrun f32 on this CPU (nat_cpu_bf16_gemm_native, core/cpu/isa.h: an Intel core
+ *    without AMX, whose vdpbf16ps peak is half its f32 FMA peak), where oneDNN has no bf16
+ *    matmul (an ISA capped below AVX-512, or an old CPU), and for f16 (oneDNN
  *    has f16 GEMMs only on AVX512-FP16 CPUs): the operands are rounded into f32 scratch and the f32 GEMM
  *    runs on them — the same result up to summation order, at f32 speed. */
 #include <pthread.h>
 #include <stdio.h>
 
+#include "core/cpu/isa.h" /* nat_cpu_bf16_gemm_native */
 #include "core/cpu/kernels.h"
 #include "core/cpu/onednn.h"
 #include "nat/alloc.h"
@@ -82,18 +85,27 @@ static nat_status bf16_build(const void *vkey, nat_dnn_plan *pl)
     return s;
 }
 
-/* Whether oneDNN has a bf16 matmul at the effective ISA, probed once; its implementation's name. */
+/* Whether oneDNN has a bf16 matmul at the effective ISA, probed once; its implementation's name; and the
+ * path autocast takes: that matmul where bf16 outruns f32 on this CPU (nat_cpu_bf16_gemm_native:
+ * AMX, or an AMD core's vdpbf16ps), the emulation otherwise. */
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
-static bool bf16_native;
-static char bf16_impl[64] = "emulated (bf16-rounded operands, f32 GEMM)";
+static bool bf16_available, bf16_native;
+static char bf16_kernel[64];
+static char bf16_impl[160] = "emulated (bf16-rounded operands, f32 GEMM)";
 
 static void probe(void)
 {
     bf16_key k = {.M = 64, .N = 64, .K = 64, .batch = 1};
     const nat_dnn_plan *pl; /* cached like any plan: its primitives stay the process's */
     if (nat_dnn_plan_get("bf16 GEMM", &k, sizeof k, bf16_build, &pl) == NAT_OK) {
-        bf16_native = true;
-        snprintf(bf16_impl, sizeof bf16_impl, "%s", pl->impl);
+        bf16_available = true;
+        snprintf(bf16_kernel, sizeof bf16_kernel, "%s", pl->impl);
+        bf16_native = nat_cpu_bf16_gemm_native();
+        if (bf16_native)
+            snprintf(bf16_impl, sizeof bf16_impl, "%s", pl->impl);
+        else /* e.g. an Intel core without AMX: its vdpbf16ps peak is half its f32 FMA peak */
+            snprintf(bf16_impl, sizeof bf16_impl,
+                     "emulated (bf16-rounded operands, f32 GEMM: faster on this CPU than oneDNN's %s)", pl->impl);
     }
     nat_error_clear();
 }
@@ -101,7 +113,7 @@ static void probe(void)
 static bool have_bf16_matmul(void)
 {
     pthread_once(&probe_once, probe);
-    return bf16_native;
+    return bf16_available;
 }
 
 static char f32_impl[64];
@@ -119,6 +131,8 @@ const char *nat_dnn_gemm_impl(bool bf16)
     return f32_impl;
 }
 
+const char *nat_dnn_bf16_matmul_impl(void) { return have_bf16_matmul() ? bf16_kernel : NULL; }
+
 /* `batch` products C_i = op(A_i) op(B_i) + beta·C_i with operand strides sa, sb, sc (0: shared), the
  * operands rounded to prec first (NAT_PREC_BF16 / F16; see the file's comment for how). */
 nat_status nat_cpu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
@@ -128,7 +142,7 @@ nat_status nat_cpu_gemm_lowp(const nat_exec *ex, int prec, bool ta, bool tb, int
     (void)ex;
     if (batch <= 0 || M <= 0 || N <= 0)
         return NAT_OK;
-    if (prec == NAT_PREC_BF16 && K > 0 && (beta == 0.0f || beta == 1.0f) && have_bf16_matmul()) {
+    if (prec == NAT_PREC_BF16 && K > 0 && (beta == 0.0f || beta == 1.0f) && have_bf16_matmul() && bf16_native) {
         bf16_key k = {.M = M, .N = N, .K = K, .batch = batch, .sa = sa, .sb = sb, .sc = batch > 1 ? sc : 0,
                       .ta = ta, .tb = tb, .accumulate = beta != 0.0f};
         const nat_dnn_plan *pl;

@@ -101,14 +101,31 @@ int nat_cpu_isa_cap_parse(const char *value)
     return -1;
 }
 
+#if defined(NAT_ISA_X86)
+static bool detect_amd(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d))
+        return false;
+    char v[13];
+    memcpy(v, &b, 4), memcpy(v + 4, &d, 4), memcpy(v + 8, &c, 4); /* vendor string: EBX, EDX, ECX */
+    v[12] = '\0';
+    return strcmp(v, "AuthenticAMD") == 0 || strcmp(v, "HygonGenuine") == 0;
+}
+#else
+static bool detect_amd(void) { return false; }
+#endif
+
 static struct {
     pthread_once_t once;
     nat_cpu_isa detected, cap;
-} isa_state = {PTHREAD_ONCE_INIT, NAT_ISA_GENERIC, NAT_ISA_AVX512_CORE_AMX};
+    bool amd;
+} isa_state = {PTHREAD_ONCE_INIT, NAT_ISA_GENERIC, NAT_ISA_AVX512_CORE_AMX, false};
 
 static void isa_init(void)
 {
     isa_state.detected = detect();
+    isa_state.amd = detect_amd();
     const int c = nat_cpu_isa_cap_parse(getenv("ONEDNN_MAX_CPU_ISA"));
     isa_state.cap = c < 0 ? NAT_ISA_AVX512_CORE_AMX : (nat_cpu_isa)c;
 }
@@ -141,3 +158,19 @@ const char *nat_cpu_isa_name(void) { return nat_cpu_isa_level_name(nat_cpu_isa_l
 bool nat_cpu_isa_avx512_bf16(void) { return nat_cpu_isa_level() >= NAT_ISA_AVX512_CORE_BF16; }
 
 bool nat_cpu_isa_amx_bf16(void) { return nat_cpu_isa_level() >= NAT_ISA_AVX512_CORE_AMX; }
+
+bool nat_cpu_vendor_amd(void)
+{
+    pthread_once(&isa_state.once, isa_init);
+    return isa_state.amd;
+}
+
+bool nat_cpu_bf16_native_rule(nat_cpu_isa level, bool amd, bool gemm)
+{
+    const bool vector = level >= NAT_ISA_AVX512_CORE_BF16 && amd;
+    return gemm ? vector || level >= NAT_ISA_AVX512_CORE_AMX : vector;
+}
+
+bool nat_cpu_bf16_vector_native(void) { return nat_cpu_bf16_native_rule(nat_cpu_isa_level(), nat_cpu_vendor_amd(), false); }
+
+bool nat_cpu_bf16_gemm_native(void) { return nat_cpu_bf16_native_rule(nat_cpu_isa_level(), nat_cpu_vendor_amd(), true); }

@@ -63,6 +63,26 @@ bool nat_cpu_isa_avx512_bf16(void);
 /* AMX-BF16 tiles present, enabled by the OS (XCR0) and allowed by the cap. */
 bool nat_cpu_isa_amx_bf16(void);
 
+/* Whether autocast's bf16 products should run on bf16 instructions ("native") or as the f32 kernels on
+ * bf16-rounded operands ("emulated": the same products, exact in f32, summed in another order). Native
+ * pays only where a bf16 multiply-add outruns an f32 FMA:
+ *  - vector (vdpbf16ps, nat's bf16 NA kernels): on AMD cores (Zen 4 and later) a 512-bit vdpbf16ps issues
+ *    at the rate of an f32 FMA and does twice its multiply-adds; on an Intel core (a Xeon of family 6
+ *    model 207, measured) it issues at a quarter of the FMA's rate, so bf16's peak is half of f32's
+ *    (nat-bench isa measures both rates on any CPU; docs/benchmarks.md has the figures). Native on AMD
+ *    only.
+ *  - GEMMs and convolutions (oneDNN): with AMX tiles (16x the vector rate), or where the vector path pays.
+ * A fixed rule from CPUID (vendor and ISA level, the cap included), not a timing, so that a run's
+ * arithmetic does not depend on the load of the moment. */
+bool nat_cpu_bf16_vector_native(void);
+bool nat_cpu_bf16_gemm_native(void);
+
+/* The rule itself, pure (for tests): level is the usable ISA level, amd the CPU's vendor. */
+bool nat_cpu_bf16_native_rule(nat_cpu_isa level, bool amd, bool gemm);
+
+/* The CPU's vendor is AMD (or Hygon, its licensee): CPUID leaf 0. */
+bool nat_cpu_vendor_amd(void);
+
 /* The level a value of ONEDNN_MAX_CPU_ISA caps to, or -1 for a value oneDNN does not know (which both
  * ignore). NULL or "" is -1 too. Pure: for tests and for callers that want to warn. */
 int nat_cpu_isa_cap_parse(const char *value);

@@ -94,9 +94,13 @@ long nat_dnn_plans_built(void);
 const char *nat_dnn_isa_name(void);
 const char *nat_dnn_version_string(void);
 
-/* The implementation oneDNN picks for the GEMMs nat runs: f32 (dnnl_sgemm, whose kernel follows the
- * effective ISA) and bf16 (a matmul primitive; "emulated" when there is none and nat rounds the operands
- * and runs the f32 GEMM instead). Static strings. */
+/* The implementation the GEMMs nat runs take: f32 (dnnl_sgemm, whose kernel follows the effective ISA)
+ * and bf16 autocast (a matmul primitive; "emulated ..." when nat rounds the operands and runs the f32
+ * GEMM instead: no bf16 matmul, or one that is slower than f32 on this CPU). Static strings. */
 const char *nat_dnn_gemm_impl(bool bf16);
+
+/* oneDNN's bf16 matmul kernel at the effective ISA ("brg:avx512_core_bf16", ...), whether or not autocast
+ * uses it; NULL when oneDNN has none (nat_cpu_gemm_bf16_operands then fails). Static string. */
+const char *nat_dnn_bf16_matmul_impl(void);
 
 #endif

@@ -123,6 +123,18 @@ has "no AVX512-BF16 in use (ISA avx2)" "bf16 without AVX512-BF16: the plan says 
 ONEDNN_MAX_CPU_ISA=AVX2 expect 0 "nat-train --dry-run, f32, ISA capped at AVX2" "$build/nat-train" \
   "$src/configs/nat_mini.cfg" --dry-run
 if grep -q "AVX512-BF16" "$tmp/out"; then bad "f32: no bf16 note expected"; else ok "f32: no bf16 note"; fi
+# An Intel core with AVX512-BF16 and no AMX (or AMX capped away) emulates bf16 too, and says why; an AMD
+# core runs vdpbf16ps and oneDNN's bf16 kernels, and says nothing.
+if grep -q -w avx512_bf16 /proc/cpuinfo 2>/dev/null; then
+  ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 expect 0 "nat-train --dry-run, bf16, ISA capped at AVX512_CORE_BF16" \
+    "$build/nat-train" "$src/configs/nat_mini.cfg" --dry-run --set train.precision=bf16
+  if grep -q -m1 AuthenticAMD /proc/cpuinfo; then
+    if grep -q "vdpbf16ps is no faster" "$tmp/out"; then bad "AMD with AVX512-BF16: no emulation note expected"
+    else ok "AMD with AVX512-BF16: bf16 runs natively, no note"; fi
+  else
+    has "vdpbf16ps is no faster than its f32 FMAs" "Intel at AVX512_CORE_BF16: the plan says bf16 is emulated and why"
+  fi
+fi
 
 # ---- train -> eval -> export -> classify -> resume ----
 tiny=(--set model.embed_dim=16 --set model.depths=1,1 --set model.heads=1,2 --set model.mlp_ratio=2

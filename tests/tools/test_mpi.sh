@@ -118,7 +118,11 @@ grep -q "distributed: 2 processes (tcp)" "$tmp/tcp0.log" && same_losses "$tmp/re
 against_replicas 3 20 --set train.accum_steps=2
 
 # ---- 2. -np 2 against -np 3, drop-path off ----
-nodp=(--set model.drop_path=0 --set train.replicas=1 --set train.max_steps=60)
+# Batches of 96 (epochs of 100 steps from 9,600 images), so that a step takes milliseconds even on a fast
+# CPU: section 3 freezes or kills a rank between the checkpoints of steps 10 and 60, which needs that
+# time (with tiny's 2 ms steps the whole epoch could end before the signal arrived).
+nodp=(--set model.drop_path=0 --set train.replicas=1 --set train.max_steps=60
+      --set train.batch_size=96 --set data.train_limit=9600)
 "${mpi[@]}" -np 2 "$build/nat-train" "$src/configs/nat_mini.cfg" "${tiny[@]}" "${nodp[@]}" --out "$tmp/d2" >"$tmp/out" 2>&1 || bad "-np 2 (no drop-path) failed"
 "${mpi[@]}" -np 3 "$build/nat-train" "$src/configs/nat_mini.cfg" "${tiny[@]}" "${nodp[@]}" --out "$tmp/d3" >"$tmp/out" 2>&1 || { bad "-np 3 failed"; tail -5 "$tmp/out"; }
 msg=$(close "$tmp/d2" "$tmp/d3" 1e-5) && ok "-np 2 and -np 3 agree within 1e-5 per step ($msg)" || bad "-np 2 and -np 3 differ: $msg"
@@ -143,7 +147,7 @@ start_long() {
   mpirun_pid=$!
   victim=
   for _ in $(seq 300); do victim=$(rank_pid "$mpirun_pid" 1); [ -n "$victim" ] && break; sleep 0.1; done
-  for _ in $(seq 600); do [ -f "$1/ckpt-00000010.safetensors" ] && break; sleep 0.05; done
+  for _ in $(seq 3000); do [ -f "$1/ckpt-00000010.safetensors" ] && break; sleep 0.01; done
   [ -n "$victim" ] && kill -STOP "$victim"
 }
 # wait_exit SECONDS: rc = the exit status of mpirun, or 999 if it is still running after SECONDS (then

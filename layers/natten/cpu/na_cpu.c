@@ -1948,7 +1948,7 @@ nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const flo
 
 na_cpu_autocast_kernel na_cpu_autocast_path(int f16)
 {
-    return !f16 && nat_cpu_isa_avx512_bf16() ? NA_CPU_AUTOCAST_BF16 : NA_CPU_AUTOCAST_EMULATED;
+    return !f16 && nat_cpu_bf16_vector_native() ? NA_CPU_AUTOCAST_BF16 : NA_CPU_AUTOCAST_EMULATED;
 }
 
 /* bf16 bits of the m q-shaped operands x[0..m) in one scratch block (*bytes long), x[i]'s at i * n. */

@@ -56,19 +56,21 @@ nat_status na_cpu_fused_backward(const na_problem *pb, const float *q, const flo
                                  const float *d_out, float *dq, float *dk, float *dv, float *drpb);
 
 /* ---- Autocast (na_backend's fused_*_autocast entries) ----
- * q, k, v hold values already rounded to bf16 (f16 == 0) or f16 (f16 != 0), kept in f32. For bf16 on a
- * CPU with AVX512_BF16 allowed by the cap (core/cpu/isa.h, ONEDNN_MAX_CPU_ISA) the products run in
- * vdpbf16ps with the semantics of the CUDA tensor-core kernels (cuda/tensorcore.h, tensorcore_bwd.h;
- * docs/design.md §2):
+ * q, k, v hold values already rounded to bf16 (f16 == 0) or f16 (f16 != 0), kept in f32. For bf16
+ * where vdpbf16ps pays (nat_cpu_bf16_vector_native, core/cpu/isa.h: AVX512_BF16 allowed by the cap,
+ * ONEDNN_MAX_CPU_ISA, on an AMD core) the products run in vdpbf16ps with the semantics of the CUDA
+ * tensor-core kernels (cuda/tensorcore.h, tensorcore_bwd.h; docs/design.md §2):
  *   forward   S = q.k (bf16 x bf16, f32 sums); logits scale*S + rpb, max, P = exp(logit - max), the
  *             sum l and lse = max + log l in f32 from the unrounded P; out = (sum bf16(P) v) / l.
  *   backward  delta = rowsum(d_out * out) in f32 from the f32 d_out and out; d_out rounded to bf16
  *             once; S = q.k, dP = bf16(d_out).v; P = exp(scale S + rpb - lse), dS = P (dP - delta)
  *             in f32; dq = scale sum bf16(dS) k, dk = scale sum bf16(dS) q, dv = sum bf16(P)
  *             bf16(d_out); drpb = sum of the f32 dS.
- * Otherwise (f16, or no AVX512_BF16) the f32 fused kernels run on the rounded values (the emulation:
- * nothing rounded past the inputs). Same layouts, conventions and threading as the f32 kernels; the
- * bf16 copies of the operands live in scratch (nat_mem_alloc(NAT_CPU), freed before returning). */
+ * Otherwise (f16, no AVX512_BF16, or a CPU whose vdpbf16ps is no faster than its f32 FMAs: an Intel
+ * core, nat_cpu_bf16_vector_native in core/cpu/isa.h) the f32 fused kernels run on the rounded values
+ * (the emulation: nothing rounded past the inputs). Same layouts, conventions and threading as the f32
+ * kernels; the bf16 copies of the operands live in scratch (nat_mem_alloc(NAT_CPU), freed before
+ * returning). */
 typedef enum na_cpu_autocast_kernel {
     NA_CPU_AUTOCAST_EMULATED = 0, /* the f32 kernels on the rounded values */
     NA_CPU_AUTOCAST_BF16 = 1,     /* vdpbf16ps kernels */
