@@ -1,5 +1,5 @@
-/* core/ops_shape.c — shape ops: permute and slice (views), reshape (view or copy), contiguous, and
- * constant padding; forward and backward.
+/* core/ops_shape.c — shape ops: permute and slice (views), reshape (view or copy), permute_reshape (one
+ * dense copy), contiguous, and constant padding; forward and backward.
  *
  * Any layout and any strides in; views share x's storage (nat_ctx_view), so writing into a view's
  * storage writes into x. Backward of a view scatters the gradient into the positions the view read:
@@ -73,6 +73,92 @@ nat_status nat_permute(nat_ctx *ctx, nat_tensor *x, const int *perm, nat_tensor 
     if (node)
         for (int i = 0; i < x->ndim; i++)
             node->i[i] = perm[i];
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- permute + reshape in one copy ---- */
+
+/* Contiguous strides of shape[0..n). */
+static void dense_strides(int n, const int64_t *shape, int64_t *stride)
+{
+    int64_t st = 1;
+    for (int d = n - 1; d >= 0; d--)
+        stride[d] = st, st *= shape[d];
+}
+
+/* node->i: [0] the view's rank, [1] perm packed 4 bits per dim, [2..7] the view's shape. */
+static void view_perm_of(const nat_node *node, int *nv, int64_t *view, int *perm)
+{
+    *nv = (int)node->i[0];
+    for (int d = 0; d < *nv; d++)
+        view[d] = node->i[2 + d], perm[d] = (int)(node->i[1] >> (4 * d) & 0xF);
+}
+
+static nat_status permute_reshape_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_tensor *x = node->in[0], *gx, *gd;
+    bool fresh;
+    NAT_TRY(nat_grad_buffer(ctx, x, &gx, &fresh));
+    if (!gx)
+        return NAT_OK;
+    NAT_TRY(nat_dense(ctx, g, &gd));
+    int nv, perm[NAT_MAX_DIMS];
+    int64_t view[NAT_MAX_DIMS], ps[NAT_MAX_DIMS], pst[NAT_MAX_DIMS], xs[NAT_MAX_DIMS], gs[NAT_MAX_DIMS];
+    view_perm_of(node, &nv, view, perm);
+    for (int i = 0; i < nv; i++)
+        ps[i] = view[perm[i]];
+    dense_strides(nv, ps, pst); /* g is the permuted view, stored dense */
+    dense_strides(nv, view, xs);
+    for (int i = 0; i < nv; i++)
+        gs[perm[i]] = pst[i]; /* read g through the inverse permutation */
+    return copy_on(ctx, nat_tensor_f32(gx), xs, nat_tensor_f32(gd), gs, nv, view, !fresh);
+}
+
+static const nat_op_def permute_reshape_op = {"permute_reshape", permute_reshape_backward};
+
+nat_status nat_permute_reshape(nat_ctx *ctx, nat_tensor *x, int view_ndim, const int64_t *view, const int *perm,
+                               int ndim, const int64_t *shape, nat_tensor **out)
+{
+    NAT_CHECK_ARG(out, "permute_reshape", "out");
+    NAT_TRY(nat_check_f32_dev(ctx, x, "permute_reshape", "input"));
+    char sx[96];
+    nat_shape_str(x, sx, sizeof sx);
+    if (view_ndim < 1 || view_ndim > NAT_MAX_DIMS || ndim < 0 || ndim > NAT_MAX_DIMS || !view || !perm || (!shape && ndim))
+        return nat_error(NAT_ERR_INVALID_ARG, "permute_reshape: bad ranks %d -> %d for input %s", view_ndim, ndim, sx);
+    if (!nat_tensor_is_contiguous(x))
+        return nat_error(NAT_ERR_INVALID_ARG, "permute_reshape: input %s must be contiguous", sx);
+    int64_t nview = 1, nout = 1;
+    bool seen[NAT_MAX_DIMS] = {false};
+    for (int d = 0; d < view_ndim; d++) {
+        if (perm[d] < 0 || perm[d] >= view_ndim || seen[perm[d]])
+            return nat_error(NAT_ERR_INVALID_ARG, "permute_reshape: perm is not a permutation of %d dims", view_ndim);
+        seen[perm[d]] = true;
+        nview *= view[d];
+    }
+    for (int d = 0; d < ndim; d++)
+        nout *= shape[d];
+    if (nview != nat_tensor_numel(x) || nout != nview) {
+        char sv[128], so[128];
+        return nat_error(NAT_ERR_SHAPE, "permute_reshape: input %s, view %s, output %s: element counts differ", sx,
+                         nat_dims_str(view_ndim, view, sv, sizeof sv), nat_dims_str(ndim, shape, so, sizeof so));
+    }
+    nat_tensor *y;
+    NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, ndim, shape));
+    int64_t ps[NAT_MAX_DIMS], pst[NAT_MAX_DIMS], xs[NAT_MAX_DIMS], ss[NAT_MAX_DIMS];
+    dense_strides(view_ndim, view, xs);
+    for (int i = 0; i < view_ndim; i++)
+        ps[i] = view[perm[i]], ss[i] = xs[perm[i]];
+    dense_strides(view_ndim, ps, pst);
+    NAT_TRY(copy_on(ctx, nat_tensor_f32(y), pst, nat_tensor_f32(x), ss, view_ndim, ps, false));
+    nat_node *node;
+    NAT_TRY(nat_ctx_record(ctx, &permute_reshape_op, y, 1, &x, &node));
+    if (node) {
+        node->i[0] = view_ndim;
+        node->i[1] = 0;
+        for (int d = 0; d < view_ndim; d++)
+            node->i[1] |= (int64_t)perm[d] << (4 * d), node->i[2 + d] = view[d];
+    }
     *out = y;
     return NAT_OK;
 }

@@ -1,7 +1,8 @@
 /* tests/test_na_ops.c — neighborhood attention through the autograd ops (include/nat/natten.h):
  * finite-difference gradient checks of q, k, v and rpb for the fused and unfused paths in 1-D, 2-D and
  * 3-D (with dilation, causal and non-square maps); fused equals unfused in values and gradients; strided
- * inputs; one tensor as both q and k (gradients that add up); the fused op keeps no [.., K] tensor for backward; errors name the numbers. The kernels
+ * inputs; one tensor as both q and k (gradients that add up); q, k, v packed in one tensor (nat_na_packed)
+ * equal to the three views, bit for bit; the fused op keeps no [.., K] tensor for backward; errors name the numbers. The kernels
  * themselves are swept against the reference in tests/test_na_cpu.c. */
 #include <math.h>
 #include <stdio.h>
@@ -84,23 +85,24 @@ START_TEST(gradcheck_fused_and_unfused)
 }
 END_TEST
 
-/* Runs f forward and backward with a random output gradient; returns the output and copies of grads. */
-static void run_fb(th_fn f, const na_case *c, nat_tensor **in, const float *R, float **out, float **grads)
+/* Runs f forward and backward with a random output gradient R; returns the output and copies of the
+ * gradients of in[0..n_in) (NULL for absent inputs). */
+static void run_fb(th_fn f, const void *u, nat_tensor **in, int n_in, const float *R, float **out, float **grads)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < n_in; i++)
         if (in[i])
             nat_zero_grad(in[i]);
     nat_ctx *ctx;
     nat_tensor *y, *g;
     TH_OK(nat_ctx_new(&ctx, NAT_CPU));
-    TH_OK(f(ctx, in, (void *)c, &y));
+    TH_OK(f(ctx, in, (void *)u, &y));
     int64_t n = nat_tensor_numel(y);
     *out = malloc((size_t)n * sizeof(float));
     memcpy(*out, nat_tensor_f32(y), (size_t)n * sizeof(float));
     TH_OK(nat_ctx_empty(ctx, &g, NAT_F32, y->ndim, y->shape));
     TH_OK(nat_tensor_copy_from(g, R, n));
     TH_OK(nat_backward_from(ctx, y, g));
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < n_in; i++) {
         grads[i] = NULL;
         if (!in[i])
             continue;
@@ -133,8 +135,8 @@ START_TEST(fused_equals_unfused)
         float *R = malloc((size_t)n * sizeof *R);
         nat_rng_fill_normal(&rng, R, (size_t)n, 0, 1);
         float *o1, *o2, *g1[4], *g2[4];
-        run_fb(f_fused, c, in, R, &o1, g1);
-        run_fb(f_unfused, c, in, R, &o2, g2);
+        run_fb(f_fused, c, in, 4, R, &o1, g1);
+        run_fb(f_unfused, c, in, 4, R, &o2, g2);
         char what[64];
         snprintf(what, sizeof what, "case %zu output", ci);
         th_assert_close_f(o1, o2, n, 1e-5, what);
@@ -213,6 +215,109 @@ START_TEST(strided_inputs)
                          th_randn(&rng, 5, s, 0.7f, true), th_randn(&rng, 3, r, 0.5f, true)};
     th_gradcheck("fused on permuted views", f_fused_strided, &c, 4, in, 1e-2, 3e-3);
     free_inputs(in);
+}
+END_TEST
+
+/* ---- q, k, v packed in one tensor [3, B, heads, *spatial, D] (nat_na_packed) ---- */
+
+typedef struct packed_case {
+    na_case c;
+    int twice;     /* the output is na(P) + na(P): the second backward adds to the gradient */
+    nat_precision prec;
+} packed_case;
+
+static nat_status f_packed(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
+{
+    const packed_case *pc = u;
+    nat_ctx_set_precision(ctx, pc->prec);
+    /* a step copy of the leaf (as the NA layer's is), so the first backward writes its gradient directly */
+    static const int same[6] = {0, 1, 2, 3, 4, 5};
+    nat_tensor *P;
+    NAT_TRY(nat_permute_reshape(ctx, in[0], in[0]->ndim, in[0]->shape, same, in[0]->ndim, in[0]->shape, &P));
+    NAT_TRY(nat_na_packed(ctx, P, in[1], &pc->c.p, out));
+    if (pc->twice) {
+        nat_tensor *b;
+        NAT_TRY(nat_na_packed(ctx, P, in[1], &pc->c.p, &b));
+        NAT_TRY(nat_add(ctx, *out, b, out));
+    }
+    return NAT_OK;
+}
+
+/* The same through nat_na on views of the three thirds. */
+static nat_status f_split(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
+{
+    const packed_case *pc = u;
+    nat_ctx_set_precision(ctx, pc->prec);
+    nat_tensor *t[3];
+    for (int i = 0; i < 3; i++) {
+        NAT_TRY(nat_slice(ctx, in[0], 0, i, i + 1, &t[i]));
+        NAT_TRY(nat_reshape(ctx, t[i], in[0]->ndim - 1, in[0]->shape + 1, &t[i]));
+    }
+    NAT_TRY(nat_na(ctx, t[0], t[1], t[2], in[1], &pc->c.p, out));
+    if (pc->twice) {
+        nat_tensor *b;
+        NAT_TRY(nat_na(ctx, t[0], t[1], t[2], in[1], &pc->c.p, &b));
+        NAT_TRY(nat_add(ctx, *out, b, out));
+    }
+    return NAT_OK;
+}
+
+/* nat_na_packed gives nat_na's output and gradients bit for bit (same kernels on the same values), in
+ * f32 and under bf16 autocast, used once (dq, dk, dv written straight into the packed gradient) and
+ * twice (added); and passes a finite-difference check. */
+START_TEST(packed_equals_split)
+{
+    static const struct {
+        packed_case pc;
+        int64_t B, heads, spatial[2], D;
+    } cases[] = {
+        {{{{2, {3, 3, 1}, {1, 1, 1}, {0}, 0}, true}, 0, NAT_PREC_F32}, 2, 2, {5, 4}, 8},
+        {{{{2, {3, 5, 1}, {2, 1, 1}, {1, 0, 0}, 0.4f}, false}, 1, NAT_PREC_F32}, 1, 3, {7, 6}, 6},
+        {{{{1, {5, 1, 1}, {2, 1, 1}, {0, 0, 0}, 0}, false}, 0, NAT_PREC_BF16}, 2, 1, {13}, 16},
+        {{{{2, {7, 7, 1}, {1, 1, 1}, {0}, 0}, true}, 1, NAT_PREC_BF16}, 1, 2, {9, 11}, 32},
+    };
+    nat_rng rng;
+    nat_rng_seed(&rng, 400);
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const packed_case *pc = &cases[ci].pc;
+        const int nd = pc->c.p.ndim;
+        int64_t s[6] = {3, cases[ci].B, cases[ci].heads};
+        for (int a = 0; a < nd; a++)
+            s[3 + a] = cases[ci].spatial[a];
+        s[3 + nd] = cases[ci].D;
+        int64_t r[3] = {cases[ci].heads, 2 * pc->c.p.kernel[0] - 1, 2 * pc->c.p.kernel[1] - 1};
+        nat_tensor *in[2] = {th_randn(&rng, nd + 4, s, 0.7f, true), pc->c.rpb ? th_randn(&rng, nd + 1, r, 0.5f, true) : NULL};
+        const int64_t n = nat_tensor_numel(in[0]) / 3;
+        float *R = malloc((size_t)n * sizeof *R), *o1, *o2, *g1[2], *g2[2];
+        nat_rng_fill_normal(&rng, R, (size_t)n, 0, 1);
+        run_fb(f_packed, pc, in, 2, R, &o1, g1);
+        run_fb(f_split, pc, in, 2, R, &o2, g2);
+        ck_assert_msg(memcmp(o1, o2, (size_t)n * sizeof(float)) == 0, "case %zu: packed output differs from nat_na's", ci);
+        for (int i = 0; i < 2; i++)
+            if (in[i]) {
+                ck_assert_msg(memcmp(g1[i], g2[i], (size_t)nat_tensor_numel(in[i]) * sizeof(float)) == 0,
+                              "case %zu: packed gradient of %s differs from nat_na's", ci, i ? "rpb" : "qkv");
+                free(g1[i]), free(g2[i]);
+            }
+        free(o1), free(o2), free(R);
+        if (pc->prec == NAT_PREC_F32) {
+            char what[64];
+            snprintf(what, sizeof what, "packed case %zu", ci);
+            th_gradcheck(what, f_packed, (void *)pc, pc->c.rpb ? 2 : 1, in, 1e-2, 3e-3);
+        }
+        nat_tensor_free(in[0]), nat_tensor_free(in[1]);
+    }
+    /* a tensor that is not [3, B, heads, *spatial, D] is refused, naming its shape */
+    nat_ctx *ctx;
+    nat_tensor *y;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    int64_t bad[5] = {2, 1, 1, 5, 4};
+    nat_tensor *x = th_randn(&rng, 5, bad, 1.0f, false);
+    const nat_na_params p = nat_na_params_make(1, 3, 1);
+    ck_assert_int_eq(nat_na_packed(ctx, x, NULL, &p, &y), NAT_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(nat_error_message(), "[2, 1, 1, 5, 4]"));
+    nat_tensor_free(x);
+    nat_ctx_free(ctx);
 }
 END_TEST
 
@@ -296,6 +401,7 @@ int main(void)
         {"fused_equals_unfused", fused_equals_unfused},
         {"strided_inputs", strided_inputs},
         {"shared_input_gradients_add_up", shared_input_gradients_add_up},
+        {"packed_equals_split", packed_equals_split},
         {"fused_keeps_no_weights", fused_keeps_no_weights},
         {"errors_name_the_numbers", errors_name_the_numbers},
     };

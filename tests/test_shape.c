@@ -1,4 +1,4 @@
-/* tests/test_shape.c — permute, slice, reshape, contiguous and pad: values against plain index loops,
+/* tests/test_shape.c — permute, slice, reshape, permute_reshape, contiguous and pad: values against plain index loops,
  * views sharing storage where promised, finite-difference checks through each op and through chains of
  * views, and errors that name the shapes. */
 #include <stdio.h>
@@ -309,6 +309,82 @@ START_TEST(reshape_errors_name_shapes)
 }
 END_TEST
 
+/* ---- permute_reshape ---- */
+
+/* The NA layer's head split: [2, 3, 12] read as [2, 3, 3, 2, 2], perm {2, 0, 3, 1, 4}, stored [3, 2, 2, 3, 2]. */
+static const int64_t PR_VIEW[5] = {2, 3, 3, 2, 2}, PR_OUT[5] = {3, 2, 2, 3, 2};
+static const int PR_PERM[5] = {2, 0, 3, 1, 4};
+
+static nat_status f_permute_reshape(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
+{
+    (void)u;
+    return nat_permute_reshape(ctx, in[0], 5, PR_VIEW, PR_PERM, 5, PR_OUT, out);
+}
+
+/* The same through the view chain reshape -> permute -> reshape, which it replaces. */
+static nat_status f_permute_reshape_chain(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
+{
+    (void)u;
+    nat_tensor *t;
+    NAT_TRY(nat_reshape(ctx, in[0], 5, PR_VIEW, &t));
+    NAT_TRY(nat_permute(ctx, t, PR_PERM, &t));
+    return nat_reshape(ctx, t, 5, PR_OUT, out);
+}
+
+/* Used twice: the second backward must add to the gradient the first one wrote. */
+static nat_status f_permute_reshape_twice(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
+{
+    nat_tensor *a, *b;
+    NAT_TRY(f_permute_reshape(ctx, in, u, &a));
+    NAT_TRY(f_permute_reshape(ctx, in, u, &b));
+    NAT_TRY(nat_mul(ctx, a, b, &a));
+    return nat_add(ctx, a, b, out);
+}
+
+START_TEST(permute_reshape_reference_grad_and_errors)
+{
+    nat_rng rng;
+    nat_rng_seed(&rng, 31);
+    int64_t s[3] = {2, 3, 12};
+    nat_tensor *x = th_randn(&rng, 3, s, 1, true);
+    nat_ctx *ctx;
+    nat_tensor *y, *z;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    TH_OK(f_permute_reshape(ctx, &x, NULL, &y));
+    ck_assert(nat_tensor_is_contiguous(y));
+    ck_assert_int_eq(y->ndim, 5);
+    float *got = values(y);
+    const float *xv = nat_tensor_f32(x);
+    for (int64_t i = 0; i < 72; i++) { /* out[o] = view[idx] with idx[perm[d]] = o's index d */
+        int64_t oi[5], vi[5];
+        unravel(i, 5, PR_OUT, oi);
+        for (int d = 0; d < 5; d++)
+            vi[PR_PERM[d]] = oi[d];
+        ck_assert_float_eq(got[i], xv[ravel(5, PR_VIEW, vi)]);
+    }
+    TH_OK(f_permute_reshape_chain(ctx, &x, NULL, &z));
+    float *want = values(z);
+    ck_assert_mem_eq(got, want, 72 * sizeof(float));
+    free(got), free(want);
+    /* errors that name the shapes */
+    int64_t wrong[5] = {3, 2, 2, 3, 3};
+    ck_assert_int_eq(nat_permute_reshape(ctx, x, 5, PR_VIEW, PR_PERM, 5, wrong, &y), NAT_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(nat_error_message(), "[2, 3, 12]"));
+    ck_assert_ptr_nonnull(strstr(nat_error_message(), "[3, 2, 2, 3, 3]"));
+    static const int dup[5] = {2, 0, 3, 1, 1};
+    ck_assert_int_eq(nat_permute_reshape(ctx, x, 5, PR_VIEW, dup, 5, PR_OUT, &y), NAT_ERR_INVALID_ARG);
+    static const int swap[3] = {0, 2, 1};
+    TH_OK(nat_permute(ctx, x, swap, &z));
+    int64_t v3[3] = {2, 12, 3};
+    ck_assert_int_eq(nat_permute_reshape(ctx, z, 3, v3, swap, 3, s, &y), NAT_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(nat_error_message(), "contiguous"));
+    nat_ctx_free(ctx);
+    th_gradcheck("permute_reshape", f_permute_reshape, NULL, 1, &x, 1e-2, 2e-3);
+    th_gradcheck("permute_reshape used twice", f_permute_reshape_twice, NULL, 1, &x, 1e-2, 2e-3);
+    nat_tensor_free(x);
+}
+END_TEST
+
 /* ---- contiguous ---- */
 
 static nat_status f_contiguous_of_permute(nat_ctx *ctx, nat_tensor **in, void *u, nat_tensor **out)
@@ -483,6 +559,7 @@ int main(void)
         {"slice_chain_and_errors", slice_chain_and_errors},
         {"reshape_view_copy_and_grad", reshape_view_copy_and_grad},
         {"reshape_errors_name_shapes", reshape_errors_name_shapes},
+        {"permute_reshape_reference_grad_and_errors", permute_reshape_reference_grad_and_errors},
         {"contiguous_identity_copy_and_grad", contiguous_identity_copy_and_grad},
         {"pad_reference_and_grad", pad_reference_and_grad},
         {"pad_crop_roundtrip_and_errors", pad_crop_roundtrip_and_errors},

@@ -40,6 +40,10 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
 /* Fused softmax(qk + rpb) · v. */
 nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat_tensor *rpb, const nat_na_params *p,
                   nat_tensor **out);
+/* nat_na on q, k, v stacked in one tensor qkv [3, B, heads, *spatial, D] (qkv[0] = q, [1] = k, [2] = v):
+ * the same kernels and values; the backward writes dq, dk, dv into the thirds of one gradient buffer
+ * (the NA layer makes qkv in one copy from its projection, nat_permute_reshape). */
+nat_status nat_na_packed(nat_ctx *ctx, nat_tensor *qkv, nat_tensor *rpb, const nat_na_params *p, nat_tensor **out);
 
 /* Per-rank spellings (NATTEN's na1d/na2d/na3d names); each checks p->ndim. */
 nat_status nat_na1d_qk(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *rpb, const nat_na_params *p, nat_tensor **attn);

@@ -55,6 +55,12 @@ nat_status nat_global_avg_pool(nat_ctx *ctx, nat_tensor *x, int channels_last, n
 /* ---- shape ---- */
 /* View with dims reordered: out dim i is x dim perm[i]. No copy. */
 nat_status nat_permute(nat_ctx *ctx, nat_tensor *x, const int *perm, nat_tensor **out);
+/* x (contiguous) read as shape view[0..view_ndim), its dims reordered by perm (out dim i is view dim
+ * perm[i]), then stored dense with `shape` (the same element count): what reshape -> permute -> reshape
+ * computes, as one copy forward and one in the backward, where that chain copies up to three times in
+ * the backward (attention's head split and merge). */
+nat_status nat_permute_reshape(nat_ctx *ctx, nat_tensor *x, int view_ndim, const int64_t *view, const int *perm,
+                               int ndim, const int64_t *shape, nat_tensor **out);
 /* New shape with the same element count; one entry may be -1. A view when x is contiguous, else a copy. */
 nat_status nat_reshape(nat_ctx *ctx, nat_tensor *x, int ndim, const int64_t *shape, nat_tensor **out);
 /* Contiguous copy (returns x itself, no node, when already contiguous). */

@@ -2,8 +2,9 @@
  * NeighborhoodAttention{1,2,3}D as NAT and DiNAT use it (see include/nat/layers.h):
  *
  *   x [B, *spatial, C] --pad each short axis at its end up to kernel·dilation (zeros)-->
- *   qkv Linear(C, 3C) --view [B, S, 3, heads, hd], S = prod(spatial)--> q, k, v [B, heads, *spatial, hd]
- *   --NA (scale·q·k + rpb, softmax, attn_drop, ·v)--> [B, heads, *spatial, hd] --> [B, *spatial, C]
+ *   qkv Linear(C, 3C) --read as [B, S, 3, heads, hd], S = prod(spatial); one copy--> q, k, v stacked
+ *   [3, B, heads, *spatial, hd] --NA (scale·q·k + rpb, softmax, attn_drop, ·v; nat_na_packed)-->
+ *   [B, heads, *spatial, hd] --one copy--> [B, *spatial, C]
  *   --crop to the input's size--> proj Linear(C, C) --> proj_drop
  *
  * NATTEN multiplies q by the scale before the QK op; the ops here take the scale instead (same values).
@@ -17,6 +18,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "layers/layers_internal.h"
 #include "nat/natten.h"
@@ -140,19 +142,19 @@ nat_status nat_na_layer_forward_with(nat_ctx *ctx, const nat_na_layer *m, nat_te
     } else {
         NAT_TRY(nat_linear_layer_forward(ctx, &m->qkv, x, &qkv));
     }
-    int64_t s5[5] = {B, S, 3, heads, hd};
-    NAT_TRY(nat_reshape(ctx, qkv, 5, s5, &t));
+    /* [B, *spatial, 3C] read as [B, S, 3, heads, hd] -> [3, B, heads, *spatial, hd]: one copy each way.
+     * 3-D would need 7 dims (tensors have 6): there the copy is [3, B, heads, S, hd], and q, k, v are
+     * views of its thirds for the unpacked op. */
+    const bool packed = nd + 4 <= NAT_MAX_DIMS;
+    int64_t s5[5] = {B, S, 3, heads, hd}, ps[NAT_MAX_DIMS] = {3, B, heads, S, hd}, qs[NAT_MAX_DIMS] = {B, heads};
     static const int to_3bhsd[5] = {2, 0, 3, 1, 4};
-    NAT_TRY(nat_permute(ctx, t, to_3bhsd, &t));
-    int64_t qs[NAT_MAX_DIMS] = {B, heads};
     for (int a = 0; a < nd; a++)
         qs[2 + a] = sp[a];
     qs[2 + nd] = hd;
-    for (int i = 0; i < 3; i++) {
-        nat_tensor *one;
-        NAT_TRY(nat_slice(ctx, t, 0, i, i + 1, &one));
-        NAT_TRY(nat_reshape(ctx, one, nd + 3, qs, &qkv3[i])); /* dense copy [B, heads, *spatial, hd] */
-    }
+    if (packed)
+        memcpy(ps + 1, qs, (size_t)(nd + 3) * sizeof *qs);
+    NAT_TRY(nat_contiguous(ctx, qkv, &qkv));
+    NAT_TRY(nat_permute_reshape(ctx, qkv, 5, s5, to_3bhsd, packed ? nd + 4 : 5, ps, &t));
 
     nat_na_params p = {nd, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, d->scale};
     for (int a = 0; a < nd; a++) {
@@ -163,20 +165,28 @@ nat_status nat_na_layer_forward_with(nat_ctx *ctx, const nat_na_layer *m, nat_te
     nat_tensor *o;
     if (!fn && training && d->attn_drop > 0.0f)
         fn = nat_na_unfused;
-    if (fn)
-        NAT_TRY(fn(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, d->attn_drop, training, rng, &o));
-    else
-        NAT_TRY(nat_na(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, &o));
+    if (fn || !packed) { /* q, k, v as views of the thirds */
+        for (int i = 0; i < 3; i++) {
+            nat_tensor *one;
+            NAT_TRY(nat_slice(ctx, t, 0, i, i + 1, &one));
+            NAT_TRY(nat_reshape(ctx, one, nd + 3, qs, &qkv3[i]));
+        }
+        if (fn)
+            NAT_TRY(fn(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, d->attn_drop, training, rng, &o));
+        else
+            NAT_TRY(nat_na(ctx, qkv3[0], qkv3[1], qkv3[2], m->rpb, &p, &o));
+        NAT_TRY(nat_contiguous(ctx, o, &o));
+    } else {
+        NAT_TRY(nat_na_packed(ctx, t, m->rpb, &p, &o));
+    }
 
-    int64_t s4[4] = {B, heads, S, hd};
-    NAT_TRY(nat_reshape(ctx, o, 4, s4, &o));
+    /* [B, heads, S, hd] -> [B, *spatial, C], one copy each way */
+    int64_t s4[4] = {B, heads, S, hd}, xs[NAT_MAX_DIMS] = {B};
     static const int to_bshd[4] = {0, 2, 1, 3};
-    NAT_TRY(nat_permute(ctx, o, to_bshd, &o));
-    int64_t xs[NAT_MAX_DIMS] = {B};
     for (int a = 0; a < nd; a++)
         xs[1 + a] = sp[a];
     xs[1 + nd] = C;
-    NAT_TRY(nat_reshape(ctx, o, nd + 2, xs, &o)); /* dense copy [B, *spatial, C] */
+    NAT_TRY(nat_permute_reshape(ctx, o, 4, s4, to_bshd, nd + 2, xs, &o));
     for (int a = 0; a < nd; a++)
         if (after[1 + a] > 0)
             NAT_TRY(nat_slice(ctx, o, 1 + a, 0, x->shape[1 + a], &o));

@@ -13,7 +13,8 @@
  * step tensors, and the ops run on the rounded values with f32 accumulation; rpb, outputs and
  * gradients stay f32, and the gradients flow to the unrounded inputs unchanged (straight through the
  * rounding). On the CPU the fused op runs the table's autocast entries (cpu/na_cpu.h): under BF16 on a
- * CPU with AVX512_BF16 (and no ONEDNN_MAX_CPU_ISA cap below it) the vdpbf16ps kernels, which also round
+ * CPU where they pay (an AMD core with AVX512_BF16, no ONEDNN_MAX_CPU_ISA cap below it) the vdpbf16ps
+ * kernels, which also round
  * the softmax weights, dO and dS for their products as the CUDA kernels do (docs/design.md §2);
  * otherwise the emulation, the f32 kernels on the rounded values. On CUDA
  * the fused forward runs the tensor-core v3 kernel on 2-byte copies of them instead
@@ -336,6 +337,28 @@ nat_status nat_na_av(nat_ctx *ctx, nat_tensor *attn, nat_tensor *v, const nat_na
 
 /* ---- fused ---- */
 
+/* The device's fused kernels (autocast's entries under BF16 / F16 where the table has them). */
+static nat_status fused_forward_call(const na_problem *pb, const char *op, nat_precision prec, const float *q,
+                                     const float *k, const float *v, const float *rpb, float *y, float *lse)
+{
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb->device, op, &be));
+    if (prec != NAT_PREC_F32 && be->fused_forward_autocast)
+        return be->fused_forward_autocast(pb, prec == NAT_PREC_F16, q, k, v, rpb, y, lse);
+    return be->fused_forward(pb, q, k, v, rpb, y, lse);
+}
+
+static nat_status fused_backward_call(const na_problem *pb, nat_precision prec, const float *q, const float *k,
+                                      const float *v, const float *rpb, const float *out, const float *lse,
+                                      const float *d_out, float *dq, float *dk, float *dv, float *drpb)
+{
+    const na_backend *be;
+    NAT_TRY(na_backend_get(pb->device, "na_fused backward", &be));
+    if (prec != NAT_PREC_F32 && be->fused_backward_autocast)
+        return be->fused_backward_autocast(pb, prec == NAT_PREC_F16, q, k, v, rpb, out, lse, d_out, dq, dk, dv, drpb);
+    return be->fused_backward(pb, q, k, v, rpb, out, lse, d_out, dq, dk, dv, drpb);
+}
+
 static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
 {
     nat_tensor *q = node->saved[0], *k = node->saved[1], *v = node->saved[2], *rpb = node->saved[3],
@@ -351,20 +374,10 @@ static nat_status fused_backward(nat_ctx *ctx, nat_node *node, const nat_tensor 
     if (rpb_in && rpb_in->requires_grad)
         NAT_TRY(empty_like(ctx, rpb_in, &drpb));
     const nat_precision prec = (nat_precision)node->i[7]; /* the forward's: autocast rounds the same way */
-    const na_backend *be;
-    NAT_TRY(na_backend_get(pb.device, "na_fused backward", &be));
-    if (prec != NAT_PREC_F32 && be->fused_backward_autocast)
-        NAT_TRY(be->fused_backward_autocast(&pb, prec == NAT_PREC_F16, nat_tensor_f32(q),
-                                      nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
-                                      nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
-                                      nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
-                                      drpb ? nat_tensor_f32(drpb) : NULL));
-    else
-        NAT_TRY(be->fused_backward(&pb, nat_tensor_f32(q),
-                                      nat_tensor_f32(k), nat_tensor_f32(v), rpb ? nat_tensor_f32(rpb) : NULL,
-                                      nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd),
-                                      nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
-                                      drpb ? nat_tensor_f32(drpb) : NULL));
+    NAT_TRY(fused_backward_call(&pb, prec, nat_tensor_f32(q), nat_tensor_f32(k), nat_tensor_f32(v),
+                                rpb ? nat_tensor_f32(rpb) : NULL, nat_tensor_f32(out), nat_tensor_f32(lse),
+                                nat_tensor_f32(gd), nat_tensor_f32(dq), nat_tensor_f32(dk), nat_tensor_f32(dv),
+                                drpb ? nat_tensor_f32(drpb) : NULL));
     if (!direct[0])
         NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dq));
     if (!direct[1])
@@ -409,16 +422,8 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
     NAT_TRY(empty_like(ctx, q, &y));
     NAT_TRY(nat_ctx_empty(ctx, &lse, NAT_F32, q->ndim - 1, q->shape));
     const nat_precision prec = nat_ctx_precision(ctx);
-    const na_backend *be;
-    NAT_TRY(na_backend_get(pb.device, op, &be));
-    if (prec != NAT_PREC_F32 && be->fused_forward_autocast)
-        NAT_TRY(be->fused_forward_autocast(&pb, prec == NAT_PREC_F16, nat_tensor_f32(qd), nat_tensor_f32(kd),
-                                     nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
-                                     nat_tensor_f32(lse)));
-    else
-        NAT_TRY(be->fused_forward(&pb, nat_tensor_f32(qd), nat_tensor_f32(kd),
-                                     nat_tensor_f32(vd), rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
-                                     nat_tensor_f32(lse)));
+    NAT_TRY(fused_forward_call(&pb, op, prec, nat_tensor_f32(qd), nat_tensor_f32(kd), nat_tensor_f32(vd),
+                               rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y), nat_tensor_f32(lse)));
     nat_node *node;
     nat_tensor *ins[4] = {q, k, v, rpb};
     NAT_TRY(nat_ctx_record(ctx, &fused_op, y, 4, ins, &node));
@@ -426,6 +431,83 @@ nat_status nat_na(nat_ctx *ctx, nat_tensor *q, nat_tensor *k, nat_tensor *v, nat
         nat_tensor *saved[6] = {qd, kd, vd, rd, y, lse};
         memcpy(node->saved, saved, sizeof saved);
         node->n_saved = 6;
+        save_params(node, p);
+        node->i[7] = (int64_t)prec;
+    }
+    *out = y;
+    return NAT_OK;
+}
+
+/* ---- fused, on q, k, v packed in one tensor [3, B, heads, *spatial, D] ---- */
+
+static nat_status packed_backward(nat_ctx *ctx, nat_node *node, const nat_tensor *g)
+{
+    nat_tensor *qkv = node->saved[0], *rpb = node->saved[1], *out = node->saved[2], *lse = node->saved[3],
+               *rpb_in = node->in[1];
+    na_problem pb;
+    problem_of_node(ctx, node, out, &pb); /* out has q's shape */
+    nat_tensor *gd, *dqkv, *drpb = NULL;
+    bool direct;
+    NAT_TRY(nat_dense(ctx, g, &gd));
+    /* dq, dk, dv are the three thirds of one buffer: qkv's own gradient when it is new (no add) */
+    NAT_TRY(grad_target(ctx, node->in[0], qkv, &dqkv, &direct));
+    if (rpb_in && rpb_in->requires_grad)
+        NAT_TRY(empty_like(ctx, rpb_in, &drpb));
+    const int64_t n = nat_tensor_numel(out);
+    const float *b = nat_tensor_f32(qkv);
+    float *d = nat_tensor_f32(dqkv);
+    NAT_TRY(fused_backward_call(&pb, (nat_precision)node->i[7], b, b + n, b + 2 * n, rpb ? nat_tensor_f32(rpb) : NULL,
+                                nat_tensor_f32(out), nat_tensor_f32(lse), nat_tensor_f32(gd), d, d + n, d + 2 * n,
+                                drpb ? nat_tensor_f32(drpb) : NULL));
+    if (!direct)
+        NAT_TRY(nat_grad_accumulate(ctx, node->in[0], dqkv));
+    if (drpb)
+        NAT_TRY(nat_grad_accumulate(ctx, rpb_in, drpb));
+    return NAT_OK;
+}
+
+static const nat_op_def packed_op = {"na_fused_packed", packed_backward};
+
+nat_status nat_na_packed(nat_ctx *ctx, nat_tensor *qkv, nat_tensor *rpb, const nat_na_params *p, nat_tensor **out)
+{
+    NAT_CHECK_ARG(p, "na_packed", "params");
+    const char *op = p->ndim == 1 ? "na1d packed" : p->ndim == 2 ? "na2d packed" : "na3d packed";
+    if (!out)
+        return nat_error(NAT_ERR_INVALID_ARG, "%s: out is NULL", op);
+    NAT_TRY(nat_check_f32_dev(ctx, qkv, op, "qkv"));
+    if (p->ndim < 1 || p->ndim > 3 || qkv->ndim != p->ndim + 4 || qkv->shape[0] != 3) {
+        char sq[96];
+        return nat_error(NAT_ERR_SHAPE, "%s: qkv %s; expected [3, B, heads, %s, D] (q, k, v stacked)", op,
+                         nat_shape_str(qkv, sq, sizeof sq), p->ndim == 1 ? "L" : p->ndim == 2 ? "H, W" : "T, H, W");
+    }
+    nat_tensor *qkvd, *q, *rd = NULL, *y, *lse;
+    NAT_TRY(nat_dense(ctx, qkv, &qkvd));
+    NAT_TRY(autocast_round(ctx, qkvd, &qkvd));
+    /* q's shape over the first third of the storage: what the checks and the problem read */
+    NAT_TRY(nat_ctx_view(ctx, &q, qkvd, qkvd->ndim - 1, qkvd->shape + 1, qkvd->stride + 1, qkvd->offset));
+    na_problem pb;
+    NAT_TRY(check_qshape(p, q, op, "q"));
+    if (rpb)
+        NAT_TRY(nat_check_f32_dev(ctx, rpb, op, "rpb"));
+    NAT_TRY(make_problem(ctx, p, q, rpb != NULL, op, &pb));
+    if (rpb) {
+        NAT_TRY(check_rpb(p, rpb, pb.heads, op));
+        NAT_TRY(nat_dense(ctx, rpb, &rd));
+    }
+    NAT_TRY(empty_like(ctx, q, &y));
+    NAT_TRY(nat_ctx_empty(ctx, &lse, NAT_F32, q->ndim - 1, q->shape));
+    const nat_precision prec = nat_ctx_precision(ctx);
+    const int64_t n = nat_tensor_numel(q);
+    const float *b = nat_tensor_f32(qkvd);
+    NAT_TRY(fused_forward_call(&pb, op, prec, b, b + n, b + 2 * n, rd ? nat_tensor_f32(rd) : NULL, nat_tensor_f32(y),
+                               nat_tensor_f32(lse)));
+    nat_node *node;
+    nat_tensor *ins[2] = {qkv, rpb};
+    NAT_TRY(nat_ctx_record(ctx, &packed_op, y, 2, ins, &node));
+    if (node) {
+        nat_tensor *saved[4] = {qkvd, rd, y, lse};
+        memcpy(node->saved, saved, sizeof saved);
+        node->n_saved = 4;
         save_params(node, p);
         node->i[7] = (int64_t)prec;
     }
