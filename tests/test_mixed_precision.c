@@ -10,10 +10,12 @@
  *    why it is needed (an f16 GEMM flushes 1e-8 gradients to zero; scaled, they survive);
  *  - a tiny MLP trained 60 steps with F16 + the loss scaler from a scale too high for f16: the first
  *    steps are skipped, the scale comes down, and the loss falls;
- *  - on a CUDA device (skipped with the reason otherwise): the same ops on cuda:0 vs the CPU emulation.
+ *  - on a CUDA device (skipped with the reason otherwise): the same ops on cuda:0 vs the CPU emulation;
+ *    with the argument "gpu" this binary runs that case alone (ctest: test_mixed_precision_gpu).
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include <float.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -740,9 +742,13 @@ START_TEST(gpu_vs_cpu_emulation)
 }
 END_TEST
 
-int main(void)
+int main(int argc, char **argv)
 {
-    Suite *s = suite_create("mixed_precision");
+    /* Two ctest entries: the CPU cases (test_mixed_precision) and, with the argument "gpu", the GPU case
+     * alone (test_mixed_precision_gpu), so that a machine without a GPU reports the one passed and only
+     * the other skipped. */
+    const bool gpu = argc > 1 && !strcmp(argv[1], "gpu");
+    Suite *s = suite_create(gpu ? "mixed_precision_gpu" : "mixed_precision");
     struct {
         const char *name;
         const TTest *test;
@@ -757,17 +763,20 @@ int main(void)
         {"loss_scaling_keeps_small_f16_gradients", loss_scaling_keeps_small_f16_gradients},
         {"f16_training_with_loss_scaler", f16_training_with_loss_scaler},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        TCase *tc = tcase_create(cases[i].name);
-        tcase_add_test(tc, cases[i].test);
-        tcase_set_timeout(tc, 120);
-        suite_add_tcase(s, tc);
+    if (!gpu) {
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            TCase *tc = tcase_create(cases[i].name);
+            tcase_add_test(tc, cases[i].test);
+            tcase_set_timeout(tc, 120);
+            suite_add_tcase(s, tc);
+        }
+        return th_run_suite(s);
     }
     /* The GPU case only where it can run; it needs CUDA initialised in this process (no fork). */
     if (!nat_cuda_built()) {
-        th_skip_case("gpu_vs_cpu_emulation", "nat was built without CUDA; no GPU case ran (the CPU cases run)");
+        th_skip_case("gpu_vs_cpu_emulation", "nat was built without CUDA; no GPU case ran (the CPU cases run in test_mixed_precision)");
     } else if (nat_cuda_device_count() == 0) {
-        th_skip_case("gpu_vs_cpu_emulation", "no CUDA device present; no GPU case ran (the CPU cases run)");
+        th_skip_case("gpu_vs_cpu_emulation", "no CUDA device present; no GPU case ran (the CPU cases run in test_mixed_precision)");
     } else {
         setenv("CK_FORK", "no", 1);
         TCase *tc = tcase_create("gpu_vs_cpu_emulation");
