@@ -484,8 +484,11 @@ static int make_desc(const options *o, const char *model, int window_attn, nat_p
 
 static double roofline_value(const options *o)
 {
-    if (!o->roofline)
+    if (!o->roofline) { /* fixed, so MFU compares across runs and machines; say so, since it is not this CPU's */
+        printf("roofline: %.1f GFLOP/s, a fixed reference (an AVX-512 VM's 2048² sgemm; --roofline measure "
+               "takes this CPU's)\n", NAT_PROFILE_ROOFLINE_DEFAULT);
         return NAT_PROFILE_ROOFLINE_DEFAULT;
+    }
     if (!strcmp(o->roofline, "measure")) {
         double g = nat_profile_measure_roofline();
         printf("roofline: measured %.1f GFLOP/s (2048² sgemm, best of 3)\n", g);
