@@ -79,12 +79,14 @@ nat_status nat_permute(nat_ctx *ctx, nat_tensor *x, const int *perm, nat_tensor 
 
 /* ---- permute + reshape in one copy ---- */
 
-/* Contiguous strides of shape[0..n). */
-static void dense_strides(int n, const int64_t *shape, int64_t *stride)
+/* The two dense layouts of a permute_reshape: the view (xs, its strides) and the permuted view (ps, its
+ * shape, and pst, its strides); the reshaped output has the permuted view's storage order. */
+static void permuted_layout(int nv, const int64_t *view, const int *perm, int64_t *xs, int64_t *ps, int64_t *pst)
 {
-    int64_t st = 1;
-    for (int d = n - 1; d >= 0; d--)
-        stride[d] = st, st *= shape[d];
+    for (int i = 0; i < nv; i++)
+        ps[i] = view[perm[i]];
+    nat_contiguous_strides(nv, view, xs);
+    nat_contiguous_strides(nv, ps, pst);
 }
 
 /* node->i: [0] the view's rank, [1] perm packed 4 bits per dim, [2..7] the view's shape. */
@@ -106,10 +108,7 @@ static nat_status permute_reshape_backward(nat_ctx *ctx, nat_node *node, const n
     int nv, perm[NAT_MAX_DIMS];
     int64_t view[NAT_MAX_DIMS], ps[NAT_MAX_DIMS], pst[NAT_MAX_DIMS], xs[NAT_MAX_DIMS], gs[NAT_MAX_DIMS];
     view_perm_of(node, &nv, view, perm);
-    for (int i = 0; i < nv; i++)
-        ps[i] = view[perm[i]];
-    dense_strides(nv, ps, pst); /* g is the permuted view, stored dense */
-    dense_strides(nv, view, xs);
+    permuted_layout(nv, view, perm, xs, ps, pst); /* g is the permuted view, stored dense */
     for (int i = 0; i < nv; i++)
         gs[perm[i]] = pst[i]; /* read g through the inverse permutation */
     return copy_on(ctx, nat_tensor_f32(gx), xs, nat_tensor_f32(gd), gs, nv, view, !fresh);
@@ -146,10 +145,9 @@ nat_status nat_permute_reshape(nat_ctx *ctx, nat_tensor *x, int view_ndim, const
     nat_tensor *y;
     NAT_TRY(nat_ctx_empty(ctx, &y, NAT_F32, ndim, shape));
     int64_t ps[NAT_MAX_DIMS], pst[NAT_MAX_DIMS], xs[NAT_MAX_DIMS], ss[NAT_MAX_DIMS];
-    dense_strides(view_ndim, view, xs);
+    permuted_layout(view_ndim, view, perm, xs, ps, pst);
     for (int i = 0; i < view_ndim; i++)
-        ps[i] = view[perm[i]], ss[i] = xs[perm[i]];
-    dense_strides(view_ndim, ps, pst);
+        ss[i] = xs[perm[i]]; /* x read through the permutation */
     NAT_TRY(copy_on(ctx, nat_tensor_f32(y), pst, nat_tensor_f32(x), ss, view_ndim, ps, false));
     nat_node *node;
     NAT_TRY(nat_ctx_record(ctx, &permute_reshape_op, y, 1, &x, &node));
