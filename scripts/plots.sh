@@ -178,10 +178,15 @@ fi
 F="$data/fmnist.csv"
 : > "$tmpd/fmnist.dat"
 if [ -f "$F" ]; then
+  # A run profiled on another CPU than the title's is labelled name@EPYC or name@Xeon: throughput
+  # figures of two machines share the axis.
   awk -F, -v m="$(col "$F" model)" -v mo="$(col "$F" mode)" -v p="$(col "$F" params)" -v g="$(col "$F" gmacs_per_image)" \
-      -v ips="$(col "$F" images_per_s)" -v pk="$(col "$F" alloc_peak_mib)" -v t="$(col "$F" top1)" -v e="$(col "$F" epochs)" '
+      -v ips="$(col "$F" images_per_s)" -v pk="$(col "$F" alloc_peak_mib)" -v t="$(col "$F" top1)" -v e="$(col "$F" epochs)" \
+      -v c="$(col "$F" cpu)" -v here="$machine" '
     FNR == 1 {next}
-    {key = $m; params[key] = $p / 1e6; gm[key] = $g; acc[key] = $t; ep[key] = $e
+    {key = $m
+     if ($c != here) key = key "@" ($c ~ /Intel/ ? "Xeon" : $c ~ /AMD/ ? "EPYC" : "other-CPU")
+     params[key] = $p / 1e6; gm[key] = $g; acc[key] = $t; ep[key] = $e
      if ($mo == "train") {tr[key] = $ips; peak[key] = $pk} else inf[key] = $ips}
     END {for (k in tr) printf "%s %.4f %.5f %.2f %.2f %.1f %.2f %.0f\n", k, params[k], gm[k], tr[k], inf[k], peak[k], acc[k], ep[k]}' \
     "$F" | sort -k7,7n > "$tmpd/fmnist.dat"
@@ -234,7 +239,7 @@ set grid
 $logx
 set key bottom right box opaque
 set offsets graph 0.08, graph 0.15, graph 0.08, graph 0.08
-set title "Fashion-MNIST: our nat-train runs (test top-1; network measured at 28², batch 64)"
+set title "Fashion-MNIST: our nat-train runs (test top-1; 28², batch 64; name@CPU: profiled on that CPU)"
 set xlabel "$xlab"
 set ylabel "Fashion-MNIST test top-1 (%)"
 if ($have_fm) {

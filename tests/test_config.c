@@ -175,6 +175,7 @@ END_TEST
 START_TEST(shipped_configs)
 {
     static const char *const files[] = {"configs/nat_mini.cfg",          "configs/nat_mini_long.cfg",
+                                        "configs/nat_fmnist_best.cfg",
                                         "configs/imagenet/nat_mini.cfg", "configs/imagenet/nat_tiny.cfg",
                                         "configs/imagenet/nat_small.cfg", "configs/imagenet/nat_base.cfg"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {

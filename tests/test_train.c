@@ -10,7 +10,8 @@
  *    the loss falls and test accuracy is far above chance;
  *  - train.precision = bf16 and f16 (emulated on the CPU): every step's loss finite and close to the f32
  *    run's, and the f16 run's loss scaler saved in and restored from its checkpoint;
- *  - train.device = cuda on a machine (or build) without CUDA: an early error naming the key, no run. */
+ *  - train.device = cuda on a machine (or build) without CUDA: an early error naming the key, no run;
+ *  - test-time augmentation: the views, the mean softmax, and flip invariance end to end. */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
 #include <ftw.h>
@@ -54,16 +55,17 @@ static void put_be32(FILE *f, uint32_t v)
     fwrite(b, 1, 4, f);
 }
 
-/* An MNIST-layout IDX set in dir: n images of s x s whose class (0..9) is the position of a bright
- * 3 x 3 blob on a noisy background, so a small network can learn it. */
-static void write_idx(const char *split, int n, int s, uint64_t seed)
+/* An MNIST-layout IDX set in root: n images of s x s whose class (0..9) is the position of a bright
+ * 3 x 3 blob on a noisy background, so a small network can learn it; `mirror`: each image mirrored
+ * left-right (the same set otherwise). */
+static void write_idx_in(const char *root, const char *split, int n, int s, uint64_t seed, bool mirror)
 {
-    char p[160];
+    char p[200];
     nat_rng r;
     nat_rng_seed(&r, seed);
-    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", dir, split);
+    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", root, split);
     FILE *fi = fopen(p, "wb");
-    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte", dir, split);
+    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte", root, split);
     FILE *fl = fopen(p, "wb");
     ck_assert(fi && fl);
     put_be32(fi, 0x803), put_be32(fi, (uint32_t)n), put_be32(fi, (uint32_t)s), put_be32(fi, (uint32_t)s);
@@ -77,6 +79,12 @@ static void write_idx(const char *split, int n, int s, uint64_t seed)
         for (int dy = 0; dy < 3; dy++)
             for (int dx = 0; dx < 3; dx++)
                 img[(cy + dy) * s + cx + dx] = 255;
+        for (int row = 0; mirror && row < s; row++)
+            for (int x = 0; x < s / 2; x++) {
+                unsigned char t = img[row * s + x];
+                img[row * s + x] = img[row * s + s - 1 - x];
+                img[row * s + s - 1 - x] = t;
+            }
         fwrite(img, 1, (size_t)s * s, fi);
         fputc(y, fl);
     }
@@ -84,6 +92,8 @@ static void write_idx(const char *split, int n, int s, uint64_t seed)
     fclose(fi);
     fclose(fl);
 }
+
+static void write_idx(const char *split, int n, int s, uint64_t seed) { write_idx_in(dir, split, n, s, seed, false); }
 
 /* ---- model: tokenizer stride and level count ---- */
 
@@ -357,7 +367,7 @@ START_TEST(sigint_checkpoint_and_exact_resume)
     double top1 = res.top1, ema_top1 = res.ema_top1;
 
     /* B: SIGINT after step STOP_AT (the handler sets the flag; the loop stops and checkpoints). */
-    nat_train_signals_install();
+    nat_train_signals_install(NAT_SIGNAL_CHECKPOINT);
     recorder b = {.raise_at = STOP_AT};
     tiny_config(&c, "b");
     o = (nat_train_opts){.on_step = record, .user = &b, .stop = nat_train_stop_flag(), .out = quiet, .progress = quiet};
@@ -536,7 +546,7 @@ START_TEST(replicas_deterministic_resumable_and_close)
     for (int s = 1; s <= RUN_STEPS; s++)
         ck_assert_msg(a.loss[s] == a2.loss[s], "step %d: loss %.9g, then %.9g", s, a.loss[s], a2.loss[s]);
     /* interrupted and resumed */
-    nat_train_signals_install();
+    nat_train_signals_install(NAT_SIGNAL_CHECKPOINT);
     tiny_config(&c, "rb");
     TH_OK(nat_config_set(&c, "train.replicas=2"));
     o = (nat_train_opts){.on_step = record, .user = &b, .stop = nat_train_stop_flag(), .out = quiet, .progress = quiet};
@@ -974,6 +984,143 @@ START_TEST(optimizer_and_ema_tensors_checked_like_weights)
 }
 END_TEST
 
+/* ---- tta: test-time augmentation (nat-eval --tta) ---- */
+
+/* The views against values worked out by hand, the mean of softmax, the fill value, and end to end: a
+ * flip-TTA evaluation of a test set and of its mirror image gives the same metrics (the views are the
+ * same two images), where a plain evaluation does not. */
+START_TEST(tta_views_mean_softmax_and_flip_invariance)
+{
+    nat_tta_kind k;
+    TH_OK(nat_tta_parse("flip-shift", &k));
+    ck_assert_int_eq(k, NAT_TTA_FLIP_SHIFT);
+    ck_assert_int_eq(nat_tta_views(k), 10);
+    TH_OK(nat_tta_parse("flip", &k));
+    ck_assert_int_eq(nat_tta_views(k), 2);
+    TH_OK(nat_tta_parse("none", &k));
+    ck_assert_int_eq(nat_tta_views(k), 1);
+    th_expect_error(nat_tta_parse("flips", &k), NAT_ERR_INVALID_ARG, "'flips'", "flip-shift");
+
+    /* One 2 x 3 image [[1 2 3] [4 5 6]], fill -9; mirror image [[3 2 1] [6 5 4]]. */
+    const float img[6] = {1, 2, 3, 4, 5, 6};
+    const struct {
+        int v;
+        float want[6];
+    } cases[] = {
+        {0, {1, 2, 3, 4, 5, 6}},
+        {1, {3, 2, 1, 6, 5, 4}},
+        {2, {4, 5, 6, -9, -9, -9}}, /* (dy, dx) = (+1, 0): out(y, x) = in(y + 1, x) */
+        {3, {6, 5, 4, -9, -9, -9}},
+        {4, {-9, -9, -9, 1, 2, 3}}, /* (-1, 0) */
+        {5, {-9, -9, -9, 3, 2, 1}},
+        {6, {2, 3, -9, 5, 6, -9}}, /* (0, +1) */
+        {7, {2, 1, -9, 5, 4, -9}},
+        {8, {-9, 1, 2, -9, 4, 5}}, /* (0, -1) */
+        {9, {-9, 3, 2, -9, 6, 5}},
+    };
+    nat_tta t = {.kind = NAT_TTA_FLIP_SHIFT, .fill = {-9}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        float got[6];
+        nat_tta_view(&t, cases[i].v, img, 1, 1, 2, 3, got);
+        for (int j = 0; j < 6; j++)
+            ck_assert_msg(got[j] == cases[i].want[j], "view %d, value %d: %g, want %g", cases[i].v, j, got[j],
+                          cases[i].want[j]);
+    }
+    /* Two images of two channels: each plane with its own channel's fill. */
+    float two[24], got[24];
+    for (int i = 0; i < 24; i++)
+        two[i] = (float)(i + 1);
+    t.fill[0] = -1, t.fill[1] = -2;
+    nat_tta_view(&t, 4, two, 2, 2, 2, 3, got); /* shifted down: the first row is fill */
+    for (int plane = 0; plane < 4; plane++) {
+        for (int x = 0; x < 3; x++) {
+            ck_assert_float_eq(got[plane * 6 + x], plane % 2 ? -2.0f : -1.0f);
+            ck_assert_float_eq(got[plane * 6 + 3 + x], two[plane * 6 + x]);
+        }
+    }
+    t.kind = NAT_TTA_FLIP; /* flip only: views 0 and 1, no shift */
+    nat_tta_view(&t, 1, img, 1, 1, 2, 3, got);
+    ck_assert(got[0] == 3 && got[2] == 1 && got[3] == 6 && got[5] == 4);
+
+    /* Mean softmax: [0, ln 3] -> (1/4, 3/4) and [ln 3, 0] -> (3/4, 1/4): mean (1/2, 1/2). */
+    const float la[2] = {0.0f, logf(3.0f)}, lb[2] = {logf(3.0f), 0.0f};
+    double acc[2] = {0, 0};
+    nat_tta_accumulate(la, 1, 2, acc);
+    ck_assert_double_eq_tol(acc[0], 0.25, 1e-7);
+    ck_assert_double_eq_tol(acc[1], 0.75, 1e-7);
+    nat_tta_accumulate(lb, 1, 2, acc);
+    float out[2];
+    nat_tta_finish(acc, 1, 2, 2, out);
+    ck_assert_float_eq_tol(out[0], logf(0.5f), 1e-6f);
+    ck_assert_float_eq_tol(out[1], logf(0.5f), 1e-6f);
+    acc[0] = 0.0; /* an underflowed probability stays finite */
+    nat_tta_finish(acc, 1, 2, 2, out);
+    ck_assert(isfinite(out[0]) && out[0] < -700.0f);
+
+    /* The fill: a zero pixel after normalisation. */
+    nat_config c;
+    nat_config_defaults(&c);
+    TH_OK(nat_config_parse_string(&c, "[data]\nmean = 0.5\nstd = 0.25\n", "fill.cfg"));
+    float fill[NAT_TF_MAX_CHANNELS];
+    nat_train_tta_fill(&c, 1, fill);
+    ck_assert_float_eq_tol(fill[0], -2.0f, 1e-6f);
+
+    /* End to end on a random network: a test set and its mirror image. */
+    make_dir();
+    char mdir[80];
+    snprintf(mdir, sizeof mdir, "%s/mirror", dir);
+    ck_assert_int_eq(mkdir(mdir, 0755), 0);
+    write_idx_in(dir, "t10k", 40, 12, 5, false);
+    write_idx_in(mdir, "t10k", 40, 12, 5, true);
+    nat_model_desc d = th_tiny_nat_desc();
+    d.num_classes = 10, d.img_size = 12;
+    nat_model *m;
+    TH_OK(nat_model_new(&m, &d));
+    nat_ctx *ctx;
+    TH_OK(nat_ctx_new(&ctx, NAT_CPU));
+    double loss[2][3], top1[2][3];
+    const nat_tta_kind kinds[3] = {NAT_TTA_NONE, NAT_TTA_FLIP, NAT_TTA_FLIP_SHIFT};
+    for (int side = 0; side < 2; side++) {
+        char text[300];
+        snprintf(text, sizeof text, "[data]\nformat = mnist\nroot = %s\nworkers = 0\n[train]\neval_batch_size = 16\n",
+                 side ? mdir : dir);
+        nat_config_defaults(&c);
+        TH_OK(nat_config_parse_string(&c, text, "tta.cfg"));
+        TH_OK(nat_config_resolve(&c));
+        nat_dataset *ds;
+        nat_loader *L;
+        nat_metrics met = {0};
+        TH_OK(nat_train_open_dataset(&c, NAT_SPLIT_TEST, &ds));
+        TH_OK(nat_train_resolve_data(&c, ds));
+        TH_OK(nat_train_loader_new(&c, ds, false, &L));
+        TH_OK(nat_metrics_init(&met, 10));
+        for (int i = 0; i < 3; i++) {
+            nat_tta tt = {.kind = kinds[i]};
+            nat_train_tta_fill(&c, 1, tt.fill);
+            bool complete;
+            TH_OK(nat_evaluate(m, ctx, L, &met, &tt, NULL, NULL, &complete));
+            ck_assert(complete);
+            ck_assert_int_eq(met.n, 40);
+            loss[side][i] = nat_metrics_loss(&met);
+            top1[side][i] = nat_metrics_top1(&met);
+        }
+        nat_metrics_free(&met);
+        nat_loader_free(L);
+        nat_dataset_free(ds);
+    }
+    ck_assert_msg(loss[0][0] != loss[1][0], "plain: the mirror set's loss %.9g equals the set's", loss[0][0]);
+    ck_assert_msg(loss[0][1] == loss[1][1], "flip: loss %.12g vs the mirror set's %.12g", loss[0][1], loss[1][1]);
+    ck_assert(top1[0][1] == top1[1][1]);
+    /* flip-shift: the same ten views in another order, so equal up to the order of the sums */
+    ck_assert_msg(fabs(loss[0][2] - loss[1][2]) <= 1e-9 * loss[0][2], "flip-shift: loss %.12g vs %.12g", loss[0][2],
+                  loss[1][2]);
+    ck_assert(loss[0][2] != loss[0][1] && loss[0][1] != loss[0][0]); /* the views changed the predictions */
+    nat_ctx_free(ctx);
+    nat_model_free(m);
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -995,6 +1142,7 @@ int main(void)
         {"resume_removes_stale_tmp_and_duplicate_eval_rows", resume_removes_stale_tmp_and_duplicate_eval_rows},
         {"log_write_errors_are_reported", log_write_errors_are_reported},
         {"optimizer_and_ema_tensors_checked_like_weights", optimizer_and_ema_tensors_checked_like_weights},
+        {"tta_views_mean_softmax_and_flip_invariance", tta_views_mean_softmax_and_flip_invariance},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         if (cases[i].test == fashion_mnist_smoke && !th_need_fashion_mnist(cases[i].name, NAT_FASHION_MNIST_DIR))

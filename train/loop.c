@@ -254,7 +254,7 @@ static nat_status evaluate(run *r, nat_train_result *res, bool *complete)
         double secs;
         /* Across ranks each evaluates every ranks-th batch and the metrics are summed; a stop request is
          * then honoured between steps only, so no rank leaves the pass the others are in. */
-        NAT_TRY(nat_evaluate_part(which ? r->ema.model : r->model, r->ctx, r->test_L, &r->met,
+        NAT_TRY(nat_evaluate_part(which ? r->ema.model : r->model, r->ctx, r->test_L, &r->met, NULL,
                                   r->ranks > 1 ? NULL : r->o->stop, r->rank, r->ranks, &secs, complete));
         if (!*complete)
             return NAT_OK;

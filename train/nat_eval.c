@@ -16,6 +16,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: nat-eval --checkpoint FILE [--config FILE] [--set section.key=value ...] [--ema] [--split test|train]\n"
+            "                [--tta none|flip|flip-shift]\n"
             "       nat-eval --checkpoint FILE [--ema] --export WEIGHTS\n"
             "Evaluates a checkpoint: top-1 and top-5 accuracy, loss, per-class accuracy, the confusion matrix and\n"
             "images/s.\n"
@@ -27,6 +28,11 @@ static void usage(FILE *f)
             "                          --set train.eval_batch_size=64 --set data.test_limit=1000\n"
             "  --ema                   evaluate the EMA weights stored in a training checkpoint\n"
             "  --split test|train      which split (default test)\n"
+            "  --tta none|flip|flip-shift\n"
+            "                          test-time augmentation: classify each image by the mean softmax of its\n"
+            "                          views: flip = the image and its mirror image (2 views), flip-shift = those\n"
+            "                          two, each also shifted one pixel up, down, left and right (10 views);\n"
+            "                          default none\n"
             "  --export FILE           write the weights (the model's, or the EMA's with --ema) as a plain weights\n"
             "                          file, which nat_model_load and examples/classify read, and exit\n"
             "                          without evaluating\n"
@@ -43,7 +49,7 @@ static int fail(const char *what)
 int main(int argc, char **argv)
 {
     nat_train_passive_omp(argv);
-    const char *ckpt = NULL, *config = NULL, *split = "test", *export_path = NULL;
+    const char *ckpt = NULL, *config = NULL, *split = "test", *export_path = NULL, *tta_name = "none";
     const char **sets = calloc((size_t)argc, sizeof *sets);
     int n_sets = 0;
     bool ema = false;
@@ -58,7 +64,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--ema")) {
             ema = true;
         } else if (!strcmp(a, "--checkpoint") || !strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--split") ||
-                   !strcmp(a, "--export")) {
+                   !strcmp(a, "--export") || !strcmp(a, "--tta")) {
             if (!next) {
                 fprintf(stderr, "nat-eval: %s needs a value (try --help)\n", a);
                 free(sets);
@@ -72,6 +78,8 @@ int main(int argc, char **argv)
                 sets[n_sets++] = next;
             else if (!strcmp(a, "--export"))
                 export_path = next;
+            else if (!strcmp(a, "--tta"))
+                tta_name = next;
             else
                 split = next;
             i++;
@@ -80,6 +88,12 @@ int main(int argc, char **argv)
             free(sets);
             return 2;
         }
+    }
+    nat_tta tta = {0};
+    if (nat_tta_parse(tta_name, &tta.kind) != NAT_OK) {
+        fprintf(stderr, "nat-eval: --tta: %s\n", nat_error_message());
+        free(sets);
+        return 2;
     }
     if (!ckpt || (strcmp(split, "test") && strcmp(split, "train"))) {
         fprintf(stderr, ckpt ? "nat-eval: --split must be test or train\n" : "nat-eval: --checkpoint is required\n");
@@ -157,17 +171,19 @@ int main(int argc, char **argv)
         goto done;
     }
     nat_ctx_set_precision(ctx, nat_config_precision(&cfg));
+    nat_train_tta_fill(&cfg, ch, tta.fill);
     const char *step = nat_st_metadata(f, "train.step");
     printf("nat-eval: %s%s (model %s%s%s, %.3fM parameters) on %s, %s split: %lld images at %dx%d, %d threads, "
-           "device %s, precision %s\n",
+           "device %s, precision %s, test-time augmentation %s (%d view%s)\n",
            path, ema ? " [EMA weights]" : "", d.name, step ? ", step " : "", step ? step : "",
            (double)nat_model_param_count(m) / 1e6, nat_dataset_name(ds), split, (long long)nat_dataset_count(ds),
-           cfg.data.img_size, cfg.data.img_size, omp_get_max_threads(), nat_device_name(dev), cfg.train.precision);
+           cfg.data.img_size, cfg.data.img_size, omp_get_max_threads(), nat_device_name(dev), cfg.train.precision,
+           nat_tta_name(tta.kind), nat_tta_views(tta.kind), nat_tta_views(tta.kind) > 1 ? "s" : "");
     fflush(stdout);
-    nat_train_signals_install();
+    nat_train_signals_install(NAT_SIGNAL_STOP);
     double secs;
     bool complete;
-    if (nat_evaluate(m, ctx, L, &met, nat_train_stop_flag(), &secs, &complete)) {
+    if (nat_evaluate(m, ctx, L, &met, &tta, nat_train_stop_flag(), &secs, &complete)) {
         rc = fail("evaluation");
         goto done;
     }

@@ -132,7 +132,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "nat-train: %s\n", nat_error_message());
         return 1;
     }
-    nat_train_signals_install();
+    nat_train_signals_install(NAT_SIGNAL_CHECKPOINT);
     nat_train_opts o = {.resume = resume, .out_dir = out, .stop = nat_train_stop_flag(), .dry_run = dry,
                         .overwrite = overwrite, .dist = nat_dist_size(dist) > 1 ? dist : NULL};
     nat_train_result res;

@@ -1,9 +1,9 @@
 /* train/train.h — the training code behind nat-train and nat-eval (libnat_train.a), one header for all
  * of it: the INI config, progress and timing, the learning-rate schedule, signals, the OpenMP
  * environment, metrics, the weight EMA, CSV logs, datasets and loaders from a config, the device,
- * evaluation, checkpoints, CPU replicas and the training loop. Not part of libnat or its installed API;
- * tests/test_config.c, test_train.c, test_reliability.c and bench/ use it. Sections follow in
- * dependency order; the section "---- NAME:" is implemented in train/NAME.c. */
+ * test-time augmentation, evaluation, checkpoints, CPU replicas and the training loop. Not part of
+ * libnat or its installed API; tests/test_config.c, test_train.c, test_reliability.c and bench/ use it.
+ * Sections follow in dependency order; the section "---- NAME:" is implemented in train/NAME.c. */
 #ifndef NAT_TRAIN_TRAIN_H
 #define NAT_TRAIN_TRAIN_H
 
@@ -204,13 +204,17 @@ typedef struct nat_lr_schedule {
 double nat_lr_at(const nat_lr_schedule *s, int64_t step);
 
 /* ---- signal: Ctrl-C handling of the command-line tools: SIGINT and SIGTERM set a flag that
- * the training loop polls after each step (it then writes a checkpoint and returns). The handler only
+ * the training loop polls after each step (it then writes a checkpoint and returns) and evaluation after
+ * each batch (it then returns with *complete false). The handler only
  * stores the signal number and writes a one-line notice with write(2); it is reset by the first signal,
  * so a second Ctrl-C ends the process at once (checkpoint writes are crash-safe). Process-wide by
  * nature: the only global state of train/. */
 
+/* What the first signal leads to, for the notice the handler prints: training writes a checkpoint
+ * and returns, evaluation stops after the current batch and reports the part it finished. */
+typedef enum { NAT_SIGNAL_CHECKPOINT, NAT_SIGNAL_STOP } nat_signal_action;
 /* Installs the handlers for SIGINT and SIGTERM and clears the flag. */
-void nat_train_signals_install(void);
+void nat_train_signals_install(nat_signal_action action);
 /* The flag: 0, or the number of the signal received. */
 volatile sig_atomic_t *nat_train_stop_flag(void);
 
@@ -337,19 +341,48 @@ nat_status nat_train_upload(nat_ctx *ctx, const float *host, int ndim, const int
 /* host[0..n) = t (contiguous f32 with n elements, on any device); waits for the device. */
 nat_status nat_train_download(const nat_tensor *t, float *host, int64_t n);
 
+/* ---- tta: test-time augmentation of an evaluation: each image is classified from several views and the
+ * prediction is the mean of their softmax probabilities. `flip`: the image and its mirror image (2 views);
+ * `flip-shift`: those two, each also shifted by one pixel up, down, left and right (10 views). Pixels
+ * shifted in are the value a zero pixel takes after normalisation, as random_crop's padding in training.
+ * Views are built on the normalised batch, so every dataset and transform works unchanged. */
+
+typedef enum nat_tta_kind { NAT_TTA_NONE = 0, NAT_TTA_FLIP, NAT_TTA_FLIP_SHIFT } nat_tta_kind;
+
+typedef struct nat_tta {
+    nat_tta_kind kind;
+    float fill[NAT_TF_MAX_CHANNELS]; /* per channel: what shifts bring in (nat_train_tta_fill) */
+} nat_tta;
+
+/* "none", "flip" or "flip-shift"; anything else is NAT_ERR_INVALID_ARG naming the value. */
+nat_status nat_tta_parse(const char *name, nat_tta_kind *out);
+const char *nat_tta_name(nat_tta_kind k);
+int nat_tta_views(nat_tta_kind k); /* 1, 2, 10 */
+/* fill[c] = -mean[c] / std[c]: a zero pixel after the config's normalisation of ch channels. */
+void nat_train_tta_fill(const nat_config *c, int ch, float fill[NAT_TF_MAX_CHANNELS]);
+/* dst = view v (0 <= v < nat_tta_views) of the n x c x h x w batch src: for view v, the mirror image when
+ * v is odd, shifted by the (v / 2)-th of (0, 0), (+1, 0), (-1, 0), (0, +1), (0, -1) as
+ * dst(y, x) = view(y + dy, x + dx), t->fill outside. */
+void nat_tta_view(const nat_tta *t, int v, const float *src, int64_t n, int c, int h, int w, float *dst);
+/* acc[n x k] += softmax of each row of logits[n x k] (in double). */
+void nat_tta_accumulate(const float *logits, int64_t n, int k, double *acc);
+/* out = log(acc / views): logits whose softmax is the views' mean probability. */
+void nat_tta_finish(const double *acc, int64_t n, int k, int views, float *out);
+
 /* ---- eval: one evaluation pass of a model over an evaluation loader (section data), with
  * gradients off and dropout/drop-path off, into classification metrics. */
 
 /* Repositions L to its first batch, runs m on every batch in ctx (recording nothing; ctx is reset after
- * each batch and its grad setting restored) and accumulates into met (reset first). stop (may be NULL)
- * is polled between batches: when it is set the pass ends early and *complete is false. *seconds (may be
- * NULL) gets the wall time. */
-nat_status nat_evaluate(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
-                        double *seconds, bool *complete);
+ * each batch and its grad setting restored) and accumulates into met (reset first). tta (may be NULL:
+ * none) classifies each image from its views (section tta). stop (may be NULL) is polled between
+ * batches: when it is set the pass ends early and *complete is false. *seconds (may be NULL) gets the
+ * wall time. */
+nat_status nat_evaluate(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, const nat_tta *tta,
+                        volatile sig_atomic_t *stop, double *seconds, bool *complete);
 /* nat_evaluate over batches part, part + parts, part + 2·parts, ... only (0 <= part < parts): rank `part` of
  * a `parts`-process evaluation; summing the ranks' metrics gives the whole pass's. */
-nat_status nat_evaluate_part(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, volatile sig_atomic_t *stop,
-                             int part, int parts, double *seconds, bool *complete);
+nat_status nat_evaluate_part(nat_model *m, nat_ctx *ctx, nat_loader *L, nat_metrics *met, const nat_tta *tta,
+                             volatile sig_atomic_t *stop, int part, int parts, double *seconds, bool *complete);
 
 /* ---- checkpoint: training checkpoints: one safetensors file (written crash-safe: temporary
  * file, fsync, rename) holding
